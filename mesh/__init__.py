@@ -1,0 +1,147 @@
+"""
+mesh: an embeddable, plan-driven orchestration engine for coding agents.
+
+A plan of steps is sliced into units with dependencies; each unit is written
+by several candidate authors, proved in isolation, adjudicated by a risk-based
+quorum and delivered by a single integrator, under one budget-derived
+concurrency target and an occurred-events ledger.
+
+This module is the whole public API; ``mesh.commands`` mirrors the command line.
+"""
+
+from __future__ import annotations
+
+from ._batch import floor_gate as floor_gate
+from ._batch import format_csv as format_csv
+from ._batch import parse_batch_csv as parse_batch_csv
+from ._batch import parse_deps_csv as parse_deps_csv
+from ._batch import prepare_batch as prepare_batch
+from ._batch import validate_deps as validate_deps
+
+from ._budget import budget_policy as budget_policy
+from ._budget import replay as replay
+from ._contract import MAX_PROOF_ATTEMPTS as MAX_PROOF_ATTEMPTS
+from ._contract import parse_worker_result as parse_worker_result
+from ._contract import worker_result_document as worker_result_document
+from ._enums import LANE_DECISIONS as LANE_DECISIONS
+from ._enums import QUORUM_BY_RISK as QUORUM_BY_RISK
+from ._enums import BudgetMode as BudgetMode
+from ._enums import Decision as Decision
+from ._enums import DeliveryMode as DeliveryMode
+from ._enums import FailureCode as FailureCode
+from ._enums import FloorResult as FloorResult
+from ._enums import Lane as Lane
+from ._enums import ProofStatus as ProofStatus
+from ._enums import RiskTier as RiskTier
+from ._enums import StepStatus as StepStatus
+
+from ._errors import CsvContractError as CsvContractError
+from ._errors import FileAccessError as FileAccessError
+from ._errors import FloorGateFailed as FloorGateFailed
+from ._errors import InputError as InputError
+from ._errors import InvalidOutputSchema as InvalidOutputSchema
+from ._errors import MeshError as MeshError
+from ._errors import OptionError as OptionError
+from ._errors import PathCollisionError as PathCollisionError
+from ._errors import PlanError as PlanError
+from ._errors import ValidationError as ValidationError
+from ._ledger import occurred as occurred
+from ._ledger import occurred_events as occurred_events
+from ._plan import check_dependencies as check_dependencies
+from ._plan import parse_plan as parse_plan
+from ._plan import parse_units as parse_units
+from ._plan import plan_sync as plan_sync
+from ._plan import slice_plan as slice_plan
+from ._records import BATCH_COLUMNS as BATCH_COLUMNS
+from ._records import OUTPUT_COLUMNS as OUTPUT_COLUMNS
+from ._records import REQUIRED_BATCH_COLUMNS as REQUIRED_BATCH_COLUMNS
+from ._records import BatchRow as BatchRow
+from ._records import BudgetDecision as BudgetDecision
+from ._records import DepsRow as DepsRow
+from ._records import OutputRow as OutputRow
+from ._records import Plan as Plan
+from ._records import PlanStep as PlanStep
+from ._records import PlanSummary as PlanSummary
+from ._records import PreparedBatch as PreparedBatch
+from ._records import ProofEvidence as ProofEvidence
+from ._records import ReduceRecord as ReduceRecord
+from ._records import ReplayResult as ReplayResult
+from ._records import SliceResult as SliceResult
+from ._records import Unit as Unit
+from ._records import Wave as Wave
+from ._records import WorkerResult as WorkerResult
+from ._version import __version__ as __version__
+from ._wave import select_wave as select_wave
+
+__all__ = [
+    "BATCH_COLUMNS",
+    "LANE_DECISIONS",
+    "MAX_PROOF_ATTEMPTS",
+    "OUTPUT_COLUMNS",
+    "QUORUM_BY_RISK",
+    "REQUIRED_BATCH_COLUMNS",
+    "BatchRow",
+    "BudgetDecision",
+    "BudgetMode",
+    "CsvContractError",
+    "Decision",
+    "DeliveryMode",
+    "DepsRow",
+    "FailureCode",
+    "FileAccessError",
+    "FloorGateFailed",
+    "FloorResult",
+    "InputError",
+    "InvalidOutputSchema",
+    "Lane",
+    "MeshError",
+    "OptionError",
+    "OutputRow",
+    "PathCollisionError",
+    "Plan",
+    "PlanError",
+    "PlanStep",
+    "PlanSummary",
+    "PreparedBatch",
+    "ProofEvidence",
+    "ProofStatus",
+    "ReduceRecord",
+    "ReplayResult",
+    "RiskTier",
+    "SliceResult",
+    "StepStatus",
+    "Unit",
+    "ValidationError",
+    "Wave",
+    "WorkerResult",
+    "__version__",
+    "budget_policy",
+    "check_dependencies",
+    "floor_gate",
+    "format_csv",
+    "occurred",
+    "occurred_events",
+    "parse_batch_csv",
+    "parse_deps_csv",
+    "parse_plan",
+    "parse_units",
+    "parse_worker_result",
+    "plan_sync",
+    "prepare_batch",
+    "replay",
+    "select_wave",
+    "slice_plan",
+    "validate_deps",
+    "worker_result_document",
+]
+
+# Re-exported classes and functions report `mesh` as their home, so reprs,
+# tracebacks and docs say `mesh.Unit`, not `mesh._records.Unit`.
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("mesh._"):
+        try:
+            _obj.__module__ = "mesh"
+        except (AttributeError, TypeError):  # pragma: no cover - builtins-backed objects
+            pass
+del _name, _obj

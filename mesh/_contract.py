@@ -1,0 +1,178 @@
+"""
+Output contract v2: every role adapter's result is parsed strictly.
+
+Narrative text is never trusted: a result is a typed `WorkerResult` or an
+`InvalidOutputSchema` error listing every problem found, types and lane rules
+together. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from typing import Final, TypeVar
+
+from ._convert import converter, loads_json, structure, type_name
+from ._enums import LANE_DECISIONS, QUORUM_BY_RISK, Decision, Lane, ProofStatus, RiskTier
+from ._errors import InvalidOutputSchema, ValidationError
+from ._records import WorkerResult
+
+__all__ = ["MAX_PROOF_ATTEMPTS", "parse_worker_result", "worker_result_document"]
+
+MAX_PROOF_ATTEMPTS: Final = 2
+"""A proof runs at most twice: once, and one retry."""
+
+T = TypeVar("T")
+
+_AUTHOR_LANES: Final = frozenset({Lane.CODER, Lane.REDUCER})
+
+
+def parse_worker_result(payload: object) -> WorkerResult:
+    """
+    Parse a worker result under output contract v2.
+
+    Args:
+        payload: A decoded JSON object, or JSON text.
+
+    Returns:
+        The typed result.
+
+    Raises:
+        InvalidOutputSchema: Listing every missing, mistyped or semantically
+            invalid field, each with its JSON path (code ``invalid_output_schema``).
+
+    .. versionadded:: 0.1.0
+    """
+    if isinstance(payload, str | bytes):
+        try:
+            text = payload.decode() if isinstance(payload, bytes) else payload
+            payload = loads_json(text, subject="worker result")
+        except (ValidationError, UnicodeDecodeError) as exc:
+            problem = exc.problems if isinstance(exc, ValidationError) else ("not UTF-8 text",)
+            raise InvalidOutputSchema(problem) from None
+    if not isinstance(payload, Mapping):
+        raise InvalidOutputSchema([f"$: expected object, got {type_name(payload)}"])
+    problems: list[str] = []
+    try:
+        result: WorkerResult | None = structure(payload, WorkerResult, subject="worker result")
+    except ValidationError as exc:
+        problems.extend(exc.problems)
+        result = None
+    problems.extend(_semantic_problems(payload))
+    if problems or result is None:
+        raise InvalidOutputSchema(list(dict.fromkeys(problems)))
+    return result
+
+
+def _field(payload: Mapping[str, object], key: str, kind: Callable[[str], T]) -> T | None:
+    """The field converted to its enum, or None when absent or mistyped (reported elsewhere)."""
+    value = payload.get(key)
+    if not isinstance(value, str):
+        return None
+    try:
+        return kind(value)
+    except ValueError:
+        return None
+
+
+def _int(payload: Mapping[str, object], key: str) -> int | None:
+    value = payload.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _text(payload: Mapping[str, object], key: str) -> str | None:
+    value = payload.get(key)
+    return value if isinstance(value, str) else None
+
+
+def _semantic_problems(payload: Mapping[str, object]) -> list[str]:  # noqa: C901, PLR0912 - one flat list of contract rules reads best
+    """Rules beyond types. Each rule only looks at fields whose type is already right."""
+    problems: list[str] = []
+    lane = _field(payload, "lane", Lane)
+    decision = _field(payload, "decision", Decision)
+    proof_status = _field(payload, "proof_status", ProofStatus)
+    risk = _field(payload, "risk_tier", RiskTier)
+    attempts = _int(payload, "proof_attempts")
+
+    index = _int(payload, "triplet_index")
+    if index is not None and index < 1:
+        problems.append(f"$.triplet_index: must be >= 1, got {index}")
+    if attempts is not None and not 0 <= attempts <= MAX_PROOF_ATTEMPTS:
+        problems.append(f"$.proof_attempts: must be 0, 1 or 2, got {attempts}")
+    scope = payload.get("write_scope")
+    if isinstance(scope, list) and not scope:
+        problems.append("$.write_scope: must list at least one path")
+    if isinstance(scope, list) and any(isinstance(root, str) and not root.strip() for root in scope):
+        problems.append("$.write_scope: paths must not be blank")
+    for key in ("id", "candidate_id", "base_sha"):
+        text = _text(payload, key)
+        if text is not None and not text.strip():
+            problems.append(f"$.{key}: must not be blank")
+
+    if lane is not None and decision is not None and decision not in LANE_DECISIONS[lane]:
+        allowed = ", ".join(sorted(LANE_DECISIONS[lane]))
+        problems.append(f"$.decision: {lane.value} may decide {allowed}; got {decision.value!r}")
+
+    if lane is Lane.PROVER:
+        if attempts is not None and attempts not in {1, 2}:
+            problems.append(f"$.proof_attempts: a prover result needs 1 or 2, got {attempts}")
+        if proof_status not in {None, ProofStatus.PASS, ProofStatus.FAIL}:
+            problems.append("$.proof_status: a prover result is pass or fail")
+        if decision in {Decision.PASS, Decision.FAIL} and proof_status in {
+            ProofStatus.PASS,
+            ProofStatus.FAIL,
+        }:
+            if decision.value != proof_status.value:  # type: ignore[union-attr]
+                problems.append("$.proof_status: must match the prover's decision")
+    if lane in _AUTHOR_LANES and decision is Decision.ACCEPT:
+        patch = _text(payload, "patch")
+        if patch is None or not patch.strip():
+            problems.append("$.patch: an accepted candidate needs a non-empty patch")
+    if lane in _AUTHOR_LANES and decision is Decision.NO_DIFF:
+        notes = _text(payload, "notes")
+        if notes is None or not notes.strip():
+            problems.append("$.notes: a no_diff result needs the reason in notes")
+    if lane is Lane.REDUCER and decision is Decision.ACCEPT and payload.get("reduce_record") is None:
+        problems.append("$.reduce_record: a reducer's candidate needs a reduce_record")
+    if lane is Lane.LOCKSMITH and decision is Decision.GRANT:
+        if not _text(payload, "lease_id"):
+            problems.append("$.lease_id: a granted lease needs a lease_id")
+        ttl = _int(payload, "ttl_ms")
+        if ttl is None or ttl <= 0:
+            problems.append("$.ttl_ms: a granted lease needs ttl_ms > 0")
+    if lane is Lane.FIXER and decision is Decision.ACCEPTED:
+        if not _text(payload, "selected_candidate"):
+            problems.append("$.selected_candidate: an accepted adjudication names its candidate")
+        if proof_status not in {None, ProofStatus.PASS}:
+            problems.append("$.proof_status: only a candidate whose proof passed may be accepted")
+        target, observed = _int(payload, "quorum_target"), _int(payload, "quorum_observed")
+        if risk is not None and target is not None and target != QUORUM_BY_RISK[risk]:
+            problems.append(
+                f"$.quorum_target: {risk.value} risk needs {QUORUM_BY_RISK[risk]}, got {target}"
+            )
+        if target is not None and observed is not None and observed < target:
+            problems.append(f"$.quorum_observed: {observed} is below the quorum target {target}")
+    if lane is Lane.INTEGRATOR and decision in {
+        Decision.INTEGRATED_PATCH,
+        Decision.INTEGRATED_COMMIT,
+    } and not _text(payload, "artifact_ref"):
+        problems.append("$.artifact_ref: a delivery needs an artifact_ref")
+
+    patch, digest = _text(payload, "patch"), _text(payload, "patch_sha256")
+    if patch is not None and digest is not None:
+        actual = hashlib.sha256(patch.encode("utf-8", "surrogatepass")).hexdigest()
+        if digest.lower() != actual:
+            problems.append("$.patch_sha256: does not match the sha256 of patch")
+    return problems
+
+
+def worker_result_document(result: WorkerResult) -> dict[str, object]:
+    """
+    The contract JSON object of a worker result (absent optional fields left out).
+
+    ``parse_worker_result(worker_result_document(r)) == r`` for every valid ``r``.
+
+    .. versionadded:: 0.1.0
+    """
+    document: dict[str, object] = converter.unstructure(result)
+    return {key: value for key, value in document.items() if value is not None}

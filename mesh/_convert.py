@@ -1,0 +1,257 @@
+"""
+The one private cattrs converter, and strict JSON text handling.
+
+cattrs coerces by default (``"5"`` becomes ``5``, ``"ab"`` becomes
+``("a", "b")``, ``1`` becomes ``"1"``). Contracts that agents fill in must not
+be guessed at, so every scalar and sequence hook here checks the wire type
+exactly, and every problem is reported with its JSON path.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import types
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any, Final, TypeVar
+
+import cattrs
+from cattrs.errors import (
+    ClassValidationError,
+    ForbiddenExtraKeysError,
+    IterableValidationError,
+    IterableValidationNote,
+)
+
+from ._errors import ValidationError
+
+__all__ = ["converter", "dumps_json", "loads_json", "structure", "type_name"]
+
+T = TypeVar("T")
+
+
+class WireTypeError(TypeError):
+    """A value has the wrong JSON type; its message is shown to users as it is."""
+
+
+class WireValueError(ValueError):
+    """A value has the right JSON type but is not allowed; shown to users as it is."""
+
+
+def type_name(value: object) -> str:
+    """Name a JSON value's type the way a JSON author would."""
+    names: dict[type, str] = {
+        bool: "boolean",
+        int: "number",
+        float: "number",
+        str: "string",
+        list: "array",
+        tuple: "array",
+        dict: "object",
+        type(None): "null",
+    }
+    return names.get(type(value), type(value).__name__)
+
+
+def _strict_str(value: object, _: type) -> str:
+    if not isinstance(value, str):
+        raise WireTypeError(f"expected string, got {type_name(value)}")
+    return value
+
+
+def _strict_int(value: object, _: type) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise WireTypeError(f"expected integer, got {type_name(value)}")
+    return value
+
+
+def _strict_float(value: object, _: type) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise WireTypeError(f"expected number, got {type_name(value)}")
+    if not math.isfinite(value):
+        raise WireValueError("expected a finite number")
+    return float(value)
+
+
+def _strict_bool(value: object, _: type) -> bool:
+    if not isinstance(value, bool):
+        raise WireTypeError(f"expected boolean, got {type_name(value)}")
+    return value
+
+
+def _is_str_enum(cls: Any) -> bool:  # noqa: ANN401 - cattrs predicates take any type form
+    return isinstance(cls, type) and issubclass(cls, enum.StrEnum)
+
+
+def _enum_hook_factory(cls: type[enum.StrEnum]) -> Callable[[object, type], enum.StrEnum]:
+    allowed = ", ".join(member.value for member in cls)
+
+    def structure_enum(value: object, _: type) -> enum.StrEnum:
+        if not isinstance(value, str):
+            raise WireTypeError(f"expected string, got {type_name(value)}")
+        try:
+            return cls(value)
+        except ValueError:
+            raise WireValueError(f"expected one of {allowed}; got {value!r}") from None
+
+    return structure_enum
+
+
+def _is_homogeneous_tuple(cls: Any) -> bool:  # noqa: ANN401 - cattrs predicates take any type form
+    args = typing.get_args(cls)
+    return typing.get_origin(cls) is tuple and len(args) == 2 and args[1] is Ellipsis  # noqa: PLR2004 - tuple[X, ...]
+
+
+def _tuple_hook_factory(cls: Any) -> Callable[[object, type], tuple[object, ...]]:  # noqa: ANN401
+    item_type = typing.get_args(cls)[0]
+    structure_item = converter.get_structure_hook(item_type)
+
+    def structure_tuple(value: object, _: type) -> tuple[object, ...]:
+        if not isinstance(value, list | tuple):
+            raise WireTypeError(f"expected array, got {type_name(value)}")
+        items: list[object] = []
+        errors: list[Exception] = []
+        for index, item in enumerate(value):
+            try:
+                items.append(structure_item(item, item_type))
+            except Exception as exc:  # noqa: BLE001 - collected and re-raised as a group
+                exc.add_note(IterableValidationNote(f"@ index {index}", index, item_type))
+                errors.append(exc)
+        if errors:
+            raise IterableValidationError("array items are invalid", errors, cls)
+        return tuple(items)
+
+    return structure_tuple
+
+
+def _is_optional(cls: Any) -> bool:  # noqa: ANN401 - cattrs predicates take any type form
+    args = typing.get_args(cls)
+    is_union = typing.get_origin(cls) in {typing.Union, types.UnionType}
+    return is_union and len(args) == 2 and type(None) in args  # noqa: PLR2004 - X | None
+
+
+def _optional_hook_factory(cls: Any) -> Callable[[object, type], object]:  # noqa: ANN401
+    # cattrs would pass `StrEnum | None` values through as plain strings; delegate
+    # to the strict hook of the non-None member instead.
+    inner_type = next(arg for arg in typing.get_args(cls) if arg is not type(None))
+    structure_inner = converter.get_structure_hook(inner_type)
+
+    def structure_optional(value: object, _: type) -> object:
+        return None if value is None else structure_inner(value, inner_type)
+
+    return structure_optional
+
+
+converter: Final = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+"""mesh's private converter; never the global one (the host may configure that)."""
+
+# Exact-type predicates, not `register_structure_hook(str, ...)`: singledispatch
+# would also claim subclasses such as StrEnum and skip the enum check.
+for _exact, _hook in ((str, _strict_str), (int, _strict_int), (float, _strict_float), (bool, _strict_bool)):
+    converter.register_structure_hook_func(lambda cls, exact=_exact: cls is exact, _hook)
+converter.register_structure_hook_factory(_is_str_enum, _enum_hook_factory)
+converter.register_structure_hook_factory(_is_homogeneous_tuple, _tuple_hook_factory)
+converter.register_structure_hook_factory(_is_optional, _optional_hook_factory)
+
+
+def _describe(exc: BaseException, _: type | None) -> str:
+    if isinstance(exc, WireTypeError | WireValueError):
+        return str(exc)
+    if isinstance(exc, KeyError):
+        return "required key missing"
+    if isinstance(exc, ForbiddenExtraKeysError):
+        names = ", ".join(repr(key) for key in sorted(exc.extra_fields))
+        return f"unknown key{'s' if len(exc.extra_fields) > 1 else ''} {names}"
+    if isinstance(exc, TypeError | AttributeError):
+        # A class was handed a non-object (cattrs fails on mapping access).
+        return "expected object"
+    return str(exc) or type(exc).__name__
+
+
+def _path_first(message: str) -> str:
+    # cattrs says "problem @ $.a.b"; people scan for the path first.
+    problem, _, path = message.rpartition(" @ ")
+    return f"{path}: {problem}" if problem else message
+
+
+def structure(payload: object, cls: type[T], *, subject: str, path: str = "$") -> T:
+    """
+    Structure a JSON value into ``cls``, or raise `ValidationError` listing every problem.
+
+    Args:
+        payload: A value decoded from JSON.
+        cls: The attrs class to build.
+        subject: What the payload is, for the error message.
+        path: JSON path of ``payload`` inside its document.
+
+    Raises:
+        ValidationError: Listing every wrong type, unknown key and missing key.
+    """
+    if not isinstance(payload, Mapping):
+        raise ValidationError(subject, [f"{path}: expected object, got {type_name(payload)}"])
+    try:
+        return converter.structure(payload, cls)
+    except (ClassValidationError, IterableValidationError) as exc:
+        problems = [_path_first(m) for m in cattrs.transform_error(exc, path, _describe)]
+        raise ValidationError(subject, problems) from None
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    document: dict[str, object] = {}
+    for key, value in pairs:
+        if key in document:
+            raise ValueError(f"duplicate key {key!r}")
+        document[key] = value
+    return document
+
+
+def _has_lone_surrogate(text: str) -> bool:
+    return any("\ud800" <= char <= "\udfff" for char in text)
+
+
+def _check_text(value: object, path: str) -> None:
+    # Lone surrogates (from "\ud800" escapes) cannot be written back as UTF-8.
+    if isinstance(value, str):
+        if _has_lone_surrogate(value):
+            raise ValueError(f"{path}: string contains an unpaired surrogate")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_text(item, f"{path}[{index}]")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if _has_lone_surrogate(key):
+                raise ValueError(f"{path}: key contains an unpaired surrogate")
+            _check_text(item, f"{path}.{key}")
+
+
+def loads_json(text: str, *, subject: str) -> object:
+    """
+    Decode one JSON document strictly: no NaN/Infinity, no duplicate keys, valid Unicode.
+
+    Raises:
+        ValidationError: When ``text`` is not such a document.
+    """
+    try:
+        document: object = json.loads(
+            text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys
+        )
+        _check_text(document, "$")
+    except RecursionError:
+        raise ValidationError(subject, ["$: nested too deeply"]) from None
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno} column {exc.colno}"
+        raise ValidationError(subject, [f"not JSON: {exc.msg} at {where}"]) from None
+    except ValueError as exc:
+        raise ValidationError(subject, [f"not JSON: {exc}"]) from None
+    return document
+
+
+def dumps_json(document: object) -> str:
+    """Encode a document as one line of valid JSON (never NaN, text kept exact)."""
+    return json.dumps(document, ensure_ascii=False, allow_nan=False)

@@ -1,0 +1,178 @@
+"""
+mesh's exceptions.
+
+Every exception mesh raises on purpose derives from `MeshError` and carries a
+failure-taxonomy ``code`` (see `FailureCode`), so a host can route any mesh
+failure without string matching::
+
+    MeshError (Exception)
+    ├── InputError (+ ValueError)            code: requires_clarification
+    │   ├── ValidationError                  wrong types, unknown keys, wrong shape
+    │   │   └── InvalidOutputSchema          code: invalid_output_schema
+    │   ├── PlanError                        unknown/duplicate ids, dependency cycles
+    │   ├── CsvContractError                 batch or deps CSV breaks its contract
+    │   ├── OptionError                      a command-line flag is missing or unparsable
+    │   ├── PathCollisionError               an output would overwrite an input
+    │   └── FloorGateFailed                  --fail-on-floor with too little concurrency
+    └── FileAccessError (+ OSError)          code: tooling_unavailable
+
+``kind`` names the condition in one word; the command line prints errors as
+``error: <kind>: <message>``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from ._enums import FailureCode
+
+__all__ = [
+    "CsvContractError",
+    "FileAccessError",
+    "FloorGateFailed",
+    "InputError",
+    "InvalidOutputSchema",
+    "MeshError",
+    "OptionError",
+    "PathCollisionError",
+    "PlanError",
+    "ValidationError",
+]
+
+
+class MeshError(Exception):
+    """
+    Root of every exception mesh raises on purpose.
+
+    Attributes:
+        code: The failure-taxonomy code this failure maps to.
+        kind: One word naming the condition (the class name unless overridden).
+
+    .. versionadded:: 0.1.0
+    """
+
+    default_code: ClassVar[FailureCode] = FailureCode.REQUIRES_CLARIFICATION
+
+    def __init__(self, message: str, *, code: FailureCode | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code: FailureCode = code if code is not None else self.default_code
+
+    @property
+    def kind(self) -> str:
+        """One word naming the condition, as printed by the command line."""
+        return type(self).__name__
+
+
+class InputError(MeshError, ValueError):
+    """
+    Input given to mesh cannot be used as it is.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class ValidationError(InputError):
+    """
+    A document has wrong types, unknown keys or the wrong shape.
+
+    Attributes:
+        problems: Every problem found, each addressed by a JSON path such as
+            ``$.plan[2].deps[0]: unknown step id 'x'``.
+        subject: What was being parsed (``plan``, ``worker result``, ...).
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        subject: str,
+        problems: tuple[str, ...] | list[str],
+        *,
+        code: FailureCode | None = None,
+    ) -> None:
+        self.subject = subject
+        self.problems: tuple[str, ...] = tuple(problems)
+        count = len(self.problems)
+        summary = "; ".join(self.problems)
+        noun = "problem" if count == 1 else "problems"
+        super().__init__(f"invalid {subject} ({count} {noun}): {summary}", code=code)
+
+
+class InvalidOutputSchema(ValidationError):
+    """
+    A role adapter's result breaks output contract v2.
+
+    .. versionadded:: 0.1.0
+    """
+
+    default_code = FailureCode.INVALID_OUTPUT_SCHEMA
+
+    def __init__(self, problems: tuple[str, ...] | list[str]) -> None:
+        super().__init__("worker result", problems)
+
+
+class PlanError(InputError):
+    """
+    A plan's dependencies cannot be satisfied (unknown or duplicate ids, cycles).
+
+    Attributes:
+        cycle: The ids forming a dependency cycle, when that is the problem.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, message: str, *, cycle: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.cycle = cycle
+
+
+class CsvContractError(InputError):
+    """
+    A batch CSV or deps CSV breaks its contract.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class OptionError(InputError):
+    """
+    A command-line flag is missing, unknown, repeated or has an unusable value.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self._kind = kind
+
+    @property
+    def kind(self) -> str:
+        """The condition, e.g. ``MissingRequiredOption`` or ``InvalidOptionValue``."""
+        return self._kind
+
+
+class PathCollisionError(InputError):
+    """
+    An output path resolves to the same file as an input path.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class FloorGateFailed(InputError):
+    """
+    ``fail_on_floor`` was requested and the effective peak is below the floor.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class FileAccessError(MeshError, OSError):
+    """
+    A file could not be read or written.
+
+    .. versionadded:: 0.1.0
+    """
+
+    default_code = FailureCode.TOOLING_UNAVAILABLE

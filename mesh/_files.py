@@ -1,0 +1,95 @@
+"""
+File access for the commands: strict reads and atomic writes.
+
+An output is written to a temporary file beside it and renamed into place, so a
+failure never leaves a half-written file and never touches an existing one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+from ._errors import FileAccessError, InputError, PathCollisionError
+
+__all__ = ["atomic_write_text", "ensure_distinct", "read_text"]
+
+StrPath = str | os.PathLike[str]
+
+
+def read_text(path: StrPath, *, what: str) -> str:
+    """
+    Read a UTF-8 text file (a leading byte-order mark is dropped).
+
+    Raises:
+        FileAccessError: When the file is missing, a directory or unreadable.
+        InputError: When it is not UTF-8 text.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise FileAccessError(f"{what} not found: {os.fspath(path)}") from None
+    except IsADirectoryError:
+        raise FileAccessError(f"{what} is a directory: {os.fspath(path)}") from None
+    except OSError as exc:
+        raise FileAccessError(f"cannot read {what} {os.fspath(path)}: {exc.strerror}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{what} {os.fspath(path)} is not UTF-8 text (byte {exc.start})"
+        ) from None
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    try:
+        return first.samefile(second)
+    except OSError:
+        return first.resolve() == second.resolve()
+
+
+def ensure_distinct(output: StrPath, *inputs: StrPath, output_flag: str, input_flags: tuple[str, ...]) -> None:
+    """
+    Refuse an output path that resolves to one of the inputs (or is a directory).
+
+    Raises:
+        PathCollisionError: Naming both flags.
+    """
+    out = Path(output)
+    for given, flag in zip(inputs, input_flags, strict=True):
+        if _same_file(out, Path(given)):
+            raise PathCollisionError(
+                f"{output_flag} {os.fspath(output)} is the same file as {flag} {os.fspath(given)}"
+            )
+    if out.is_dir():
+        raise PathCollisionError(f"{output_flag} {os.fspath(output)} is a directory")
+
+
+def atomic_write_text(path: StrPath, text: str, *, what: str, create_parents: bool = False) -> None:
+    """
+    Write ``text`` to ``path`` all at once: either the new content or nothing.
+
+    Raises:
+        FileAccessError: When the folder is missing (and not created) or unwritable.
+    """
+    target = Path(path)
+    try:
+        if create_parents:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(
+            dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
+        )
+    except OSError as exc:
+        raise FileAccessError(f"cannot write {what} {os.fspath(path)}: {exc.strerror}") from None
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        Path(temporary).replace(target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            Path(temporary).unlink()
+        raise FileAccessError(f"cannot write {what} {os.fspath(path)}: {exc.strerror}") from None
