@@ -17,7 +17,6 @@ from ._batch import parse_batch_csv as parse_batch_csv
 from ._batch import parse_deps_csv as parse_deps_csv
 from ._batch import prepare_batch as prepare_batch
 from ._batch import validate_deps as validate_deps
-
 from ._budget import budget_policy as budget_policy
 from ._budget import replay as replay
 from ._contract import MAX_PROOF_ATTEMPTS as MAX_PROOF_ATTEMPTS
@@ -34,7 +33,6 @@ from ._enums import Lane as Lane
 from ._enums import ProofStatus as ProofStatus
 from ._enums import RiskTier as RiskTier
 from ._enums import StepStatus as StepStatus
-
 from ._errors import CsvContractError as CsvContractError
 from ._errors import FileAccessError as FileAccessError
 from ._errors import FloorGateFailed as FloorGateFailed
@@ -140,8 +138,5 @@ __all__ = [
 for _name in __all__:
     _obj = globals()[_name]
     if getattr(_obj, "__module__", "").startswith("mesh._"):
-        try:
-            _obj.__module__ = "mesh"
-        except (AttributeError, TypeError):  # pragma: no cover - builtins-backed objects
-            pass
+        _obj.__module__ = "mesh"
 del _name, _obj

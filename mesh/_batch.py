@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from ._enums import FloorResult, Lane
 from ._errors import CsvContractError, FloorGateFailed, InputError, PlanError
@@ -23,6 +22,9 @@ from ._records import (
     OutputRow,
     PreparedBatch,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
 
 __all__ = [
     "floor_gate",
@@ -104,9 +106,9 @@ def parse_batch_csv(text: str) -> tuple[BatchRow, ...]:
                 f"batch CSV: line {line}: unknown lane {cell['lane']!r} "
                 f"(expected one of {', '.join(Lane)})"
             ) from None
-        values = {column: cell.get(column, "") for column in BATCH_COLUMNS}
+        values = {column: cell.get(column, "") for column in BATCH_COLUMNS if column != "lane"}
         values["base_sha"] = values["base_sha"] or "HEAD"
-        rows.append(BatchRow(**{**values, "lane": lane}))
+        rows.append(BatchRow(lane=lane, **values))
     return tuple(rows)
 
 

@@ -12,17 +12,19 @@ import math
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
 import attrs
 
 from . import commands
+from ._budget import budget_policy
 from ._convert import dumps_json
 from ._enums import Lane
 from ._errors import MeshError, OptionError
-from ._budget import budget_policy
 from ._version import __version__
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
 
 __all__ = ["main"]
 
@@ -130,22 +132,52 @@ def _budget(*, output_format: str = "json", **options: Any) -> dict[str, object]
 
 _PCT = "PERCENT"
 _BUDGET_INPUTS: Final = (
-    Flag(name="--remaining-five-hour", parse=finite, required=True, metavar=_PCT,
-         help="percent of the 5-hour budget left (clamped to 0..100)"),
-    Flag(name="--remaining-weekly", parse=finite, required=True, metavar=_PCT,
-         help="percent of the weekly budget left (clamped to 0..100)"),
-    Flag(name="--max-threads", parse=whole(0), metavar="N",
-         help="most units active at once (default 12; 0 counts as 1)"),
+    Flag(
+        name="--remaining-five-hour",
+        parse=finite,
+        required=True,
+        metavar=_PCT,
+        help="percent of the 5-hour budget left (clamped to 0..100)",
+    ),
+    Flag(
+        name="--remaining-weekly",
+        parse=finite,
+        required=True,
+        metavar=_PCT,
+        help="percent of the weekly budget left (clamped to 0..100)",
+    ),
+    Flag(
+        name="--max-threads",
+        parse=whole(0),
+        metavar="N",
+        help="most units active at once (default 12; 0 counts as 1)",
+    ),
 )
 _WAVE_HISTORY: Final = (
-    Flag(name="--previous-triplet-width", parse=whole(), metavar="W",
-         help="candidate width of the previous wave (default 3, clamped to 1..3)"),
-    Flag(name="--prior-wave-instability", parse=boolean, metavar="BOOL",
-         help="whether the previous wave was unstable: true/false/1/0 (default false)"),
-    Flag(name="--consecutive-unstable-waves", parse=whole(0), metavar="N",
-         help="unstable waves in a row (default 0)"),
-    Flag(name="--consecutive-clean-waves", parse=whole(0), metavar="N",
-         help="clean waves in a row (default 0)"),
+    Flag(
+        name="--previous-triplet-width",
+        parse=whole(),
+        metavar="W",
+        help="candidate width of the previous wave (default 3, clamped to 1..3)",
+    ),
+    Flag(
+        name="--prior-wave-instability",
+        parse=boolean,
+        metavar="BOOL",
+        help="whether the previous wave was unstable: true/false/1/0 (default false)",
+    ),
+    Flag(
+        name="--consecutive-unstable-waves",
+        parse=whole(0),
+        metavar="N",
+        help="unstable waves in a row (default 0)",
+    ),
+    Flag(
+        name="--consecutive-clean-waves",
+        parse=whole(0),
+        metavar="N",
+        help="clean waves in a row (default 0)",
+    ),
 )
 
 COMMANDS: Final[Mapping[str, Command]] = {
@@ -156,15 +188,32 @@ COMMANDS: Final[Mapping[str, Command]] = {
             summary="compute the active-unit clamp from 5-hour and weekly remaining budget",
             flags=(
                 *_BUDGET_INPUTS,
-                Flag(name="--linear-start-threshold", parse=finite, metavar=_PCT,
-                     help="percent at and below which the linear clamp starts (default 33)"),
-                Flag(name="--single-agent-threshold", parse=finite, metavar=_PCT,
-                     help="percent at and below which one unit runs at a time (default 10)"),
-                Flag(name="--scaleout-threshold", parse=finite, metavar=_PCT,
-                     help="percent above which scale-out is allowed (default 25)"),
+                Flag(
+                    name="--linear-start-threshold",
+                    parse=finite,
+                    metavar=_PCT,
+                    help="percent at and below which the linear clamp starts (default 33)",
+                ),
+                Flag(
+                    name="--single-agent-threshold",
+                    parse=finite,
+                    metavar=_PCT,
+                    help="percent at and below which one unit runs at a time (default 10)",
+                ),
+                Flag(
+                    name="--scaleout-threshold",
+                    parse=finite,
+                    metavar=_PCT,
+                    help="percent above which scale-out is allowed (default 25)",
+                ),
                 *_WAVE_HISTORY,
-                Flag(name="--format", parse=choice("json", "text"), metavar="json|text",
-                     dest="output_format", help="output format (default json)"),
+                Flag(
+                    name="--format",
+                    parse=choice("json", "text"),
+                    metavar="json|text",
+                    dest="output_format",
+                    help="output format (default json)",
+                ),
             ),
             run=_budget,
             example="mesh budget --remaining-five-hour 40 --remaining-weekly 28 --max-threads 12",
@@ -175,8 +224,13 @@ COMMANDS: Final[Mapping[str, Command]] = {
             flags=(
                 *_BUDGET_INPUTS,
                 *_WAVE_HISTORY,
-                Flag(name="--ready-units", parse=whole(0), required=True, metavar="N",
-                     help="units ready to run"),
+                Flag(
+                    name="--ready-units",
+                    parse=whole(0),
+                    required=True,
+                    metavar="N",
+                    help="units ready to run",
+                ),
             ),
             run=commands.replay,
             example=(
@@ -187,8 +241,14 @@ COMMANDS: Final[Mapping[str, Command]] = {
         Command(
             name="plan_sync",
             summary="normalize a plan JSON payload and count its steps by status",
-            flags=(Flag(name="--input-json", required=True, metavar="PATH",
-                        help="update_plan JSON: an array of steps, or {plan: [...]}"),),
+            flags=(
+                Flag(
+                    name="--input-json",
+                    required=True,
+                    metavar="PATH",
+                    help="update_plan JSON: an array of steps, or {plan: [...]}",
+                ),
+            ),
             run=commands.plan_sync,
             example="mesh plan_sync --input-json plan.json",
         ),
@@ -197,10 +257,17 @@ COMMANDS: Final[Mapping[str, Command]] = {
             summary="produce atomic units from a plan's pending and in-progress steps",
             flags=(
                 Flag(name="--input-json", required=True, metavar="PATH", help="plan JSON"),
-                Flag(name="--max-slices", parse=whole(0), metavar="N",
-                     help="keep only the first N units (default: no limit)"),
-                Flag(name="--output-json", metavar="PATH",
-                     help="also write the document there (folders are created)"),
+                Flag(
+                    name="--max-slices",
+                    parse=whole(0),
+                    metavar="N",
+                    help="keep only the first N units (default: no limit)",
+                ),
+                Flag(
+                    name="--output-json",
+                    metavar="PATH",
+                    help="also write the document there (folders are created)",
+                ),
             ),
             run=commands.slice,
             example="mesh slice --input-json plan.json --output-json units.json",
@@ -209,16 +276,36 @@ COMMANDS: Final[Mapping[str, Command]] = {
             name="wave",
             summary="emit a CSV batch for the currently ready units",
             flags=(
-                Flag(name="--units-json", required=True, metavar="PATH",
-                     help="units JSON as slice writes it"),
-                Flag(name="--csv-path", required=True, metavar="PATH",
-                     help="where to write the batch CSV"),
-                Flag(name="--max-active", parse=whole(1), metavar="N",
-                     help="most units in the wave (default 1)"),
-                Flag(name="--lane", parse=choice(*Lane), metavar="LANE",
-                     help=f"lane of the rows: {', '.join(Lane)} (default coder)"),
-                Flag(name="--triplet-width", parse=whole(1, 3), metavar="W",
-                     help="rows per unit, 1..3 (default 3)"),
+                Flag(
+                    name="--units-json",
+                    required=True,
+                    metavar="PATH",
+                    help="units JSON as slice writes it",
+                ),
+                Flag(
+                    name="--csv-path",
+                    required=True,
+                    metavar="PATH",
+                    help="where to write the batch CSV",
+                ),
+                Flag(
+                    name="--max-active",
+                    parse=whole(1),
+                    metavar="N",
+                    help="most units in the wave (default 1)",
+                ),
+                Flag(
+                    name="--lane",
+                    parse=choice(*Lane),
+                    metavar="LANE",
+                    help=f"lane of the rows: {', '.join(Lane)} (default coder)",
+                ),
+                Flag(
+                    name="--triplet-width",
+                    parse=whole(1, 3),
+                    metavar="W",
+                    help="rows per unit, 1..3 (default 3)",
+                ),
             ),
             run=commands.wave,
             example="mesh wave --units-json units.json --csv-path batch.csv --max-active 4",
@@ -228,20 +315,47 @@ COMMANDS: Final[Mapping[str, Command]] = {
             summary="validate a batch CSV and write its output CSV, keeping paths separate",
             flags=(
                 Flag(name="--csv-path", required=True, metavar="IN", help="batch CSV to validate"),
-                Flag(name="--output-csv-path", required=True, metavar="OUT",
-                     help="output CSV to write (must differ from IN)"),
-                Flag(name="--max-concurrency", parse=whole(1), metavar="N",
-                     help="workers available (default: the row count)"),
-                Flag(name="--max-workers", parse=whole(1), metavar="N",
-                     dest="max_concurrency", help="alias of --max-concurrency"),
-                Flag(name="--runnable-units", parse=whole(0), metavar="N",
-                     help="units runnable now (default: the row count)"),
-                Flag(name="--floor-threshold", parse=whole(1), metavar="N",
-                     help="concurrency floor (default 3)"),
-                Flag(name="--fail-on-floor", is_switch=True,
-                     help="fail, writing nothing, when the floor gate fails"),
-                Flag(name="--deps-csv", metavar="PATH",
-                     help="deps CSV (id,depends_on,interactive_lead) to validate"),
+                Flag(
+                    name="--output-csv-path",
+                    required=True,
+                    metavar="OUT",
+                    help="output CSV to write (must differ from IN)",
+                ),
+                Flag(
+                    name="--max-concurrency",
+                    parse=whole(1),
+                    metavar="N",
+                    help="workers available (default: the row count)",
+                ),
+                Flag(
+                    name="--max-workers",
+                    parse=whole(1),
+                    metavar="N",
+                    dest="max_concurrency",
+                    help="alias of --max-concurrency",
+                ),
+                Flag(
+                    name="--runnable-units",
+                    parse=whole(0),
+                    metavar="N",
+                    help="units runnable now (default: the row count)",
+                ),
+                Flag(
+                    name="--floor-threshold",
+                    parse=whole(1),
+                    metavar="N",
+                    help="concurrency floor (default 3)",
+                ),
+                Flag(
+                    name="--fail-on-floor",
+                    is_switch=True,
+                    help="fail, writing nothing, when the floor gate fails",
+                ),
+                Flag(
+                    name="--deps-csv",
+                    metavar="PATH",
+                    help="deps CSV (id,depends_on,interactive_lead) to validate",
+                ),
             ),
             run=commands.run_csv,
             example="mesh run_csv --csv-path batch.csv --output-csv-path batch.out.csv",
@@ -250,8 +364,14 @@ COMMANDS: Final[Mapping[str, Command]] = {
         Command(
             name="ledger",
             summary="filter a ledger payload to the events that occurred",
-            flags=(Flag(name="--input-json", required=True, metavar="PATH",
-                        help="a JSON object of ledger fields"),),
+            flags=(
+                Flag(
+                    name="--input-json",
+                    required=True,
+                    metavar="PATH",
+                    help="a JSON object of ledger fields",
+                ),
+            ),
             run=commands.ledger,
             example="mesh ledger --input-json ledger.json",
         ),
@@ -280,18 +400,23 @@ def usage() -> str:
 def command_help(command: Command) -> str:
     """The help text of one command."""
     specs = [
-        (flag.name if flag.is_switch else f"{flag.name} {flag.metavar}", flag) for flag in command.flags
+        (flag.name if flag.is_switch else f"{flag.name} {flag.metavar}", flag)
+        for flag in command.flags
     ]
     width = max(len(spec) for spec, _ in specs)
     lines = [f"usage: mesh {command.name} [OPTIONS]", "", command.summary, "", "options:"]
     for spec, flag in specs:
         marker = " (required)" if flag.required else ""
         lines.append(f"  {spec.ljust(width)}  {flag.help}{marker}")
-    lines += ["  -h, --help".ljust(width + 2) + "  show this help", "", f"example: {command.example}"]
+    lines += [
+        "  -h, --help".ljust(width + 2) + "  show this help",
+        "",
+        f"example: {command.example}",
+    ]
     return "\n".join(lines) + "\n"
 
 
-def parse_options(command: Command, arguments: Sequence[str]) -> dict[str, object]:
+def parse_options(command: Command, arguments: Sequence[str]) -> dict[str, object]:  # noqa: C901 - one linear pass over the tokens reads best
     """
     Parse a command's flags into keyword arguments for its `mesh.commands` function.
 
@@ -309,9 +434,7 @@ def parse_options(command: Command, arguments: Sequence[str]) -> dict[str, objec
         name, has_value, value = token.partition("=")
         flag = by_name.get(name)
         if flag is None:
-            raise OptionError(
-                "UnknownOption", f"{name} is not an option of `mesh {command.name}`"
-            )
+            raise OptionError("UnknownOption", f"{name} is not an option of `mesh {command.name}`")
         if name in given:
             raise OptionError("DuplicateOption", f"{name} is given more than once")
         if flag.is_switch:
@@ -344,7 +467,7 @@ def _write(stream: TextIO, content: str) -> None:
     stream.buffer.flush()
 
 
-def run(argv: Sequence[str]) -> tuple[int, str, str]:
+def run(argv: Sequence[str]) -> tuple[int, str, str]:  # noqa: PLR0911 - one return per outcome of the contract
     """Run the command line on ``argv``: ``(exit code, stdout text, stderr text)``."""
     if not argv or argv[0] in {"-h", "--help", "help"}:
         return 0, usage(), ""

@@ -85,7 +85,7 @@ def _text(payload: Mapping[str, object], key: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _semantic_problems(payload: Mapping[str, object]) -> list[str]:  # noqa: C901, PLR0912 - one flat list of contract rules reads best
+def _semantic_problems(payload: Mapping[str, object]) -> list[str]:  # noqa: C901, PLR0912, PLR0915 - one flat list of contract rules reads best
     """Rules beyond types. Each rule only looks at fields whose type is already right."""
     problems: list[str] = []
     lane = _field(payload, "lane", Lane)
@@ -102,7 +102,9 @@ def _semantic_problems(payload: Mapping[str, object]) -> list[str]:  # noqa: C90
     scope = payload.get("write_scope")
     if isinstance(scope, list) and not scope:
         problems.append("$.write_scope: must list at least one path")
-    if isinstance(scope, list) and any(isinstance(root, str) and not root.strip() for root in scope):
+    if isinstance(scope, list) and any(
+        isinstance(root, str) and not root.strip() for root in scope
+    ):
         problems.append("$.write_scope: paths must not be blank")
     for key in ("id", "candidate_id", "base_sha"):
         text = _text(payload, key)
@@ -118,12 +120,16 @@ def _semantic_problems(payload: Mapping[str, object]) -> list[str]:  # noqa: C90
             problems.append(f"$.proof_attempts: a prover result needs 1 or 2, got {attempts}")
         if proof_status not in {None, ProofStatus.PASS, ProofStatus.FAIL}:
             problems.append("$.proof_status: a prover result is pass or fail")
-        if decision in {Decision.PASS, Decision.FAIL} and proof_status in {
-            ProofStatus.PASS,
-            ProofStatus.FAIL,
-        }:
-            if decision.value != proof_status.value:  # type: ignore[union-attr]
-                problems.append("$.proof_status: must match the prover's decision")
+        if (
+            decision in {Decision.PASS, Decision.FAIL}
+            and proof_status
+            in {
+                ProofStatus.PASS,
+                ProofStatus.FAIL,
+            }
+            and decision.value != proof_status.value
+        ):
+            problems.append("$.proof_status: must match the prover's decision")
     if lane in _AUTHOR_LANES and decision is Decision.ACCEPT:
         patch = _text(payload, "patch")
         if patch is None or not patch.strip():
@@ -132,7 +138,11 @@ def _semantic_problems(payload: Mapping[str, object]) -> list[str]:  # noqa: C90
         notes = _text(payload, "notes")
         if notes is None or not notes.strip():
             problems.append("$.notes: a no_diff result needs the reason in notes")
-    if lane is Lane.REDUCER and decision is Decision.ACCEPT and payload.get("reduce_record") is None:
+    if (
+        lane is Lane.REDUCER
+        and decision is Decision.ACCEPT
+        and payload.get("reduce_record") is None
+    ):
         problems.append("$.reduce_record: a reducer's candidate needs a reduce_record")
     if lane is Lane.LOCKSMITH and decision is Decision.GRANT:
         if not _text(payload, "lease_id"):
@@ -152,10 +162,15 @@ def _semantic_problems(payload: Mapping[str, object]) -> list[str]:  # noqa: C90
             )
         if target is not None and observed is not None and observed < target:
             problems.append(f"$.quorum_observed: {observed} is below the quorum target {target}")
-    if lane is Lane.INTEGRATOR and decision in {
-        Decision.INTEGRATED_PATCH,
-        Decision.INTEGRATED_COMMIT,
-    } and not _text(payload, "artifact_ref"):
+    if (
+        lane is Lane.INTEGRATOR
+        and decision
+        in {
+            Decision.INTEGRATED_PATCH,
+            Decision.INTEGRATED_COMMIT,
+        }
+        and not _text(payload, "artifact_ref")
+    ):
         problems.append("$.artifact_ref: a delivery needs an artifact_ref")
 
     patch, digest = _text(payload, "patch"), _text(payload, "patch_sha256")

@@ -81,22 +81,14 @@ def _strict_bool(value: object, _: type) -> bool:
     return value
 
 
-def _is_str_enum(cls: Any) -> bool:  # noqa: ANN401 - cattrs predicates take any type form
-    return isinstance(cls, type) and issubclass(cls, enum.StrEnum)
-
-
-def _enum_hook_factory(cls: type[enum.StrEnum]) -> Callable[[object, type], enum.StrEnum]:
-    allowed = ", ".join(member.value for member in cls)
-
-    def structure_enum(value: object, _: type) -> enum.StrEnum:
-        if not isinstance(value, str):
-            raise WireTypeError(f"expected string, got {type_name(value)}")
-        try:
-            return cls(value)
-        except ValueError:
-            raise WireValueError(f"expected one of {allowed}; got {value!r}") from None
-
-    return structure_enum
+def _strict_enum(value: object, cls: type[enum.StrEnum]) -> enum.StrEnum:
+    if not isinstance(value, str):
+        raise WireTypeError(f"expected string, got {type_name(value)}")
+    try:
+        return cls(value)
+    except ValueError:
+        allowed = ", ".join(member.value for member in cls)
+        raise WireValueError(f"expected one of {allowed}; got {value!r}") from None
 
 
 def _is_homogeneous_tuple(cls: Any) -> bool:  # noqa: ANN401 - cattrs predicates take any type form
@@ -147,11 +139,13 @@ def _optional_hook_factory(cls: Any) -> Callable[[object, type], object]:  # noq
 converter: Final = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
 """mesh's private converter; never the global one (the host may configure that)."""
 
-# Exact-type predicates, not `register_structure_hook(str, ...)`: singledispatch
-# would also claim subclasses such as StrEnum and skip the enum check.
-for _exact, _hook in ((str, _strict_str), (int, _strict_int), (float, _strict_float), (bool, _strict_bool)):
-    converter.register_structure_hook_func(lambda cls, exact=_exact: cls is exact, _hook)
-converter.register_structure_hook_factory(_is_str_enum, _enum_hook_factory)
+# Singledispatch picks the most specific class, so StrEnum (more specific than
+# str in its MRO) gets the enum check and bool is kept apart from int.
+converter.register_structure_hook(str, _strict_str)
+converter.register_structure_hook(int, _strict_int)
+converter.register_structure_hook(float, _strict_float)
+converter.register_structure_hook(bool, _strict_bool)
+converter.register_structure_hook(enum.StrEnum, _strict_enum)
 converter.register_structure_hook_factory(_is_homogeneous_tuple, _tuple_hook_factory)
 converter.register_structure_hook_factory(_is_optional, _optional_hook_factory)
 

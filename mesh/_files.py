@@ -38,9 +38,7 @@ def read_text(path: StrPath, *, what: str) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise InputError(
-            f"{what} {os.fspath(path)} is not UTF-8 text (byte {exc.start})"
-        ) from None
+        raise InputError(f"{what} {os.fspath(path)} is not UTF-8 text (byte {exc.start})") from None
 
 
 def _same_file(first: Path, second: Path) -> bool:
@@ -50,7 +48,9 @@ def _same_file(first: Path, second: Path) -> bool:
         return first.resolve() == second.resolve()
 
 
-def ensure_distinct(output: StrPath, *inputs: StrPath, output_flag: str, input_flags: tuple[str, ...]) -> None:
+def ensure_distinct(
+    output: StrPath, *inputs: StrPath, output_flag: str, input_flags: tuple[str, ...]
+) -> None:
     """
     Refuse an output path that resolves to one of the inputs (or is a directory).
 

@@ -56,7 +56,7 @@ def _steps_payload(payload: object) -> tuple[str, Sequence[object], str | None]:
         problems.append(f"$.explanation: expected string, got {type_name(explanation)}")
     if problems:
         raise ValidationError("plan", problems)
-    return f"$.{key}", payload[key], explanation  # type: ignore[return-value]
+    return f"$.{key}", payload[key], explanation
 
 
 def parse_plan(payload: object) -> Plan:
@@ -90,9 +90,7 @@ def parse_plan(payload: object) -> Plan:
             problems.extend(exc.problems)
     if problems:
         raise ValidationError("plan", problems)
-    check_dependencies(
-        (step.id, step.deps, path) for step, path in zip(steps, paths, strict=True)
-    )
+    check_dependencies((step.id, step.deps, path) for step, path in zip(steps, paths, strict=True))
     return Plan(steps=tuple(steps), explanation=explanation)
 
 
@@ -266,4 +264,3 @@ def parse_units(payload: object) -> tuple[Unit, ...]:
     if problems:
         raise ValidationError("units", problems)
     return tuple(units)
-

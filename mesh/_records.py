@@ -542,7 +542,7 @@ class PreparedBatch:
         }
 
 
-def _plain(record: object) -> dict[str, object]:
+def _plain(record: attrs.AttrsInstance) -> dict[str, object]:
     """Field values in declaration order, enums as their values and tuples as lists."""
     document: dict[str, object] = {}
     for field in attrs.fields(type(record)):

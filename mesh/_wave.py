@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ._budget import MAX_TRIPLET_WIDTH
 from ._enums import Lane
 from ._errors import InputError
 from ._plan import parse_units
 from ._records import BatchRow, Unit, Wave, join_scope
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = ["select_wave"]
 
@@ -50,7 +53,7 @@ def select_wave(
     except ValueError:
         allowed = ", ".join(Lane)
         raise InputError(f"lane must be one of {allowed}, got {lane!r}") from None
-    parsed = tuple(units) if _is_unit_sequence(units) else parse_units(units)
+    parsed = _as_units(units)
 
     taken_scopes: set[str] = set()
     rows: list[BatchRow] = []
@@ -72,8 +75,10 @@ def select_wave(
     )
 
 
-def _is_unit_sequence(units: object) -> bool:
-    return isinstance(units, list | tuple) and all(isinstance(unit, Unit) for unit in units)
+def _as_units(units: Sequence[Unit] | object) -> tuple[Unit, ...]:
+    if isinstance(units, list | tuple) and all(isinstance(unit, Unit) for unit in units):
+        return tuple(units)
+    return parse_units(units)
 
 
 def _rows_for(unit: Unit, lane: Lane, width: int) -> list[BatchRow]:

@@ -18,12 +18,14 @@ from __future__ import annotations
 from typing import Final
 
 from ._batch import format_csv, prepare_batch
-from ._budget import budget_policy, replay as _replay
+from ._budget import budget_policy
+from ._budget import replay as _replay
 from ._convert import dumps_json, loads_json
 from ._enums import Lane
 from ._files import StrPath, atomic_write_text, ensure_distinct, read_text
 from ._ledger import occurred_events
-from ._plan import plan_sync as _plan_sync, slice_plan
+from ._plan import plan_sync as _plan_sync
+from ._plan import slice_plan
 from ._records import BATCH_COLUMNS, OUTPUT_COLUMNS
 from ._wave import select_wave
 
@@ -173,7 +175,9 @@ def run_csv(
     if deps_csv is not None:
         inputs.append(deps_csv)
         flags.append("--deps-csv")
-    ensure_distinct(output_csv_path, *inputs, output_flag="--output-csv-path", input_flags=tuple(flags))
+    ensure_distinct(
+        output_csv_path, *inputs, output_flag="--output-csv-path", input_flags=tuple(flags)
+    )
     prepared = prepare_batch(
         read_text(csv_path, what="batch CSV"),
         max_concurrency=max_concurrency,
