@@ -196,6 +196,13 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text} is out of range")
+    return value
+
+
 def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
     document: dict[str, object] = {}
     for key, value in pairs:
@@ -233,7 +240,10 @@ def loads_json(text: str, *, subject: str) -> object:
     """
     try:
         document: object = json.loads(
-            text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys
+            text,
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+            object_pairs_hook=_unique_keys,
         )
         _check_text(document, "$")
     except RecursionError:

@@ -1,0 +1,58 @@
+"""Shared test configuration: both anyio backends, Hypothesis profiles, CLI helpers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile("dev", max_examples=50, deadline=None)
+settings.register_profile("fast", max_examples=10, deadline=None)
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("asyncio", id="asyncio"),
+        pytest.param("trio", id="trio"),
+    ]
+)
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """Run every async test on asyncio and on trio."""
+    return str(request.param)
+
+
+def mesh_executable() -> list[str]:
+    """The installed `mesh` console script, next to the running interpreter when possible."""
+    beside = Path(sys.executable).with_name("mesh")
+    if beside.exists():
+        return [str(beside)]
+    found = shutil.which("mesh")
+    assert found is not None, "the mesh console script is not installed"
+    return [found]
+
+
+@pytest.fixture(name="run_mesh")
+def _run_mesh() -> object:
+    """Run the real `mesh` console script; returns the completed process."""
+
+    def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*mesh_executable(), *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=cwd,
+            timeout=60,
+        )
+
+    return run
+settings.register_profile("stress", max_examples=2000, deadline=None, suppress_health_check=list(HealthCheck))
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))

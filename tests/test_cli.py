@@ -1,0 +1,294 @@
+"""The `mesh` console script, run for real in subprocesses."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from subprocess import CompletedProcess
+
+import pytest
+
+import mesh
+from mesh import _cli
+
+RunMesh = Callable[..., CompletedProcess[str]]
+EXAMPLE_PLAN = Path(__file__).parents[1] / "examples" / "plan.json"
+
+
+def ok(process: CompletedProcess[str]) -> dict[str, object]:
+    assert 0 == process.returncode, process.stderr
+    assert "" == process.stderr
+    document: dict[str, object] = json.loads(process.stdout)
+    return document
+
+
+def failed(process: CompletedProcess[str], kind: str) -> str:
+    assert 1 == process.returncode
+    assert "" == process.stdout
+    assert "Traceback" not in process.stderr
+    assert 1 == len(process.stderr.splitlines()), process.stderr
+    assert process.stderr.startswith(f"error: {kind}: "), process.stderr
+    return process.stderr
+
+
+class TestGeneral:
+    def test_help_and_version(self, run_mesh: RunMesh) -> None:
+        """`mesh`, `mesh --help`, `mesh CMD --help` print help; `--version` the version."""
+        for args in ((), ("--help",)):
+            process = run_mesh(*args)
+            assert 0 == process.returncode
+            assert "usage: mesh COMMAND" in process.stdout
+        process = run_mesh("budget", "--help")
+        assert "--remaining-five-hour PERCENT" in process.stdout
+        assert f"mesh {mesh.__version__}\n" == run_mesh("--version").stdout
+
+    def test_unknown_command(self, run_mesh: RunMesh) -> None:
+        """An unknown command prints usage on stderr and exits 2."""
+        process = run_mesh("frobnicate")
+        assert (2, "") == (process.returncode, process.stdout)
+        assert "unknown command 'frobnicate'" in process.stderr
+        assert "usage: mesh COMMAND" in process.stderr
+
+    @pytest.mark.parametrize("command", sorted(_cli.COMMANDS))
+    def test_every_command_has_help(self, command: str) -> None:
+        """Each command's help lists every one of its flags and an example."""
+        code, out, err = _cli.run([command, "-h"])
+        assert (0, "") == (code, err)
+        for flag in _cli.COMMANDS[command].flags:
+            assert flag.name in out
+        assert "example: mesh " in out
+
+
+class TestBudget:
+    def test_example(self, run_mesh: RunMesh) -> None:
+        """40/28/12 → linear_clamp, 9 (spec example)."""
+        document = ok(
+            run_mesh("budget", "--remaining-five-hour", "40", "--remaining-weekly", "28", "--max-threads", "12")
+        )
+        assert ("budget", "linear_clamp", 9) == (
+            document["command"],
+            document["mode"],
+            document["max_active_units"],
+        )
+
+    def test_text_format_and_equals_syntax(self, run_mesh: RunMesh) -> None:
+        """--flag=value works, and --format text prints the one-line summary."""
+        process = run_mesh("budget", "--remaining-five-hour=40", "--remaining-weekly=28", "--format", "text")
+        assert process.stdout.startswith("mode=linear_clamp strict_remaining=28.00 max_active_units=9 ")
+
+    def test_bool_flag(self, run_mesh: RunMesh) -> None:
+        """--prior-wave-instability accepts true/false/1/0."""
+        document = ok(
+            run_mesh(
+                "budget", "--remaining-five-hour", "60", "--remaining-weekly", "60",
+                "--prior-wave-instability", "1",
+            )
+        )
+        assert "prior_wave_instability" == document["triplet_degrade_reason"]
+
+    @pytest.mark.parametrize(
+        ("args", "kind", "fragment"),
+        [
+            (("--remaining-five-hour", "40"), "MissingRequiredOption", "--remaining-weekly is required"),
+            (("--remaining-five-hour", "nan", "--remaining-weekly", "1"), "InvalidOptionValue", "finite"),
+            (("--remaining-five-hour", "inf", "--remaining-weekly", "1"), "InvalidOptionValue", "finite"),
+            (("--remaining-five-hour", "4x", "--remaining-weekly", "1"), "InvalidOptionValue", "'4x'"),
+            (("--remaining-five-hour", "4", "--remaining-weekly", "1", "--max-threads", "-1"), "InvalidOptionValue", ">= 0"),
+            (("--remaining-five-hour", "4", "--remaining-weekly", "1", "--max-threads", "2.5"), "InvalidOptionValue", "whole number"),
+            (("--remaining-five-hour", "4", "--remaining-weekly", "1", "--prior-wave-instability", "yes please"), "InvalidOptionValue", "true, false"),
+            (("--remaining-five-hour", "4", "--remaining-weekly", "1", "--format", "xml"), "InvalidOptionValue", "json, text"),
+            (("--remaining-five-hour", "4", "--remaining-weekly"), "MissingOptionValue", "needs a value"),
+            (("--remaining-five-hour", "4", "--remaining-five-hour", "5"), "DuplicateOption", "more than once"),
+            (("--bogus", "1"), "UnknownOption", "--bogus is not an option of `mesh budget`"),
+            (("stray",), "UnexpectedArgument", "'stray'"),
+        ],
+    )
+    def test_bad_flags(self, run_mesh: RunMesh, args: tuple[str, ...], kind: str, fragment: str) -> None:
+        """Every bad flag is a one-line error with exit 1 and nothing on stdout."""
+        assert fragment in failed(run_mesh("budget", *args), kind)
+
+
+class TestReplay:
+    def test_example(self, run_mesh: RunMesh) -> None:
+        """72/55/12/24 → waves [12, 12], rows [36, 36]."""
+        document = ok(
+            run_mesh("replay", "--remaining-five-hour", "72", "--remaining-weekly", "55",
+                     "--max-threads", "12", "--ready-units", "24")
+        )
+        assert ([12, 12], [36, 36]) == (document["waves"], document["rows_per_lane"])
+
+    def test_thresholds_are_fixed(self, run_mesh: RunMesh) -> None:
+        """replay does not take the threshold flags."""
+        failed(
+            run_mesh("replay", "--remaining-five-hour", "72", "--remaining-weekly", "55",
+                     "--ready-units", "2", "--linear-start-threshold", "50"),
+            "UnknownOption",
+        )
+
+
+class TestPlanCommands:
+    def test_plan_sync_and_alias(self, run_mesh: RunMesh) -> None:
+        """plan_sync and its alias plan-sync count the example plan's steps."""
+        for name in ("plan_sync", "plan-sync"):
+            document = ok(run_mesh(name, "--input-json", str(EXAMPLE_PLAN)))
+            assert {"command": "plan_sync", "total_steps": 4, "pending": 2, "in_progress": 1,
+                    "completed": 1, "other": 0} == document
+
+    def test_slice_writes_output_creating_folders(self, run_mesh: RunMesh, tmp_path: Path) -> None:
+        """slice prints the document and writes the same document to --output-json."""
+        out = tmp_path / "deep" / "er" / "units.json"
+        document = ok(run_mesh("slice", "--input-json", str(EXAMPLE_PLAN), "--output-json", str(out)))
+        assert document == json.loads(out.read_text())
+        assert 3 == document["unit_count"]
+
+    def test_slice_refuses_to_overwrite_its_input(self, run_mesh: RunMesh, tmp_path: Path) -> None:
+        """--output-json naming the input is a path collision; the plan is untouched."""
+        plan = tmp_path / "plan.json"
+        plan.write_text(EXAMPLE_PLAN.read_text())
+        failed(run_mesh("slice", "--input-json", str(plan), "--output-json", str(plan)), "PathCollisionError")
+        assert EXAMPLE_PLAN.read_text() == plan.read_text()
+
+    @pytest.mark.parametrize(
+        ("content", "kind", "fragment"),
+        [
+            (None, "FileAccessError", "plan not found"),
+            ("{not json", "ValidationError", "not JSON"),
+            ('{"plan": [{"step": 1}]}', "ValidationError", "$.plan[0].step: expected string"),
+            ('[{"id": "a", "deps": ["a"]}]', "PlanError", "dependency cycle: a -> a"),
+            ('[{"id": "a", "deps": ["b"]}]', "PlanError", "unknown id 'b'"),
+            ('{"a": 1, "a": 2}', "ValidationError", "duplicate key 'a'"),
+            ("[1e999999]", "ValidationError", "not JSON"),
+        ],
+    )
+    def test_bad_plans(
+        self, run_mesh: RunMesh, tmp_path: Path, content: str | None, kind: str, fragment: str
+    ) -> None:
+        """Missing files, non-JSON, wrong shapes and cycles are one-line errors."""
+        plan = tmp_path / "plan.json"
+        if content is not None:
+            plan.write_text(content)
+        out = tmp_path / "units.json"
+        assert fragment in failed(run_mesh("slice", "--input-json", str(plan), "--output-json", str(out)), kind)
+        assert not out.exists()
+
+    def test_invalid_utf8(self, run_mesh: RunMesh, tmp_path: Path) -> None:
+        """A file that is not UTF-8 is an input error, not a crash."""
+        plan = tmp_path / "plan.json"
+        plan.write_bytes(b'[{"step": "\xff"}]')
+        failed(run_mesh("plan_sync", "--input-json", str(plan)), "InputError")
+
+    def test_directory_as_input(self, run_mesh: RunMesh, tmp_path: Path) -> None:
+        """A directory given as a file is a file access error."""
+        failed(run_mesh("plan_sync", "--input-json", str(tmp_path)), "FileAccessError")
+
+
+class TestWaveAndRunCsv:
+    @pytest.fixture(name="units_json")
+    def _units_json(self, run_mesh: RunMesh, tmp_path: Path) -> Path:
+        units = tmp_path / "units.json"
+        ok(run_mesh("slice", "--input-json", str(EXAMPLE_PLAN), "--output-json", str(units)))
+        return units
+
+    def test_pipeline(self, run_mesh: RunMesh, tmp_path: Path, units_json: Path) -> None:
+        """slice → wave → run-csv on the example plan, end to end."""
+        batch, out = tmp_path / "batch.csv", tmp_path / "batch.out.csv"
+        wave = ok(run_mesh("wave", "--units-json", str(units_json), "--csv-path", str(batch), "--max-active", "3"))
+        assert {"command": "wave", "lane": "coder", "triplet_width": 3, "units_in": 3,
+                "units_selected": 2, "rows_emitted": 6, "csv_path": str(batch)} == wave
+        report = ok(run_mesh("run-csv", "--csv-path", str(batch), "--output-csv-path", str(out),
+                             "--max-workers", "4"))
+        assert (6, 4, 4, "pass") == (report["row_count"], report["max_concurrency"],
+                                     report["effective_peak"], report["floor_result"])
+        lines = out.read_text().splitlines()
+        assert ",".join(mesh.OUTPUT_COLUMNS) == lines[0]
+        assert 7 == len(lines)
+
+    def test_bad_wave_flags(self, run_mesh: RunMesh, tmp_path: Path, units_json: Path) -> None:
+        """An out-of-range width or unknown lane is an error; no CSV is written."""
+        batch = tmp_path / "batch.csv"
+        for flag, value in (("--triplet-width", "4"), ("--lane", "painter"), ("--max-active", "0")):
+            failed(run_mesh("wave", "--units-json", str(units_json), "--csv-path", str(batch), flag, value),
+                   "InvalidOptionValue")
+        assert not batch.exists()
+
+    def test_run_csv_same_file(self, run_mesh: RunMesh, tmp_path: Path, units_json: Path) -> None:
+        """IN and OUT resolving to one file is an error; the input is untouched."""
+        batch = tmp_path / "batch.csv"
+        ok(run_mesh("wave", "--units-json", str(units_json), "--csv-path", str(batch)))
+        before = batch.read_bytes()
+        alias = tmp_path / "sub" / ".." / "batch.csv"
+        (tmp_path / "sub").mkdir()
+        failed(run_mesh("run_csv", "--csv-path", str(batch), "--output-csv-path", str(alias)), "PathCollisionError")
+        assert before == batch.read_bytes()
+
+    def test_fail_on_floor_writes_nothing(self, run_mesh: RunMesh, tmp_path: Path, units_json: Path) -> None:
+        """A failing floor gate under --fail-on-floor errors before OUT is written."""
+        batch, out = tmp_path / "batch.csv", tmp_path / "out.csv"
+        ok(run_mesh("wave", "--units-json", str(units_json), "--csv-path", str(batch), "--max-active", "2"))
+        failed(run_mesh("run_csv", "--csv-path", str(batch), "--output-csv-path", str(out),
+                        "--max-concurrency", "2", "--fail-on-floor"), "FloorGateFailed")
+        assert not out.exists()
+        failed(run_mesh("run_csv", "--csv-path", str(batch), "--output-csv-path", str(out), "--fail-on-floor"),
+               "InputError")
+        failed(run_mesh("run_csv", "--csv-path", str(batch), "--output-csv-path", str(out),
+                        "--max-concurrency", "2", "--max-workers", "3"), "ConflictingOptions")
+
+    def test_existing_output_survives_a_failure(self, run_mesh: RunMesh, tmp_path: Path) -> None:
+        """An invalid batch never replaces an existing output file."""
+        batch, out = tmp_path / "batch.csv", tmp_path / "out.csv"
+        batch.write_text("id,lane\nr,coder\n")
+        out.write_text("precious\n")
+        failed(run_mesh("run_csv", "--csv-path", str(batch), "--output-csv-path", str(out)), "CsvContractError")
+        assert "precious\n" == out.read_text()
+        assert [out.name, batch.name] == sorted(p.name for p in tmp_path.iterdir())[::-1]
+
+    def test_deps_csv(self, run_mesh: RunMesh, tmp_path: Path, units_json: Path) -> None:
+        """A deps CSV is validated: pass when sound, an error on a cycle."""
+        batch, out, deps = tmp_path / "batch.csv", tmp_path / "out.csv", tmp_path / "deps.csv"
+        ok(run_mesh("wave", "--units-json", str(units_json), "--csv-path", str(batch)))
+        deps.write_text("id,depends_on,interactive_lead\nunit-001-coder-2,unit-001-coder-1,false\n")
+        report = ok(run_mesh("run_csv", "--csv-path", str(batch), "--output-csv-path", str(out),
+                             "--deps-csv", str(deps)))
+        assert "pass" == report["deps_check_status"]
+        deps.write_text("id,depends_on\na,b\nb,a\n")
+        failed(run_mesh("run_csv", "--csv-path", str(batch), "--output-csv-path", str(out),
+                        "--deps-csv", str(deps)), "CsvContractError")
+
+
+class TestLedger:
+    def test_occurred_events(self, run_mesh: RunMesh, tmp_path: Path) -> None:
+        """Only occurred events are kept, in order; output is valid JSON."""
+        ledger = tmp_path / "ledger.json"
+        ledger.write_text(json.dumps({"waves": 2, "retries": 0, "cas": "none", "notes": "x}{"}))
+        assert {"command": "ledger", "events": {"waves": 2, "notes": "x}{"}} == ok(
+            run_mesh("ledger", "--input-json", str(ledger))
+        )
+
+    def test_non_object(self, run_mesh: RunMesh, tmp_path: Path) -> None:
+        """A ledger that is not an object is an error."""
+        ledger = tmp_path / "ledger.json"
+        ledger.write_text("[1]")
+        failed(run_mesh("ledger", "--input-json", str(ledger)), "ValidationError")
+
+
+class TestInProcess:
+    def test_internal_errors_stay_one_line(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Even a bug in mesh is one line on stderr, not a traceback."""
+
+        def broken(**_: object) -> dict[str, object]:
+            message = "boom\nsecond line"
+            raise RuntimeError(message)
+
+        command = _cli.COMMANDS["ledger"]
+        monkeypatch.setitem(_cli.COMMANDS, "ledger", _cli.attrs.evolve(command, run=broken))  # type: ignore[attr-defined]
+        code, out, err = _cli.run(["ledger", "--input-json", "x"])
+        assert (1, "") == (code, out)
+        assert "error: InternalError: RuntimeError: boom second line (set MESH_DEBUG=1 for details)\n" == err
+
+    def test_main_writes_streams(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """main() returns the exit code and writes stdout/stderr."""
+        assert 0 == _cli.main(["budget", "--remaining-five-hour", "40", "--remaining-weekly", "28"])
+        assert '"max_active_units": 9' in capsys.readouterr().out
+        assert 1 == _cli.main(["budget"])
+        assert "MissingRequiredOption" in capsys.readouterr().err

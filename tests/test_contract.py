@@ -1,0 +1,185 @@
+"""Output contract v2: strict parsing of worker results."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import mesh
+
+LANE_EXTRAS: dict[str, dict[str, object]] = {
+    "coder": {"decision": "accept", "patch": "--- a/x\n+++ b/x\n"},
+    "reducer": {
+        "decision": "accept",
+        "patch": "--- a/x\n+++ b/x\n",
+        "reduce_record": {
+            "target_abstraction": "Loader",
+            "replacement_primitive": "function",
+            "complexity_delta": "-12 lines",
+            "invariants_preserved": ["same output"],
+            "rollback_plan": "revert the commit",
+        },
+    },
+    "locksmith": {"decision": "grant", "lease_id": "lease-1", "ttl_ms": 30000},
+    "applier": {"decision": "applied", "worktree_path": "/tmp/wt"},
+    "prover": {"decision": "pass", "proof_status": "pass", "proof_attempts": 1},
+    "fixer": {
+        "decision": "accepted",
+        "selected_candidate": "u1-coder-1",
+        "quorum_target": 2,
+        "quorum_observed": 2,
+        "proof_status": "pass",
+    },
+    "integrator": {"decision": "integrated_patch", "artifact_ref": "artifacts/u1.patch"},
+}
+
+
+def result(lane: str = "coder", **changes: object) -> dict[str, object]:
+    document: dict[str, object] = {
+        "id": "u1",
+        "candidate_id": "u1-coder-1",
+        "triplet_index": 1,
+        "lane": lane,
+        "decision": "accept",
+        "proof_status": "not_applicable",
+        "write_scope": ["src/x.py"],
+        "risk_tier": "med",
+        "base_sha": "HEAD",
+        "proof_attempts": 0,
+        "proof_evidence": {"command": "", "key_line": "", "exit_code": 0},
+    }
+    document.update(LANE_EXTRAS.get(lane, {}))
+    document.update(changes)
+    return {k: v for k, v in document.items() if v is not ...}
+
+
+def problems_of(payload: object) -> tuple[str, ...]:
+    with pytest.raises(mesh.InvalidOutputSchema) as caught:
+        mesh.parse_worker_result(payload)
+    assert mesh.FailureCode.INVALID_OUTPUT_SCHEMA == caught.value.code
+    return caught.value.problems
+
+
+class TestValidResults:
+    @pytest.mark.parametrize("lane", sorted(LANE_EXTRAS))
+    def test_every_lane(self, lane: str) -> None:
+        """A well-formed result of each lane parses to a typed record."""
+        parsed = mesh.parse_worker_result(result(lane))
+        assert mesh.Lane(lane) == parsed.lane
+        assert isinstance(parsed.proof_evidence, mesh.ProofEvidence)
+
+    def test_json_text_is_accepted(self) -> None:
+        """JSON text (str or bytes) is parsed the same as the decoded object."""
+        text = json.dumps(result())
+        assert mesh.parse_worker_result(text) == mesh.parse_worker_result(text.encode())
+
+    def test_no_diff_with_reason(self) -> None:
+        """NO_DIFF with a reason in notes is valid."""
+        parsed = mesh.parse_worker_result(result(decision="no_diff", patch=..., notes="already done"))
+        assert mesh.Decision.NO_DIFF == parsed.decision
+
+    def test_matching_patch_digest(self) -> None:
+        """A patch_sha256 that matches the patch is accepted."""
+        patch = "--- a/x\n+++ b/x\n"
+        digest = hashlib.sha256(patch.encode()).hexdigest()
+        assert digest == mesh.parse_worker_result(result(patch=patch, patch_sha256=digest)).patch_sha256
+
+    @pytest.mark.parametrize("lane", sorted(LANE_EXTRAS))
+    def test_document_round_trip(self, lane: str) -> None:
+        """worker_result_document gives back a document that parses to the same record."""
+        parsed = mesh.parse_worker_result(result(lane))
+        assert parsed == mesh.parse_worker_result(mesh.worker_result_document(parsed))
+
+
+class TestInvalidResults:
+    def test_every_problem_is_listed(self) -> None:
+        """Missing keys, wrong types and lane rules are reported together."""
+        problems = problems_of(
+            result(
+                id=...,
+                triplet_index="1",
+                write_scope=[],
+                decision="grant",
+                proof_evidence={"command": "x", "exit_code": "0"},
+                surprise=True,
+            )
+        )
+        assert {
+            "$.id: required key missing",
+            "$.triplet_index: expected integer, got string",
+            "$.proof_evidence.key_line: required key missing",
+            "$.proof_evidence.exit_code: expected integer, got string",
+            "$: unknown key 'surprise'",
+            "$.write_scope: must list at least one path",
+            "$.decision: coder may decide accept, no_diff, reject; got 'grant'",
+        } <= set(problems)
+
+    @pytest.mark.parametrize(
+        ("payload", "problem"),
+        [
+            (result(triplet_index=0), "$.triplet_index: must be >= 1, got 0"),
+            (result(proof_attempts=3), "$.proof_attempts: must be 0, 1 or 2, got 3"),
+            (result(lane="prover", proof_attempts=0), "$.proof_attempts: a prover result needs 1 or 2, got 0"),
+            (result(lane="prover", proof_status="skipped"), "$.proof_status: a prover result is pass or fail"),
+            (result(lane="prover", proof_status="fail"), "$.proof_status: must match the prover's decision"),
+            (result(patch=""), "$.patch: an accepted candidate needs a non-empty patch"),
+            (result(decision="no_diff", patch=...), "$.notes: a no_diff result needs the reason in notes"),
+            (result(lane="reducer", reduce_record=...), "$.reduce_record: a reducer's candidate needs a reduce_record"),
+            (result(lane="locksmith", lease_id=...), "$.lease_id: a granted lease needs a lease_id"),
+            (result(lane="locksmith", ttl_ms=0), "$.ttl_ms: a granted lease needs ttl_ms > 0"),
+            (result(lane="fixer", selected_candidate=...), "$.selected_candidate: an accepted adjudication names its candidate"),
+            (result(lane="fixer", proof_status="fail"), "$.proof_status: only a candidate whose proof passed may be accepted"),
+            (result(lane="fixer", quorum_target=1), "$.quorum_target: med risk needs 2, got 1"),
+            (result(lane="fixer", quorum_observed=1), "$.quorum_observed: 1 is below the quorum target 2"),
+            (result(lane="integrator", artifact_ref=...), "$.artifact_ref: a delivery needs an artifact_ref"),
+            (result(patch_sha256="0" * 64), "$.patch_sha256: does not match the sha256 of patch"),
+            (result(lane="painter"), "$.lane: expected one of coder, reducer, locksmith, applier, prover, fixer, integrator; got 'painter'"),
+            (result(failure_code="oops"), "$.failure_code: expected one of safety_regression_risk, proof_missing, invalid_output_schema, scope_overlap_conflict, timeout_retry_exhausted, delivery_blocked, requires_clarification, tooling_unavailable; got 'oops'"),
+            (result(base_sha=" "), "$.base_sha: must not be blank"),
+            (result(write_scope=[""]), "$.write_scope: paths must not be blank"),
+        ],
+    )
+    def test_semantic_rules(self, payload: object, problem: str) -> None:
+        """Each lane rule of the contract is enforced."""
+        assert problem in problems_of(payload)
+
+    @pytest.mark.parametrize(
+        ("payload", "problem"),
+        [
+            ("not json", "not JSON: Expecting value at line 1 column 1"),
+            (b"\xff", "not UTF-8 text"),
+            ([1], "$: expected object, got array"),
+            ('{"a": NaN}', "not JSON: NaN is not valid JSON"),
+        ],
+    )
+    def test_not_an_object(self, payload: object, problem: str) -> None:
+        """Text that is not a JSON object is an invalid result."""
+        assert (problem,) == problems_of(payload)
+
+
+@st.composite
+def valid_results(draw: st.DrawFn) -> dict[str, object]:
+    lane = draw(st.sampled_from(sorted(LANE_EXTRAS)))
+    text = st.text(st.characters(blacklist_categories=["Cs"]), min_size=1, max_size=12).filter(str.strip)
+    return result(
+        lane,
+        id=draw(text),
+        candidate_id=draw(text),
+        triplet_index=draw(st.integers(1, 3)),
+        write_scope=draw(st.lists(text, min_size=1, max_size=3)),
+        base_sha=draw(text),
+        notes=draw(st.none() | text) or ...,
+        challenge_findings=draw(st.none() | st.lists(text, max_size=2)) or ...,
+    )
+
+
+class TestProperties:
+    @given(valid_results())
+    def test_round_trip(self, payload: dict[str, object]) -> None:
+        """Every valid result survives parse → document → parse unchanged."""
+        parsed = mesh.parse_worker_result(payload)
+        assert parsed == mesh.parse_worker_result(json.dumps(mesh.worker_result_document(parsed)))
