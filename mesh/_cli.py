@@ -484,8 +484,6 @@ def run(argv: Sequence[str]) -> tuple[int, str, str]:  # noqa: PLR0911 - one ret
         result = command.run(**parse_options(command, arguments))
     except MeshError as exc:
         return EXIT_ERROR, "", f"error: {exc.kind}: {_one_line(exc.message)}\n"
-    except RecursionError:
-        return EXIT_ERROR, "", "error: InputError: input is nested too deeply\n"
     except Exception as exc:
         # A bug in mesh: still one line and no traceback, unless asked for.
         if os.environ.get("MESH_DEBUG"):

@@ -39,6 +39,12 @@ def mesh_executable() -> list[str]:
     return [found]
 
 
+@pytest.fixture(name="mesh_command")
+def _mesh_command() -> list[str]:
+    """The argv prefix that starts the installed `mesh` console script."""
+    return mesh_executable()
+
+
 @pytest.fixture(name="run_mesh")
 def _run_mesh() -> object:
     """Run the real `mesh` console script; returns the completed process."""
@@ -54,5 +60,9 @@ def _run_mesh() -> object:
         )
 
     return run
-settings.register_profile("stress", max_examples=2000, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+settings.register_profile(
+    "stress", max_examples=2000, deadline=None, suppress_health_check=list(HealthCheck)
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))

@@ -24,9 +24,12 @@ class TestParseBatchCsv:
     def test_rows_and_defaults(self) -> None:
         """Rows parse to BatchRow; a missing base_sha column defaults to HEAD."""
         columns = tuple(c for c in mesh.BATCH_COLUMNS if c != "base_sha")
-        rows = mesh.parse_batch_csv(batch_csv([{"id": "r1"}, {"id": "r2", "lane": "fixer"}], columns))
-        assert [("r1", mesh.Lane.CODER, "HEAD"), ("r2", mesh.Lane.FIXER, "HEAD")] == [
-            (r.id, r.lane, r.base_sha) for r in rows
+        rows = mesh.parse_batch_csv(
+            batch_csv([{"id": "r1"}, {"id": "r2", "lane": "fixer"}], columns)
+        )
+        assert [(r.id, r.lane, r.base_sha) for r in rows] == [
+            ("r1", mesh.Lane.CODER, "HEAD"),
+            ("r2", mesh.Lane.FIXER, "HEAD"),
         ]
 
     def test_quoted_commas_and_newlines(self) -> None:
@@ -38,12 +41,12 @@ class TestParseBatchCsv:
     def test_empty_ids_and_blank_lines_are_skipped(self) -> None:
         """Rows whose id is empty, and blank lines, are not rows."""
         text = batch_csv([{"id": ""}, {"id": "r2"}]) + "\r\n\r\n"
-        assert ["r2"] == [r.id for r in mesh.parse_batch_csv(text)]
+        assert [r.id for r in mesh.parse_batch_csv(text)] == ["r2"]
 
     def test_extra_columns_are_ignored(self) -> None:
         """Columns beyond the contract are allowed."""
         (row,) = mesh.parse_batch_csv(batch_csv([{"id": "r"}], (*mesh.BATCH_COLUMNS, "note")))
-        assert "r" == row.id
+        assert row.id == "r"
 
     @pytest.mark.parametrize(
         ("text", "match"),
@@ -68,7 +71,12 @@ class TestParseBatchCsv:
         parsed = list(csv.reader(io.StringIO(text, newline="")))
         assert [["a", "b", "c"], *rows] == parsed
 
-    @given(st.lists(st.fixed_dictionaries({"id": cell_text.filter(str.strip), "objective": cell_text}), max_size=6))
+    @given(
+        st.lists(
+            st.fixed_dictionaries({"id": cell_text.filter(str.strip), "objective": cell_text}),
+            max_size=6,
+        )
+    )
     def test_batch_round_trip(self, rows: list[dict[str, str]]) -> None:
         """Batch rows written with format_csv parse back to the same cells."""
         parsed = mesh.parse_batch_csv(batch_csv(rows))
@@ -80,8 +88,10 @@ class TestDeps:
     def test_parse(self) -> None:
         """depends_on splits on ';' or ','; interactive_lead is a boolean."""
         rows = mesh.parse_deps_csv("id,depends_on,interactive_lead\na,,true\nb,a;c,\nc,a,0\n")
-        assert [("a", (), True), ("b", ("a", "c"), False), ("c", ("a",), False)] == [
-            (r.id, r.depends_on, r.interactive_lead) for r in rows
+        assert [(r.id, r.depends_on, r.interactive_lead) for r in rows] == [
+            ("a", (), True),
+            ("b", ("a", "c"), False),
+            ("c", ("a",), False),
         ]
 
     @pytest.mark.parametrize(
@@ -127,17 +137,23 @@ class TestFloorGate:
         ],
     )
     def test_gate(
-        self, concurrency: int, runnable: int, floor: int, expected: tuple[int, bool, mesh.FloorResult]
+        self,
+        concurrency: int,
+        runnable: int,
+        floor: int,
+        expected: tuple[int, bool, mesh.FloorResult],
     ) -> None:
         """effective_peak = min(concurrency, runnable); applies only at runnable >= floor."""
-        assert expected == mesh.floor_gate(concurrency=concurrency, runnable=runnable, floor_threshold=floor)
+        assert expected == mesh.floor_gate(
+            concurrency=concurrency, runnable=runnable, floor_threshold=floor
+        )
 
 
 class TestPrepareBatch:
     def test_prepared_document_and_rows(self) -> None:
         """Output rows are queued/pending with empty evidence; the document follows the contract."""
         prepared = mesh.prepare_batch(batch_csv([{"id": "r1"}, {"id": "r2"}]), max_concurrency=4)
-        assert {
+        assert prepared.to_document(csv_path="in.csv", output_csv_path="out.csv") == {
             "command": "run_csv",
             "row_count": 2,
             "csv_path": "in.csv",
@@ -152,8 +168,8 @@ class TestPrepareBatch:
             "floor_applicable": False,
             "floor_result": "not_applicable",
             "deps_check_status": "skipped",
-        } == prepared.to_document(csv_path="in.csv", output_csv_path="out.csv")
-        assert (
+        }
+        assert prepared.output_rows[0].cells() == (
             "r1",
             "x",
             "1",
@@ -165,12 +181,16 @@ class TestPrepareBatch:
             "x",
             "0",
             '{"command":"","key_line":"","exit_code":0}',
-        ) == prepared.output_rows[0].cells()
+        )
 
     def test_fail_on_floor(self) -> None:
         """fail_on_floor raises when the gate fails."""
         with pytest.raises(mesh.FloorGateFailed, match="below the floor"):
-            mesh.prepare_batch(batch_csv([{"id": f"r{i}"} for i in range(5)]), max_concurrency=2, fail_on_floor=True)
+            mesh.prepare_batch(
+                batch_csv([{"id": f"r{i}"} for i in range(5)]),
+                max_concurrency=2,
+                fail_on_floor=True,
+            )
 
     def test_fail_on_floor_needs_concurrency(self) -> None:
         """fail_on_floor without max_concurrency is an input error."""
@@ -179,10 +199,14 @@ class TestPrepareBatch:
 
     def test_deps_checked(self) -> None:
         """A valid deps CSV sets deps_check_status to pass."""
-        prepared = mesh.prepare_batch(batch_csv([{"id": "r1"}]), deps_csv_text="id,depends_on\nr2,r1\n")
-        assert "pass" == prepared.deps_check_status
+        prepared = mesh.prepare_batch(
+            batch_csv([{"id": "r1"}]), deps_csv_text="id,depends_on\nr2,r1\n"
+        )
+        assert prepared.deps_check_status == "pass"
 
-    @pytest.mark.parametrize("kwargs", [{"max_concurrency": 0}, {"runnable_units": -1}, {"floor_threshold": 0}])
+    @pytest.mark.parametrize(
+        "kwargs", [{"max_concurrency": 0}, {"runnable_units": -1}, {"floor_threshold": 0}]
+    )
     def test_out_of_range(self, kwargs: dict[str, int]) -> None:
         """Out-of-range numbers are input errors."""
         with pytest.raises(mesh.InputError):

@@ -17,54 +17,52 @@ threads = st.integers(min_value=0, max_value=64)
 class TestBudgetExamples:
     def test_linear_clamp_example(self) -> None:
         """40/28/12 → linear_clamp with 9 active units (spec example)."""
-        decision = mesh.budget_policy(
-            remaining_five_hour=40, remaining_weekly=28, max_threads=12
-        )
-        assert (mesh.BudgetMode.LINEAR_CLAMP, 9) == (decision.mode, decision.max_active_units)
-        assert 28.0 == decision.remaining_strict
+        decision = mesh.budget_policy(remaining_five_hour=40, remaining_weekly=28, max_threads=12)
+        assert (decision.mode, decision.max_active_units) == (mesh.BudgetMode.LINEAR_CLAMP, 9)
+        assert decision.remaining_strict == 28.0
         assert decision.cas_scaleout_allowed is True
-        assert (3, "", False) == (
+        assert (
             decision.triplet_width,
             decision.triplet_degrade_reason,
             decision.triplet_restored,
-        )
+        ) == (3, "", False)
 
     def test_low_budget_example(self) -> None:
         """12/50/8 → linear_clamp, 1 unit, width 2 (budget_low), no scale-out."""
         decision = mesh.budget_policy(remaining_five_hour=12, remaining_weekly=50, max_threads=8)
-        assert mesh.BudgetMode.LINEAR_CLAMP == decision.mode
-        assert 1 == decision.max_active_units
-        assert (2, "budget_low") == (decision.triplet_width, decision.triplet_degrade_reason)
+        assert decision.mode == mesh.BudgetMode.LINEAR_CLAMP
+        assert decision.max_active_units == 1
+        assert (decision.triplet_width, decision.triplet_degrade_reason) == (2, "budget_low")
         assert decision.cas_scaleout_allowed is False
 
     def test_critical_budget_example(self) -> None:
         """9/40 → single_agent, width 1 (budget_critical)."""
         decision = mesh.budget_policy(remaining_five_hour=9, remaining_weekly=40)
-        assert mesh.BudgetMode.SINGLE_AGENT == decision.mode
-        assert 1 == decision.max_active_units
-        assert (1, "budget_critical") == (
+        assert decision.mode == mesh.BudgetMode.SINGLE_AGENT
+        assert decision.max_active_units == 1
+        assert (
             decision.triplet_width,
             decision.triplet_degrade_reason,
-        )
+        ) == (1, "budget_critical")
 
     def test_full_fanout(self) -> None:
         """Above the linear start there is no clamp."""
         decision = mesh.budget_policy(remaining_five_hour=90, remaining_weekly=34, max_threads=7)
-        assert (mesh.BudgetMode.FULL_FANOUT, 7) == (decision.mode, decision.max_active_units)
+        assert (decision.mode, decision.max_active_units) == (mesh.BudgetMode.FULL_FANOUT, 7)
 
     def test_zero_threads_counts_as_one(self) -> None:
         """--max-threads 0 is treated as 1."""
         decision = mesh.budget_policy(remaining_five_hour=90, remaining_weekly=90, max_threads=0)
-        assert (1, 1) == (decision.max_threads, decision.max_active_units)
+        assert (decision.max_threads, decision.max_active_units) == (1, 1)
 
     def test_percentages_are_clamped(self) -> None:
         """Percentages outside 0..100 are clamped before use."""
         decision = mesh.budget_policy(remaining_five_hour=150, remaining_weekly=-3)
-        assert (100.0, 0.0, 0.0) == (
+        assert (
             decision.remaining_five_hour,
             decision.remaining_weekly,
             decision.remaining_strict,
-        )
+        ) == (100.0, 0.0, 0.0)
 
     def test_linear_start_at_or_below_single_threshold_is_single_agent(self) -> None:
         """A linear start not above the single threshold means one unit (no division by zero)."""
@@ -74,7 +72,7 @@ class TestBudgetExamples:
             linear_start_threshold=10,
             single_agent_threshold=10,
         )
-        assert mesh.BudgetMode.SINGLE_AGENT == decision.mode
+        assert decision.mode == mesh.BudgetMode.SINGLE_AGENT
 
     @pytest.mark.parametrize(
         ("kwargs", "expected"),
@@ -127,16 +125,16 @@ class TestBudgetExamples:
     def test_text_format(self) -> None:
         """The text line matches the contract's example exactly."""
         decision = mesh.budget_policy(remaining_five_hour=40, remaining_weekly=28, max_threads=12)
-        assert (
+        assert decision.to_text() == (
             "mode=linear_clamp strict_remaining=28.00 max_active_units=9 "
             "cas_scaleout_allowed=true triplet_width=3 triplet_degrade_reason= "
             "triplet_restored=false"
-        ) == decision.to_text()
+        )
 
     def test_document_key_order(self) -> None:
         """The JSON document lists the contract's keys in the contract's order."""
         document = mesh.budget_policy(remaining_five_hour=40, remaining_weekly=28).to_document()
-        assert [
+        assert list(document) == [
             "command",
             "remaining_five_hour",
             "remaining_weekly",
@@ -151,7 +149,7 @@ class TestBudgetExamples:
             "triplet_width",
             "triplet_degrade_reason",
             "triplet_restored",
-        ] == list(document)
+        ]
 
 
 class TestBudgetProperties:
@@ -204,7 +202,7 @@ class TestReplay:
         result = mesh.replay(
             remaining_five_hour=72, remaining_weekly=55, max_threads=12, ready_units=24
         )
-        assert {
+        assert result.to_document() == {
             "command": "replay",
             "mode": "full_fanout",
             "max_active_units": 12,
@@ -215,20 +213,22 @@ class TestReplay:
             "wave_count": 2,
             "waves": [12, 12],
             "rows_per_lane": [36, 36],
-        } == result.to_document()
+        }
 
     def test_remainder_wave_and_no_units(self) -> None:
         """A partial last wave is kept; zero ready units means zero waves."""
-        result = mesh.replay(remaining_five_hour=72, remaining_weekly=55, max_threads=5, ready_units=11)
-        assert (5, 5, 1) == result.waves
+        result = mesh.replay(
+            remaining_five_hour=72, remaining_weekly=55, max_threads=5, ready_units=11
+        )
+        assert result.waves == (5, 5, 1)
         empty = mesh.replay(remaining_five_hour=72, remaining_weekly=55, ready_units=0)
-        assert ((), 0) == (empty.waves, empty.wave_count)
+        assert (empty.waves, empty.wave_count) == ((), 0)
 
     @given(ready=st.integers(0, 500), five_hour=percent, weekly=percent, max_threads=threads)
     def test_waves_cover_ready_units(
         self, ready: int, five_hour: float, weekly: float, max_threads: int
     ) -> None:
-        """Waves add up to the ready units, none exceeds the clamp, rows = wave × width."""
+        """Waves add up to the ready units, none exceeds the clamp, rows = wave * width."""
         result = mesh.replay(
             remaining_five_hour=five_hour,
             remaining_weekly=weekly,

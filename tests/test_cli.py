@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from subprocess import CompletedProcess
 
+import attrs
 import pytest
 
 import mesh
@@ -17,17 +19,17 @@ EXAMPLE_PLAN = Path(__file__).parents[1] / "examples" / "plan.json"
 
 
 def ok(process: CompletedProcess[str]) -> dict[str, object]:
-    assert 0 == process.returncode, process.stderr
-    assert "" == process.stderr
+    assert process.returncode == 0, process.stderr
+    assert process.stderr == ""
     document: dict[str, object] = json.loads(process.stdout)
     return document
 
 
 def failed(process: CompletedProcess[str], kind: str) -> str:
-    assert 1 == process.returncode
-    assert "" == process.stdout
+    assert process.returncode == 1
+    assert process.stdout == ""
     assert "Traceback" not in process.stderr
-    assert 1 == len(process.stderr.splitlines()), process.stderr
+    assert len(process.stderr.splitlines()) == 1, process.stderr
     assert process.stderr.startswith(f"error: {kind}: "), process.stderr
     return process.stderr
 
@@ -37,7 +39,7 @@ class TestGeneral:
         """`mesh`, `mesh --help`, `mesh CMD --help` print help; `--version` the version."""
         for args in ((), ("--help",)):
             process = run_mesh(*args)
-            assert 0 == process.returncode
+            assert process.returncode == 0
             assert "usage: mesh COMMAND" in process.stdout
         process = run_mesh("budget", "--help")
         assert "--remaining-five-hour PERCENT" in process.stdout
@@ -46,7 +48,7 @@ class TestGeneral:
     def test_unknown_command(self, run_mesh: RunMesh) -> None:
         """An unknown command prints usage on stderr and exits 2."""
         process = run_mesh("frobnicate")
-        assert (2, "") == (process.returncode, process.stdout)
+        assert (process.returncode, process.stdout) == (2, "")
         assert "unknown command 'frobnicate'" in process.stderr
         assert "usage: mesh COMMAND" in process.stderr
 
@@ -54,7 +56,7 @@ class TestGeneral:
     def test_every_command_has_help(self, command: str) -> None:
         """Each command's help lists every one of its flags and an example."""
         code, out, err = _cli.run([command, "-h"])
-        assert (0, "") == (code, err)
+        assert (code, err) == (0, "")
         for flag in _cli.COMMANDS[command].flags:
             assert flag.name in out
         assert "example: mesh " in out
@@ -64,47 +66,113 @@ class TestBudget:
     def test_example(self, run_mesh: RunMesh) -> None:
         """40/28/12 → linear_clamp, 9 (spec example)."""
         document = ok(
-            run_mesh("budget", "--remaining-five-hour", "40", "--remaining-weekly", "28", "--max-threads", "12")
+            run_mesh(
+                "budget",
+                "--remaining-five-hour",
+                "40",
+                "--remaining-weekly",
+                "28",
+                "--max-threads",
+                "12",
+            )
         )
-        assert ("budget", "linear_clamp", 9) == (
+        assert (
             document["command"],
             document["mode"],
             document["max_active_units"],
-        )
+        ) == ("budget", "linear_clamp", 9)
 
     def test_text_format_and_equals_syntax(self, run_mesh: RunMesh) -> None:
         """--flag=value works, and --format text prints the one-line summary."""
-        process = run_mesh("budget", "--remaining-five-hour=40", "--remaining-weekly=28", "--format", "text")
-        assert process.stdout.startswith("mode=linear_clamp strict_remaining=28.00 max_active_units=9 ")
+        process = run_mesh(
+            "budget", "--remaining-five-hour=40", "--remaining-weekly=28", "--format", "text"
+        )
+        assert process.stdout.startswith(
+            "mode=linear_clamp strict_remaining=28.00 max_active_units=9 "
+        )
 
     def test_bool_flag(self, run_mesh: RunMesh) -> None:
         """--prior-wave-instability accepts true/false/1/0."""
         document = ok(
             run_mesh(
-                "budget", "--remaining-five-hour", "60", "--remaining-weekly", "60",
-                "--prior-wave-instability", "1",
+                "budget",
+                "--remaining-five-hour",
+                "60",
+                "--remaining-weekly",
+                "60",
+                "--prior-wave-instability",
+                "1",
             )
         )
-        assert "prior_wave_instability" == document["triplet_degrade_reason"]
+        assert document["triplet_degrade_reason"] == "prior_wave_instability"
 
     @pytest.mark.parametrize(
         ("args", "kind", "fragment"),
         [
-            (("--remaining-five-hour", "40"), "MissingRequiredOption", "--remaining-weekly is required"),
-            (("--remaining-five-hour", "nan", "--remaining-weekly", "1"), "InvalidOptionValue", "finite"),
-            (("--remaining-five-hour", "inf", "--remaining-weekly", "1"), "InvalidOptionValue", "finite"),
-            (("--remaining-five-hour", "4x", "--remaining-weekly", "1"), "InvalidOptionValue", "'4x'"),
-            (("--remaining-five-hour", "4", "--remaining-weekly", "1", "--max-threads", "-1"), "InvalidOptionValue", ">= 0"),
-            (("--remaining-five-hour", "4", "--remaining-weekly", "1", "--max-threads", "2.5"), "InvalidOptionValue", "whole number"),
-            (("--remaining-five-hour", "4", "--remaining-weekly", "1", "--prior-wave-instability", "yes please"), "InvalidOptionValue", "true, false"),
-            (("--remaining-five-hour", "4", "--remaining-weekly", "1", "--format", "xml"), "InvalidOptionValue", "json, text"),
-            (("--remaining-five-hour", "4", "--remaining-weekly"), "MissingOptionValue", "needs a value"),
-            (("--remaining-five-hour", "4", "--remaining-five-hour", "5"), "DuplicateOption", "more than once"),
+            (
+                ("--remaining-five-hour", "40"),
+                "MissingRequiredOption",
+                "--remaining-weekly is required",
+            ),
+            (
+                ("--remaining-five-hour", "nan", "--remaining-weekly", "1"),
+                "InvalidOptionValue",
+                "finite",
+            ),
+            (
+                ("--remaining-five-hour", "inf", "--remaining-weekly", "1"),
+                "InvalidOptionValue",
+                "finite",
+            ),
+            (
+                ("--remaining-five-hour", "4x", "--remaining-weekly", "1"),
+                "InvalidOptionValue",
+                "'4x'",
+            ),
+            (
+                ("--remaining-five-hour", "4", "--remaining-weekly", "1", "--max-threads", "-1"),
+                "InvalidOptionValue",
+                ">= 0",
+            ),
+            (
+                ("--remaining-five-hour", "4", "--remaining-weekly", "1", "--max-threads", "2.5"),
+                "InvalidOptionValue",
+                "whole number",
+            ),
+            (
+                (
+                    "--remaining-five-hour",
+                    "4",
+                    "--remaining-weekly",
+                    "1",
+                    "--prior-wave-instability",
+                    "yes please",
+                ),
+                "InvalidOptionValue",
+                "true, false",
+            ),
+            (
+                ("--remaining-five-hour", "4", "--remaining-weekly", "1", "--format", "xml"),
+                "InvalidOptionValue",
+                "json, text",
+            ),
+            (
+                ("--remaining-five-hour", "4", "--remaining-weekly"),
+                "MissingOptionValue",
+                "needs a value",
+            ),
+            (
+                ("--remaining-five-hour", "4", "--remaining-five-hour", "5"),
+                "DuplicateOption",
+                "more than once",
+            ),
             (("--bogus", "1"), "UnknownOption", "--bogus is not an option of `mesh budget`"),
             (("stray",), "UnexpectedArgument", "'stray'"),
         ],
     )
-    def test_bad_flags(self, run_mesh: RunMesh, args: tuple[str, ...], kind: str, fragment: str) -> None:
+    def test_bad_flags(
+        self, run_mesh: RunMesh, args: tuple[str, ...], kind: str, fragment: str
+    ) -> None:
         """Every bad flag is a one-line error with exit 1 and nothing on stdout."""
         assert fragment in failed(run_mesh("budget", *args), kind)
 
@@ -113,16 +181,34 @@ class TestReplay:
     def test_example(self, run_mesh: RunMesh) -> None:
         """72/55/12/24 → waves [12, 12], rows [36, 36]."""
         document = ok(
-            run_mesh("replay", "--remaining-five-hour", "72", "--remaining-weekly", "55",
-                     "--max-threads", "12", "--ready-units", "24")
+            run_mesh(
+                "replay",
+                "--remaining-five-hour",
+                "72",
+                "--remaining-weekly",
+                "55",
+                "--max-threads",
+                "12",
+                "--ready-units",
+                "24",
+            )
         )
-        assert ([12, 12], [36, 36]) == (document["waves"], document["rows_per_lane"])
+        assert (document["waves"], document["rows_per_lane"]) == ([12, 12], [36, 36])
 
     def test_thresholds_are_fixed(self, run_mesh: RunMesh) -> None:
-        """replay does not take the threshold flags."""
+        """Replay does not take the threshold flags."""
         failed(
-            run_mesh("replay", "--remaining-five-hour", "72", "--remaining-weekly", "55",
-                     "--ready-units", "2", "--linear-start-threshold", "50"),
+            run_mesh(
+                "replay",
+                "--remaining-five-hour",
+                "72",
+                "--remaining-weekly",
+                "55",
+                "--ready-units",
+                "2",
+                "--linear-start-threshold",
+                "50",
+            ),
             "UnknownOption",
         )
 
@@ -132,21 +218,32 @@ class TestPlanCommands:
         """plan_sync and its alias plan-sync count the example plan's steps."""
         for name in ("plan_sync", "plan-sync"):
             document = ok(run_mesh(name, "--input-json", str(EXAMPLE_PLAN)))
-            assert {"command": "plan_sync", "total_steps": 4, "pending": 2, "in_progress": 1,
-                    "completed": 1, "other": 0} == document
+            assert document == {
+                "command": "plan_sync",
+                "total_steps": 4,
+                "pending": 2,
+                "in_progress": 1,
+                "completed": 1,
+                "other": 0,
+            }
 
     def test_slice_writes_output_creating_folders(self, run_mesh: RunMesh, tmp_path: Path) -> None:
-        """slice prints the document and writes the same document to --output-json."""
+        """Slice prints the document and writes the same document to --output-json."""
         out = tmp_path / "deep" / "er" / "units.json"
-        document = ok(run_mesh("slice", "--input-json", str(EXAMPLE_PLAN), "--output-json", str(out)))
+        document = ok(
+            run_mesh("slice", "--input-json", str(EXAMPLE_PLAN), "--output-json", str(out))
+        )
         assert document == json.loads(out.read_text())
-        assert 3 == document["unit_count"]
+        assert document["unit_count"] == 3
 
     def test_slice_refuses_to_overwrite_its_input(self, run_mesh: RunMesh, tmp_path: Path) -> None:
         """--output-json naming the input is a path collision; the plan is untouched."""
         plan = tmp_path / "plan.json"
         plan.write_text(EXAMPLE_PLAN.read_text())
-        failed(run_mesh("slice", "--input-json", str(plan), "--output-json", str(plan)), "PathCollisionError")
+        failed(
+            run_mesh("slice", "--input-json", str(plan), "--output-json", str(plan)),
+            "PathCollisionError",
+        )
         assert EXAMPLE_PLAN.read_text() == plan.read_text()
 
     @pytest.mark.parametrize(
@@ -169,7 +266,9 @@ class TestPlanCommands:
         if content is not None:
             plan.write_text(content)
         out = tmp_path / "units.json"
-        assert fragment in failed(run_mesh("slice", "--input-json", str(plan), "--output-json", str(out)), kind)
+        assert fragment in failed(
+            run_mesh("slice", "--input-json", str(plan), "--output-json", str(out)), kind
+        )
         assert not out.exists()
 
     def test_invalid_utf8(self, run_mesh: RunMesh, tmp_path: Path) -> None:
@@ -191,25 +290,59 @@ class TestWaveAndRunCsv:
         return units
 
     def test_pipeline(self, run_mesh: RunMesh, tmp_path: Path, units_json: Path) -> None:
-        """slice → wave → run-csv on the example plan, end to end."""
+        """Slice → wave → run-csv on the example plan, end to end."""
         batch, out = tmp_path / "batch.csv", tmp_path / "batch.out.csv"
-        wave = ok(run_mesh("wave", "--units-json", str(units_json), "--csv-path", str(batch), "--max-active", "3"))
-        assert {"command": "wave", "lane": "coder", "triplet_width": 3, "units_in": 3,
-                "units_selected": 2, "rows_emitted": 6, "csv_path": str(batch)} == wave
-        report = ok(run_mesh("run-csv", "--csv-path", str(batch), "--output-csv-path", str(out),
-                             "--max-workers", "4"))
-        assert (6, 4, 4, "pass") == (report["row_count"], report["max_concurrency"],
-                                     report["effective_peak"], report["floor_result"])
+        wave = ok(
+            run_mesh(
+                "wave",
+                "--units-json",
+                str(units_json),
+                "--csv-path",
+                str(batch),
+                "--max-active",
+                "3",
+            )
+        )
+        assert {
+            "command": "wave",
+            "lane": "coder",
+            "triplet_width": 3,
+            "units_in": 3,
+            "units_selected": 2,
+            "rows_emitted": 6,
+            "csv_path": str(batch),
+        } == wave
+        report = ok(
+            run_mesh(
+                "run-csv",
+                "--csv-path",
+                str(batch),
+                "--output-csv-path",
+                str(out),
+                "--max-workers",
+                "4",
+            )
+        )
+        assert (
+            report["row_count"],
+            report["max_concurrency"],
+            report["effective_peak"],
+            report["floor_result"],
+        ) == (6, 4, 4, "pass")
         lines = out.read_text().splitlines()
         assert ",".join(mesh.OUTPUT_COLUMNS) == lines[0]
-        assert 7 == len(lines)
+        assert len(lines) == 7
 
     def test_bad_wave_flags(self, run_mesh: RunMesh, tmp_path: Path, units_json: Path) -> None:
         """An out-of-range width or unknown lane is an error; no CSV is written."""
         batch = tmp_path / "batch.csv"
         for flag, value in (("--triplet-width", "4"), ("--lane", "painter"), ("--max-active", "0")):
-            failed(run_mesh("wave", "--units-json", str(units_json), "--csv-path", str(batch), flag, value),
-                   "InvalidOptionValue")
+            failed(
+                run_mesh(
+                    "wave", "--units-json", str(units_json), "--csv-path", str(batch), flag, value
+                ),
+                "InvalidOptionValue",
+            )
         assert not batch.exists()
 
     def test_run_csv_same_file(self, run_mesh: RunMesh, tmp_path: Path, units_json: Path) -> None:
@@ -219,28 +352,78 @@ class TestWaveAndRunCsv:
         before = batch.read_bytes()
         alias = tmp_path / "sub" / ".." / "batch.csv"
         (tmp_path / "sub").mkdir()
-        failed(run_mesh("run_csv", "--csv-path", str(batch), "--output-csv-path", str(alias)), "PathCollisionError")
+        failed(
+            run_mesh("run_csv", "--csv-path", str(batch), "--output-csv-path", str(alias)),
+            "PathCollisionError",
+        )
         assert before == batch.read_bytes()
 
-    def test_fail_on_floor_writes_nothing(self, run_mesh: RunMesh, tmp_path: Path, units_json: Path) -> None:
+    def test_fail_on_floor_writes_nothing(
+        self, run_mesh: RunMesh, tmp_path: Path, units_json: Path
+    ) -> None:
         """A failing floor gate under --fail-on-floor errors before OUT is written."""
         batch, out = tmp_path / "batch.csv", tmp_path / "out.csv"
-        ok(run_mesh("wave", "--units-json", str(units_json), "--csv-path", str(batch), "--max-active", "2"))
-        failed(run_mesh("run_csv", "--csv-path", str(batch), "--output-csv-path", str(out),
-                        "--max-concurrency", "2", "--fail-on-floor"), "FloorGateFailed")
+        ok(
+            run_mesh(
+                "wave",
+                "--units-json",
+                str(units_json),
+                "--csv-path",
+                str(batch),
+                "--max-active",
+                "2",
+            )
+        )
+        failed(
+            run_mesh(
+                "run_csv",
+                "--csv-path",
+                str(batch),
+                "--output-csv-path",
+                str(out),
+                "--max-concurrency",
+                "2",
+                "--fail-on-floor",
+            ),
+            "FloorGateFailed",
+        )
         assert not out.exists()
-        failed(run_mesh("run_csv", "--csv-path", str(batch), "--output-csv-path", str(out), "--fail-on-floor"),
-               "InputError")
-        failed(run_mesh("run_csv", "--csv-path", str(batch), "--output-csv-path", str(out),
-                        "--max-concurrency", "2", "--max-workers", "3"), "ConflictingOptions")
+        failed(
+            run_mesh(
+                "run_csv",
+                "--csv-path",
+                str(batch),
+                "--output-csv-path",
+                str(out),
+                "--fail-on-floor",
+            ),
+            "InputError",
+        )
+        failed(
+            run_mesh(
+                "run_csv",
+                "--csv-path",
+                str(batch),
+                "--output-csv-path",
+                str(out),
+                "--max-concurrency",
+                "2",
+                "--max-workers",
+                "3",
+            ),
+            "ConflictingOptions",
+        )
 
     def test_existing_output_survives_a_failure(self, run_mesh: RunMesh, tmp_path: Path) -> None:
         """An invalid batch never replaces an existing output file."""
         batch, out = tmp_path / "batch.csv", tmp_path / "out.csv"
         batch.write_text("id,lane\nr,coder\n")
         out.write_text("precious\n")
-        failed(run_mesh("run_csv", "--csv-path", str(batch), "--output-csv-path", str(out)), "CsvContractError")
-        assert "precious\n" == out.read_text()
+        failed(
+            run_mesh("run_csv", "--csv-path", str(batch), "--output-csv-path", str(out)),
+            "CsvContractError",
+        )
+        assert out.read_text() == "precious\n"
         assert [out.name, batch.name] == sorted(p.name for p in tmp_path.iterdir())[::-1]
 
     def test_deps_csv(self, run_mesh: RunMesh, tmp_path: Path, units_json: Path) -> None:
@@ -248,12 +431,31 @@ class TestWaveAndRunCsv:
         batch, out, deps = tmp_path / "batch.csv", tmp_path / "out.csv", tmp_path / "deps.csv"
         ok(run_mesh("wave", "--units-json", str(units_json), "--csv-path", str(batch)))
         deps.write_text("id,depends_on,interactive_lead\nunit-001-coder-2,unit-001-coder-1,false\n")
-        report = ok(run_mesh("run_csv", "--csv-path", str(batch), "--output-csv-path", str(out),
-                             "--deps-csv", str(deps)))
-        assert "pass" == report["deps_check_status"]
+        report = ok(
+            run_mesh(
+                "run_csv",
+                "--csv-path",
+                str(batch),
+                "--output-csv-path",
+                str(out),
+                "--deps-csv",
+                str(deps),
+            )
+        )
+        assert report["deps_check_status"] == "pass"
         deps.write_text("id,depends_on\na,b\nb,a\n")
-        failed(run_mesh("run_csv", "--csv-path", str(batch), "--output-csv-path", str(out),
-                        "--deps-csv", str(deps)), "CsvContractError")
+        failed(
+            run_mesh(
+                "run_csv",
+                "--csv-path",
+                str(batch),
+                "--output-csv-path",
+                str(out),
+                "--deps-csv",
+                str(deps),
+            ),
+            "CsvContractError",
+        )
 
 
 class TestLedger:
@@ -261,9 +463,10 @@ class TestLedger:
         """Only occurred events are kept, in order; output is valid JSON."""
         ledger = tmp_path / "ledger.json"
         ledger.write_text(json.dumps({"waves": 2, "retries": 0, "cas": "none", "notes": "x}{"}))
-        assert {"command": "ledger", "events": {"waves": 2, "notes": "x}{"}} == ok(
-            run_mesh("ledger", "--input-json", str(ledger))
-        )
+        assert ok(run_mesh("ledger", "--input-json", str(ledger))) == {
+            "command": "ledger",
+            "events": {"waves": 2, "notes": "x}{"},
+        }
 
     def test_non_object(self, run_mesh: RunMesh, tmp_path: Path) -> None:
         """A ledger that is not an object is an error."""
@@ -281,14 +484,76 @@ class TestInProcess:
             raise RuntimeError(message)
 
         command = _cli.COMMANDS["ledger"]
-        monkeypatch.setitem(_cli.COMMANDS, "ledger", _cli.attrs.evolve(command, run=broken))  # type: ignore[attr-defined]
+        monkeypatch.setitem(_cli.COMMANDS, "ledger", attrs.evolve(command, run=broken))
         code, out, err = _cli.run(["ledger", "--input-json", "x"])
-        assert (1, "") == (code, out)
-        assert "error: InternalError: RuntimeError: boom second line (set MESH_DEBUG=1 for details)\n" == err
+        assert (code, out) == (1, "")
+        expected = "error: InternalError: RuntimeError: boom second line"
+        assert f"{expected} (set MESH_DEBUG=1 for details)\n" == err
 
     def test_main_writes_streams(self, capsys: pytest.CaptureFixture[str]) -> None:
         """main() returns the exit code and writes stdout/stderr."""
-        assert 0 == _cli.main(["budget", "--remaining-five-hour", "40", "--remaining-weekly", "28"])
+        assert _cli.main(["budget", "--remaining-five-hour", "40", "--remaining-weekly", "28"]) == 0
         assert '"max_active_units": 9' in capsys.readouterr().out
-        assert 1 == _cli.main(["budget"])
+        assert _cli.main(["budget"]) == 1
         assert "MissingRequiredOption" in capsys.readouterr().err
+
+
+class TestEdges:
+    def test_overflowing_number(self) -> None:
+        """A number too large for a float is not finite, so it is refused."""
+        code, _, err = _cli.run(
+            ["budget", "--remaining-five-hour", "1e999", "--remaining-weekly", "5"]
+        )
+        assert code == 1
+        assert "finite" in err
+
+    def test_empty_path_value(self) -> None:
+        """An empty path is an invalid value, not 'the current folder'."""
+        code, _, err = _cli.run(["plan_sync", "--input-json="])
+        assert (code, err) == (
+            1,
+            "error: InvalidOptionValue: --input-json expects a non-empty value, got ''\n",
+        )
+
+    def test_switch_takes_no_value(self) -> None:
+        """--fail-on-floor=yes is an error: the switch takes no value."""
+        code, _, err = _cli.run(
+            ["run_csv", "--csv-path", "a", "--output-csv-path", "b", "--fail-on-floor=yes"]
+        )
+        assert (code, err) == (1, "error: UnexpectedOptionValue: --fail-on-floor takes no value\n")
+
+    def test_mesh_debug_shows_the_traceback(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """MESH_DEBUG=1 lets a bug's exception through for debugging."""
+
+        def broken(**_: object) -> dict[str, object]:
+            raise ZeroDivisionError
+
+        monkeypatch.setenv("MESH_DEBUG", "1")
+        monkeypatch.setitem(
+            _cli.COMMANDS, "ledger", attrs.evolve(_cli.COMMANDS["ledger"], run=broken)
+        )
+        with pytest.raises(ZeroDivisionError):
+            _cli.run(["ledger", "--input-json", "x"])
+
+    def test_interrupt(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Ctrl-C exits 130 with one line, no traceback."""
+
+        def interrupted(_: object) -> tuple[int, str, str]:
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(_cli, "run", interrupted)
+        assert _cli.main(["budget"]) == 130
+        assert capsys.readouterr().err == "error: Interrupted: stopped by the user\n"
+
+    def test_closed_stdout(self, mesh_command: list[str]) -> None:
+        """A reader that goes away (`mesh --help | head -c0`) causes no traceback."""
+        process = subprocess.Popen(
+            [*mesh_command, "--help"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        assert process.stdout is not None
+        process.stdout.close()
+        _, err = process.communicate(timeout=30)
+        assert process.returncode in {0, 1}
+        assert b"Traceback" not in err

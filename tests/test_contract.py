@@ -25,7 +25,7 @@ LANE_EXTRAS: dict[str, dict[str, object]] = {
         },
     },
     "locksmith": {"decision": "grant", "lease_id": "lease-1", "ttl_ms": 30000},
-    "applier": {"decision": "applied", "worktree_path": "/tmp/wt"},
+    "applier": {"decision": "applied", "worktree_path": "worktrees/u1-coder-1"},
     "prover": {"decision": "pass", "proof_status": "pass", "proof_attempts": 1},
     "fixer": {
         "decision": "accepted",
@@ -60,7 +60,7 @@ def result(lane: str = "coder", **changes: object) -> dict[str, object]:
 def problems_of(payload: object) -> tuple[str, ...]:
     with pytest.raises(mesh.InvalidOutputSchema) as caught:
         mesh.parse_worker_result(payload)
-    assert mesh.FailureCode.INVALID_OUTPUT_SCHEMA == caught.value.code
+    assert caught.value.code == mesh.FailureCode.INVALID_OUTPUT_SCHEMA
     return caught.value.problems
 
 
@@ -79,14 +79,19 @@ class TestValidResults:
 
     def test_no_diff_with_reason(self) -> None:
         """NO_DIFF with a reason in notes is valid."""
-        parsed = mesh.parse_worker_result(result(decision="no_diff", patch=..., notes="already done"))
-        assert mesh.Decision.NO_DIFF == parsed.decision
+        parsed = mesh.parse_worker_result(
+            result(decision="no_diff", patch=..., notes="already done")
+        )
+        assert parsed.decision == mesh.Decision.NO_DIFF
 
     def test_matching_patch_digest(self) -> None:
         """A patch_sha256 that matches the patch is accepted."""
         patch = "--- a/x\n+++ b/x\n"
         digest = hashlib.sha256(patch.encode()).hexdigest()
-        assert digest == mesh.parse_worker_result(result(patch=patch, patch_sha256=digest)).patch_sha256
+        assert (
+            digest
+            == mesh.parse_worker_result(result(patch=patch, patch_sha256=digest)).patch_sha256
+        )
 
     @pytest.mark.parametrize("lane", sorted(LANE_EXTRAS))
     def test_document_round_trip(self, lane: str) -> None:
@@ -123,22 +128,65 @@ class TestInvalidResults:
         [
             (result(triplet_index=0), "$.triplet_index: must be >= 1, got 0"),
             (result(proof_attempts=3), "$.proof_attempts: must be 0, 1 or 2, got 3"),
-            (result(lane="prover", proof_attempts=0), "$.proof_attempts: a prover result needs 1 or 2, got 0"),
-            (result(lane="prover", proof_status="skipped"), "$.proof_status: a prover result is pass or fail"),
-            (result(lane="prover", proof_status="fail"), "$.proof_status: must match the prover's decision"),
+            (
+                result(lane="prover", proof_attempts=0),
+                "$.proof_attempts: a prover result needs 1 or 2, got 0",
+            ),
+            (
+                result(lane="prover", proof_status="skipped"),
+                "$.proof_status: a prover result is pass or fail",
+            ),
+            (
+                result(lane="prover", proof_status="fail"),
+                "$.proof_status: must match the prover's decision",
+            ),
             (result(patch=""), "$.patch: an accepted candidate needs a non-empty patch"),
-            (result(decision="no_diff", patch=...), "$.notes: a no_diff result needs the reason in notes"),
-            (result(lane="reducer", reduce_record=...), "$.reduce_record: a reducer's candidate needs a reduce_record"),
-            (result(lane="locksmith", lease_id=...), "$.lease_id: a granted lease needs a lease_id"),
+            (
+                result(decision="no_diff", patch=...),
+                "$.notes: a no_diff result needs the reason in notes",
+            ),
+            (
+                result(lane="reducer", reduce_record=...),
+                "$.reduce_record: a reducer's candidate needs a reduce_record",
+            ),
+            (
+                result(lane="locksmith", lease_id=...),
+                "$.lease_id: a granted lease needs a lease_id",
+            ),
             (result(lane="locksmith", ttl_ms=0), "$.ttl_ms: a granted lease needs ttl_ms > 0"),
-            (result(lane="fixer", selected_candidate=...), "$.selected_candidate: an accepted adjudication names its candidate"),
-            (result(lane="fixer", proof_status="fail"), "$.proof_status: only a candidate whose proof passed may be accepted"),
+            (
+                result(lane="fixer", selected_candidate=...),
+                "$.selected_candidate: an accepted adjudication names its candidate",
+            ),
+            (
+                result(lane="fixer", proof_status="fail"),
+                "$.proof_status: only a candidate whose proof passed may be accepted",
+            ),
             (result(lane="fixer", quorum_target=1), "$.quorum_target: med risk needs 2, got 1"),
-            (result(lane="fixer", quorum_observed=1), "$.quorum_observed: 1 is below the quorum target 2"),
-            (result(lane="integrator", artifact_ref=...), "$.artifact_ref: a delivery needs an artifact_ref"),
+            (
+                result(lane="fixer", quorum_observed=1),
+                "$.quorum_observed: 1 is below the quorum target 2",
+            ),
+            (
+                result(lane="integrator", artifact_ref=...),
+                "$.artifact_ref: a delivery needs an artifact_ref",
+            ),
             (result(patch_sha256="0" * 64), "$.patch_sha256: does not match the sha256 of patch"),
-            (result(lane="painter"), "$.lane: expected one of coder, reducer, locksmith, applier, prover, fixer, integrator; got 'painter'"),
-            (result(failure_code="oops"), "$.failure_code: expected one of safety_regression_risk, proof_missing, invalid_output_schema, scope_overlap_conflict, timeout_retry_exhausted, delivery_blocked, requires_clarification, tooling_unavailable; got 'oops'"),
+            (
+                result(lane="painter"),
+                (
+                    "$.lane: expected one of coder, reducer, locksmith, applier, prover, fixer, "
+                    "integrator; got 'painter'"
+                ),
+            ),
+            (
+                result(failure_code="oops"),
+                (
+                    "$.failure_code: expected one of safety_regression_risk, proof_missing, "
+                    "invalid_output_schema, scope_overlap_conflict, timeout_retry_exhausted, "
+                    "delivery_blocked, requires_clarification, tooling_unavailable; got 'oops'"
+                ),
+            ),
             (result(base_sha=" "), "$.base_sha: must not be blank"),
             (result(write_scope=[""]), "$.write_scope: paths must not be blank"),
         ],
@@ -164,7 +212,9 @@ class TestInvalidResults:
 @st.composite
 def valid_results(draw: st.DrawFn) -> dict[str, object]:
     lane = draw(st.sampled_from(sorted(LANE_EXTRAS)))
-    text = st.text(st.characters(blacklist_categories=["Cs"]), min_size=1, max_size=12).filter(str.strip)
+    text = st.text(st.characters(blacklist_categories=["Cs"]), min_size=1, max_size=12).filter(
+        str.strip
+    )
     return result(
         lane,
         id=draw(text),

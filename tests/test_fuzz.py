@@ -8,8 +8,7 @@ must exit 0 with one JSON document or exit 1 with one line on stderr.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -19,11 +18,52 @@ import mesh
 from mesh import _cli
 from mesh._convert import loads_json
 
-PLAN_KEYS = ["step", "title", "status", "id", "deps", "unit_scope", "write_scope", "constraints",
-             "invariants", "proof_command", "risk_tier", "base_sha", "delivery_mode", "variant",
-             "budget_tier", "attempt", "plan", "steps", "units", "explanation", "lane", "decision"]
-WORDS = ["pending", "in_progress", "completed", "low", "med", "high", "a", "b", "unit-001",
-         "coder", "prover", "fixer", "accept", "pass", "none", ""]
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+PLAN_KEYS = [
+    "step",
+    "title",
+    "status",
+    "id",
+    "deps",
+    "unit_scope",
+    "write_scope",
+    "constraints",
+    "invariants",
+    "proof_command",
+    "risk_tier",
+    "base_sha",
+    "delivery_mode",
+    "variant",
+    "budget_tier",
+    "attempt",
+    "plan",
+    "steps",
+    "units",
+    "explanation",
+    "lane",
+    "decision",
+]
+WORDS = [
+    "pending",
+    "in_progress",
+    "completed",
+    "low",
+    "med",
+    "high",
+    "a",
+    "b",
+    "unit-001",
+    "coder",
+    "prover",
+    "fixer",
+    "accept",
+    "pass",
+    "none",
+    "",
+]
 
 scalars = (
     st.none()
@@ -42,7 +82,9 @@ json_values = st.recursive(
 plans = st.one_of(
     json_values,
     st.lists(st.dictionaries(keys, json_values, max_size=6), max_size=5),
-    st.fixed_dictionaries({"plan": st.lists(st.dictionaries(keys, json_values, max_size=6), max_size=5)}),
+    st.fixed_dictionaries(
+        {"plan": st.lists(st.dictionaries(keys, json_values, max_size=6), max_size=5)}
+    ),
 )
 
 PARSERS: dict[str, Callable[[object], object]] = {
@@ -57,11 +99,14 @@ PARSERS: dict[str, Callable[[object], object]] = {
 
 
 def survives(parse: Callable[[object], object], payload: object) -> None:
+    failure: mesh.MeshError | None = None
     try:
         parse(payload)
     except mesh.MeshError as exc:
-        assert exc.message
-        assert isinstance(exc.code, mesh.FailureCode)
+        failure = exc
+    if failure is not None:
+        assert failure.message
+        assert isinstance(failure.code, mesh.FailureCode)
 
 
 class TestParsersNeverCrash:
@@ -87,19 +132,24 @@ class TestParsersNeverCrash:
         header = ",".join(mesh.BATCH_COLUMNS) + "\n"
         for candidate in (text, header + text):
             survives(lambda t: mesh.parse_batch_csv(str(t)), candidate)
-            survives(lambda t: mesh.prepare_batch(str(t), max_concurrency=2, fail_on_floor=True), candidate)
-        survives(lambda t: mesh.validate_deps(mesh.parse_deps_csv(str(t))), "id,depends_on\n" + text)
+            survives(
+                lambda t: mesh.prepare_batch(str(t), max_concurrency=2, fail_on_floor=True),
+                candidate,
+            )
+        survives(
+            lambda t: mesh.validate_deps(mesh.parse_deps_csv(str(t))), "id,depends_on\n" + text
+        )
 
 
 def check_outcome(code: int, out: str, err: str) -> None:
     assert "InternalError" not in err, err
     if code == 0:
         json.loads(out) if out.startswith("{") else None
-        assert "" == err
+        assert err == ""
     else:
-        assert 1 == code
-        assert "" == out
-        assert 1 == len(err.splitlines())
+        assert code == 1
+        assert out == ""
+        assert len(err.splitlines()) == 1
         assert err.startswith("error: ")
 
 
@@ -139,10 +189,31 @@ class TestCommandLineNeverCrashes:
     @given(
         argv=st.lists(
             st.sampled_from(
-                ["budget", "replay", "--remaining-five-hour", "--remaining-weekly", "--max-threads",
-                 "--ready-units", "--format", "--prior-wave-instability", "--previous-triplet-width",
-                 "--consecutive-clean-waves", "text", "json", "40", "-1", "1e3", "nan", "0", "true",
-                 "", "=", "--remaining-weekly=5", "--max-threads=", "-h"]
+                [
+                    "budget",
+                    "replay",
+                    "--remaining-five-hour",
+                    "--remaining-weekly",
+                    "--max-threads",
+                    "--ready-units",
+                    "--format",
+                    "--prior-wave-instability",
+                    "--previous-triplet-width",
+                    "--consecutive-clean-waves",
+                    "text",
+                    "json",
+                    "40",
+                    "-1",
+                    "1e3",
+                    "nan",
+                    "0",
+                    "true",
+                    "",
+                    "=",
+                    "--remaining-weekly=5",
+                    "--max-threads=",
+                    "-h",
+                ]
             )
             | st.text(max_size=6),
             max_size=8,

@@ -8,11 +8,9 @@ import mesh
 
 
 class TestOccurred:
-    @pytest.mark.parametrize(
-        "value", [True, 1, 0.5, "yes", "None of it", [0], {"a": 0}]
-    )
+    @pytest.mark.parametrize("value", [True, 1, 0.5, "yes", "None of it", [0], {"a": 0}])
     def test_occurred(self, value: object) -> None:
-        """true, positive numbers, non-empty text (not 'none'), non-empty arrays/objects occurred."""
+        """True, positive numbers, text other than 'none', non-empty arrays/objects occurred."""
         assert mesh.occurred(value)
 
     @pytest.mark.parametrize(
@@ -25,7 +23,7 @@ class TestOccurred:
     def test_filter_keeps_input_order(self) -> None:
         """Occurred keys are kept in input order; others dropped."""
         events = mesh.occurred_events({"z": 1, "a": 0, "m": "none", "b": ["x"], "c": True})
-        assert ["z", "b", "c"] == list(events)
+        assert list(events) == ["z", "b", "c"]
 
     def test_non_object_rejected(self) -> None:
         """A ledger payload must be an object."""

@@ -25,26 +25,32 @@ class TestParsePlan:
     )
     def test_accepted_shapes(self, payload: object) -> None:
         """An array, an update_plan object, and a {steps: [...]} object are all plans."""
-        assert ("a",) == tuple(s.step for s in mesh.parse_plan(payload).steps)
+        assert tuple(s.step for s in mesh.parse_plan(payload).steps) == ("a",)
 
     def test_non_object_entries_are_skipped(self) -> None:
         """Strings, numbers and nulls in the step list are skipped, not errors."""
         plan = mesh.parse_plan([1, "x", None, step("a"), [], step("b")])
-        assert ["a", "b"] == [s.step for s in plan.steps]
+        assert [s.step for s in plan.steps] == ["a", "b"]
 
     def test_every_problem_is_reported_with_its_path(self) -> None:
         """Wrong types and unknown keys are all listed, each with its JSON path."""
         with pytest.raises(mesh.ValidationError) as caught:
             mesh.parse_plan(
-                {"plan": [step("ok"), {"step": 5, "deps": "a", "colour": "red"}, {"risk_tier": "x"}]}
+                {
+                    "plan": [
+                        step("ok"),
+                        {"step": 5, "deps": "a", "colour": "red"},
+                        {"risk_tier": "x"},
+                    ]
+                }
             )
-        assert [
+        assert list(caught.value.problems) == [
             "$.plan[1].step: expected string, got number",
             "$.plan[1].deps: expected array, got string",
             "$.plan[1]: unknown key 'colour'",
             "$.plan[2].risk_tier: expected one of low, med, high; got 'x'",
-        ] == list(caught.value.problems)
-        assert mesh.FailureCode.REQUIRES_CLARIFICATION == caught.value.code
+        ]
+        assert caught.value.code == mesh.FailureCode.REQUIRES_CLARIFICATION
 
     @pytest.mark.parametrize(
         ("payload", "problem"),
@@ -66,7 +72,7 @@ class TestParsePlan:
     def test_write_scope_string_is_split(self) -> None:
         """A write scope may be one ';'-separated string."""
         plan = mesh.parse_plan([step("a", write_scope="src/a; src/b")])
-        assert ("src/a", "src/b") == plan.steps[0].write_scope
+        assert plan.steps[0].write_scope == ("src/a", "src/b")
 
     def test_unknown_dependency(self) -> None:
         """A dependency on an id no step has is a plan error naming both."""
@@ -82,7 +88,11 @@ class TestParsePlan:
         """A dependency cycle is a plan error that names the cycle."""
         with pytest.raises(mesh.PlanError, match="dependency cycle") as caught:
             mesh.parse_plan(
-                [step("a", id="a", deps=["c"]), step("b", id="b", deps=["a"]), step("c", id="c", deps=["b"])]
+                [
+                    step("a", id="a", deps=["c"]),
+                    step("b", id="b", deps=["a"]),
+                    step("c", id="c", deps=["b"]),
+                ]
             )
         assert {"a", "b", "c"} == set(caught.value.cycle)
 
@@ -96,16 +106,22 @@ class TestPlanSync:
     def test_counts(self) -> None:
         """Absent status is pending; unknown statuses count as other."""
         summary = mesh.plan_sync(
-            [{"step": "a"}, step("b", "in_progress"), step("c", "completed"), step("d", "blocked"), 7]
+            [
+                {"step": "a"},
+                step("b", "in_progress"),
+                step("c", "completed"),
+                step("d", "blocked"),
+                7,
+            ]
         )
-        assert {
+        assert summary.to_document() == {
             "command": "plan_sync",
             "total_steps": 4,
             "pending": 1,
             "in_progress": 1,
             "completed": 1,
             "other": 1,
-        } == summary.to_document()
+        }
 
 
 class TestSlice:
@@ -114,14 +130,14 @@ class TestSlice:
         result = mesh.slice_plan(
             [step("done", "completed"), step("first", "in_progress"), {"title": "second"}, {}]
         )
-        assert ["unit-001", "unit-002", "unit-003"] == [u.id for u in result.units]
-        assert ["first", "second", "untitled-step"] == [u.objective for u in result.units]
-        assert 3 == result.unit_count
+        assert [u.id for u in result.units] == ["unit-001", "unit-002", "unit-003"]
+        assert [u.objective for u in result.units] == ["first", "second", "untitled-step"]
+        assert result.unit_count == 3
 
     def test_defaults_match_the_contract(self) -> None:
         """A bare step gets every documented default."""
         (unit,) = mesh.slice_plan([step("a")]).units
-        assert {
+        assert unit.to_document() == {
             "id": "unit-001",
             "objective": "a",
             "unit_scope": "unknown",
@@ -136,7 +152,7 @@ class TestSlice:
             "attempt": "1",
             "variant": "baseline",
             "budget_tier": "unknown",
-        } == unit.to_document()
+        }
 
     def test_step_fields_are_carried(self) -> None:
         """Scopes, proof, risk and delivery given on a step reach the unit."""
@@ -153,16 +169,16 @@ class TestSlice:
                 )
             ]
         ).units
-        assert ("api", ("src/api/**",), "pytest -q") == (
+        assert (
             unit.unit_scope,
             unit.write_scope,
             unit.proof_command,
-        )
-        assert (mesh.RiskTier.HIGH, mesh.DeliveryMode.COMMIT_FIRST, "abc123") == (
+        ) == ("api", ("src/api/**",), "pytest -q")
+        assert (
             unit.risk_tier,
             unit.delivery_mode,
             unit.base_sha,
-        )
+        ) == (mesh.RiskTier.HIGH, mesh.DeliveryMode.COMMIT_FIRST, "abc123")
 
     def test_dependencies_become_unit_ids(self) -> None:
         """Deps on completed steps are dropped; deps on sliced steps name their units."""
@@ -174,15 +190,13 @@ class TestSlice:
                 step("api", id="api", deps=["core", "setup", "held"]),
             ]
         )
-        assert [(), ("unit-001", "held")] == [u.deps for u in result.units]
+        assert [u.deps for u in result.units] == [(), ("unit-001", "held")]
 
     def test_max_slices(self) -> None:
         """Only the first N units are kept; their deps on cut units stay."""
-        result = mesh.slice_plan(
-            [step("a", id="a", deps=["b"]), step("b", id="b")], max_slices=1
-        )
-        assert [("unit-002",)] == [u.deps for u in result.units]
-        assert () == mesh.slice_plan([step("a")], max_slices=0).units
+        result = mesh.slice_plan([step("a", id="a", deps=["b"]), step("b", id="b")], max_slices=1)
+        assert [u.deps for u in result.units] == [("unit-002",)]
+        assert mesh.slice_plan([step("a")], max_slices=0).units == ()
 
     def test_negative_max_slices(self) -> None:
         """A negative limit is an input error."""
@@ -209,15 +223,21 @@ class TestParseUnits:
     def test_entries_without_string_id_are_skipped(self) -> None:
         """Entries that are not objects or lack a string id are skipped (contract)."""
         units = mesh.parse_units({"units": [1, {"objective": "x"}, {"id": 3}, {"id": "u"}]})
-        assert [("u", "untitled-step")] == [(u.id, u.objective) for u in units]
+        assert [(u.id, u.objective) for u in units] == [("u", "untitled-step")]
 
     @pytest.mark.parametrize(
         ("payload", "problem"),
         [
             ([], "$: expected object, got array"),
             ({"units": {}}, "$.units: expected array, got object"),
-            ({"units": [{"id": "u", "attempt": "zero"}]}, "$.units[0].attempt: expected a whole number >= 1, got 'zero'"),
-            ({"units": [{"id": "u", "attempt": 0}]}, "$.units[0].attempt: expected a whole number >= 1, got 0"),
+            (
+                {"units": [{"id": "u", "attempt": "zero"}]},
+                "$.units[0].attempt: expected a whole number >= 1, got 'zero'",
+            ),
+            (
+                {"units": [{"id": "u", "attempt": 0}]},
+                "$.units[0].attempt: expected a whole number >= 1, got 0",
+            ),
             ({"units": [{"id": "u", "extra": 1}]}, "$.units[0]: unknown key 'extra'"),
             ({"units": [], "more": 1}, "$: unknown key 'more'"),
         ],

@@ -1,8 +1,8 @@
 """The public surface: curated, sorted, complete, and reporting `mesh` as home."""
 
 from __future__ import annotations
-
 import __future__
+
 import importlib
 import inspect
 

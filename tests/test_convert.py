@@ -1,0 +1,71 @@
+"""Strict JSON decoding and the private converter."""
+
+from __future__ import annotations
+
+import pytest
+
+import mesh
+from mesh._convert import dumps_json, loads_json, structure
+
+
+class TestLoadsJson:
+    @pytest.mark.parametrize(
+        ("text", "problem"),
+        [
+            ('{"a": NaN}', "not JSON: NaN is not valid JSON"),
+            ("[Infinity]", "not JSON: Infinity is not valid JSON"),
+            ("[1e400]", "not JSON: number 1e400 is out of range"),
+            ('{"a": 1, "a": 2}', "not JSON: duplicate key 'a'"),
+            ('["\\ud800"]', "not JSON: $[0]: string contains an unpaired surrogate"),
+            ('{"\\udfff": 1}', "not JSON: $: key contains an unpaired surrogate"),
+            ("[1,]", "not JSON: Expecting value at line 1 column 4"),
+            ("[" * 100_000, "$: nested too deeply"),
+        ],
+    )
+    def test_rejections(self, text: str, problem: str) -> None:
+        """Non-standard numbers, duplicate keys, lone surrogates and syntax errors are rejected."""
+        with pytest.raises(mesh.ValidationError) as caught:
+            loads_json(text, subject="doc")
+        assert (problem,) == caught.value.problems
+
+    def test_paired_surrogates_are_fine(self) -> None:
+        """An escaped surrogate pair is one valid character."""
+        assert loads_json('["\\ud83d\\ude00"]', subject="doc") == ["😀"]
+
+    def test_dumps_keeps_text_exact(self) -> None:
+        """Output is valid JSON that keeps non-ASCII text as it is."""
+        assert dumps_json({"a": 'é"\n'}) == '{"a": "é\\"\\n"}'
+
+
+class TestStructure:
+    def test_no_coercion(self) -> None:
+        """Numbers are not strings, strings are not arrays, booleans are not integers."""
+        with pytest.raises(mesh.ValidationError) as caught:
+            structure(
+                {"command": 1, "key_line": ["x"], "exit_code": True},
+                mesh.ProofEvidence,
+                subject="e",
+            )
+        assert caught.value.problems == (
+            "$.command: expected string, got number",
+            "$.key_line: expected string, got array",
+            "$.exit_code: expected integer, got boolean",
+        )
+
+    def test_non_object(self) -> None:
+        """A record must come from an object."""
+        with pytest.raises(mesh.ValidationError, match=r"\$: expected object, got null"):
+            structure(None, mesh.ProofEvidence, subject="e")
+
+    def test_nested_non_object(self) -> None:
+        """A nested record given as a non-object is reported at its path."""
+        payload = {
+            "target_abstraction": "a",
+            "replacement_primitive": "b",
+            "complexity_delta": "c",
+            "invariants_preserved": "not-a-list",
+            "rollback_plan": "d",
+        }
+        with pytest.raises(mesh.ValidationError) as caught:
+            structure(payload, mesh.ReduceRecord, subject="r")
+        assert caught.value.problems == ("$.invariants_preserved: expected array, got string",)
