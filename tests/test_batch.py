@@ -43,6 +43,11 @@ class TestParseBatchCsv:
         text = batch_csv([{"id": ""}, {"id": "r2"}]) + "\r\n\r\n"
         assert [r.id for r in mesh.parse_batch_csv(text)] == ["r2"]
 
+    def test_byte_order_mark_in_header(self) -> None:
+        """A header starting with a UTF-8 BOM (spreadsheet export) still has an `id` column."""
+        (row,) = mesh.parse_batch_csv("\ufeff" + batch_csv([{"id": "r"}]))
+        assert row.id == "r"
+
     def test_extra_columns_are_ignored(self) -> None:
         """Columns beyond the contract are allowed."""
         (row,) = mesh.parse_batch_csv(batch_csv([{"id": "r"}], (*mesh.BATCH_COLUMNS, "note")))

@@ -243,3 +243,14 @@ class TestReplay:
         """ready_units below zero is an input error."""
         with pytest.raises(mesh.InputError, match="ready_units"):
             mesh.replay(remaining_five_hour=50, remaining_weekly=50, ready_units=-1)
+
+
+class TestBudgetArgumentTypes:
+    def test_width_must_be_a_whole_number(self) -> None:
+        """A previous width that is not an integer is an input error, not a crash."""
+        with pytest.raises(mesh.InputError, match="previous_triplet_width"):
+            mesh.budget_policy(
+                remaining_five_hour=50,
+                remaining_weekly=50,
+                previous_triplet_width="3",  # type: ignore[arg-type]
+            )

@@ -69,3 +69,35 @@ class TestStructure:
         with pytest.raises(mesh.ValidationError) as caught:
             structure(payload, mesh.ReduceRecord, subject="r")
         assert caught.value.problems == ("$.invariants_preserved: expected array, got string",)
+
+
+class TestScalarHooks:
+    def test_numbers_and_booleans_are_strict(self) -> None:
+        """Floats must be finite numbers (not booleans or text); booleans must be booleans."""
+        document = mesh.budget_policy(remaining_five_hour=40, remaining_weekly=28).to_document()
+        del document["command"]
+        document |= {
+            "remaining_five_hour": "40",
+            "remaining_weekly": float("nan"),
+            "remaining_strict": True,
+            "cas_scaleout_allowed": 1,
+        }
+        with pytest.raises(mesh.ValidationError) as caught:
+            structure(document, mesh.BudgetDecision, subject="budget")
+        assert caught.value.problems == (
+            "$.remaining_five_hour: expected number, got string",
+            "$.remaining_weekly: expected a finite number",
+            "$.remaining_strict: expected number, got boolean",
+            "$.cas_scaleout_allowed: expected boolean, got number",
+        )
+
+    def test_nested_record_given_a_scalar(self) -> None:
+        """A nested record given as text is reported as needing an object."""
+        payload = {"command": "c", "key_line": "k", "exit_code": 0}
+        with pytest.raises(mesh.ValidationError) as caught:
+            structure(
+                {"id": "u", "objective": "o", "proof_evidence": "x"} | {"evidence": payload},
+                mesh.WorkerResult,
+                subject="w",
+            )
+        assert "$.proof_evidence: expected object" in caught.value.problems
