@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
+import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -22,29 +23,11 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
+# Every key a step may have, plus keys of the other documents, so the fuzzer
+# often builds documents that are almost right.
 PLAN_KEYS = [
-    "step",
-    "title",
-    "status",
-    "id",
-    "deps",
-    "unit_scope",
-    "write_scope",
-    "constraints",
-    "invariants",
-    "proof_command",
-    "risk_tier",
-    "base_sha",
-    "delivery_mode",
-    "variant",
-    "budget_tier",
-    "attempt",
-    "plan",
-    "steps",
-    "units",
-    "explanation",
-    "lane",
-    "decision",
+    *(field.name for field in attrs.fields(mesh.PlanStep)),
+    *("attempt", "plan", "steps", "units", "explanation", "lane", "decision"),
 ]
 WORDS = [
     "pending",
