@@ -19,6 +19,8 @@ from ._batch import prepare_batch as prepare_batch
 from ._batch import validate_deps as validate_deps
 from ._budget import budget_policy as budget_policy
 from ._budget import replay as replay
+from ._clock import Clock as Clock
+from ._clock import SystemClock as SystemClock
 from ._contract import MAX_PROOF_ATTEMPTS as MAX_PROOF_ATTEMPTS
 from ._contract import parse_worker_result as parse_worker_result
 from ._contract import worker_result_document as worker_result_document
@@ -36,15 +38,27 @@ from ._enums import StepStatus as StepStatus
 from ._errors import CsvContractError as CsvContractError
 from ._errors import FileAccessError as FileAccessError
 from ._errors import FloorGateFailed as FloorGateFailed
+from ._errors import GateNotMet as GateNotMet
 from ._errors import InputError as InputError
 from ._errors import InvalidOutputSchema as InvalidOutputSchema
 from ._errors import MeshError as MeshError
 from ._errors import OptionError as OptionError
 from ._errors import PathCollisionError as PathCollisionError
 from ._errors import PlanError as PlanError
+from ._errors import RunFailed as RunFailed
+from ._errors import TransitionError as TransitionError
+from ._errors import UnitFailed as UnitFailed
 from ._errors import ValidationError as ValidationError
+from ._events import CallbackSink as CallbackSink
+from ._events import JsonLinesSink as JsonLinesSink
+from ._events import LedgerEvent as LedgerEvent
+from ._events import LedgerSink as LedgerSink
+from ._events import MemorySink as MemorySink
+from ._events import StructlogSink as StructlogSink
 from ._ledger import occurred as occurred
 from ._ledger import occurred_events as occurred_events
+from ._lifecycle import Trigger as Trigger
+from ._lifecycle import UnitState as UnitState
 from ._plan import check_dependencies as check_dependencies
 from ._plan import parse_plan as parse_plan
 from ._plan import parse_units as parse_units
@@ -68,6 +82,23 @@ from ._records import SliceResult as SliceResult
 from ._records import Unit as Unit
 from ._records import Wave as Wave
 from ._records import WorkerResult as WorkerResult
+from ._roles import AdjudicationRequest as AdjudicationRequest
+from ._roles import ApplyRequest as ApplyRequest
+from ._roles import AuthorRequest as AuthorRequest
+from ._roles import DeliveryRequest as DeliveryRequest
+from ._roles import LeaseRequest as LeaseRequest
+from ._roles import LeaseTable as LeaseTable
+from ._roles import ProofRequest as ProofRequest
+from ._roles import Roles as Roles
+from ._scheduler import Orchestrator as Orchestrator
+from ._scheduler import RunResult as RunResult
+from ._scheduler import RunStatistics as RunStatistics
+from ._scheduler import append_learning as append_learning
+from ._scheduler import run as run
+from ._scopes import scopes_overlap as scopes_overlap
+from ._summary import RunMetrics as RunMetrics
+from ._summary import UnitOutcome as UnitOutcome
+from ._summary import render_ledger as render_ledger
 from ._version import __version__ as __version__
 from ._wave import select_wave as select_wave
 
@@ -78,22 +109,36 @@ __all__ = [
     "OUTPUT_COLUMNS",
     "QUORUM_BY_RISK",
     "REQUIRED_BATCH_COLUMNS",
+    "AdjudicationRequest",
+    "ApplyRequest",
+    "AuthorRequest",
     "BatchRow",
     "BudgetDecision",
     "BudgetMode",
+    "CallbackSink",
+    "Clock",
     "CsvContractError",
     "Decision",
     "DeliveryMode",
+    "DeliveryRequest",
     "DepsRow",
     "FailureCode",
     "FileAccessError",
     "FloorGateFailed",
     "FloorResult",
+    "GateNotMet",
     "InputError",
     "InvalidOutputSchema",
+    "JsonLinesSink",
     "Lane",
+    "LeaseRequest",
+    "LeaseTable",
+    "LedgerEvent",
+    "LedgerSink",
+    "MemorySink",
     "MeshError",
     "OptionError",
+    "Orchestrator",
     "OutputRow",
     "PathCollisionError",
     "Plan",
@@ -102,17 +147,31 @@ __all__ = [
     "PlanSummary",
     "PreparedBatch",
     "ProofEvidence",
+    "ProofRequest",
     "ProofStatus",
     "ReduceRecord",
     "ReplayResult",
     "RiskTier",
+    "Roles",
+    "RunFailed",
+    "RunMetrics",
+    "RunResult",
+    "RunStatistics",
     "SliceResult",
     "StepStatus",
+    "StructlogSink",
+    "SystemClock",
+    "TransitionError",
+    "Trigger",
     "Unit",
+    "UnitFailed",
+    "UnitOutcome",
+    "UnitState",
     "ValidationError",
     "Wave",
     "WorkerResult",
     "__version__",
+    "append_learning",
     "budget_policy",
     "check_dependencies",
     "floor_gate",
@@ -126,7 +185,10 @@ __all__ = [
     "parse_worker_result",
     "plan_sync",
     "prepare_batch",
+    "render_ledger",
     "replay",
+    "run",
+    "scopes_overlap",
     "select_wave",
     "slice_plan",
     "validate_deps",

@@ -14,7 +14,11 @@ failure without string matching::
     │   ├── OptionError                      a command-line flag is missing or unparsable
     │   ├── PathCollisionError               an output would overwrite an input
     │   └── FloorGateFailed                  --fail-on-floor with too little concurrency
-    └── FileAccessError (+ OSError)          code: tooling_unavailable
+    ├── FileAccessError (+ OSError)          code: tooling_unavailable
+    ├── TransitionError (+ RuntimeError)     an illegal trigger for the unit's state
+    │   └── GateNotMet                       a legal trigger whose gate is not met
+    ├── UnitFailed                           one unit ended failed or blocked (its code)
+    └── RunFailed (+ ExceptionGroup)         several UnitFailed, raised by RunResult.check()
 
 ``kind`` names the condition in one word; the command line prints errors as
 ``error: <kind>: <message>``.
@@ -22,12 +26,17 @@ failure without string matching::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 from ._enums import FailureCode
 
 __all__ = [
     "CsvContractError",
+    "GateNotMet",
+    "RunFailed",
+    "TransitionError",
+    "UnitFailed",
     "FileAccessError",
     "FloorGateFailed",
     "InputError",
@@ -176,3 +185,75 @@ class FileAccessError(MeshError, OSError):
     """
 
     default_code = FailureCode.TOOLING_UNAVAILABLE
+
+
+class TransitionError(MeshError, RuntimeError):
+    """
+    A trigger is not legal from the unit's current state.
+
+    Attributes:
+        unit_id: The unit.
+        state: Its state when the trigger arrived.
+        trigger: The trigger that was refused.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, unit_id: str, state: str, trigger: str, *, detail: str = "") -> None:
+        self.unit_id = unit_id
+        self.state = state
+        self.trigger = trigger
+        reason = detail or f"{trigger!r} is not allowed from state {state!r}"
+        super().__init__(f"unit {unit_id}: {reason}", code=FailureCode.REQUIRES_CLARIFICATION)
+
+
+class GateNotMet(TransitionError):
+    """
+    A legal trigger whose gate is not met (for example, fewer than two candidates).
+
+    Attributes:
+        gate: The name of the gate that refused the move.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, unit_id: str, state: str, trigger: str, gate: str) -> None:
+        self.gate = gate
+        super().__init__(
+            unit_id, state, trigger, detail=f"gate {gate!r} is not met for {trigger!r} from {state!r}"
+        )
+
+
+class UnitFailed(MeshError):
+    """
+    A unit ended failed (or blocked by a failed dependency).
+
+    Attributes:
+        unit_id: The unit.
+        evidence: The one evidence anchor explaining the failure.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, unit_id: str, code: FailureCode, evidence: str) -> None:
+        self.unit_id = unit_id
+        self.evidence = evidence
+        super().__init__(f"unit {unit_id} failed ({code.value}): {evidence}", code=code)
+
+
+class RunFailed(ExceptionGroup[UnitFailed], MeshError):  # type: ignore[misc]
+    """
+    Several units of one run failed; each is a `UnitFailed` in ``exceptions``.
+
+    ``code`` is the first failure's code.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __new__(cls, message: str, exceptions: Sequence[UnitFailed]) -> RunFailed:  # noqa: D102
+        return super().__new__(cls, message, exceptions)
+
+    def __init__(self, message: str, exceptions: Sequence[UnitFailed]) -> None:
+        # ExceptionGroup owns `message`; MeshError's __init__ would overwrite it.
+        ExceptionGroup.__init__(self, message, exceptions)
+        self.code = exceptions[0].code

@@ -1,0 +1,228 @@
+"""
+Ledger events and their sinks.
+
+Every transition and adapter call becomes one `LedgerEvent`, produced through a
+structlog logger that mesh builds with ``structlog.wrap_logger`` around its own
+sink fan-out. mesh never calls ``structlog.configure()``: the host's logging
+stays the host's. `StructlogSink` forwards events into the host's structlog
+configuration when wanted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final, Protocol, runtime_checkable
+
+import attrs
+import structlog
+
+from ._enums import Lane
+from ._errors import FileAccessError
+
+__all__ = [
+    "CallbackSink",
+    "JsonLinesSink",
+    "LedgerEvent",
+    "LedgerSink",
+    "MemorySink",
+    "StructlogSink",
+    "capture_sinks",
+]
+
+
+@attrs.frozen(kw_only=True)
+class LedgerEvent:
+    """
+    One thing that happened in a run.
+
+    .. versionadded:: 0.1.0
+    """
+
+    event: str
+    """Stable snake_case name, e.g. ``unit_transition`` or ``adapter_call``."""
+    run_id: str
+    seq: int
+    """Position in the run's event stream, from 1."""
+    at: float
+    """Clock time when it happened (seconds, the run's clock)."""
+    unit_id: str | None = None
+    candidate_id: str | None = None
+    lane: Lane | None = None
+    attempt: int | None = None
+    duration_ms: float | None = None
+    """How long the call took, for adapter calls."""
+    data: Mapping[str, object] = attrs.field(factory=dict, hash=False)
+    """Event-specific fields (JSON values)."""
+
+    def to_document(self) -> dict[str, object]:
+        """The event as a JSON object (absent fields left out)."""
+        document: dict[str, object] = {"event": self.event, "run_id": self.run_id, "seq": self.seq,
+                                       "at": self.at}
+        for name in ("unit_id", "candidate_id", "lane", "attempt", "duration_ms"):
+            value = getattr(self, name)
+            if value is not None:
+                document[name] = value.value if isinstance(value, Lane) else value
+        if self.data:
+            document["data"] = dict(self.data)
+        return document
+
+
+@runtime_checkable
+class LedgerSink(Protocol):
+    """
+    **Protocol:** receives every ledger event of a run, in order.
+
+    ``emit`` is called in the scheduler's task and must not block for long.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def emit(self, event: LedgerEvent) -> None:
+        """Take one event."""
+
+
+@attrs.define(eq=False)
+class MemorySink:
+    """
+    Keeps every event in ``events``.
+
+    .. versionadded:: 0.1.0
+    """
+
+    events: list[LedgerEvent] = attrs.Factory(list)
+
+    def emit(self, event: LedgerEvent) -> None:
+        """Append the event."""
+        self.events.append(event)
+
+
+class JsonLinesSink:
+    """
+    Appends each event as one JSON line to a file (created with its folders).
+
+    Lines are flushed as they are written, so a crash loses at most the line
+    being written. Use as a context manager, or call `close`.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._stream = self.path.open("a", encoding="utf-8")
+        except OSError as exc:
+            raise FileAccessError(f"cannot open ledger {self.path}: {exc.strerror}") from None
+
+    def emit(self, event: LedgerEvent) -> None:
+        """Write the event as one line."""
+        self._stream.write(json.dumps(event.to_document(), ensure_ascii=False) + "\n")
+        self._stream.flush()
+
+    def close(self) -> None:
+        """Close the file."""
+        self._stream.close()
+
+    def __enter__(self) -> JsonLinesSink:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+@attrs.define(eq=False)
+class CallbackSink:
+    """
+    Calls ``callback(event)`` for each event: progress bars, notebooks, dashboards.
+
+    .. versionadded:: 0.1.0
+    """
+
+    callback: Callable[[LedgerEvent], object]
+
+    def emit(self, event: LedgerEvent) -> None:
+        """Hand the event to the callback."""
+        self.callback(event)
+
+
+@attrs.define(eq=False)
+class StructlogSink:
+    """
+    Forwards events to a structlog logger configured by the host application.
+
+    .. versionadded:: 0.1.0
+    """
+
+    logger: Any = attrs.field(factory=lambda: structlog.get_logger("mesh"))
+
+    def emit(self, event: LedgerEvent) -> None:
+        """Log the event with its fields as key/values."""
+        document = event.to_document()
+        name = document.pop("event")
+        self.logger.info(name, **document)
+
+
+_CAPTURE: Final[contextvars.ContextVar[tuple[LedgerSink, ...]]] = contextvars.ContextVar(
+    "mesh_capture_sinks", default=()
+)
+
+
+@contextlib.contextmanager
+def capture_sinks(sink: LedgerSink) -> Iterator[LedgerSink]:
+    """Add ``sink`` to every run started in this context (used by ``mesh.testing``)."""
+    token = _CAPTURE.set((*_CAPTURE.get(), sink))
+    try:
+        yield sink
+    finally:
+        _CAPTURE.reset(token)
+
+
+class _Fanout:
+    """The structlog 'logger' at the end of mesh's private pipeline."""
+
+    def __init__(self, sinks: Sequence[LedgerSink]) -> None:
+        self.sinks = tuple(sinks)
+
+    def info(self, event: LedgerEvent) -> None:
+        for sink in self.sinks:
+            sink.emit(event)
+
+
+class Ledger:
+    """Builds events with sequence numbers and sends them to the run's sinks."""
+
+    def __init__(self, *, run_id: str, sinks: Sequence[LedgerSink], now: Callable[[], float]) -> None:
+        self.run_id = run_id
+        self._now = now
+        self._seq = 0
+        self.events_emitted = 0
+        fanout = _Fanout((*sinks, *_CAPTURE.get()))
+        self._log = structlog.wrap_logger(
+            fanout,
+            processors=[self._to_event],
+            wrapper_class=structlog.BoundLogger,
+            context_class=dict,
+        )
+
+    def _to_event(self, _: object, __: str, fields: dict[str, Any]) -> tuple[tuple[LedgerEvent], dict[str, Any]]:
+        self._seq += 1
+        known = {
+            name: fields.pop(name)
+            for name in ("unit_id", "candidate_id", "lane", "attempt", "duration_ms")
+            if name in fields
+        }
+        name = fields.pop("event")
+        event = LedgerEvent(
+            event=name, run_id=self.run_id, seq=self._seq, at=self._now(), data=fields, **known
+        )
+        return (event,), {}
+
+    def emit(self, event: str, **fields: object) -> None:
+        """Record one event (``unit_id``, ``lane``... as keywords; the rest is data)."""
+        self.events_emitted += 1
+        self._log.info(event, **fields)
