@@ -27,24 +27,24 @@ failure without string matching::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import ClassVar, Self
 
 from ._enums import FailureCode
 
 __all__ = [
     "CsvContractError",
-    "GateNotMet",
-    "RunFailed",
-    "TransitionError",
-    "UnitFailed",
     "FileAccessError",
     "FloorGateFailed",
+    "GateNotMet",
     "InputError",
     "InvalidOutputSchema",
     "MeshError",
     "OptionError",
     "PathCollisionError",
     "PlanError",
+    "RunFailed",
+    "TransitionError",
+    "UnitFailed",
     "ValidationError",
 ]
 
@@ -220,7 +220,10 @@ class GateNotMet(TransitionError):
     def __init__(self, unit_id: str, state: str, trigger: str, gate: str) -> None:
         self.gate = gate
         super().__init__(
-            unit_id, state, trigger, detail=f"gate {gate!r} is not met for {trigger!r} from {state!r}"
+            unit_id,
+            state,
+            trigger,
+            detail=f"gate {gate!r} is not met for {trigger!r} from {state!r}",
         )
 
 
@@ -241,7 +244,7 @@ class UnitFailed(MeshError):
         super().__init__(f"unit {unit_id} failed ({code.value}): {evidence}", code=code)
 
 
-class RunFailed(ExceptionGroup[UnitFailed], MeshError):  # type: ignore[misc]
+class RunFailed(ExceptionGroup[UnitFailed], MeshError):  # type: ignore[override]
     """
     Several units of one run failed; each is a `UnitFailed` in ``exceptions``.
 
@@ -250,7 +253,7 @@ class RunFailed(ExceptionGroup[UnitFailed], MeshError):  # type: ignore[misc]
     .. versionadded:: 0.1.0
     """
 
-    def __new__(cls, message: str, exceptions: Sequence[UnitFailed]) -> RunFailed:  # noqa: D102
+    def __new__(cls, message: str, exceptions: Sequence[UnitFailed]) -> Self:
         return super().__new__(cls, message, exceptions)
 
     def __init__(self, message: str, exceptions: Sequence[UnitFailed]) -> None:

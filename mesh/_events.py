@@ -14,9 +14,9 @@ import contextlib
 import contextvars
 import json
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from pathlib import Path
-from typing import Any, Final, Protocol, runtime_checkable
+from typing import Any, Final, Protocol, Self, runtime_checkable
 
 import attrs
 import structlog
@@ -61,8 +61,12 @@ class LedgerEvent:
 
     def to_document(self) -> dict[str, object]:
         """The event as a JSON object (absent fields left out)."""
-        document: dict[str, object] = {"event": self.event, "run_id": self.run_id, "seq": self.seq,
-                                       "at": self.at}
+        document: dict[str, object] = {
+            "event": self.event,
+            "run_id": self.run_id,
+            "seq": self.seq,
+            "at": self.at,
+        }
         for name in ("unit_id", "candidate_id", "lane", "attempt", "duration_ms"):
             value = getattr(self, name)
             if value is not None:
@@ -128,7 +132,7 @@ class JsonLinesSink:
         """Close the file."""
         self._stream.close()
 
-    def __enter__(self) -> JsonLinesSink:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -196,7 +200,9 @@ class _Fanout:
 class Ledger:
     """Builds events with sequence numbers and sends them to the run's sinks."""
 
-    def __init__(self, *, run_id: str, sinks: Sequence[LedgerSink], now: Callable[[], float]) -> None:
+    def __init__(
+        self, *, run_id: str, sinks: Sequence[LedgerSink], now: Callable[[], float]
+    ) -> None:
         self.run_id = run_id
         self._now = now
         self._seq = 0
@@ -209,7 +215,9 @@ class Ledger:
             context_class=dict,
         )
 
-    def _to_event(self, _: object, __: str, fields: dict[str, Any]) -> tuple[tuple[LedgerEvent], dict[str, Any]]:
+    def _to_event(
+        self, _: object, __: str, fields: MutableMapping[str, Any]
+    ) -> tuple[tuple[LedgerEvent], dict[str, Any]]:
         self._seq += 1
         known = {
             name: fields.pop(name)

@@ -196,8 +196,12 @@ TRANSITION_TABLE: Final = (
         dest=UnitState.COMPLETED,
         gate="delivered",
     ),
-    Transition(trigger=Trigger.REWORK, sources=_ACTIVE, dest=UnitState.PLANNED, gate="attempts_remain"),
-    Transition(trigger=Trigger.FAIL, sources=_ACTIVE, dest=UnitState.FAILED, gate="has_failure_code"),
+    Transition(
+        trigger=Trigger.REWORK, sources=_ACTIVE, dest=UnitState.PLANNED, gate="attempts_remain"
+    ),
+    Transition(
+        trigger=Trigger.FAIL, sources=_ACTIVE, dest=UnitState.FAILED, gate="has_failure_code"
+    ),
 )
 """Every legal move. Anything else (including any trigger from a terminal state) is illegal."""
 

@@ -10,6 +10,7 @@ own). ``transitions`` stays private behind `UnitState` and `Trigger`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 from transitions import EventData, Machine, MachineError
@@ -20,11 +21,13 @@ from ._lifecycle import GATES, TRANSITION_TABLE, Trigger, UnitProgress, UnitStat
 __all__ = ["UnitMachine"]
 
 
-def _gate_condition(gate: str):  # type: ignore[no-untyped-def] # noqa: ANN202 - transitions' callback type
+def _gate_condition(gate: str) -> Callable[[EventData], bool]:
     check = GATES[gate]
 
     def condition(event: EventData) -> bool:
-        return check(event.model)
+        progress = event.model
+        assert isinstance(progress, UnitProgress)  # noqa: S101 - only UnitMachine.fire triggers
+        return check(progress)
 
     return condition
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 import itertools
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Final, Generic, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -28,12 +28,12 @@ from ._scopes import scopes_overlap
 
 __all__ = [
     "AdjudicationRequest",
+    "ApplyRequest",
     "AuthorRequest",
     "DeliveryRequest",
     "LeaseRequest",
     "LeaseTable",
     "ProofRequest",
-    "ApplyRequest",
     "Roles",
     "check_result",
     "invoke",
@@ -237,7 +237,9 @@ def check_result(answer: object, *, unit: Unit, candidate_id: str, lane: Lane) -
     return result
 
 
-def lease_result(request: LeaseRequest, decision: Decision, lease_id: str, reason: str) -> dict[str, object]:
+def lease_result(
+    request: LeaseRequest, decision: Decision, lease_id: str, reason: str
+) -> dict[str, object]:
     """A locksmith answer under output contract v2."""
     return {
         "id": request.unit.id,
@@ -294,7 +296,9 @@ class LeaseTable:
     def active(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
         """``(holder, scope)`` of every unexpired lease."""
         now = self._now()
-        return tuple((l.holder, l.scope) for l in self._leases.values() if l.expires_at > now)
+        return tuple(
+            (lease.holder, lease.scope) for lease in self._leases.values() if lease.expires_at > now
+        )
 
     async def __call__(self, request: LeaseRequest) -> dict[str, object]:
         """Grant, deny or reclaim, as output contract v2 says."""

@@ -80,7 +80,7 @@ class _CallFailure:
     evidence: str
 
 
-class _TimedOut(Exception):  # noqa: N818 - private control-flow signal
+class _TimedOut(Exception):
     pass
 
 
@@ -151,9 +151,7 @@ class RunResult:
         return pick_learning(self.metrics, self.outcomes)
 
     def check(self) -> None:
-        """
-        Raise `RunFailed` (an ExceptionGroup of `UnitFailed`) if any unit failed or was blocked.
-        """
+        """Raise `RunFailed` (an ExceptionGroup of `UnitFailed`) unless every unit completed."""
         problems = [
             UnitFailed(
                 o.unit_id,
@@ -164,10 +162,14 @@ class RunResult:
             if o.state != "completed"
         ]
         if problems:
-            raise RunFailed(f"{len(problems)} of {len(self.outcomes)} units did not complete", problems)
+            raise RunFailed(
+                f"{len(problems)} of {len(self.outcomes)} units did not complete", problems
+            )
 
 
-def append_learning(result: RunResult, path: str | os.PathLike[str] = ".learnings.jsonl") -> str | None:
+def append_learning(
+    result: RunResult, path: str | os.PathLike[str] = ".learnings.jsonl"
+) -> str | None:
     """
     Append the run's one learning to a JSON-lines file; returns it (None: nothing ran).
 
@@ -195,7 +197,9 @@ def append_learning(result: RunResult, path: str | os.PathLike[str] = ".learning
         with Path(path).open("a", encoding="utf-8") as stream:
             stream.write(json.dumps(line, ensure_ascii=False) + "\n")
     except OSError as exc:
-        raise FileAccessError(f"cannot append learning to {os.fspath(path)}: {exc.strerror}") from None
+        raise FileAccessError(
+            f"cannot append learning to {os.fspath(path)}: {exc.strerror}"
+        ) from None
     return learning
 
 
@@ -221,7 +225,11 @@ def _initial_plan_state(units: Sequence[Unit], plan: Plan | None) -> dict[str, o
         ]
         return {"plan": steps}
     steps = [
-        {k: v for k, v in (("id", s.id), ("step", s.objective), ("status", s.status)) if v is not None}
+        {
+            k: v
+            for k, v in (("id", s.id), ("step", s.objective), ("status", s.status))
+            if v is not None
+        }
         for s in plan.steps
     ]
     document: dict[str, object] = {"plan": steps}
@@ -415,12 +423,12 @@ class Orchestrator:
         async with anyio.create_task_group() as group:
             while len(self._outcomes) < len(units):
                 await self._read_budget()
-                while self._active.__len__() < self._governor.limit:
-                    unit = self._next_admissible()
-                    if unit is None:
+                while len(self._active) < self._governor.limit:
+                    admitted = self._next_admissible()
+                    if admitted is None:
                         break
-                    self._active[unit.id] = unit
-                    group.start_soon(self._run_unit, unit)
+                    self._active[admitted.id] = admitted
+                    group.start_soon(self._run_unit, admitted)
                 if len(self._outcomes) == len(units):
                     break
                 await self._changed.wait()
@@ -436,7 +444,8 @@ class Orchestrator:
             entry = heapq.heappop(self._ready)
             unit = self._units[entry[0]]
             if self._governor.serialize_overlaps and any(
-                scopes_overlap(unit.write_scope, other.write_scope) for other in self._active.values()
+                scopes_overlap(unit.write_scope, other.write_scope)
+                for other in self._active.values()
             ):
                 skipped.append(entry)
                 continue
@@ -454,7 +463,9 @@ class Orchestrator:
             answer = source()
             decision = await answer if isinstance(answer, Awaitable) else answer
             if not isinstance(decision, BudgetDecision):
-                raise InputError(f"the budget provider returned {type(decision).__name__}, not BudgetDecision")
+                raise InputError(
+                    f"the budget provider returned {type(decision).__name__}, not BudgetDecision"
+                )
         if decision == self._budget:
             return
         self._budget = decision
@@ -529,7 +540,10 @@ class Orchestrator:
             self._fire(progress, Trigger.REWORK)
             progress.start_next_attempt()
             self._ledger.emit(
-                "rework", unit_id=progress.unit.id, attempt=progress.attempt, reason=code.value,
+                "rework",
+                unit_id=progress.unit.id,
+                attempt=progress.attempt,
+                reason=code.value,
                 evidence=evidence,
             )
             return True
@@ -542,7 +556,9 @@ class Orchestrator:
             failure = await self._generate(progress)
             if not enough_candidates(progress):
                 code = failure.code if failure else FailureCode.REQUIRES_CLARIFICATION
-                evidence = failure.evidence if failure else "the authors produced too few candidates"
+                evidence = (
+                    failure.evidence if failure else "the authors produced too few candidates"
+                )
                 if self._rework_or_fail(progress, code, evidence):
                     continue
                 return
@@ -666,12 +682,16 @@ class Orchestrator:
             for slot, lane in enumerate(lanes):
                 group.start_soon(author, slot, lane)
         progress.candidates = [
-            r for r in results if isinstance(r, WorkerResult) and r.decision is Decision.ACCEPT and r.patch
+            r
+            for r in results
+            if isinstance(r, WorkerResult) and r.decision is Decision.ACCEPT and r.patch
         ]
         failures = [r for r in results if isinstance(r, _CallFailure)]
         return failures[0] if failures else None
 
-    async def _prove_all(self, progress: UnitProgress, leases: dict[str, None]) -> list[_CallFailure]:
+    async def _prove_all(
+        self, progress: UnitProgress, leases: dict[str, None]
+    ) -> list[_CallFailure]:
         failures: list[_CallFailure] = []
 
         async def one(candidate: WorkerResult) -> None:
@@ -729,7 +749,9 @@ class Orchestrator:
             if proof.proof_status is ProofStatus.PASS:
                 return None
             if proof_attempt == 1:
-                self._ledger.emit("proof_retry", unit_id=unit.id, candidate_id=cid, attempt=progress.attempt)
+                self._ledger.emit(
+                    "proof_retry", unit_id=unit.id, candidate_id=cid, attempt=progress.attempt
+                )
         return None
 
     async def _acquire(
@@ -745,7 +767,9 @@ class Orchestrator:
                 write_scope=unit.write_scope,
                 ttl_ms=self._lease_ttl_ms,
             )
-            answer = await self._call(Lane.LOCKSMITH, request, progress, candidate_id, action="acquire")
+            answer = await self._call(
+                Lane.LOCKSMITH, request, progress, candidate_id, action="acquire"
+            )
             if isinstance(answer, _CallFailure):
                 return answer
             if answer.decision is Decision.GRANT and answer.lease_id:
@@ -774,7 +798,9 @@ class Orchestrator:
                 ttl_ms=self._lease_ttl_ms,
                 lease_id=lease_id,
             )
-            await self._call(Lane.LOCKSMITH, request, progress, request.candidate_id, action="release")
+            await self._call(
+                Lane.LOCKSMITH, request, progress, request.candidate_id, action="release"
+            )
             del leases[lease_id]
         if not self._lease_released.is_set():
             self._lease_released.set()
@@ -809,16 +835,23 @@ class Orchestrator:
         reasons: list[_CallFailure] = []
         for verdict in verdicts:
             if isinstance(verdict, _CallFailure) or verdict is None:
-                reasons.append(verdict or _CallFailure(code=FailureCode.TOOLING_UNAVAILABLE, evidence="no fixer"))
+                reasons.append(
+                    verdict
+                    or _CallFailure(code=FailureCode.TOOLING_UNAVAILABLE, evidence="no fixer")
+                )
             elif verdict.decision is Decision.BLOCKED_SAFETY:
-                evidence = verdict.notes or verdict.proof_evidence.key_line or "fixer blocked for safety"
+                evidence = (
+                    verdict.notes or verdict.proof_evidence.key_line or "fixer blocked for safety"
+                )
                 return _CallFailure(code=FailureCode.SAFETY_REGRESSION_RISK, evidence=evidence)
             elif verdict.decision is Decision.ACCEPTED and verdict.selected_candidate in proven_ids:
                 selected = verdict.selected_candidate
                 approvals[selected] = approvals.get(selected, 0) + 1
             else:
                 code = verdict.failure_code or FailureCode.REQUIRES_CLARIFICATION
-                reasons.append(_CallFailure(code=code, evidence=verdict.notes or "fixer asked for rework"))
+                reasons.append(
+                    _CallFailure(code=code, evidence=verdict.notes or "fixer asked for rework")
+                )
         progress.approvals = approvals
         best = max(approvals, key=lambda cid: (approvals[cid], cid in proven_ids), default=None)
         if best is not None and approvals[best] >= quorum:
@@ -856,7 +889,9 @@ class Orchestrator:
         if isinstance(result, _CallFailure):
             return result
         if result.decision is Decision.BLOCKED_DELIVERY:
-            evidence = result.notes or result.proof_evidence.key_line or "integrator blocked delivery"
+            evidence = (
+                result.notes or result.proof_evidence.key_line or "integrator blocked delivery"
+            )
             return _CallFailure(code=FailureCode.DELIVERY_BLOCKED, evidence=evidence)
         # The integrator wrote it; the engine only records what was written.
         self._plan_state = plan_state
@@ -915,7 +950,9 @@ class Orchestrator:
         for call in range(1, _MAX_CALLS + 1):
             adapter = primary if call < _MAX_CALLS else self._roles.replacements.get(lane, primary)
             if call == _MAX_CALLS:
-                self._ledger.emit("adapter_replacement", unit_id=unit.id, candidate_id=candidate_id, lane=lane)
+                self._ledger.emit(
+                    "adapter_replacement", unit_id=unit.id, candidate_id=candidate_id, lane=lane
+                )
             started = self._clock.current_time()
             fields: dict[str, object] = {
                 "unit_id": unit.id,
@@ -931,20 +968,27 @@ class Orchestrator:
                 self._emit_call(fields, started, "timeout")
                 self._signal(unit.id)
                 if call == 1:
-                    self._ledger.emit("adapter_retry", unit_id=unit.id, candidate_id=candidate_id, lane=lane)
+                    self._ledger.emit(
+                        "adapter_retry", unit_id=unit.id, candidate_id=candidate_id, lane=lane
+                    )
                 continue
             except Exception as exc:  # noqa: BLE001 - an aborted turn: recorded, never swallowed silently
                 detail = f"{type(exc).__name__}: {exc}"
                 self._emit_call(fields, started, "error", error=detail)
                 self._signal(unit.id)
-                return _CallFailure(code=FailureCode.TOOLING_UNAVAILABLE, evidence=f"{lane.value}: {detail}")
+                return _CallFailure(
+                    code=FailureCode.TOOLING_UNAVAILABLE, evidence=f"{lane.value}: {detail}"
+                )
             try:
                 result = check_result(answer, unit=unit, candidate_id=candidate_id, lane=lane)
             except InvalidOutputSchema as exc:
-                self._emit_call(fields, started, "invalid_output_schema", problems=list(exc.problems))
+                self._emit_call(
+                    fields, started, "invalid_output_schema", problems=list(exc.problems)
+                )
                 self._signal(unit.id)
                 return _CallFailure(
-                    code=FailureCode.INVALID_OUTPUT_SCHEMA, evidence=f"{lane.value}: {exc.problems[0]}"
+                    code=FailureCode.INVALID_OUTPUT_SCHEMA,
+                    evidence=f"{lane.value}: {exc.problems[0]}",
                 )
             self._emit_call(fields, started, "ok", decision=result.decision.value)
             if result.decision is Decision.REJECT:
@@ -955,9 +999,13 @@ class Orchestrator:
             evidence=f"{lane.value} timed out {_MAX_CALLS} times ({self._timeout}s each)",
         )
 
-    def _emit_call(self, fields: dict[str, object], started: float, outcome: str, **more: object) -> None:
+    def _emit_call(
+        self, fields: dict[str, object], started: float, outcome: str, **more: object
+    ) -> None:
         duration_ms = (self._clock.current_time() - started) * 1000
-        self._ledger.emit("adapter_call", duration_ms=duration_ms, outcome=outcome, **fields, **more)
+        self._ledger.emit(
+            "adapter_call", duration_ms=duration_ms, outcome=outcome, **fields, **more
+        )
 
 
 def run(

@@ -151,7 +151,9 @@ class MetricsCollector:
     def metrics(self) -> RunMetrics:
         """The metrics so far."""
         counts = self._counts
-        elapsed = (self._finished or 0.0) - (self._started or 0.0) if self._started is not None else 0.0
+        elapsed = (
+            (self._finished or 0.0) - (self._started or 0.0) if self._started is not None else 0.0
+        )
         elapsed = max(0.0, elapsed)
         completed = counts["finished:completed"]
         return RunMetrics(
@@ -170,7 +172,9 @@ class MetricsCollector:
             lease_requests=counts["lease_requests"],
             scope_conflict_requeues=counts["lease_denied"],
             scope_conflict_requeue_rate=_rate(counts["lease_denied"], counts["lease_requests"]),
-            adapter_calls=tuple((lane.value, self._calls[lane]) for lane in Lane if self._calls[lane]),
+            adapter_calls=tuple(
+                (lane.value, self._calls[lane]) for lane in Lane if self._calls[lane]
+            ),
             invalid_outputs=counts["outcome:invalid_output_schema"],
             adapter_errors=counts["outcome:error"],
             timeouts=counts["outcome:timeout"],
@@ -199,7 +203,7 @@ def _plural(count: int, noun: str, plural: str | None = None) -> str:
     return f"{count} {noun if count == 1 else plural or noun + 's'}"
 
 
-def render_ledger(metrics: RunMetrics, outcomes: Sequence[UnitOutcome]) -> str:
+def render_ledger(metrics: RunMetrics, outcomes: Sequence[UnitOutcome]) -> str:  # noqa: C901 - one clause per ledger line
     """
     The prose "Orchestration Ledger" of a run; empty when nothing ran.
 
@@ -238,7 +242,9 @@ def render_ledger(metrics: RunMetrics, outcomes: Sequence[UnitOutcome]) -> str:
             f"strict remaining {metrics.strict_remaining:.1f}%)"
         )
         if len(metrics.targets_seen) > 1:
-            budget += f"; re-read budget moved it to {', '.join(map(str, metrics.targets_seen[1:]))}"
+            budget += (
+                f"; re-read budget moved it to {', '.join(map(str, metrics.targets_seen[1:]))}"
+            )
         if metrics.backpressure_events:
             budget += (
                 f"; backpressure lowered the limit {_plural(metrics.backpressure_events, 'time')} "
@@ -302,7 +308,8 @@ def pick_learning(metrics: RunMetrics, outcomes: Sequence[UnitOutcome]) -> str |
     if metrics.scope_conflict_requeue_rate > 0.2:  # noqa: PLR2004 - a fifth of lease requests
         return (
             f"Overlapping write scopes caused {metrics.scope_conflict_requeues} requeues "
-            f"({metrics.scope_conflict_requeue_rate:.0%} of lease requests): split scopes more narrowly."
+            f"({metrics.scope_conflict_requeue_rate:.0%} of lease requests): "
+            "split scopes more narrowly."
         )
     if metrics.timeouts:
         return (

@@ -66,12 +66,10 @@ def _base(unit: Unit, candidate_id: str, lane: Lane, triplet_index: int) -> dict
 def _patch_for(unit: Unit, candidate_id: str) -> str:
     path = next((root for root in unit.write_scope if "*" not in root), "change.txt")
     path = path if path != "unknown" else "change.txt"
-    return (
-        f"--- a/{path}\n+++ b/{path}\n@@ -0,0 +1 @@\n+{unit.objective} ({candidate_id})\n"
-    )
+    return f"--- a/{path}\n+++ b/{path}\n@@ -0,0 +1 @@\n+{unit.objective} ({candidate_id})\n"
 
 
-def answer(request: object, **overrides: object) -> dict[str, object]:  # noqa: C901 - one case per request kind
+def answer(request: object, **overrides: object) -> dict[str, object]:
     """
     A valid output-contract-v2 answer to ``request``, with ``overrides`` applied.
 
@@ -95,7 +93,9 @@ def answer(request: object, **overrides: object) -> dict[str, object]:  # noqa: 
             }
     elif isinstance(request, LeaseRequest):
         decision = "grant" if request.action == "acquire" else "reclaim"
-        document = lease_result(request, Decision(decision), request.lease_id or "lease-fake", "fake")
+        document = lease_result(
+            request, Decision(decision), request.lease_id or "lease-fake", "fake"
+        )
     elif isinstance(request, ApplyRequest):
         document = _base(
             request.unit, request.candidate_id, Lane.APPLIER, request.candidate.triplet_index
@@ -202,7 +202,8 @@ def fake_roles(**overrides: object) -> Roles:
     """
     A complete happy-path `mesh.Roles` of `FakeAdapter`s; pass any role to replace it.
 
-    >>> roles = fake_roles(prover=FakeAdapter(lambda r: answer(r, decision="fail", proof_status="fail")))
+    >>> failing = FakeAdapter(lambda r: answer(r, decision="fail", proof_status="fail"))
+    >>> roles = fake_roles(prover=failing)
 
     .. versionadded:: 0.1.0
     """
