@@ -468,6 +468,7 @@ class Orchestrator:
                 )
         if decision == self._budget:
             return
+        first_read = self._budget is None
         self._budget = decision
         self._ledger.emit(
             "budget_read",
@@ -477,7 +478,11 @@ class Orchestrator:
             triplet_width=decision.triplet_width,
             cas_scaleout_allowed=decision.cas_scaleout_allowed,
         )
-        if self._governor.retarget(decision.max_active_units):
+        if first_read:
+            self._governor = Backpressure(
+                target=decision.max_active_units, clean_stretch=self._clean_stretch
+            )
+        elif self._governor.retarget(decision.max_active_units):
             self._concurrency_changed("budget")
 
     def _concurrency_changed(self, reason: str) -> None:
@@ -692,17 +697,17 @@ class Orchestrator:
     async def _prove_all(
         self, progress: UnitProgress, leases: dict[str, None]
     ) -> list[_CallFailure]:
-        failures: list[_CallFailure] = []
+        # Indexed by candidate, so the evidence chosen later does not depend on which
+        # concurrent proof happened to finish first.
+        failures: list[_CallFailure | None] = [None] * len(progress.candidates)
 
-        async def one(candidate: WorkerResult) -> None:
-            failure = await self._prove(progress, candidate, leases)
-            if failure is not None:
-                failures.append(failure)
+        async def one(index: int, candidate: WorkerResult) -> None:
+            failures[index] = await self._prove(progress, candidate, leases)
 
         async with anyio.create_task_group() as group:
-            for candidate in progress.candidates:
-                group.start_soon(one, candidate)
-        return failures
+            for index, candidate in enumerate(progress.candidates):
+                group.start_soon(one, index, candidate)
+        return [failure for failure in failures if failure is not None]
 
     async def _prove(
         self, progress: UnitProgress, candidate: WorkerResult, leases: dict[str, None]
