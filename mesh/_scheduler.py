@@ -421,7 +421,7 @@ class Orchestrator:
             elif not unit.deps:
                 heapq.heappush(self._ready, (self._index[unit.id], unit.id))
         async with anyio.create_task_group() as group:
-            while len(self._outcomes) < len(units):
+            while True:
                 await self._read_budget()
                 while len(self._active) < self._governor.limit:
                     admitted = self._next_admissible()
@@ -605,9 +605,8 @@ class Orchestrator:
         if failed_proofs:
             evidence = failed_proofs[-1].proof_evidence
             return FailureCode.PROOF_MISSING, f"{evidence.command}: {evidence.key_line}".strip(": ")
-        if failures:
-            return failures[0].code, failures[0].evidence
-        return FailureCode.PROOF_MISSING, "no candidate applied"
+        # Without a proof record, every candidate stopped at a recorded call failure.
+        return failures[0].code, failures[0].evidence
 
     def _finish(self, progress: UnitProgress) -> None:
         unit = progress.unit
@@ -807,9 +806,9 @@ class Orchestrator:
                 Lane.LOCKSMITH, request, progress, request.candidate_id, action="release"
             )
             del leases[lease_id]
-        if not self._lease_released.is_set():
-            self._lease_released.set()
-            self._lease_released = anyio.Event()
+        # Wake units whose lease was denied; later waiters wait for the next release.
+        self._lease_released.set()
+        self._lease_released = anyio.Event()
 
     async def _adjudicate(
         self, progress: UnitProgress, proven: tuple[tuple[WorkerResult, WorkerResult], ...]
@@ -852,6 +851,15 @@ class Orchestrator:
             elif verdict.decision is Decision.ACCEPTED and verdict.selected_candidate in proven_ids:
                 selected = verdict.selected_candidate
                 approvals[selected] = approvals.get(selected, 0) + 1
+            elif verdict.decision is Decision.ACCEPTED:
+                # Only proven candidates may be accepted: such an approval counts for nothing.
+                reasons.append(
+                    _CallFailure(
+                        code=FailureCode.PROOF_MISSING,
+                        evidence=f"a fixer accepted {verdict.selected_candidate}, "
+                        "which has no passing proof",
+                    )
+                )
             else:
                 code = verdict.failure_code or FailureCode.REQUIRES_CLARIFICATION
                 reasons.append(

@@ -10,7 +10,7 @@ import pytest
 
 import mesh
 
-PUBLIC_MODULES = ["mesh", "mesh.commands"]
+PUBLIC_MODULES = ["mesh", "mesh.commands", "mesh.testing", "mesh.typing"]
 
 
 class TestPublicApi:

@@ -1,0 +1,261 @@
+"""The engine's less travelled paths: failing roles, leases, budget providers, sinks, results."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+import anyio
+import attrs
+import pytest
+
+import mesh
+from mesh._roles import check_result, invoke
+from mesh.testing import FakeAdapter, ManualClock, Raise, answer, fake_roles
+
+pytestmark = pytest.mark.anyio
+
+
+def unit(unit_id: str, *deps: str, scope: str | None = None, risk: str = "low") -> mesh.Unit:
+    return mesh.Unit(id=unit_id, objective=f"do {unit_id}", write_scope=(scope or f"src/{unit_id}",),
+                     deps=deps, risk_tier=mesh.RiskTier(risk))
+
+
+async def execute(plan: object, roles: mesh.Roles, **options: Any) -> mesh.RunResult:
+    async with mesh.Orchestrator(roles=roles, **options) as orchestrator:
+        return await orchestrator.execute(plan)
+
+
+class TestFailingRoles:
+    async def test_broken_locksmith(self) -> None:
+        """A locksmith that breaks leaves no candidate proved: the unit fails with its code."""
+        locksmith = FakeAdapter(lambda r: {"nonsense": True})
+        result = await execute([unit("a")], attrs.evolve(fake_roles(), locksmith=locksmith),
+                               max_attempts=1)
+        assert result.outcome("a").failure_code is mesh.FailureCode.INVALID_OUTPUT_SCHEMA
+        assert result.outcome("a").evidence.startswith("locksmith: $.")
+
+    async def test_prover_that_crashes(self) -> None:
+        """A prover raising is recorded as tooling_unavailable for the unit."""
+        prover = FakeAdapter(script=[Raise(OSError("no shell"))] * 3)
+        result = await execute([unit("a")], fake_roles(prover=prover), max_attempts=1)
+        assert result.outcome("a").failure_code is mesh.FailureCode.TOOLING_UNAVAILABLE
+
+    async def test_fixer_that_crashes_then_recovers(self) -> None:
+        """A fixer failure means rework; the next attempt can still complete."""
+        fixer = FakeAdapter(script=[Raise(RuntimeError("model overloaded"))])
+        result = await execute([unit("a")], fake_roles(fixer=fixer))
+        assert (result.outcome("a").state, result.outcome("a").attempts) == ("completed", 2)
+        assert result.metrics.reworks == 1
+
+    async def test_fixer_asks_for_rework(self) -> None:
+        """A rework_required verdict carries its failure code into the unit's failure."""
+        fixer = FakeAdapter(lambda r: answer(r, decision="rework_required", selected_candidate=None,
+                                             failure_code="requires_clarification",
+                                             notes="objective is ambiguous"))
+        result = await execute([unit("a")], fake_roles(fixer=fixer))
+        outcome = result.outcome("a")
+        assert (outcome.failure_code, outcome.evidence, outcome.attempts) == (
+            mesh.FailureCode.REQUIRES_CLARIFICATION, "objective is ambiguous", 2)
+
+    async def test_fixer_accepting_an_unproven_candidate_counts_for_nothing(self) -> None:
+        """Approving a candidate whose proof failed is not an approval."""
+        def prove(request: mesh.ProofRequest) -> dict[str, object]:
+            if request.candidate_id.endswith("-1"):
+                return answer(request, decision="fail", proof_status="fail")
+            return answer(request)
+
+        fixer = FakeAdapter(lambda r: answer(r, selected_candidate=f"{r.unit.id}-coder-1"))
+        result = await execute([unit("a")], fake_roles(prover=FakeAdapter(prove), fixer=fixer),
+                               max_attempts=1)
+        assert result.outcome("a").failure_code is mesh.FailureCode.PROOF_MISSING
+        assert result.outcome("a").evidence == "a fixer accepted a-coder-1, which has no passing proof"
+
+    async def test_errors_under_a_manual_clock(self) -> None:
+        """An adapter raising while a manual clock times the call is still an aborted turn."""
+        clock = ManualClock()
+        integrator = FakeAdapter(script=[Raise(ValueError("bad diff"))])
+        async with clock.autojumping():
+            result = await execute([unit("a")], fake_roles(integrator=integrator), clock=clock)
+        assert result.outcome("a").evidence == "integrator: ValueError: bad diff"
+
+    async def test_no_timeout(self) -> None:
+        """call_timeout=None lets calls take as long as they take."""
+        result = await execute([unit("a")], fake_roles(), call_timeout=None)
+        assert result.outcome("a").state == "completed"
+
+
+class TestLeases:
+    async def test_table_reclaims_expired_leases(self) -> None:
+        """An expired lease no longer blocks an overlapping request."""
+        clock = ManualClock()
+        table = mesh.LeaseTable(clock=clock)
+        first = mesh.LeaseRequest(unit=unit("a", scope="src"), candidate_id="a-coder-1",
+                                  action="acquire", holder="a", write_scope=("src",), ttl_ms=1000)
+        second = attrs.evolve(first, unit=unit("b", scope="src/x"), candidate_id="b-coder-1",
+                              holder="b", write_scope=("src/x",))
+        assert (await table(first))["decision"] == "grant"
+        assert (await table(second))["decision"] == "deny"
+        clock.advance(1.5)
+        assert table.active == ()
+        assert (await table(second))["decision"] == "grant"
+
+    async def test_same_holder_shares_and_renews(self) -> None:
+        """A unit's own requests never conflict: the same scope renews, another scope adds a lease."""
+        table = mesh.LeaseTable()
+        request = mesh.LeaseRequest(unit=unit("a"), candidate_id="a-coder-1", action="acquire",
+                                    holder="a", write_scope=("src",), ttl_ms=60_000)
+        granted = await table(request)
+        renewed = await table(attrs.evolve(request, candidate_id="a-coder-2"))
+        other = await table(attrs.evolve(request, write_scope=("src/sub",)))
+        assert granted["lease_id"] == renewed["lease_id"]
+        assert renewed["notes"] == "renewed"
+        assert other["decision"] == "grant"
+        assert other["lease_id"] != granted["lease_id"]
+        released = await table(attrs.evolve(request, action="release", lease_id="lease-404"))
+        assert released["notes"] == "already released or expired"
+
+    async def test_explicit_table_uses_the_run_clock(self) -> None:
+        """A LeaseTable given without a clock adopts the orchestrator's."""
+        clock = ManualClock(start=100)
+        table = mesh.LeaseTable()
+        async with clock.autojumping():
+            await execute([unit("a")], attrs.evolve(fake_roles(), locksmith=table), clock=clock)
+        table_clock = ManualClock(start=5)
+        kept = mesh.LeaseTable(clock=table_clock)
+        kept.bind_clock(clock)
+        assert kept._clock is table_clock
+
+    async def test_backpressure_serializes_overlapping_units(self) -> None:
+        """Under backpressure, units whose scopes overlap are not admitted together."""
+        coder = FakeAdapter(lambda r: answer(r, decision="reject", patch=None, notes="no")
+                            if r.unit.id == "first" else answer(r))
+        in_flight: list[set[str]] = []
+        current: set[str] = set()
+
+        class Track(FakeAdapter):
+            async def __call__(self, request: Any) -> object:  # noqa: ANN401
+                current.add(request.unit.id)
+                in_flight.append(set(current))
+                await anyio.sleep(0.01)
+                current.discard(request.unit.id)
+                return await super().__call__(request)
+
+        plan = [unit("first", scope="other"), *(unit(f"s{i}", "first", scope="src") for i in range(3))]
+        with pytest.MonkeyPatch.context():
+            result = await execute(plan, fake_roles(coder=coder, applier=Track()), max_threads=4,
+                                   max_attempts=1)
+        assert result.outcome("first").state == "failed"
+        assert all(o.state == "blocked" for o in result.outcomes[1:])
+        plan = [unit("reject-me", scope="elsewhere"), *(unit(f"s{i}", scope="src") for i in range(3))]
+        coder = FakeAdapter(lambda r: answer(r, decision="reject", patch=None, notes="no")
+                            if r.unit.id == "reject-me" else answer(r))
+        result = await execute(plan, fake_roles(coder=coder, applier=Track()), max_threads=4,
+                               max_attempts=1, clean_stretch=10)
+        assert result.metrics.backpressure_events >= 1
+        late = in_flight[-3:]
+        assert all(len(group) == 1 for group in late)
+
+
+class TestBudgetProviders:
+    async def test_sync_provider_and_same_target(self) -> None:
+        """A sync provider works; a new decision with the same target changes no limit."""
+        decisions = [mesh.budget_policy(remaining_five_hour=80, remaining_weekly=80, max_threads=2),
+                     mesh.budget_policy(remaining_five_hour=70, remaining_weekly=80, max_threads=2)]
+        calls = iter(range(100))
+
+        def provider() -> mesh.BudgetDecision:
+            return decisions[min(next(calls), 1)]
+
+        async with mesh.Orchestrator(roles=fake_roles(), budget=provider) as run:
+            result = await run.execute([unit(f"u{i}") for i in range(4)])
+        assert result.metrics.targets_seen == (2,)
+        assert result.metrics.backpressure_events == 0
+
+    async def test_provider_returning_nonsense(self) -> None:
+        """A provider must return a BudgetDecision."""
+        with pytest.raises(ExceptionGroup) as caught:
+            await execute([unit("a")], fake_roles(), budget=lambda: 42)
+        assert caught.group_contains(mesh.InputError, match="returned int, not BudgetDecision") or (
+            isinstance(caught.value, mesh.InputError))
+
+    async def test_concurrent_execute_is_refused(self) -> None:
+        """One orchestrator runs one plan at a time."""
+        orchestrator = mesh.Orchestrator(roles=fake_roles(prover=FakeAdapter(delay=0.05)))
+        async with orchestrator, anyio.create_task_group() as group:
+            group.start_soon(orchestrator.execute, [unit("a")])
+            await anyio.sleep(0.01)
+            with pytest.raises(mesh.MeshError, match="already executing"):
+                await orchestrator.execute([unit("b")])
+
+
+class TestPlansAndResults:
+    async def test_plan_record_and_units_document(self) -> None:
+        """execute accepts a Plan record and a units document."""
+        plan = mesh.parse_plan([{"id": "a", "step": "x"}, {"id": "b", "step": "y", "deps": ["a"]}])
+        first = await execute(plan, fake_roles())
+        second = await execute(mesh.slice_plan(plan).to_document(), fake_roles())
+        assert [o.state for o in first.outcomes] == [o.state for o in second.outcomes] == [
+            "completed", "completed"]
+
+    async def test_result_views(self, tmp_path: Path) -> None:
+        """RunResult groups outcomes, renders its ledger and checks cleanly when all completed."""
+        result = await execute([unit("a"), unit("b", "a")], fake_roles())
+        assert [o.unit_id for o in result.completed] == ["a", "b"]
+        assert result.failed == result.blocked == ()
+        assert result.ledger().startswith("Orchestration Ledger\n")
+        result.check()
+        with pytest.raises(KeyError):
+            result.outcome("zzz")
+        with pytest.raises(mesh.FileAccessError):
+            mesh.append_learning(result, tmp_path / "missing" / "learn.jsonl")
+        empty = mesh.RunResult(run_id="r", outcomes=(), metrics=mesh.RunMetrics(), plan_state={})
+        assert mesh.append_learning(empty, tmp_path / "l.jsonl") is None
+        assert not (tmp_path / "l.jsonl").exists()
+
+    async def test_statistics_count_blocked_units(self) -> None:
+        """Blocked units show up in statistics."""
+        fixer = FakeAdapter(lambda r: answer(r, decision="blocked_safety", selected_candidate=None,
+                                             notes="no"))
+        async with mesh.Orchestrator(roles=fake_roles(fixer=fixer)) as run:
+            await run.execute([unit("a"), unit("b", "a")])
+            assert run.statistics().by_state == {"failed": 1, "blocked": 1}
+
+
+class TestInvoke:
+    async def test_sync_callable_returning_awaitable(self) -> None:
+        """A sync callable (a partial of an async function) is awaited after the thread call."""
+        async def reply(prefix: str, request: str) -> str:
+            return prefix + request
+
+        assert await invoke(functools.partial(reply, "re: "), "x") == "re: x"
+
+    def test_worker_result_objects_are_rechecked(self) -> None:
+        """An adapter may answer with a WorkerResult; it is validated like a document."""
+        request = mesh.AuthorRequest(unit=unit("a"), lane=mesh.Lane.CODER, candidate_id="a-coder-1",
+                                     triplet_index=1, attempt=1)
+        parsed = mesh.parse_worker_result(answer(request))
+        assert check_result(parsed, unit=unit("a"), candidate_id="a-coder-1", lane=mesh.Lane.CODER) == parsed
+        with pytest.raises(mesh.InvalidOutputSchema, match="lane"):
+            check_result(parsed, unit=unit("a"), candidate_id="a-coder-1", lane=mesh.Lane.REDUCER)
+
+
+class TestSinks:
+    def test_json_lines_sink_context_and_errors(self, tmp_path: Path) -> None:
+        """The JSON-lines sink closes as a context manager and reports unwritable paths."""
+        event = mesh.LedgerEvent(event="x", run_id="r", seq=1, at=0.0, lane=mesh.Lane.CODER)
+        with mesh.JsonLinesSink(tmp_path / "a.jsonl") as sink:
+            sink.emit(event)
+        assert json.loads((tmp_path / "a.jsonl").read_text())["lane"] == "coder"
+        (tmp_path / "file").write_text("")
+        with pytest.raises(mesh.FileAccessError, match="cannot open ledger"):
+            mesh.JsonLinesSink(tmp_path / "file" / "ledger.jsonl")
+
+    def test_memory_sink(self) -> None:
+        """MemorySink keeps events; LedgerSink is a runtime-checkable protocol."""
+        sink = mesh.MemorySink()
+        assert isinstance(sink, mesh.LedgerSink)
+        sink.emit(mesh.LedgerEvent(event="x", run_id="r", seq=1, at=0.0))
+        assert [e.event for e in sink.events] == ["x"]

@@ -1,0 +1,75 @@
+"""Write-scope overlap and the backpressure governor (pure logic)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import mesh
+from mesh._governor import Backpressure
+
+
+class TestScopesOverlap:
+    @pytest.mark.parametrize(
+        ("first", "second", "expected"),
+        [
+            (["src/api"], ["src/api"], True),
+            (["src/api"], ["src/api/routes.py"], True),
+            (["./src/api/"], ["src/api"], True),
+            (["src/api"], ["src/apiary"], False),
+            (["docs/**/*.md"], ["src/app.py"], False),
+            (["docs/**/*.md"], ["docs/index.md"], True),
+            (["src/*.py"], ["src/pkg/mod.py"], True),
+            (["unknown"], ["anything"], True),
+            (["**"], ["a/b"], True),
+            (["a", "b"], ["c", "b/x"], True),
+            ([], ["a"], False),
+        ],
+    )
+    def test_cases(self, first: list[str], second: list[str], expected: bool) -> None:  # noqa: FBT001
+        """Same roots, nested roots and glob bases overlap; siblings do not."""
+        assert mesh.scopes_overlap(first, second) is expected
+
+    @given(st.lists(st.sampled_from(["a", "b", "a/x", "b/*", "**", "c/d/e"]), max_size=3),
+           st.lists(st.sampled_from(["a", "b", "a/x", "b/*", "**", "c/d/e"]), max_size=3))
+    def test_symmetric(self, first: list[str], second: list[str]) -> None:
+        """Overlap does not depend on argument order."""
+        assert mesh.scopes_overlap(first, second) == mesh.scopes_overlap(second, first)
+
+
+class TestBackpressure:
+    def test_signal_halves_and_clean_stretch_restores(self) -> None:
+        """Signals halve the limit (min 1) and serialize; a clean stretch restores the target."""
+        governor = Backpressure(target=8, clean_stretch=2)
+        assert (governor.limit, governor.pressured) == (8, False)
+        assert governor.clean() is False
+        assert governor.signal() is True
+        assert (governor.limit, governor.serialize_overlaps) == (4, True)
+        governor.signal()
+        governor.signal()
+        governor.signal()
+        assert governor.signal() is False
+        assert governor.limit == 1
+        assert governor.clean() is False
+        assert governor.clean() is True
+        assert (governor.limit, governor.pressured, governor.restores) == (8, False, 1)
+
+    def test_retarget(self) -> None:
+        """A new budget target moves the limit, capped while under backpressure."""
+        governor = Backpressure(target=4)
+        assert governor.retarget(6) is True
+        assert governor.limit == 6
+        governor.signal()
+        assert governor.retarget(10) is False
+        assert (governor.limit, governor.target) == (3, 10)
+        assert governor.retarget(0) is True
+        assert governor.limit == 1
+
+    @given(target=st.integers(1, 64), events=st.lists(st.sampled_from(["signal", "clean"]), max_size=40))
+    def test_limit_stays_within_bounds(self, target: int, events: list[str]) -> None:
+        """Whatever happens, 1 <= limit <= target."""
+        governor = Backpressure(target=target)
+        for event in events:
+            getattr(governor, event)()
+            assert 1 <= governor.limit <= governor.target

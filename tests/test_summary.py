@@ -1,0 +1,68 @@
+"""Run summaries: metrics from events, the prose ledger and the learning."""
+
+from __future__ import annotations
+
+import mesh
+from mesh._summary import pick_learning
+
+COMPLETED = mesh.UnitOutcome(unit_id="u1", state="completed", attempts=1,
+                             delivery=mesh.Decision.INTEGRATED_COMMIT)
+FAILED = mesh.UnitOutcome(unit_id="u2", state="failed", failure_code=mesh.FailureCode.PROOF_MISSING,
+                          evidence="pytest: 1 failed")
+BLOCKED = mesh.UnitOutcome(unit_id="u3", state="blocked", blocked_by="u2")
+
+LINE_ORDER = ["Skills used", "Wave summary", "Subagents", "Budget and scaling", "CAS instances",
+              "Retry/replacement events", "Delivery/join status"]
+
+
+class TestRenderLedger:
+    def test_nothing_ran(self) -> None:
+        """No calls and no units: the ledger is absent."""
+        assert mesh.render_ledger(mesh.RunMetrics(), ()) == ""
+
+    def test_every_line_in_order(self) -> None:
+        """When everything happened, all seven lines appear in the fixed order."""
+        metrics = mesh.RunMetrics(
+            completed=1, failed=1, blocked=1, adapter_calls=(("coder", 4), ("prover", 2)),
+            invalid_outputs=1, adapter_errors=1, timeouts=2, timeout_retries=2, replacements=1,
+            proof_retries=1, scope_conflict_requeues=3, reworks=1, target=9, targets_seen=(9, 4),
+            budget_mode="linear_clamp", strict_remaining=28.0, backpressure_events=2,
+            lowest_limit=2, restores=1, cas_instances=2,
+        )
+        text = mesh.render_ledger(metrics, (COMPLETED, FAILED, BLOCKED))
+        lines = text.splitlines()
+        assert lines[0] == "Orchestration Ledger"
+        assert [line.split(":")[0] for line in lines[1:]] == LINE_ORDER
+        assert "re-read budget moved it to 4" in text
+        assert "2 timeout retries, 1 replacement, 1 proof retry, 3 scope-conflict requeues, 1 rework" in text
+        assert ("Delivery/join status: 1 delivered (u1 as commit); failed: u2 (proof_missing); "
+                "blocked: u3 by u2.") in text
+
+    def test_non_events_are_omitted(self) -> None:
+        """Lines for things that did not happen are left out."""
+        metrics = mesh.RunMetrics(completed=1, adapter_calls=(("coder", 2),), target=3,
+                                  targets_seen=(3,), budget_mode="full_fanout", strict_remaining=80)
+        text = mesh.render_ledger(metrics, (COMPLETED,))
+        assert "CAS instances" not in text
+        assert "Retry/replacement" not in text
+        assert "backpressure" not in text
+        assert "invalid_output_schema" not in text
+
+    def test_long_lists_are_shortened(self) -> None:
+        """Delivery lists stop after ten names."""
+        outcomes = [mesh.UnitOutcome(unit_id=f"u{i}", state="completed") for i in range(25)]
+        text = mesh.render_ledger(mesh.RunMetrics(completed=25), outcomes)
+        assert "u9 as patch and 15 more" in text
+
+
+class TestLearning:
+    def test_learning_follows_the_dominant_problem(self) -> None:
+        """Requeues, then timeouts, then proof failures, then failure codes, then success."""
+        assert pick_learning(mesh.RunMetrics(), ()) is None
+        requeues = mesh.RunMetrics(scope_conflict_requeues=5, scope_conflict_requeue_rate=0.5)
+        assert "split scopes" in (pick_learning(requeues, (COMPLETED,)) or "")
+        assert "timed out" in (pick_learning(mesh.RunMetrics(timeouts=2), (COMPLETED,)) or "")
+        proofs = mesh.RunMetrics(proof_fail_rate=0.5)
+        assert "Proofs failed for 50%" in (pick_learning(proofs, (COMPLETED,)) or "")
+        assert "failed with proof_missing" in (pick_learning(mesh.RunMetrics(), (FAILED,)) or "")
+        assert "completed" in (pick_learning(mesh.RunMetrics(completed=1), (COMPLETED,)) or "")
