@@ -260,3 +260,9 @@ class RunFailed(ExceptionGroup[UnitFailed], MeshError):  # type: ignore[override
         # ExceptionGroup owns `message`; MeshError's __init__ would overwrite it.
         ExceptionGroup.__init__(self, message, exceptions)
         self.code = exceptions[0].code
+        self._failures = tuple(exceptions)
+
+    @property
+    def failures(self) -> tuple[UnitFailed, ...]:
+        """The failed units, in plan order; typed, unlike the inherited ``exceptions``."""
+        return self._failures

@@ -207,10 +207,17 @@ async def invoke(adapter: Adapter[Any], request: object) -> object:
     """Call an adapter: async ones in this task, sync ones in a worker thread."""
     if _is_async(adapter):
         return await adapter(request)  # type: ignore[misc]
-    result = await anyio.to_thread.run_sync(adapter, request, abandon_on_cancel=True)
+    # Boxed so that trio does not refuse a sync callable that returns a coroutine.
+    (result,) = await anyio.to_thread.run_sync(
+        _boxed_call, adapter, request, abandon_on_cancel=True
+    )
     if inspect.isawaitable(result):
         return await result
     return result
+
+
+def _boxed_call(adapter: Adapter[Any], request: object) -> tuple[object]:
+    return (adapter(request),)
 
 
 def check_result(answer: object, *, unit: Unit, candidate_id: str, lane: Lane) -> WorkerResult:

@@ -114,7 +114,7 @@ class RunResult:
     run_id: str
     outcomes: tuple[UnitOutcome, ...]
     metrics: RunMetrics
-    plan_state: Mapping[str, object] = attrs.field(hash=False)
+    plan_state: Mapping[str, Any] = attrs.field(hash=False)
     """The update_plan document as the integrator last wrote it."""
 
     def _with_state(self, state: str) -> tuple[UnitOutcome, ...]:
@@ -218,7 +218,7 @@ def _plan_units(plan: Plan | Sequence[Unit] | object) -> tuple[tuple[Unit, ...],
     return slice_plan(parsed).units, parsed
 
 
-def _initial_plan_state(units: Sequence[Unit], plan: Plan | None) -> dict[str, object]:
+def _initial_plan_state(units: Sequence[Unit], plan: Plan | None) -> dict[str, Any]:
     if plan is None:
         steps: list[dict[str, object]] = [
             {"id": u.id, "step": u.objective, "status": "pending"} for u in units
@@ -882,7 +882,7 @@ class Orchestrator:
         candidate = next(c for c in progress.candidates if c.candidate_id == accepted)
         proof = progress.proofs[accepted]
         assert proof is not None  # noqa: S101 - the quorum gate already required a passing proof
-        steps = [dict(step) for step in self._plan_state["plan"]]  # type: ignore[attr-defined]
+        steps = [dict(step) for step in self._plan_state["plan"]]
         steps[self._step_of[unit.id]]["status"] = "completed"
         plan_state = {**self._plan_state, "plan": steps}
         result = await self._call(

@@ -12,6 +12,7 @@ import attrs
 import pytest
 
 import mesh
+import mesh.testing
 from mesh._roles import check_result, invoke
 from mesh.testing import FakeAdapter, ManualClock, Raise, answer, fake_roles
 
@@ -19,8 +20,13 @@ pytestmark = pytest.mark.anyio
 
 
 def unit(unit_id: str, *deps: str, scope: str | None = None, risk: str = "low") -> mesh.Unit:
-    return mesh.Unit(id=unit_id, objective=f"do {unit_id}", write_scope=(scope or f"src/{unit_id}",),
-                     deps=deps, risk_tier=mesh.RiskTier(risk))
+    return mesh.Unit(
+        id=unit_id,
+        objective=f"do {unit_id}",
+        write_scope=(scope or f"src/{unit_id}",),
+        deps=deps,
+        risk_tier=mesh.RiskTier(risk),
+    )
 
 
 async def execute(plan: object, roles: mesh.Roles, **options: Any) -> mesh.RunResult:
@@ -32,8 +38,9 @@ class TestFailingRoles:
     async def test_broken_locksmith(self) -> None:
         """A locksmith that breaks leaves no candidate proved: the unit fails with its code."""
         locksmith = FakeAdapter(lambda r: {"nonsense": True})
-        result = await execute([unit("a")], attrs.evolve(fake_roles(), locksmith=locksmith),
-                               max_attempts=1)
+        result = await execute(
+            [unit("a")], attrs.evolve(fake_roles(), locksmith=locksmith), max_attempts=1
+        )
         assert result.outcome("a").failure_code is mesh.FailureCode.INVALID_OUTPUT_SCHEMA
         assert result.outcome("a").evidence.startswith("locksmith: $.")
 
@@ -52,26 +59,39 @@ class TestFailingRoles:
 
     async def test_fixer_asks_for_rework(self) -> None:
         """A rework_required verdict carries its failure code into the unit's failure."""
-        fixer = FakeAdapter(lambda r: answer(r, decision="rework_required", selected_candidate=None,
-                                             failure_code="requires_clarification",
-                                             notes="objective is ambiguous"))
+        fixer = FakeAdapter(
+            lambda r: answer(
+                r,
+                decision="rework_required",
+                selected_candidate=None,
+                failure_code="requires_clarification",
+                notes="objective is ambiguous",
+            )
+        )
         result = await execute([unit("a")], fake_roles(fixer=fixer))
         outcome = result.outcome("a")
         assert (outcome.failure_code, outcome.evidence, outcome.attempts) == (
-            mesh.FailureCode.REQUIRES_CLARIFICATION, "objective is ambiguous", 2)
+            mesh.FailureCode.REQUIRES_CLARIFICATION,
+            "objective is ambiguous",
+            2,
+        )
 
     async def test_fixer_accepting_an_unproven_candidate_counts_for_nothing(self) -> None:
         """Approving a candidate whose proof failed is not an approval."""
+
         def prove(request: mesh.ProofRequest) -> dict[str, object]:
             if request.candidate_id.endswith("-1"):
                 return answer(request, decision="fail", proof_status="fail")
             return answer(request)
 
         fixer = FakeAdapter(lambda r: answer(r, selected_candidate=f"{r.unit.id}-coder-1"))
-        result = await execute([unit("a")], fake_roles(prover=FakeAdapter(prove), fixer=fixer),
-                               max_attempts=1)
+        result = await execute(
+            [unit("a")], fake_roles(prover=FakeAdapter(prove), fixer=fixer), max_attempts=1
+        )
         assert result.outcome("a").failure_code is mesh.FailureCode.PROOF_MISSING
-        assert result.outcome("a").evidence == "a fixer accepted a-coder-1, which has no passing proof"
+        assert (
+            result.outcome("a").evidence == "a fixer accepted a-coder-1, which has no passing proof"
+        )
 
     async def test_errors_under_a_manual_clock(self) -> None:
         """An adapter raising while a manual clock times the call is still an aborted turn."""
@@ -92,10 +112,21 @@ class TestLeases:
         """An expired lease no longer blocks an overlapping request."""
         clock = ManualClock()
         table = mesh.LeaseTable(clock=clock)
-        first = mesh.LeaseRequest(unit=unit("a", scope="src"), candidate_id="a-coder-1",
-                                  action="acquire", holder="a", write_scope=("src",), ttl_ms=1000)
-        second = attrs.evolve(first, unit=unit("b", scope="src/x"), candidate_id="b-coder-1",
-                              holder="b", write_scope=("src/x",))
+        first = mesh.LeaseRequest(
+            unit=unit("a", scope="src"),
+            candidate_id="a-coder-1",
+            action="acquire",
+            holder="a",
+            write_scope=("src",),
+            ttl_ms=1000,
+        )
+        second = attrs.evolve(
+            first,
+            unit=unit("b", scope="src/x"),
+            candidate_id="b-coder-1",
+            holder="b",
+            write_scope=("src/x",),
+        )
         assert (await table(first))["decision"] == "grant"
         assert (await table(second))["decision"] == "deny"
         clock.advance(1.5)
@@ -103,10 +134,16 @@ class TestLeases:
         assert (await table(second))["decision"] == "grant"
 
     async def test_same_holder_shares_and_renews(self) -> None:
-        """A unit's own requests never conflict: the same scope renews, another scope adds a lease."""
+        """A unit never conflicts with itself: the same scope renews, another scope adds a lease."""
         table = mesh.LeaseTable()
-        request = mesh.LeaseRequest(unit=unit("a"), candidate_id="a-coder-1", action="acquire",
-                                    holder="a", write_scope=("src",), ttl_ms=60_000)
+        request = mesh.LeaseRequest(
+            unit=unit("a"),
+            candidate_id="a-coder-1",
+            action="acquire",
+            holder="a",
+            write_scope=("src",),
+            ttl_ms=60_000,
+        )
         granted = await table(request)
         renewed = await table(attrs.evolve(request, candidate_id="a-coder-2"))
         other = await table(attrs.evolve(request, write_scope=("src/sub",)))
@@ -129,41 +166,51 @@ class TestLeases:
         assert kept._clock is table_clock
 
     async def test_backpressure_serializes_overlapping_units(self) -> None:
-        """Under backpressure, units whose scopes overlap are not admitted together."""
-        coder = FakeAdapter(lambda r: answer(r, decision="reject", patch=None, notes="no")
-                            if r.unit.id == "first" else answer(r))
-        in_flight: list[set[str]] = []
-        current: set[str] = set()
+        """Units admitted under backpressure never run beside a unit whose scope overlaps."""
+
+        async def author(request: mesh.AuthorRequest) -> dict[str, object]:
+            if request.unit.id == "reject-me":
+                return answer(request, decision="reject", patch=None, notes="no")
+            if request.unit.id == "gate":
+                # The gate finishes after the rejection has lowered the limit.
+                await anyio.sleep(0.05)
+            return answer(request)
+
+        running: set[str] = set()
+        together: list[set[str]] = []
 
         class Track(FakeAdapter):
-            async def __call__(self, request: Any) -> object:  # noqa: ANN401
-                current.add(request.unit.id)
-                in_flight.append(set(current))
+            async def __call__(self, request: Any) -> object:
+                running.add(request.unit.id)
+                together.append(set(running))
                 await anyio.sleep(0.01)
-                current.discard(request.unit.id)
+                running.discard(request.unit.id)
                 return await super().__call__(request)
 
-        plan = [unit("first", scope="other"), *(unit(f"s{i}", "first", scope="src") for i in range(3))]
-        with pytest.MonkeyPatch.context():
-            result = await execute(plan, fake_roles(coder=coder, applier=Track()), max_threads=4,
-                                   max_attempts=1)
-        assert result.outcome("first").state == "failed"
-        assert all(o.state == "blocked" for o in result.outcomes[1:])
-        plan = [unit("reject-me", scope="elsewhere"), *(unit(f"s{i}", scope="src") for i in range(3))]
-        coder = FakeAdapter(lambda r: answer(r, decision="reject", patch=None, notes="no")
-                            if r.unit.id == "reject-me" else answer(r))
-        result = await execute(plan, fake_roles(coder=coder, applier=Track()), max_threads=4,
-                               max_attempts=1, clean_stretch=10)
+        plan = [
+            unit("reject-me", scope="elsewhere"),
+            unit("gate", scope="gate"),
+            *(unit(f"s{i}", "gate", scope="src") for i in range(3)),
+        ]
+        result = await execute(
+            plan,
+            fake_roles(coder=FakeAdapter(author), applier=Track()),
+            max_threads=8,
+            max_attempts=1,
+            clean_stretch=10,
+        )
         assert result.metrics.backpressure_events >= 1
-        late = in_flight[-3:]
-        assert all(len(group) == 1 for group in late)
+        assert [o.state for o in result.outcomes] == ["failed"] + ["completed"] * 4
+        assert [group for group in together if len(group & {"s0", "s1", "s2"}) > 1] == []
 
 
 class TestBudgetProviders:
     async def test_sync_provider_and_same_target(self) -> None:
         """A sync provider works; a new decision with the same target changes no limit."""
-        decisions = [mesh.budget_policy(remaining_five_hour=80, remaining_weekly=80, max_threads=2),
-                     mesh.budget_policy(remaining_five_hour=70, remaining_weekly=80, max_threads=2)]
+        decisions = [
+            mesh.budget_policy(remaining_five_hour=80, remaining_weekly=80, max_threads=2),
+            mesh.budget_policy(remaining_five_hour=70, remaining_weekly=80, max_threads=2),
+        ]
         calls = iter(range(100))
 
         def provider() -> mesh.BudgetDecision:
@@ -179,7 +226,8 @@ class TestBudgetProviders:
         with pytest.raises(ExceptionGroup) as caught:
             await execute([unit("a")], fake_roles(), budget=lambda: 42)
         assert caught.group_contains(mesh.InputError, match="returned int, not BudgetDecision") or (
-            isinstance(caught.value, mesh.InputError))
+            isinstance(caught.value, mesh.InputError)
+        )
 
     async def test_concurrent_execute_is_refused(self) -> None:
         """One orchestrator runs one plan at a time."""
@@ -193,12 +241,15 @@ class TestBudgetProviders:
 
 class TestPlansAndResults:
     async def test_plan_record_and_units_document(self) -> None:
-        """execute accepts a Plan record and a units document."""
+        """Execute accepts a Plan record and a units document."""
         plan = mesh.parse_plan([{"id": "a", "step": "x"}, {"id": "b", "step": "y", "deps": ["a"]}])
         first = await execute(plan, fake_roles())
         second = await execute(mesh.slice_plan(plan).to_document(), fake_roles())
-        assert [o.state for o in first.outcomes] == [o.state for o in second.outcomes] == [
-            "completed", "completed"]
+        assert (
+            [o.state for o in first.outcomes]
+            == [o.state for o in second.outcomes]
+            == ["completed", "completed"]
+        )
 
     async def test_result_views(self, tmp_path: Path) -> None:
         """RunResult groups outcomes, renders its ledger and checks cleanly when all completed."""
@@ -215,10 +266,37 @@ class TestPlansAndResults:
         assert mesh.append_learning(empty, tmp_path / "l.jsonl") is None
         assert not (tmp_path / "l.jsonl").exists()
 
+    async def test_diamond_below_a_failure_is_blocked_once(self) -> None:
+        """A unit reached through two blocked paths gets one outcome and one event."""
+        fixer = FakeAdapter(
+            lambda r: (
+                answer(r, decision="blocked_safety", selected_candidate=None, notes="no")
+                if r.unit.id == "a"
+                else answer(r)
+            )
+        )
+        with mesh.testing.capture_ledger() as events:
+            result = await execute(
+                [unit("a"), unit("b", "a"), unit("c", "a"), unit("d", "b", "c")],
+                fake_roles(fixer=fixer),
+            )
+        assert [(o.unit_id, o.state) for o in result.outcomes] == [
+            ("a", "failed"),
+            ("b", "blocked"),
+            ("c", "blocked"),
+            ("d", "blocked"),
+        ]
+        assert sorted(e.unit_id or "" for e in events if e.event == "unit_blocked") == [
+            "b",
+            "c",
+            "d",
+        ]
+
     async def test_statistics_count_blocked_units(self) -> None:
         """Blocked units show up in statistics."""
-        fixer = FakeAdapter(lambda r: answer(r, decision="blocked_safety", selected_candidate=None,
-                                             notes="no"))
+        fixer = FakeAdapter(
+            lambda r: answer(r, decision="blocked_safety", selected_candidate=None, notes="no")
+        )
         async with mesh.Orchestrator(roles=fake_roles(fixer=fixer)) as run:
             await run.execute([unit("a"), unit("b", "a")])
             assert run.statistics().by_state == {"failed": 1, "blocked": 1}
@@ -227,17 +305,27 @@ class TestPlansAndResults:
 class TestInvoke:
     async def test_sync_callable_returning_awaitable(self) -> None:
         """A sync callable (a partial of an async function) is awaited after the thread call."""
+
         async def reply(prefix: str, request: str) -> str:
             return prefix + request
 
         assert await invoke(functools.partial(reply, "re: "), "x") == "re: x"
+        assert await invoke(lambda request: reply("re: ", request), "y") == "re: y"
 
     def test_worker_result_objects_are_rechecked(self) -> None:
         """An adapter may answer with a WorkerResult; it is validated like a document."""
-        request = mesh.AuthorRequest(unit=unit("a"), lane=mesh.Lane.CODER, candidate_id="a-coder-1",
-                                     triplet_index=1, attempt=1)
+        request = mesh.AuthorRequest(
+            unit=unit("a"),
+            lane=mesh.Lane.CODER,
+            candidate_id="a-coder-1",
+            triplet_index=1,
+            attempt=1,
+        )
         parsed = mesh.parse_worker_result(answer(request))
-        assert check_result(parsed, unit=unit("a"), candidate_id="a-coder-1", lane=mesh.Lane.CODER) == parsed
+        assert (
+            check_result(parsed, unit=unit("a"), candidate_id="a-coder-1", lane=mesh.Lane.CODER)
+            == parsed
+        )
         with pytest.raises(mesh.InvalidOutputSchema, match="lane"):
             check_result(parsed, unit=unit("a"), candidate_id="a-coder-1", lane=mesh.Lane.REDUCER)
 

@@ -22,7 +22,11 @@ def candidate(progress: UnitProgress, index: int, *, patch: bool = True) -> mesh
         triplet_index=index,
         attempt=progress.attempt,
     )
-    document = answer(request) if patch else answer(request, decision="no_diff", patch=None, notes="nothing")
+    document = (
+        answer(request)
+        if patch
+        else answer(request, decision="no_diff", patch=None, notes="nothing")
+    )
     return mesh.parse_worker_result(document)
 
 
@@ -74,7 +78,7 @@ def walk_to_completed(progress: UnitProgress) -> None:
 
 class TestTable:
     def test_happy_path(self) -> None:
-        """planned → candidates_ready → proofs_ready → fixer_accept → completed."""
+        """Planned → candidates_ready → proofs_ready → fixer_accept → completed."""
         progress = progress_for()
         walk_to_completed(progress)
         assert progress.state == mesh.UnitState.COMPLETED
@@ -92,7 +96,11 @@ class TestTable:
         progress = progress_for()
         with pytest.raises(mesh.TransitionError) as caught:
             MACHINE.fire(progress, mesh.Trigger.DELIVERED)
-        assert ("u1", "planned", "delivered") == (caught.value.unit_id, caught.value.state, caught.value.trigger)
+        assert (
+            caught.value.unit_id,
+            caught.value.state,
+            caught.value.trigger,
+        ) == ("u1", "planned", "delivered")
         assert progress.state == "planned"
 
     def test_candidate_gate(self) -> None:
@@ -163,7 +171,10 @@ class TestTable:
         progress = progress_for()
         with pytest.raises(mesh.GateNotMet, match="has_failure_code"):
             MACHINE.fire(progress, mesh.Trigger.FAIL)
-        progress.failure_code, progress.evidence = mesh.FailureCode.PROOF_MISSING, "pytest: 1 failed"
+        progress.failure_code, progress.evidence = (
+            mesh.FailureCode.PROOF_MISSING,
+            "pytest: 1 failed",
+        )
         MACHINE.fire(progress, mesh.Trigger.FAIL)
         assert progress.state == "failed"
 

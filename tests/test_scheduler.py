@@ -40,8 +40,12 @@ def names(events: Sequence[mesh.LedgerEvent], event: str) -> list[mesh.LedgerEve
 
 
 def fail_proof(request: mesh.ProofRequest) -> dict[str, object]:
-    return answer(request, decision="fail", proof_status="fail",
-                  proof_evidence={"command": "pytest", "key_line": "1 failed", "exit_code": 1})
+    return answer(
+        request,
+        decision="fail",
+        proof_status="fail",
+        proof_evidence={"command": "pytest", "key_line": "1 failed", "exit_code": 1},
+    )
 
 
 class TestHappyPath:
@@ -50,11 +54,15 @@ class TestHappyPath:
         with capture_ledger() as events:
             result = await execute(json.loads(EXAMPLE_PLAN.read_text()), fake_roles())
         assert [o.state for o in result.outcomes] == ["completed"] * 3
-        assert [s["status"] for s in result.plan_state["plan"]] == ["completed"] * 4  # type: ignore[index]
+        assert [s["status"] for s in result.plan_state["plan"]] == ["completed"] * 4
         transitions = names(events, "unit_transition")
         assert len(transitions) == 3 * 4
         assert {e.data["to_state"] for e in transitions} == {
-            "candidates_ready", "proofs_ready", "fixer_accept", "completed"}
+            "candidates_ready",
+            "proofs_ready",
+            "fixer_accept",
+            "completed",
+        }
         calls = names(events, "adapter_call")
         assert all(e.duration_ms is not None and e.lane is not None for e in calls)
         assert [e.seq for e in events] == list(range(1, len(events) + 1))
@@ -62,7 +70,7 @@ class TestHappyPath:
     async def test_dependency_order_and_streaming(self) -> None:
         """A unit starts only after its deps complete, and without waiting for unrelated units."""
         slow = FakeAdapter(delay=0.2)
-        roles = fake_roles(integrator=FakeAdapter(lambda r: answer(r)))
+        roles = fake_roles(integrator=FakeAdapter(answer))
         roles = attrs.evolve(roles, coder=FakeAdapter(lambda r: slow_if(r, "slow")))
         with capture_ledger() as events:
             await execute([unit("slow"), unit("fast"), unit("next", "fast")], roles)
@@ -74,8 +82,14 @@ class TestHappyPath:
 
     async def test_sync_adapters_run_in_threads(self) -> None:
         """Plain functions work as adapters."""
-        roles = mesh.Roles(coder=answer, reducer=answer, applier=answer, prover=answer,
-                           fixer=answer, integrator=answer)
+        roles = mesh.Roles(
+            coder=answer,
+            reducer=answer,
+            applier=answer,
+            prover=answer,
+            fixer=answer,
+            integrator=answer,
+        )
         result = await execute([unit("a")], roles)
         assert result.outcome("a").state == "completed"
 
@@ -96,7 +110,8 @@ class TestQuorum:
         assert result.outcome("a").accepted_candidate == "a-coder-1"
 
     async def test_split_vote_is_no_quorum(self) -> None:
-        """Two med-risk fixers picking different candidates do not accept; the unit fails after rework."""
+        """Two med-risk fixers picking different candidates do not accept; rework, then failure."""
+
         def split(request: mesh.AdjudicationRequest) -> dict[str, object]:
             picked = request.proven[request.fixer_index - 1][0].candidate_id
             return answer(request, selected_candidate=picked)
@@ -104,17 +119,26 @@ class TestQuorum:
         result = await execute([unit("a")], fake_roles(fixer=FakeAdapter(split)))
         outcome = result.outcome("a")
         assert (outcome.state, outcome.failure_code, outcome.attempts) == (
-            "failed", mesh.FailureCode.REQUIRES_CLARIFICATION, 2)
+            "failed",
+            mesh.FailureCode.REQUIRES_CLARIFICATION,
+            2,
+        )
         assert "quorum" in outcome.evidence
 
     async def test_blocked_safety_fails_at_once(self) -> None:
         """A fixer blocking for safety fails the unit with safety_regression_risk, no rework."""
-        fixer = FakeAdapter(lambda r: answer(r, decision="blocked_safety", selected_candidate=None,
-                                             notes="drops auth check"))
+        fixer = FakeAdapter(
+            lambda r: answer(
+                r, decision="blocked_safety", selected_candidate=None, notes="drops auth check"
+            )
+        )
         result = await execute([unit("a", risk="low")], fake_roles(fixer=fixer))
         outcome = result.outcome("a")
         assert (outcome.failure_code, outcome.evidence, outcome.attempts) == (
-            mesh.FailureCode.SAFETY_REGRESSION_RISK, "drops auth check", 1)
+            mesh.FailureCode.SAFETY_REGRESSION_RISK,
+            "drops auth check",
+            1,
+        )
 
 
 class TestProofs:
@@ -141,10 +165,13 @@ class TestProofs:
         """Candidates whose patch does not apply are never proved."""
         applier = FakeAdapter(lambda r: answer(r, decision="apply_failed", notes="conflict"))
         prover = FakeAdapter()
-        result = await execute([unit("a")], fake_roles(applier=applier, prover=prover),
-                               max_attempts=1)
+        result = await execute(
+            [unit("a")], fake_roles(applier=applier, prover=prover), max_attempts=1
+        )
         assert (result.outcome("a").failure_code, len(prover.calls)) == (
-            mesh.FailureCode.PROOF_MISSING, 0)
+            mesh.FailureCode.PROOF_MISSING,
+            0,
+        )
 
 
 class TestAdapterFailures:
@@ -154,8 +181,9 @@ class TestAdapterFailures:
         coder = FakeAdapter(script=[Hang()])
         with capture_ledger() as events:
             async with clock.autojumping():
-                result = await execute([unit("a")], fake_roles(coder=coder), clock=clock,
-                                       call_timeout=30)
+                result = await execute(
+                    [unit("a")], fake_roles(coder=coder), clock=clock, call_timeout=30
+                )
         assert result.outcome("a").state == "completed"
         assert len(names(events, "adapter_retry")) == 1
         timeouts = [e for e in names(events, "adapter_call") if e.data["outcome"] == "timeout"]
@@ -166,8 +194,9 @@ class TestAdapterFailures:
         clock = ManualClock()
         integrator = FakeAdapter(script=[Hang(), Hang()])
         replacement = FakeAdapter(script=[Hang()])
-        roles = attrs.evolve(fake_roles(integrator=integrator),
-                             replacements={mesh.Lane.INTEGRATOR: replacement})
+        roles = attrs.evolve(
+            fake_roles(integrator=integrator), replacements={mesh.Lane.INTEGRATOR: replacement}
+        )
         with capture_ledger() as events:
             async with clock.autojumping():
                 result = await execute([unit("a", risk="low")], roles, clock=clock, call_timeout=5)
@@ -181,7 +210,9 @@ class TestAdapterFailures:
     async def test_real_clock_timeout(self) -> None:
         """With the event loop's clock, a slow call times out too."""
         prover = FakeAdapter(script=[Hang()])
-        result = await execute([unit("a", risk="low")], fake_roles(prover=prover), call_timeout=0.05)
+        result = await execute(
+            [unit("a", risk="low")], fake_roles(prover=prover), call_timeout=0.05
+        )
         assert result.outcome("a").state == "completed"
         assert result.metrics.timeout_retries == 1
 
@@ -192,7 +223,9 @@ class TestAdapterFailures:
             result = await execute([unit("a")], fake_roles(coder=coder), max_attempts=1)
         outcome = result.outcome("a")
         assert outcome.failure_code == mesh.FailureCode.INVALID_OUTPUT_SCHEMA
-        invalid = [e for e in names(events, "adapter_call") if e.data["outcome"] == "invalid_output_schema"]
+        invalid = [
+            e for e in names(events, "adapter_call") if e.data["outcome"] == "invalid_output_schema"
+        ]
         assert len(invalid) == 2
         assert "$.candidate_id: required key missing" in invalid[0].data["problems"]  # type: ignore[operator]
         assert names(events, "concurrency_changed")[0].data["reason"] == "backpressure"
@@ -211,14 +244,20 @@ class TestAdapterFailures:
         result = await execute([unit("a", risk="low")], fake_roles(integrator=integrator))
         outcome = result.outcome("a")
         assert (outcome.failure_code, outcome.evidence) == (
-            mesh.FailureCode.TOOLING_UNAVAILABLE, "integrator: ConnectionError: agent gone")
+            mesh.FailureCode.TOOLING_UNAVAILABLE,
+            "integrator: ConnectionError: agent gone",
+        )
 
     async def test_blocked_delivery(self) -> None:
         """An integrator refusing delivery fails the unit with delivery_blocked."""
-        integrator = FakeAdapter(lambda r: answer(r, decision="blocked_delivery", notes="dirty tree"))
+        integrator = FakeAdapter(
+            lambda r: answer(r, decision="blocked_delivery", notes="dirty tree")
+        )
         result = await execute([unit("a", risk="low")], fake_roles(integrator=integrator))
         assert (result.outcome("a").failure_code, result.outcome("a").evidence) == (
-            mesh.FailureCode.DELIVERY_BLOCKED, "dirty tree")
+            mesh.FailureCode.DELIVERY_BLOCKED,
+            "dirty tree",
+        )
 
     async def test_rejecting_authors(self) -> None:
         """Authors that reject leave too few candidates: rework, then failure."""
@@ -233,21 +272,34 @@ class TestAdapterFailures:
 class TestBlocking:
     async def test_dependents_of_a_failed_unit_are_blocked(self) -> None:
         """Failure blocks dependents transitively; unrelated units still complete."""
-        fixer = FakeAdapter(lambda r: answer(r, decision="blocked_safety", selected_candidate=None,
-                                             notes="unsafe") if r.unit.id == "a" else answer(r))
+        fixer = FakeAdapter(
+            lambda r: (
+                answer(r, decision="blocked_safety", selected_candidate=None, notes="unsafe")
+                if r.unit.id == "a"
+                else answer(r)
+            )
+        )
         plan = [unit("a"), unit("b", "a"), unit("c", "b"), unit("d")]
         result = await execute(plan, fake_roles(fixer=fixer))
         states = {o.unit_id: (o.state, o.blocked_by) for o in result.outcomes}
-        assert states == {"a": ("failed", None), "b": ("blocked", "a"), "c": ("blocked", "b"),
-                          "d": ("completed", None)}
+        assert states == {
+            "a": ("failed", None),
+            "b": ("blocked", "a"),
+            "c": ("blocked", "b"),
+            "d": ("completed", None),
+        }
         with pytest.raises(mesh.RunFailed) as caught:
             result.check()
-        assert [e.unit_id for e in caught.value.exceptions] == ["a", "b", "c"]
+        assert [e.unit_id for e in caught.value.failures] == ["a", "b", "c"]
 
     async def test_dependency_on_a_step_outside_the_run(self) -> None:
         """A unit waiting on a plan step that is neither done nor sliced is blocked by it."""
-        plan = {"plan": [{"id": "held", "step": "x", "status": "blocked"},
-                         {"id": "b", "step": "y", "deps": ["held"]}]}
+        plan = {
+            "plan": [
+                {"id": "held", "step": "x", "status": "blocked"},
+                {"id": "b", "step": "y", "deps": ["held"]},
+            ]
+        }
         result = await execute(plan, fake_roles())
         assert (result.outcomes[0].state, result.outcomes[0].blocked_by) == ("blocked", "held")
 
@@ -269,7 +321,9 @@ class TestConcurrency:
 
     async def test_budget_is_re_read(self) -> None:
         """A budget provider is consulted during the run; its new target takes effect."""
-        decisions = iter([mesh.budget_policy(remaining_five_hour=80, remaining_weekly=80, max_threads=4)])
+        decisions = iter(
+            [mesh.budget_policy(remaining_five_hour=80, remaining_weekly=80, max_threads=4)]
+        )
         low = mesh.budget_policy(remaining_five_hour=5, remaining_weekly=80)
 
         async def provider() -> mesh.BudgetDecision:
@@ -297,21 +351,29 @@ class TestConcurrency:
 
         async def prove(request: mesh.ProofRequest) -> dict[str, object]:
             for other, scope in active.items():
-                if other != request.unit.id and mesh.scopes_overlap(scope, request.unit.write_scope):
+                if other != request.unit.id and mesh.scopes_overlap(
+                    scope, request.unit.write_scope
+                ):
                     overlaps.append((other, request.unit.id))
             active[request.unit.id] = request.unit.write_scope
             await anyio.sleep(0.02)
             return answer(request)
 
         class Release(FakeAdapter):
-            async def __call__(self, request: Any) -> object:  # noqa: ANN401
+            async def __call__(self, request: Any) -> object:
                 active.pop(request.unit.id, None)
                 return await super().__call__(request)
 
-        plan = [unit("a", scope="src/api"), unit("b", scope="src/api/routes.py"),
-                unit("c", scope="docs"), unit("d", scope="src")]
+        plan = [
+            unit("a", scope="src/api"),
+            unit("b", scope="src/api/routes.py"),
+            unit("c", scope="docs"),
+            unit("d", scope="src"),
+        ]
         with capture_ledger() as events:
-            result = await execute(plan, fake_roles(prover=FakeAdapter(prove), integrator=Release()))
+            result = await execute(
+                plan, fake_roles(prover=FakeAdapter(prove), integrator=Release())
+            )
         assert overlaps == []
         assert result.metrics.completed == 4
         assert result.metrics.scope_conflict_requeues >= 2
@@ -327,12 +389,16 @@ class TestConcurrency:
                 result = await execute(
                     [unit(f"u{i}") for i in range(30)],
                     fake_roles(coder=coder),
-                    budget=mesh.budget_policy(remaining_five_hour=90, remaining_weekly=90, max_threads=8),
+                    budget=mesh.budget_policy(
+                        remaining_five_hour=90, remaining_weekly=90, max_threads=8
+                    ),
                     clock=clock,
                     call_timeout=1,
                     clean_stretch=2,
                 )
-        changes = [(e.data["reason"], e.data["limit"]) for e in names(events, "concurrency_changed")]
+        changes = [
+            (e.data["reason"], e.data["limit"]) for e in names(events, "concurrency_changed")
+        ]
         assert ("backpressure", 4) in changes
         assert changes[-1] == ("restored", 8)
         assert result.metrics.restores >= 1
@@ -341,8 +407,10 @@ class TestConcurrency:
     async def test_thousand_unit_dag(self) -> None:
         """A random 1,000-unit DAG finishes, every unit after all its dependencies."""
         rng = random.Random(7)
-        plan = [unit(f"u{i:04}", *(f"u{j:04}" for j in rng.sample(range(i), min(i, rng.randint(0, 3)))))
-                for i in range(1000)]
+        plan = [
+            unit(f"u{i:04}", *(f"u{j:04}" for j in rng.sample(range(i), min(i, rng.randint(0, 3)))))
+            for i in range(1000)
+        ]
         rng.shuffle(plan)
         finished: dict[str, int] = {}
         started: dict[str, int] = {}
@@ -368,8 +436,9 @@ class TestCancellation:
         before = len(anyio.get_running_tasks())
         seen: list[mesh.LedgerEvent] = []
         with anyio.move_on_after(0.12) as scope:
-            await execute([unit(f"u{i}") for i in range(20)], roles,
-                          sinks=[mesh.CallbackSink(seen.append)])
+            await execute(
+                [unit(f"u{i}") for i in range(20)], roles, sinks=[mesh.CallbackSink(seen.append)]
+            )
         assert scope.cancelled_caught
         assert any(e.event == "adapter_call" for e in seen)
         await anyio.wait_all_tasks_blocked()
@@ -392,8 +461,9 @@ class TestObserving:
             if event.event == "unit_transition":
                 snapshots.append(orchestrator.statistics())
 
-        orchestrator = mesh.Orchestrator(roles=fake_roles(), max_threads=2,
-                                         sinks=[mesh.CallbackSink(watch)])
+        orchestrator = mesh.Orchestrator(
+            roles=fake_roles(), max_threads=2, sinks=[mesh.CallbackSink(watch)]
+        )
         async with orchestrator:
             await orchestrator.execute([unit(f"u{i}") for i in range(4)])
         assert snapshots
@@ -410,8 +480,13 @@ class TestObserving:
             def info(self, event: str, **fields: object) -> None:
                 captured.append({"event": event, **fields})
 
-        result = await execute([unit("a")], fake_roles(), ledger_path=path,
-                               sinks=[mesh.StructlogSink(Logger())], run_id="run-1")
+        result = await execute(
+            [unit("a")],
+            fake_roles(),
+            ledger_path=path,
+            sinks=[mesh.StructlogSink(Logger())],
+            run_id="run-1",
+        )
         lines = [json.loads(line) for line in path.read_text().splitlines()]
         assert lines[0]["event"] == "run_started"
         assert lines[-1]["event"] == "run_finished"

@@ -31,8 +31,10 @@ class TestScopesOverlap:
         """Same roots, nested roots and glob bases overlap; siblings do not."""
         assert mesh.scopes_overlap(first, second) is expected
 
-    @given(st.lists(st.sampled_from(["a", "b", "a/x", "b/*", "**", "c/d/e"]), max_size=3),
-           st.lists(st.sampled_from(["a", "b", "a/x", "b/*", "**", "c/d/e"]), max_size=3))
+    @given(
+        st.lists(st.sampled_from(["a", "b", "a/x", "b/*", "**", "c/d/e"]), max_size=3),
+        st.lists(st.sampled_from(["a", "b", "a/x", "b/*", "**", "c/d/e"]), max_size=3),
+    )
     def test_symmetric(self, first: list[str], second: list[str]) -> None:
         """Overlap does not depend on argument order."""
         assert mesh.scopes_overlap(first, second) == mesh.scopes_overlap(second, first)
@@ -66,7 +68,10 @@ class TestBackpressure:
         assert governor.retarget(0) is True
         assert governor.limit == 1
 
-    @given(target=st.integers(1, 64), events=st.lists(st.sampled_from(["signal", "clean"]), max_size=40))
+    @given(
+        target=st.integers(1, 64),
+        events=st.lists(st.sampled_from(["signal", "clean"]), max_size=40),
+    )
     def test_limit_stays_within_bounds(self, target: int, events: list[str]) -> None:
         """Whatever happens, 1 <= limit <= target."""
         governor = Backpressure(target=target)

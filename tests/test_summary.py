@@ -5,14 +5,26 @@ from __future__ import annotations
 import mesh
 from mesh._summary import pick_learning
 
-COMPLETED = mesh.UnitOutcome(unit_id="u1", state="completed", attempts=1,
-                             delivery=mesh.Decision.INTEGRATED_COMMIT)
-FAILED = mesh.UnitOutcome(unit_id="u2", state="failed", failure_code=mesh.FailureCode.PROOF_MISSING,
-                          evidence="pytest: 1 failed")
+COMPLETED = mesh.UnitOutcome(
+    unit_id="u1", state="completed", attempts=1, delivery=mesh.Decision.INTEGRATED_COMMIT
+)
+FAILED = mesh.UnitOutcome(
+    unit_id="u2",
+    state="failed",
+    failure_code=mesh.FailureCode.PROOF_MISSING,
+    evidence="pytest: 1 failed",
+)
 BLOCKED = mesh.UnitOutcome(unit_id="u3", state="blocked", blocked_by="u2")
 
-LINE_ORDER = ["Skills used", "Wave summary", "Subagents", "Budget and scaling", "CAS instances",
-              "Retry/replacement events", "Delivery/join status"]
+LINE_ORDER = [
+    "Skills used",
+    "Wave summary",
+    "Subagents",
+    "Budget and scaling",
+    "CAS instances",
+    "Retry/replacement events",
+    "Delivery/join status",
+]
 
 
 class TestRenderLedger:
@@ -23,30 +35,67 @@ class TestRenderLedger:
     def test_every_line_in_order(self) -> None:
         """When everything happened, all seven lines appear in the fixed order."""
         metrics = mesh.RunMetrics(
-            completed=1, failed=1, blocked=1, adapter_calls=(("coder", 4), ("prover", 2)),
-            invalid_outputs=1, adapter_errors=1, timeouts=2, timeout_retries=2, replacements=1,
-            proof_retries=1, scope_conflict_requeues=3, reworks=1, target=9, targets_seen=(9, 4),
-            budget_mode="linear_clamp", strict_remaining=28.0, backpressure_events=2,
-            lowest_limit=2, restores=1, cas_instances=2,
+            completed=1,
+            failed=1,
+            blocked=1,
+            adapter_calls=(("coder", 4), ("prover", 2)),
+            invalid_outputs=1,
+            adapter_errors=1,
+            timeouts=2,
+            timeout_retries=2,
+            replacements=1,
+            proof_retries=1,
+            scope_conflict_requeues=3,
+            reworks=1,
+            target=9,
+            targets_seen=(9, 4),
+            budget_mode="linear_clamp",
+            strict_remaining=28.0,
+            backpressure_events=2,
+            lowest_limit=2,
+            restores=1,
+            cas_instances=2,
         )
         text = mesh.render_ledger(metrics, (COMPLETED, FAILED, BLOCKED))
         lines = text.splitlines()
         assert lines[0] == "Orchestration Ledger"
         assert [line.split(":")[0] for line in lines[1:]] == LINE_ORDER
         assert "re-read budget moved it to 4" in text
-        assert "2 timeout retries, 1 replacement, 1 proof retry, 3 scope-conflict requeues, 1 rework" in text
-        assert ("Delivery/join status: 1 delivered (u1 as commit); failed: u2 (proof_missing); "
-                "blocked: u3 by u2.") in text
+        assert (
+            "2 timeout retries, 1 replacement, 1 proof retry, 3 scope-conflict requeues, 1 rework"
+            in text
+        )
+        assert (
+            "Delivery/join status: 1 delivered (u1 as commit); failed: u2 (proof_missing); "
+            "blocked: u3 by u2."
+        ) in text
 
     def test_non_events_are_omitted(self) -> None:
         """Lines for things that did not happen are left out."""
-        metrics = mesh.RunMetrics(completed=1, adapter_calls=(("coder", 2),), target=3,
-                                  targets_seen=(3,), budget_mode="full_fanout", strict_remaining=80)
+        metrics = mesh.RunMetrics(
+            completed=1,
+            adapter_calls=(("coder", 2),),
+            target=3,
+            targets_seen=(3,),
+            budget_mode="full_fanout",
+            strict_remaining=80,
+        )
         text = mesh.render_ledger(metrics, (COMPLETED,))
         assert "CAS instances" not in text
         assert "Retry/replacement" not in text
         assert "backpressure" not in text
         assert "invalid_output_schema" not in text
+
+    def test_calls_without_finished_units_have_no_delivery_line(self) -> None:
+        """A run cancelled before any unit ended still reports its calls, but no delivery."""
+        text = mesh.render_ledger(mesh.RunMetrics(adapter_calls=(("coder", 2),)), ())
+        assert "Skills used: mesh streaming orchestration with coder x2." in text
+        assert "Delivery/join status" not in text
+
+    def test_delivery_line_without_deliveries(self) -> None:
+        """When nothing was delivered, the delivery line starts with the failures."""
+        text = mesh.render_ledger(mesh.RunMetrics(failed=1), (FAILED,))
+        assert text.splitlines()[-1] == "Delivery/join status: failed: u2 (proof_missing)."
 
     def test_long_lists_are_shortened(self) -> None:
         """Delivery lists stop after ten names."""

@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 import mesh
-from mesh.testing import FakeAdapter, Hang, ManualClock, Raise, Sleep, answer, capture_ledger, fake_roles
+from mesh.testing import (
+    FakeAdapter,
+    Hang,
+    ManualClock,
+    Raise,
+    Sleep,
+    answer,
+    capture_ledger,
+    fake_roles,
+)
 
 pytestmark = pytest.mark.anyio
 
-UNIT = mesh.Unit(id="u1", objective="add a flag", write_scope=("src/flags.py",), proof_command="pytest")
-AUTHOR = mesh.AuthorRequest(unit=UNIT, lane=mesh.Lane.REDUCER, candidate_id="u1-reducer-3",
-                            triplet_index=3, attempt=1)
+UNIT = mesh.Unit(
+    id="u1", objective="add a flag", write_scope=("src/flags.py",), proof_command="pytest"
+)
+AUTHOR = mesh.AuthorRequest(
+    unit=UNIT, lane=mesh.Lane.REDUCER, candidate_id="u1-reducer-3", triplet_index=3, attempt=1
+)
 
 
 class TestAnswer:
@@ -21,26 +34,62 @@ class TestAnswer:
         author = mesh.parse_worker_result(answer(AUTHOR))
         assert author.reduce_record is not None
         assert "src/flags.py" in (author.patch or "")
-        lease = mesh.LeaseRequest(unit=UNIT, candidate_id="u1-coder-1", action="release",
-                                  holder="u1", write_scope=UNIT.write_scope, ttl_ms=10)
+        lease = mesh.LeaseRequest(
+            unit=UNIT,
+            candidate_id="u1-coder-1",
+            action="release",
+            holder="u1",
+            write_scope=UNIT.write_scope,
+            ttl_ms=10,
+        )
         assert mesh.parse_worker_result(answer(lease)).decision is mesh.Decision.RECLAIM
-        apply = mesh.ApplyRequest(unit=UNIT, candidate_id="u1-reducer-3", candidate=author,
-                                  lease_id="l", attempt=1)
+        apply = mesh.ApplyRequest(
+            unit=UNIT, candidate_id="u1-reducer-3", candidate=author, lease_id="l", attempt=1
+        )
         applied = mesh.parse_worker_result(answer(apply))
-        proof = mesh.parse_worker_result(answer(mesh.ProofRequest(
-            unit=UNIT, candidate_id="u1-reducer-3", candidate=author, applied=applied,
-            proof_attempt=2, attempt=1)))
+        proof = mesh.parse_worker_result(
+            answer(
+                mesh.ProofRequest(
+                    unit=UNIT,
+                    candidate_id="u1-reducer-3",
+                    candidate=author,
+                    applied=applied,
+                    proof_attempt=2,
+                    attempt=1,
+                )
+            )
+        )
         assert (proof.proof_attempts, proof.proof_evidence.command) == (2, "pytest")
-        no_proven = mesh.AdjudicationRequest(unit=UNIT, candidate_id="u1-fixer-1", proven=(),
-                                             rejected=(author,), fixer_index=1, quorum_target=2,
-                                             attempt=1)
+        no_proven = mesh.AdjudicationRequest(
+            unit=UNIT,
+            candidate_id="u1-fixer-1",
+            proven=(),
+            rejected=(author,),
+            fixer_index=1,
+            quorum_target=2,
+            attempt=1,
+        )
         verdict = mesh.parse_worker_result(answer(no_proven))
         assert (verdict.decision, verdict.failure_code) == (
-            mesh.Decision.REWORK_REQUIRED, mesh.FailureCode.PROOF_MISSING)
-        commit_unit = mesh.Unit(id="u1", objective="x", delivery_mode=mesh.DeliveryMode.COMMIT_FIRST)
-        delivery = mesh.parse_worker_result(answer(mesh.DeliveryRequest(
-            unit=commit_unit, candidate_id="u1-reducer-3", candidate=author, proof=proof,
-            approvals=2, plan_state={}, attempt=1)))
+            mesh.Decision.REWORK_REQUIRED,
+            mesh.FailureCode.PROOF_MISSING,
+        )
+        commit_unit = mesh.Unit(
+            id="u1", objective="x", delivery_mode=mesh.DeliveryMode.COMMIT_FIRST
+        )
+        delivery = mesh.parse_worker_result(
+            answer(
+                mesh.DeliveryRequest(
+                    unit=commit_unit,
+                    candidate_id="u1-reducer-3",
+                    candidate=author,
+                    proof=proof,
+                    approvals=2,
+                    plan_state={},
+                    attempt=1,
+                )
+            )
+        )
         assert delivery.decision is mesh.Decision.INTEGRATED_COMMIT
 
     def test_overrides_and_unknown_requests(self) -> None:
@@ -66,8 +115,9 @@ class TestFakeAdapter:
 
     async def test_async_handler_and_raise(self) -> None:
         """Async handlers are awaited; Raise raises."""
+
         async def handler(request: object) -> str:
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
             return "async"
 
         adapter = FakeAdapter(handler, script=[Raise(ValueError("boom"))])
@@ -161,7 +211,10 @@ class TestPytestPlugin:
         mesh_clock: ManualClock,
     ) -> None:
         """The plugin's fixtures give fake roles, a ledger capture and a manual clock."""
-        async with mesh_clock.autojumping(), mesh.Orchestrator(roles=mesh_roles, clock=mesh_clock) as run:
+        async with (
+            mesh_clock.autojumping(),
+            mesh.Orchestrator(roles=mesh_roles, clock=mesh_clock) as run,
+        ):
             result = await run.execute([UNIT])
         assert result.outcome("u1").state == "completed"
         assert any(event.event == "unit_finished" for event in mesh_ledger)
