@@ -1,8 +1,10 @@
 """
-Quick start: from an update_plan to a validated batch, with mesh's pure API.
+Quick start: from an update_plan to a validated batch, then a whole run.
 
 Run it from anywhere: ``python examples/quickstart.py``. It reads the example
-plan next to this file and prints what each stage decided.
+plan next to this file, prints what each planning stage decided, then runs the
+plan through the engine with mesh's scripted adapters (no model, no
+repository) and prints the Orchestration Ledger.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 from pathlib import Path
 
 import mesh
+from mesh.testing import fake_roles
 
 HERE = Path(__file__).parent
 
@@ -55,6 +58,12 @@ def main() -> None:
             f"rejected worker result ({error.code}): {len(error.problems)} problems, "
             f"first: {error.problems[0]}"
         )
+
+    # The engine: every unit streams through candidates, proofs, quorum and delivery.
+    result = mesh.run(plan, roles=fake_roles(), budget=budget)
+    for outcome in result.outcomes:
+        print(f"{outcome.unit_id}: {outcome.state} via {outcome.accepted_candidate}")
+    print(result.ledger(), end="")
 
 
 if __name__ == "__main__":

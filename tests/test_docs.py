@@ -4,8 +4,10 @@ Every snippet in the docs runs, and every example file runs.
 ``console`` blocks: each ``$ command`` runs in a shell (with the installed
 ``mesh`` on PATH) in a scratch folder holding the example plan, and its output
 must equal the lines that follow it. ``python`` blocks are executed in order in
-one namespace per page. Other fences (``bash`` install lines, ``text``) are
-shown, not run.
+one namespace per page, except those starting with ``# file: test_NAME.py``:
+those are test modules, written to the scratch folder and run by pytest with
+mesh's plugin, and every test in them must pass. Other fences (``bash``
+install lines, ``text``) are shown, not run.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ ROOT = Path(__file__).parents[1]
 PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").rglob("*.md")])
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 FENCE = re.compile(r"^```(\w+)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
+TEST_FILE = re.compile(r"\A# file: (test_\w+\.py)\n")
 
 
 def blocks(page: Path) -> list[tuple[str, str]]:
@@ -69,6 +72,18 @@ def test_page_snippets_run(
                     timeout=60,
                 )
                 assert expected == process.stdout + process.stderr, command
+        elif language == "python" and (test_file := TEST_FILE.match(body)):
+            (folder / test_file[1]).write_text(body)
+            process = subprocess.run(
+                [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test_file[1]],
+                capture_output=True,
+                text=True,
+                cwd=folder,
+                check=False,
+                timeout=120,
+            )
+            assert process.returncode == 0, process.stdout + process.stderr
+            assert " passed" in process.stdout
         elif language == "python":
             exec(compile(body, f"{page.name}:snippet", "exec"), namespace)  # noqa: S102
 
