@@ -11,6 +11,10 @@ This module is the whole public API; ``mesh.commands`` mirrors the command line.
 
 from __future__ import annotations
 
+from ._adapters import CommandProver as CommandProver
+from ._adapters import GitApplier as GitApplier
+from ._adapters import GitIntegrator as GitIntegrator
+from ._adapters import MechanicalFixer as MechanicalFixer
 from ._batch import floor_gate as floor_gate
 from ._batch import format_csv as format_csv
 from ._batch import parse_batch_csv as parse_batch_csv
@@ -21,6 +25,11 @@ from ._budget import budget_policy as budget_policy
 from ._budget import replay as replay
 from ._clock import Clock as Clock
 from ._clock import SystemClock as SystemClock
+from ._coders import CallableCoder as CallableCoder
+from ._coders import CommandCoder as CommandCoder
+from ._coders import ScriptedCoder as ScriptedCoder
+from ._coders import check_command_template as check_command_template
+from ._coders import diff_candidate as diff_candidate
 from ._contract import MAX_PROOF_ATTEMPTS as MAX_PROOF_ATTEMPTS
 from ._contract import parse_worker_result as parse_worker_result
 from ._contract import worker_result_document as worker_result_document
@@ -55,10 +64,14 @@ from ._events import LedgerEvent as LedgerEvent
 from ._events import LedgerSink as LedgerSink
 from ._events import MemorySink as MemorySink
 from ._events import StructlogSink as StructlogSink
+from ._git import GitError as GitError
 from ._ledger import occurred as occurred
 from ._ledger import occurred_events as occurred_events
 from ._lifecycle import Trigger as Trigger
 from ._lifecycle import UnitState as UnitState
+from ._patch import FileChange as FileChange
+from ._patch import patch_changes as patch_changes
+from ._patch import scope_problems as scope_problems
 from ._plan import check_dependencies as check_dependencies
 from ._plan import parse_plan as parse_plan
 from ._plan import parse_units as parse_units
@@ -82,6 +95,9 @@ from ._records import SliceResult as SliceResult
 from ._records import Unit as Unit
 from ._records import Wave as Wave
 from ._records import WorkerResult as WorkerResult
+from ._repo_run import RepositoryRun as RepositoryRun
+from ._repo_run import git_roles as git_roles
+from ._repo_run import run_in_repository as run_in_repository
 from ._roles import AdjudicationRequest as AdjudicationRequest
 from ._roles import ApplyRequest as ApplyRequest
 from ._roles import AuthorRequest as AuthorRequest
@@ -95,12 +111,15 @@ from ._scheduler import RunResult as RunResult
 from ._scheduler import RunStatistics as RunStatistics
 from ._scheduler import append_learning as append_learning
 from ._scheduler import run as run
+from ._scopes import in_scope as in_scope
 from ._scopes import scopes_overlap as scopes_overlap
 from ._summary import RunMetrics as RunMetrics
 from ._summary import UnitOutcome as UnitOutcome
 from ._summary import render_ledger as render_ledger
 from ._version import __version__ as __version__
 from ._wave import select_wave as select_wave
+from ._workspaces import Workspace as Workspace
+from ._workspaces import WorkspaceManager as WorkspaceManager
 
 __all__ = [
     "BATCH_COLUMNS",
@@ -115,8 +134,11 @@ __all__ = [
     "BatchRow",
     "BudgetDecision",
     "BudgetMode",
+    "CallableCoder",
     "CallbackSink",
     "Clock",
+    "CommandCoder",
+    "CommandProver",
     "CsvContractError",
     "Decision",
     "DeliveryMode",
@@ -124,9 +146,13 @@ __all__ = [
     "DepsRow",
     "FailureCode",
     "FileAccessError",
+    "FileChange",
     "FloorGateFailed",
     "FloorResult",
     "GateNotMet",
+    "GitApplier",
+    "GitError",
+    "GitIntegrator",
     "InputError",
     "InvalidOutputSchema",
     "JsonLinesSink",
@@ -135,6 +161,7 @@ __all__ = [
     "LeaseTable",
     "LedgerEvent",
     "LedgerSink",
+    "MechanicalFixer",
     "MemorySink",
     "MeshError",
     "OptionError",
@@ -151,12 +178,14 @@ __all__ = [
     "ProofStatus",
     "ReduceRecord",
     "ReplayResult",
+    "RepositoryRun",
     "RiskTier",
     "Roles",
     "RunFailed",
     "RunMetrics",
     "RunResult",
     "RunStatistics",
+    "ScriptedCoder",
     "SliceResult",
     "StepStatus",
     "StructlogSink",
@@ -170,12 +199,18 @@ __all__ = [
     "ValidationError",
     "Wave",
     "WorkerResult",
+    "Workspace",
+    "WorkspaceManager",
     "__version__",
     "append_learning",
     "budget_policy",
+    "check_command_template",
     "check_dependencies",
+    "diff_candidate",
     "floor_gate",
     "format_csv",
+    "git_roles",
+    "in_scope",
     "occurred",
     "occurred_events",
     "parse_batch_csv",
@@ -183,11 +218,14 @@ __all__ = [
     "parse_plan",
     "parse_units",
     "parse_worker_result",
+    "patch_changes",
     "plan_sync",
     "prepare_batch",
     "render_ledger",
     "replay",
     "run",
+    "run_in_repository",
+    "scope_problems",
     "scopes_overlap",
     "select_wave",
     "slice_plan",

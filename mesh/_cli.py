@@ -16,11 +16,13 @@ from typing import TYPE_CHECKING, Any, Final, TextIO
 
 import attrs
 
+from . import _run_command as run_command
 from . import commands
 from ._budget import budget_policy
 from ._convert import dumps_json
 from ._enums import Lane
 from ._errors import MeshError, OptionError
+from ._run_command import RunReport
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -88,6 +90,14 @@ def choice(*allowed: str) -> Callable[[str, str], str]:
     return parse
 
 
+def seconds(flag: str, raw: str) -> float:
+    """A positive, finite number of seconds."""
+    value = finite(flag, raw)
+    if value <= 0:
+        raise _invalid(flag, "a positive number of seconds", raw)
+    return value
+
+
 def text(flag: str, raw: str) -> str:
     """Any non-empty text (paths)."""
     if not raw:
@@ -120,9 +130,11 @@ class Command:
     name: str
     summary: str
     flags: tuple[Flag, ...]
-    run: Callable[..., dict[str, object] | str]
+    run: Callable[..., dict[str, object] | str | RunReport]
     example: str
     conflicts: tuple[tuple[str, str], ...] = ()
+    positional: Flag | None = None
+    """One argument given without a flag name (its ``name`` is the keyword)."""
 
 
 def _budget(*, output_format: str = "json", **options: Any) -> dict[str, object] | str:  # noqa: ANN401
@@ -180,7 +192,7 @@ _WAVE_HISTORY: Final = (
     ),
 )
 
-COMMANDS: Final[Mapping[str, Command]] = {
+_HELPER_COMMANDS: Final[Mapping[str, Command]] = {
     command.name: command
     for command in (
         Command(
@@ -377,6 +389,96 @@ COMMANDS: Final[Mapping[str, Command]] = {
         ),
     )
 }
+_REPOSITORY_RUN: Final = (
+    Flag(
+        name="--remaining-five-hour",
+        parse=finite,
+        metavar=_PCT,
+        help="percent of the 5-hour budget left (default 100)",
+    ),
+    Flag(
+        name="--remaining-weekly",
+        parse=finite,
+        metavar=_PCT,
+        help="percent of the weekly budget left (default 100)",
+    ),
+    Flag(name="--max-threads", parse=whole(0), metavar="N", help="most units at once (default 12)"),
+)
+_RUN_COMMANDS: Final = (
+    Command(
+        name="run",
+        summary="run a plan on a git repository: worktrees, proofs, quorum, delivery",
+        positional=Flag(name="plan", metavar="PLAN", required=True, help="update_plan JSON file"),
+        flags=(
+            Flag(name="--repo", metavar="PATH", help="the git repository (default .)"),
+            Flag(
+                name="--coder-command",
+                required=True,
+                metavar="TEMPLATE",
+                help="agent command run in a scratch worktree per candidate; "
+                "{objective}, {unit_id}, {write_scope}, ... are filled in, shell-quoted",
+            ),
+            Flag(
+                name="--reducer-command",
+                metavar="TEMPLATE",
+                help="command for the third candidate (default: the coder command)",
+            ),
+            Flag(
+                name="--proof-command",
+                metavar="COMMAND",
+                help="proof for steps without a proof_command",
+            ),
+            Flag(
+                name="--delivery",
+                parse=choice("patch_first", "commit_first"),
+                metavar="MODE",
+                help="patch_first (patches in the output folder) or commit_first (git am)",
+            ),
+            Flag(
+                name="--branch",
+                metavar="NAME",
+                help="commit_first target (default: the checked-out branch)",
+            ),
+            Flag(
+                name="--out",
+                metavar="DIR",
+                help="ledger, plan state and patches (default mesh-runs/RUN_ID)",
+            ),
+            *_REPOSITORY_RUN,
+            Flag(
+                name="--proof-timeout",
+                parse=seconds,
+                metavar="SECONDS",
+                help="per proof run (default 600)",
+            ),
+            Flag(
+                name="--call-timeout",
+                parse=seconds,
+                metavar="SECONDS",
+                help="per adapter call, coders included (default 3600)",
+            ),
+        ),
+        run=run_command.run,
+        example="mesh run plan.json --repo . --coder-command 'my-agent exec {objective}'",
+    ),
+    Command(
+        name="demo",
+        summary="create a small repository and run a plan on it for real",
+        flags=(
+            Flag(
+                name="--folder",
+                metavar="DIR",
+                help="where to create it, kept afterwards (default: a temporary folder)",
+            ),
+        ),
+        run=run_command.demo,
+        example="mesh demo",
+    ),
+)
+COMMANDS: Final[Mapping[str, Command]] = {
+    **_HELPER_COMMANDS,
+    **{command.name: command for command in _RUN_COMMANDS},
+}
 ALIASES: Final = {"plan-sync": "plan_sync", "run-csv": "run_csv"}
 
 
@@ -404,7 +506,8 @@ def command_help(command: Command) -> str:
         for flag in command.flags
     ]
     width = max(len(spec) for spec, _ in specs)
-    lines = [f"usage: mesh {command.name} [OPTIONS]", "", command.summary, "", "options:"]
+    argument = f" {command.positional.metavar}" if command.positional else ""
+    lines = [f"usage: mesh {command.name}{argument} [OPTIONS]", "", command.summary, "", "options:"]
     for spec, flag in specs:
         marker = " (required)" if flag.required else ""
         lines.append(f"  {spec.ljust(width)}  {flag.help}{marker}")
@@ -416,7 +519,7 @@ def command_help(command: Command) -> str:
     return "\n".join(lines) + "\n"
 
 
-def parse_options(command: Command, arguments: Sequence[str]) -> dict[str, object]:  # noqa: C901 - one linear pass over the tokens reads best
+def parse_options(command: Command, arguments: Sequence[str]) -> dict[str, object]:  # noqa: C901, PLR0912 - one linear pass over the tokens reads best
     """
     Parse a command's flags into keyword arguments for its `mesh.commands` function.
 
@@ -429,6 +532,10 @@ def parse_options(command: Command, arguments: Sequence[str]) -> dict[str, objec
     remaining = list(arguments)
     while remaining:
         token = remaining.pop(0)
+        positional = command.positional
+        if not token.startswith("--") and positional is not None and positional.name not in given:
+            given[positional.name] = positional.parse(positional.metavar, token)
+            continue
         if not token.startswith("--"):
             raise OptionError("UnexpectedArgument", f"unexpected argument {token!r}")
         name, has_value, value = token.partition("=")
@@ -450,10 +557,16 @@ def parse_options(command: Command, arguments: Sequence[str]) -> dict[str, objec
     for first, second in command.conflicts:
         if first in given and second in given:
             raise OptionError("ConflictingOptions", f"give {first} or {second}, not both")
+    if command.positional is not None and command.positional.name not in given:
+        raise OptionError("MissingArgument", f"{command.positional.metavar} is required")
     missing = [flag.name for flag in command.flags if flag.required and flag.name not in given]
     if missing:
         raise OptionError("MissingRequiredOption", f"{', '.join(missing)} is required")
-    return {by_name[name].keyword: value for name, value in given.items()}
+    positional_name = command.positional.name if command.positional is not None else None
+    return {
+        name if name == positional_name else by_name[name].keyword: value
+        for name, value in given.items()
+    }
 
 
 def _one_line(message: str) -> str:
@@ -490,6 +603,15 @@ def run(argv: Sequence[str]) -> tuple[int, str, str]:  # noqa: PLR0911 - one ret
             raise
         detail = _one_line(f"{type(exc).__name__}: {exc}")
         return EXIT_ERROR, "", f"error: InternalError: {detail} (set MESH_DEBUG=1 for details)\n"
+    if isinstance(result, RunReport):
+        incomplete = sum(o.state != "completed" for o in result.run.result.outcomes)
+        failure = (
+            f"error: RunIncomplete: {incomplete} of {len(result.run.result.outcomes)} units "
+            "did not complete\n"
+            if result.exit_code
+            else ""
+        )
+        return result.exit_code, result.text + "\n", failure
     if isinstance(result, str):
         return 0, result + "\n", ""
     return 0, dumps_json(result) + "\n", ""

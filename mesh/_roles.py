@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any, Final, Literal, TypeVar
 
 import anyio
@@ -244,26 +244,48 @@ def check_result(answer: object, *, unit: Unit, candidate_id: str, lane: Lane) -
     return result
 
 
+def result_document(
+    unit: Unit,
+    *,
+    candidate_id: str,
+    lane: Lane,
+    decision: Decision | str,
+    triplet_index: int = 1,
+    **fields: object,
+) -> dict[str, object]:
+    """An answer under output contract v2, with the keys every lane needs filled from the unit."""
+    document: dict[str, object] = {
+        "id": unit.id,
+        "candidate_id": candidate_id,
+        "triplet_index": triplet_index,
+        "lane": lane.value,
+        "decision": decision.value if isinstance(decision, Decision) else decision,
+        "proof_status": "not_applicable",
+        "write_scope": list(unit.write_scope) or ["unknown"],
+        "risk_tier": unit.risk_tier.value,
+        "base_sha": unit.base_sha,
+        "proof_attempts": 0,
+        "proof_evidence": {"command": "", "key_line": "", "exit_code": 0},
+    }
+    document.update(fields)
+    return {key: value for key, value in document.items() if value is not None}
+
+
 def lease_result(
     request: LeaseRequest, decision: Decision, lease_id: str, reason: str
 ) -> dict[str, object]:
     """A locksmith answer under output contract v2."""
-    return {
-        "id": request.unit.id,
-        "candidate_id": request.candidate_id,
-        "triplet_index": 1,
-        "lane": Lane.LOCKSMITH.value,
-        "decision": decision.value,
-        "proof_status": "not_applicable",
-        "write_scope": list(request.write_scope) or ["unknown"],
-        "risk_tier": request.unit.risk_tier.value,
-        "base_sha": request.unit.base_sha,
-        "proof_attempts": 0,
-        "proof_evidence": {"command": "", "key_line": reason, "exit_code": 0},
-        "lease_id": lease_id,
-        "ttl_ms": request.ttl_ms,
-        "notes": reason,
-    }
+    return result_document(
+        request.unit,
+        candidate_id=request.candidate_id,
+        lane=Lane.LOCKSMITH,
+        decision=decision,
+        write_scope=list(request.write_scope) or ["unknown"],
+        proof_evidence={"command": "", "key_line": reason, "exit_code": 0},
+        lease_id=lease_id,
+        ttl_ms=request.ttl_ms,
+        notes=reason,
+    )
 
 
 @attrs.define(eq=False, kw_only=True)
@@ -281,13 +303,17 @@ class LeaseTable:
     Two leases whose scopes overlap are never active at once, unless they have
     the same holder (the candidates of one unit share its lease). An expired
     lease is reclaimed before a conflicting request is judged; acquiring again
-    as the same holder renews.
+    as the same holder renews. Given the repository's ``tracked_files``, globs
+    in scopes are judged by the files they match (see `scopes_overlap`).
 
     .. versionadded:: 0.1.0
     """
 
-    def __init__(self, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self, *, clock: Clock | None = None, tracked_files: Collection[str] | None = None
+    ) -> None:
         self._clock = clock
+        self.tracked_files = tracked_files
         self._leases: dict[str, _Lease] = {}
         self._ids: Final = itertools.count(1)
 
@@ -324,7 +350,7 @@ class LeaseTable:
                     lease.expires_at = expires
                     return lease_result(request, Decision.GRANT, lease.lease_id, "renewed")
                 continue
-            if scopes_overlap(lease.scope, request.write_scope):
+            if scopes_overlap(lease.scope, request.write_scope, tracked_files=self.tracked_files):
                 reason = f"overlaps {lease.lease_id} held by {lease.holder}"
                 return lease_result(request, Decision.DENY, lease.lease_id, reason)
         lease_id = f"lease-{next(self._ids)}"

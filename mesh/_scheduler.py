@@ -25,7 +25,7 @@ import attrs
 
 from ._budget import MAX_TRIPLET_WIDTH, budget_policy
 from ._clock import Clock, SystemClock
-from ._enums import Decision, FailureCode, Lane, ProofStatus
+from ._enums import Decision, DeliveryMode, FailureCode, Lane, ProofStatus
 from ._errors import (
     FileAccessError,
     InputError,
@@ -320,6 +320,8 @@ class Orchestrator:
         self._ready: list[tuple[int, str]] = []
         self._changed = anyio.Event()
         self._lease_released = anyio.Event()
+        # One delivery at a time: each builds on the plan state the previous one wrote.
+        self._delivery_lock = anyio.Lock()
         self._budget: BudgetDecision | None = None
         self._governor = Backpressure(target=1, clean_stretch=self._clean_stretch)
         self._signals: dict[str, int] = {}
@@ -358,12 +360,20 @@ class Orchestrator:
 
     # -- running -----------------------------------------------------------------
 
-    async def execute(self, plan: Plan | Sequence[Unit] | object) -> RunResult:
+    async def execute(
+        self,
+        plan: Plan | Sequence[Unit] | object,
+        *,
+        delivery_mode: DeliveryMode | None = None,
+        default_proof_command: str | None = None,
+    ) -> RunResult:
         """
         Run every unit of ``plan`` to completed, failed or blocked.
 
         Args:
             plan: A `Plan`, an update_plan payload, a units document, or `Unit` records.
+            delivery_mode: Deliver every unit this way (default: each unit's own).
+            default_proof_command: The proof of units that name none.
 
         Returns:
             The run's outcomes, metrics and plan state. Unit failures do not
@@ -378,6 +388,15 @@ class Orchestrator:
         if self._executing:
             raise MeshError("this orchestrator is already executing a plan")
         units, plan_record = _plan_units(plan)
+        if delivery_mode is not None or default_proof_command:
+            units = tuple(
+                attrs.evolve(
+                    unit,
+                    delivery_mode=delivery_mode or unit.delivery_mode,
+                    proof_command=unit.proof_command or default_proof_command or "",
+                )
+                for unit in units
+            )
         self._executing = True
         self._reset()
         self._units = units
@@ -878,6 +897,12 @@ class Orchestrator:
         )
 
     async def _deliver(self, progress: UnitProgress, accepted: str) -> WorkerResult | _CallFailure:
+        async with self._delivery_lock:
+            return await self._deliver_now(progress, accepted)
+
+    async def _deliver_now(
+        self, progress: UnitProgress, accepted: str
+    ) -> WorkerResult | _CallFailure:
         unit = progress.unit
         candidate = next(c for c in progress.candidates if c.candidate_id == accepted)
         proof = progress.proofs[accepted]
@@ -1003,7 +1028,12 @@ class Orchestrator:
                     code=FailureCode.INVALID_OUTPUT_SCHEMA,
                     evidence=f"{lane.value}: {exc.problems[0]}",
                 )
-            self._emit_call(fields, started, "ok", decision=result.decision.value)
+            evidence = (
+                {"evidence": result.proof_evidence.key_line}
+                if result.proof_evidence.key_line
+                else {}
+            )
+            self._emit_call(fields, started, "ok", decision=result.decision.value, **evidence)
             if result.decision is Decision.REJECT:
                 self._signal(unit.id)
             return result

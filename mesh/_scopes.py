@@ -1,48 +1,109 @@
 """
-Write-scope overlap, decided on path roots and glob prefixes. Pure: no I/O.
+Write scopes: which paths a scope covers, and whether two scopes overlap. Pure: no I/O.
 
-The rule is conservative: when in doubt, two scopes overlap, so two units that
-might touch the same file are never leased at once. A glob is compared by its
-literal leading directories; ``unknown``, ``.``, ``*`` and ``**`` mean the
-whole tree. (Workspaces refine globs against the repository's tracked files.)
+Without more knowledge the rule is conservative: when in doubt, two scopes
+overlap, so two units that might touch the same file are never leased at once.
+A glob is compared by its literal leading directories; ``unknown``, ``.``,
+``*`` and ``**`` mean the whole tree. Given the repository's tracked files, a
+glob is judged by the files it matches instead (wcmatch glob semantics, ``**``
+crossing directories): two scopes overlap when they cover a common tracked
+file, or when one's literal path is matched by the other's glob.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import posixpath
+from collections.abc import Collection, Iterable
 from typing import Final
 
-__all__ = ["scopes_overlap"]
+from wcmatch import glob
+
+__all__ = ["in_scope", "normalize_path", "scopes_overlap"]
 
 _GLOB_CHARS: Final = frozenset("*?[{")
 _WHOLE_TREE: Final = frozenset({"", ".", "*", "**", "unknown"})
+_GLOB_FLAGS: Final = glob.GLOBSTAR | glob.DOTGLOB | glob.BRACE
 
 
-def _parts(root: str) -> tuple[tuple[str, ...], bool]:
-    """Literal leading path components, and whether anything after them is a glob."""
-    text = root.strip().replace("\\", "/")
+def normalize_path(path: str) -> str:
+    """A repository-relative path in one spelling: forward slashes, no ``./``, no trailing slash."""
+    text = path.strip().replace("\\", "/")
     while text.startswith("./"):
         text = text[2:]
-    if text in _WHOLE_TREE:
-        return (), True
-    components = [part for part in text.split("/") if part not in {"", "."}]
+    return "/".join(part for part in text.split("/") if part not in {"", "."})
+
+
+def _is_whole_tree(root: str) -> bool:
+    return root.strip() in _WHOLE_TREE or normalize_path(root) in _WHOLE_TREE
+
+
+def _is_glob(root: str) -> bool:
+    return any(char in _GLOB_CHARS for char in root)
+
+
+def _parts(root: str) -> tuple[str, ...]:
+    """Literal leading path components (up to the first glob component)."""
+    if _is_whole_tree(root):
+        return ()
     literal: list[str] = []
-    for component in components:
-        if any(char in _GLOB_CHARS for char in component):
-            return tuple(literal), True
+    for component in normalize_path(root).split("/"):
+        if _is_glob(component):
+            break
         literal.append(component)
-    return tuple(literal), False
+    return tuple(literal)
 
 
 def _roots_overlap(first: str, second: str) -> bool:
-    a, _ = _parts(first)
-    b, _ = _parts(second)
+    a = _parts(first)
+    b = _parts(second)
     shorter = min(len(a), len(b))
     # Same root, one inside the other, or a glob whose literal base contains the other.
     return a[:shorter] == b[:shorter]
 
 
-def scopes_overlap(first: Iterable[str], second: Iterable[str]) -> bool:
+def _covers(root: str, path: str) -> bool:
+    """Whether one scope root covers ``path``: itself, anything under it, or a glob match."""
+    if _is_whole_tree(root):
+        return True
+    pattern = normalize_path(root)
+    if not _is_glob(pattern):
+        return path == pattern or path.startswith(pattern + "/")
+    # A glob matching a directory covers what is inside it.
+    candidate = path
+    while candidate:
+        if glob.globmatch(candidate, pattern, flags=_GLOB_FLAGS):
+            return True
+        candidate = posixpath.dirname(candidate)
+    return False
+
+
+def in_scope(path: str, write_scope: Iterable[str]) -> bool:
+    """
+    Whether a repository-relative path lies inside a write scope.
+
+    >>> in_scope("src/api/routes.py", ["src/api"])
+    True
+    >>> in_scope("src/apiary.py", ["src/api"])
+    False
+    >>> in_scope("docs/guide/intro.md", ["docs/**/*.md"])
+    True
+
+    .. versionadded:: 0.1.0
+    """
+    normalized = normalize_path(path)
+    return any(_covers(root, normalized) for root in write_scope)
+
+
+def _share_a_path(first: str, second: str, tracked_files: Collection[str]) -> bool:
+    for literal, other in ((first, second), (second, first)):
+        if not _is_glob(literal) and _covers(other, normalize_path(literal)):
+            return True
+    return any(_covers(first, path) and _covers(second, path) for path in tracked_files)
+
+
+def scopes_overlap(
+    first: Iterable[str], second: Iterable[str], *, tracked_files: Collection[str] | None = None
+) -> bool:
     """
     Whether two write scopes (lists of roots or globs) may touch a common path.
 
@@ -50,8 +111,26 @@ def scopes_overlap(first: Iterable[str], second: Iterable[str]) -> bool:
     True
     >>> scopes_overlap(["docs/**/*.md"], ["src/app.py"])
     False
+    >>> scopes_overlap(["src/*.py"], ["src/*.txt"])
+    True
+    >>> scopes_overlap(["src/*.py"], ["src/*.txt"], tracked_files=["src/a.py", "src/b.txt"])
+    False
+
+    Args:
+        first: One scope's roots.
+        second: The other's.
+        tracked_files: The repository's files (``git ls-files``): when given,
+            globs are judged by the files they match rather than their prefix.
 
     .. versionadded:: 0.1.0
     """
     second_roots = list(second)
-    return any(_roots_overlap(a, b) for a in first for b in second_roots)
+    for a in first:
+        for b in second_roots:
+            if not _roots_overlap(a, b):
+                continue
+            if tracked_files is None or not (_is_glob(a) or _is_glob(b)):
+                return True
+            if _is_whole_tree(a) or _is_whole_tree(b) or _share_a_path(a, b, tracked_files):
+                return True
+    return False

@@ -16,22 +16,14 @@ import mesh.testing
 from mesh._roles import check_result, invoke
 from mesh.testing import FakeAdapter, ManualClock, Raise, answer, fake_roles
 
+from engine_helpers import execute
+from engine_helpers import unit as _unit
+
 pytestmark = pytest.mark.anyio
 
 
-def unit(unit_id: str, *deps: str, scope: str | None = None, risk: str = "low") -> mesh.Unit:
-    return mesh.Unit(
-        id=unit_id,
-        objective=f"do {unit_id}",
-        write_scope=(scope or f"src/{unit_id}",),
-        deps=deps,
-        risk_tier=mesh.RiskTier(risk),
-    )
-
-
-async def execute(plan: object, roles: mesh.Roles, **options: Any) -> mesh.RunResult:
-    async with mesh.Orchestrator(roles=roles, **options) as orchestrator:
-        return await orchestrator.execute(plan)
+# Low risk: one fixer, so these tests read the fewest calls.
+unit = functools.partial(_unit, risk="low")
 
 
 class TestFailingRoles:

@@ -16,23 +16,10 @@ import structlog
 import mesh
 from mesh.testing import FakeAdapter, Hang, ManualClock, Raise, answer, capture_ledger, fake_roles
 
+from engine_helpers import execute, unit
+
 pytestmark = pytest.mark.anyio
 EXAMPLE_PLAN = Path(__file__).parents[1] / "examples" / "plan.json"
-
-
-def unit(unit_id: str, *deps: str, scope: str | None = None, risk: str = "med") -> mesh.Unit:
-    return mesh.Unit(
-        id=unit_id,
-        objective=f"do {unit_id}",
-        write_scope=(scope or f"src/{unit_id}",),
-        deps=deps,
-        risk_tier=mesh.RiskTier(risk),
-    )
-
-
-async def execute(plan: object, roles: mesh.Roles, **options: Any) -> mesh.RunResult:
-    async with mesh.Orchestrator(roles=roles, **options) as orchestrator:
-        return await orchestrator.execute(plan)
 
 
 def names(events: Sequence[mesh.LedgerEvent], event: str) -> list[mesh.LedgerEvent]:

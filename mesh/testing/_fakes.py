@@ -23,6 +23,7 @@ from .._roles import (
     ProofRequest,
     Roles,
     lease_result,
+    result_document,
 )
 from ._clock import ManualClock
 
@@ -49,18 +50,9 @@ class Sleep:
 
 
 def _base(unit: Unit, candidate_id: str, lane: Lane, triplet_index: int) -> dict[str, object]:
-    return {
-        "id": unit.id,
-        "candidate_id": candidate_id,
-        "triplet_index": triplet_index,
-        "lane": lane.value,
-        "proof_status": "not_applicable",
-        "write_scope": list(unit.write_scope),
-        "risk_tier": unit.risk_tier.value,
-        "base_sha": unit.base_sha,
-        "proof_attempts": 0,
-        "proof_evidence": {"command": "", "key_line": "", "exit_code": 0},
-    }
+    return result_document(
+        unit, candidate_id=candidate_id, lane=lane, decision="", triplet_index=triplet_index
+    )
 
 
 def _patch_for(unit: Unit, candidate_id: str) -> str:

@@ -1,0 +1,230 @@
+"""``mesh run`` and ``mesh demo``: whole runs on a repository, with a progress bar."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Final
+
+import anyio
+import attrs
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ._budget import budget_policy
+from ._coders import CommandCoder, check_command_template
+from ._convert import loads_json
+from ._demo import create_demo_repository, demo_coder_command
+from ._enums import DeliveryMode
+from ._errors import InputError
+from ._events import LedgerEvent
+from ._files import StrPath, read_text
+from ._git import git
+from ._repo_run import RepositoryRun, run_in_repository
+
+__all__ = ["RunReport", "demo", "run"]
+
+_FINISHING_EVENTS: Final = frozenset({"unit_finished", "unit_blocked"})
+
+
+@attrs.frozen(kw_only=True)
+class RunReport:
+    """
+    What ``mesh run`` prints, its exit code, and the run itself.
+
+    .. versionadded:: 0.1.0
+    """
+
+    text: str
+    exit_code: int
+    run: RepositoryRun
+
+
+class _Refusals:
+    """Candidates the run refused, and why: a failed apply (scope or conflict) or a failed proof."""
+
+    def __init__(self) -> None:
+        self.reasons: dict[str, str] = {}
+
+    def on_event(self, event: LedgerEvent) -> None:
+        decision = event.data.get("decision")
+        if event.event != "adapter_call" or decision not in {"apply_failed", "fail"}:
+            return
+        what = "not applied" if decision == "apply_failed" else "proof failed"
+        self.reasons[event.candidate_id or "?"] = f"{what}: {event.data.get('evidence', '')}"
+
+
+class ProgressBar:
+    """Units finished out of all, drawn on the terminal (nothing when stderr is not one)."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        self._progress = Progress(
+            TextColumn("[bold]mesh[/bold] {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+            disable=not self.console.is_terminal,
+        )
+        self._task = self._progress.add_task("starting", total=None)
+        self.finished = 0
+
+    def on_event(self, event: LedgerEvent) -> None:
+        """Follow the ledger: the unit count at the start, one step per finished unit."""
+        if event.event == "run_started":
+            total = event.data.get("unit_count")
+            self._progress.update(self._task, total=total if isinstance(total, int) else None)
+        elif event.event in _FINISHING_EVENTS:
+            self.finished += 1
+            self._progress.update(
+                self._task, advance=1, description=f"{event.unit_id} {event.event.split('_')[1]}"
+            )
+
+    @contextlib.contextmanager
+    def shown(self) -> Iterator[ProgressBar]:
+        """Draw the bar for the length of a ``with`` block."""
+        with self._progress:
+            yield self
+
+
+def _report(finished: RepositoryRun, refusals: _Refusals) -> RunReport:
+    result = finished.result
+    lines = (
+        [result.ledger().rstrip("\n")]
+        if result.outcomes
+        else ["Nothing to run: every step is completed."]
+    )
+    lines += [
+        "",
+        (
+            f"Run {result.run_id}: ledger {finished.ledger_path}, "
+            f"plan state {finished.plan_path}, patches {finished.patches}."
+        ),
+    ]
+    if refusals.reasons:
+        lines += ["", "Candidates refused:"]
+        lines += [f"  {cid}: {reason}" for cid, reason in sorted(refusals.reasons.items())]
+    for outcome in result.outcomes:
+        if outcome.state != "completed":
+            lines.append(
+                f"{outcome.unit_id} {outcome.state}: {outcome.failure_code} ({outcome.evidence})"
+            )
+    incomplete = len(result.outcomes) - len(result.completed)
+    return RunReport(text="\n".join(lines), exit_code=1 if incomplete else 0, run=finished)
+
+
+def run(
+    *,
+    plan: StrPath,
+    repo: StrPath = ".",
+    coder_command: str,
+    reducer_command: str | None = None,
+    proof_command: str | None = None,
+    delivery: str | None = None,
+    branch: str | None = None,
+    out: StrPath | None = None,
+    remaining_five_hour: float = 100.0,
+    remaining_weekly: float = 100.0,
+    max_threads: int = 12,
+    proof_timeout: float = 600.0,
+    call_timeout: float = 3600.0,
+    console: Console | None = None,
+) -> RunReport:
+    """
+    ``mesh run``: run a plan on a repository with real worktrees, proofs and delivery.
+
+    Coders run ``coder_command`` (a `CommandCoder` template) for candidates 1
+    and 2, and ``reducer_command`` (default: the coder command) for candidate
+    3; `MechanicalFixer` adjudicates; `GitIntegrator` delivers. The ledger,
+    plan state and patches go to ``out`` (default ``mesh-runs/<run id>``).
+
+    .. versionadded:: 0.1.0
+    """
+    # Fail on a bad template before anything is read or created.
+    check_command_template(coder_command)
+    check_command_template(reducer_command or coder_command)
+    document = loads_json(read_text(plan, what="plan"), subject="plan")
+    budget = budget_policy(
+        remaining_five_hour=remaining_five_hour,
+        remaining_weekly=remaining_weekly,
+        max_threads=max_threads,
+    )
+    mode = DeliveryMode(delivery) if delivery is not None else None
+    bar = ProgressBar(console)
+    refusals = _Refusals()
+
+    def follow(event: LedgerEvent) -> None:
+        bar.on_event(event)
+        refusals.on_event(event)
+
+    run_id = uuid.uuid4().hex[:12]
+    folder = Path(out) if out is not None else Path("mesh-runs") / run_id
+
+    async def main() -> RepositoryRun:
+        return await run_in_repository(
+            document,
+            repo=repo,
+            out=folder,
+            coder=lambda workspaces: CommandCoder(workspaces, coder_command),
+            reducer=lambda workspaces: CommandCoder(workspaces, reducer_command or coder_command),
+            budget=budget,
+            delivery_mode=mode,
+            default_proof_command=proof_command,
+            branch=branch,
+            proof_timeout=proof_timeout,
+            call_timeout=call_timeout,
+            on_event=follow,
+            run_id=run_id,
+        )
+
+    with bar.shown():
+        finished = anyio.run(main)
+    return _report(finished, refusals)
+
+
+def demo(*, folder: StrPath | None = None, console: Console | None = None) -> RunReport:
+    """
+    ``mesh demo``: create a small repository and run a four-unit plan on it for real.
+
+    The coders are a deterministic script; proofs run the package's pytest
+    tests in each candidate's worktree; every accepted unit becomes a commit
+    (``git am``). Everything is created in ``folder`` (default: a temporary
+    folder, removed afterwards).
+
+    .. versionadded:: 0.1.0
+    """
+    if importlib.util.find_spec("pytest") is None:
+        raise InputError("mesh demo proves candidates with pytest: pip install 'mesh[demo]'")
+    with contextlib.ExitStack() as stack:
+        if folder is None:
+            root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mesh-demo-")))
+        else:
+            root = Path(folder).resolve()
+            if root.exists() and any(root.iterdir()):
+                raise InputError(f"--folder {root}: not empty")
+        repo, plan, script = anyio.run(create_demo_repository, root)
+        report = run(
+            plan=plan,
+            repo=repo,
+            coder_command=demo_coder_command(script),
+            delivery=DeliveryMode.COMMIT_FIRST.value,
+            out=root / "out",
+            console=console,
+        )
+        history = anyio.run(_history, repo)
+        text = f"{report.text}\n\nThe demo repository's history:\n{history}"
+        if folder is None:
+            text += "\n(The demo folder was temporary; pass --folder PATH to keep it.)"
+        else:
+            text += f"\nThe demo repository is {repo}."
+        return attrs.evolve(report, text=text)
+
+
+async def _history(repo: Path) -> str:
+    return await git("log", "--format=  %s", cwd=repo)

@@ -1,0 +1,243 @@
+"""
+Isolated git worktrees for candidates: created safely under concurrency, pooled, always removed.
+
+``git worktree add`` updates shared administrative files (``.git/worktrees``,
+the config lock), so parallel adds in one repository race. Only those admin
+steps run under a lock; filling a worktree (``git reset --hard``) writes to its
+own index and files and runs in parallel. Every worktree lives in a folder
+owned by this process; a later manager on the same repository removes the
+folders of owners that died (a crash), then prunes git's records.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import itertools
+import os
+import secrets
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Final, Self
+
+import anyio
+import attrs
+
+from ._errors import InputError
+from ._git import GitError, git, git_result
+
+__all__ = ["Workspace", "WorkspaceManager"]
+
+_OWNER_FILE: Final = "owner.pid"
+_FOLDER: Final = "mesh-worktrees"
+
+
+@attrs.frozen(kw_only=True)
+class Workspace:
+    """
+    One detached worktree, checked out at ``sha``.
+
+    .. versionadded:: 0.1.0
+    """
+
+    path: Path
+    sha: str
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    stat = Path(f"/proc/{pid}/stat")
+    # A zombie has exited; only its parent has not collected it yet.
+    with contextlib.suppress(OSError, IndexError):
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    return True
+
+
+def _dead_owner_folders(base: Path) -> list[Path]:
+    if not base.is_dir():
+        return []
+    dead = []
+    for folder in sorted(base.iterdir()):
+        try:
+            pid = int((folder / _OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            pid = 0
+        if not (pid and _pid_alive(pid)):
+            dead.append(folder)
+    return dead
+
+
+async def _remove_tree(folder: Path) -> None:
+    await anyio.to_thread.run_sync(functools.partial(shutil.rmtree, folder, ignore_errors=True))
+
+
+class WorkspaceManager:
+    """
+    Worktrees of one repository for one run: ``async with WorkspaceManager(repo) as workspaces``.
+
+    Args:
+        repo: Any path inside the repository.
+        pool_size: Clean worktrees kept for reuse instead of being removed.
+        root: Where this manager's worktrees go (default: inside the
+            repository's git directory, out of the way of its files).
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self, repo: str | os.PathLike[str], *, pool_size: int = 4, root: Path | None = None
+    ) -> None:
+        self._repo_arg = Path(repo)
+        self.pool_size = pool_size
+        self._root_arg = root
+        self._admin = anyio.Lock()
+        self._pool: list[Workspace] = []
+        self._leased: dict[Path, Workspace] = {}
+        self._names = itertools.count(1)
+        self._tracked: tuple[str, ...] | None = None
+        self._repo: Path | None = None
+        self._owned: Path | None = None
+        self.created = 0
+        """Worktrees added (a pool hit adds none)."""
+        self.reused = 0
+        """Acquisitions served from the pool."""
+
+    @property
+    def repo(self) -> Path:
+        """The repository's top folder."""
+        if self._repo is None:
+            raise InputError("the workspace manager is not open: use `async with`")
+        return self._repo
+
+    @property
+    def folder(self) -> Path:
+        """The folder holding this manager's worktrees."""
+        if self._owned is None:
+            raise InputError("the workspace manager is not open: use `async with`")
+        return self._owned
+
+    async def __aenter__(self) -> Self:
+        if not await anyio.Path(self._repo_arg).is_dir():
+            raise InputError(f"--repo {self._repo_arg}: not a folder")
+        try:
+            top = await git("rev-parse", "--show-toplevel", cwd=self._repo_arg)
+            common = await git("rev-parse", "--git-common-dir", cwd=self._repo_arg)
+        except GitError as exc:
+            raise InputError(f"{self._repo_arg} is not a git repository: {exc.message}") from exc
+        self._repo = Path(top)
+        base = self._root_arg or (self._repo / common).resolve() / _FOLDER
+        await self._remove_dead_owners(base)
+        owned = base / f"{os.getpid()}-{secrets.token_hex(4)}"
+        await anyio.Path(owned).mkdir(parents=True)
+        await anyio.Path(owned / _OWNER_FILE).write_text(str(os.getpid()))
+        self._owned = owned
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        with anyio.CancelScope(shield=True):
+            await self.close()
+
+    async def _remove_dead_owners(self, base: Path) -> None:
+        """Crash recovery: folders whose owner process is gone are removed, then git prunes."""
+        for folder in await anyio.to_thread.run_sync(_dead_owner_folders, base):
+            await _remove_tree(folder)
+        assert self._repo is not None  # noqa: S101 - set by __aenter__ before
+        await git("worktree", "prune", cwd=self._repo)
+
+    async def close(self) -> None:
+        """Remove every worktree of this manager (pooled and still leased) and its folder."""
+        if self._owned is None or self._repo is None:
+            return
+        async with self._admin:
+            for workspace in [*self._pool, *self._leased.values()]:
+                await git_result(
+                    "worktree", "remove", "--force", str(workspace.path), cwd=self._repo
+                )
+            self._pool.clear()
+            self._leased.clear()
+            await _remove_tree(self._owned)
+            await git("worktree", "prune", cwd=self._repo)
+        self._owned = None
+
+    async def resolve(self, revision: str) -> str:
+        """The commit sha a revision names (``HEAD``, a branch, a sha)."""
+        try:
+            return await git(
+                "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}", cwd=self.repo
+            )
+        except GitError as exc:
+            raise InputError(f"{revision!r} is not a commit of {self.repo}") from exc
+
+    async def tracked_files(self) -> tuple[str, ...]:
+        """The repository's tracked files (read once per manager)."""
+        if self._tracked is None:
+            listing = await git("ls-files", "-z", cwd=self.repo)
+            self._tracked = tuple(name for name in listing.split("\0") if name)
+        return self._tracked
+
+    async def acquire(self, revision: str = "HEAD") -> Workspace:
+        """A clean worktree at ``revision``: from the pool when one is free, else a new one."""
+        sha = await self.resolve(revision)
+        async with self._admin:
+            pooled = self._pool.pop() if self._pool else None
+            if pooled is None:
+                path = self.folder / f"wt-{next(self._names)}"
+                await git(
+                    "worktree", "add", "--detach", "--no-checkout", str(path), sha, cwd=self.repo
+                )
+                self.created += 1
+            else:
+                path = pooled.path
+                self.reused += 1
+            workspace = Workspace(path=path, sha=sha)
+            self._leased[path] = workspace
+        try:
+            await git("reset", "--hard", "--quiet", sha, cwd=path)
+            if pooled is not None:
+                await git("clean", "-ffdxq", cwd=path)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._discard(workspace)
+            raise
+        return workspace
+
+    async def release(self, workspace: Workspace | str | os.PathLike[str]) -> None:
+        """Give a worktree back: cleaned into the pool, or removed when the pool is full."""
+        path = workspace.path if isinstance(workspace, Workspace) else Path(workspace)
+        held = self._leased.get(path)
+        if held is None:
+            return  # released already (a retry may release twice)
+        if len(self._pool) < self.pool_size:
+            exit_code, _ = await git_result("clean", "-ffdxq", cwd=path)
+            async with self._admin:
+                self._leased.pop(path, None)
+                if exit_code == 0:
+                    self._pool.append(held)
+                    return
+        await self._discard(held)
+
+    async def _discard(self, workspace: Workspace) -> None:
+        async with self._admin:
+            self._leased.pop(workspace.path, None)
+            await git_result("worktree", "remove", "--force", str(workspace.path), cwd=self.repo)
+
+    @contextlib.asynccontextmanager
+    async def checkout(self, revision: str = "HEAD") -> AsyncIterator[Workspace]:
+        """A worktree for the length of a ``with`` block."""
+        workspace = await self.acquire(revision)
+        try:
+            yield workspace
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.release(workspace)
+
+    @property
+    def in_use(self) -> int:
+        """Worktrees handed out and not yet released."""
+        return len(self._leased)

@@ -1,0 +1,22 @@
+"""Builders shared by the engine's test modules (on sys.path through pytest's ``pythonpath``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mesh
+
+
+def unit(unit_id: str, *deps: str, scope: str | None = None, risk: str = "med") -> mesh.Unit:
+    return mesh.Unit(
+        id=unit_id,
+        objective=f"do {unit_id}",
+        write_scope=(scope or f"src/{unit_id}",),
+        deps=deps,
+        risk_tier=mesh.RiskTier(risk),
+    )
+
+
+async def execute(plan: object, roles: mesh.Roles, **options: Any) -> mesh.RunResult:
+    async with mesh.Orchestrator(roles=roles, **options) as orchestrator:
+        return await orchestrator.execute(plan)
