@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, Final, TextIO
 
 import attrs
 
-from . import _run_command as run_command
 from . import commands
 from ._budget import budget_policy
 from ._convert import dumps_json
@@ -458,7 +457,7 @@ _RUN_COMMANDS: Final = (
                 help="per adapter call, coders included (default 3600)",
             ),
         ),
-        run=run_command.run,
+        run=commands.run,
         example="mesh run plan.json --repo . --coder-command 'my-agent exec {objective}'",
     ),
     Command(
@@ -471,7 +470,7 @@ _RUN_COMMANDS: Final = (
                 help="where to create it, kept afterwards (default: a temporary folder)",
             ),
         ),
-        run=run_command.demo,
+        run=commands.demo,
         example="mesh demo",
     ),
 )

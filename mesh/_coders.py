@@ -10,6 +10,7 @@ failed. The applier later checks the patch against the write scope.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import os
@@ -24,7 +25,7 @@ from ._enums import Decision, Lane
 from ._errors import OptionError
 from ._git import git
 from ._process import key_line, run_command
-from ._roles import AuthorRequest, result_document
+from ._roles import AuthorRequest, invoke, result_document
 from ._workspaces import Workspace, WorkspaceManager
 
 __all__ = [
@@ -173,7 +174,8 @@ class CommandCoder:
     ``command`` is a shell template; ``{objective}``, ``{unit_id}``,
     ``{candidate_id}``, ``{lane}``, ``{triplet_index}``, ``{attempt}``,
     ``{write_scope}``, ``{proof_command}``, ``{constraints}``, ``{invariants}``
-    and ``{worktree}`` are replaced by the unit's values, each shell-quoted. The
+    and ``{worktree}`` are replaced by the unit's values, each shell-quoted
+    (write literal braces as ``{{`` and ``}}``). The
     same values are in the environment as ``MESH_OBJECTIVE``, ``MESH_UNIT_ID``
     and so on. The command runs in the worktree, in its own process group,
     under ``timeout`` seconds; a non-zero exit is a ``reject``. A reducer may
@@ -272,9 +274,7 @@ class CallableCoder:
                 if inspect.iscoroutinefunction(self.edit):
                     await self.edit(request, workspace.path)
                 else:
-                    outcome = await anyio.to_thread.run_sync(self.edit, request, workspace.path)
-                    if inspect.isawaitable(outcome):
-                        await outcome
+                    await invoke(functools.partial(self.edit, request), workspace.path)
             except Exception as exc:  # noqa: BLE001 - the editor's failure is the candidate's
                 return _reject(request, workspace, f"{type(exc).__name__}: {exc}")
             return await diff_candidate(request, workspace)

@@ -21,6 +21,9 @@ __all__ = ["FileChange", "patch_changes", "scope_problems"]
 _SYMLINK_MODE: Final = "120000"
 _DIFF_GIT: Final = re.compile(r"^diff --git (?P<rest>.+)$")
 _HUNK: Final = re.compile(r"^@@ -\d+(?:,(?P<old>\d+))? \+\d+(?:,(?P<new>\d+))? @@")
+_QUOTED: Final = re.compile(r'"(?:[^"\\]|\\.)*"')
+_QUOTED_LAST: Final = re.compile(r' ("(?:[^"\\]|\\.)*")$')
+_OCTAL: Final = re.compile(r"[0-7]{1,3}")
 _ESCAPES: Final = {"a": "\a", "b": "\b", "t": "\t", "n": "\n", "v": "\v", "f": "\f", "r": "\r"}
 
 
@@ -51,9 +54,9 @@ def _unquote(text: str) -> str:
             index += 1
             continue
         following = body[index + 1 : index + 2]
-        if following.isdigit():
-            raw.append(int(body[index + 1 : index + 4], 8))
-            index += 4
+        if octal := _OCTAL.match(body, index + 1):
+            raw.append(int(octal[0], 8) & 0xFF)
+            index = octal.end()
         else:
             raw.extend(_ESCAPES.get(following, following).encode())
             index += 2
@@ -72,14 +75,10 @@ def _strip_prefix(path: str) -> str | None:
 
 def _header_paths(rest: str) -> tuple[str | None, str | None]:
     """The two paths of a ``diff --git`` line (quoted or not; spaces allowed when unquoted)."""
-    if rest.startswith('"'):
-        end = rest.index('"', 1)
-        while rest[end - 1] == "\\":
-            end = rest.index('"', end + 1)
-        return _strip_prefix(rest[: end + 1]), _strip_prefix(rest[end + 1 :].strip())
-    if rest.endswith('"'):
-        start = rest.rindex(' "')
-        return _strip_prefix(rest[:start]), _strip_prefix(rest[start + 1 :])
+    if first := _QUOTED.match(rest):
+        return _strip_prefix(first[0]), _strip_prefix(rest[first.end() :].strip())
+    if last := _QUOTED_LAST.search(rest):
+        return _strip_prefix(rest[: last.start()]), _strip_prefix(last[1])
     # Unquoted: "a/X b/X" with the same X on both sides unless renamed (then rename lines say).
     middle = len(rest) // 2
     return _strip_prefix(rest[:middle]), _strip_prefix(rest[middle + 1 :])
@@ -93,6 +92,11 @@ class _Section:
         self.kind = "modify"
         self.hunks = False
         self.added: list[str] = []
+
+    def set_old(self, path: str | None) -> None:
+        self.old = path
+        if path is None:
+            self.kind = "create"
 
     def change(self) -> FileChange:
         target = "".join(self.added) if self.mode == _SYMLINK_MODE else None
@@ -135,12 +139,11 @@ def patch_changes(patch: str) -> tuple[FileChange, ...]:  # noqa: C901, PLR0912 
             current = _Section(old, new)
             sections.append(current)
         elif line.startswith("--- ") and (current is None or current.hunks):
-            current = _Section(_strip_prefix(line[4:]), None)
+            current = _Section(None, None)
             sections.append(current)
+            current.set_old(_strip_prefix(line[4:]))
         elif line.startswith("--- ") and current is not None:
-            current.old = _strip_prefix(line[4:])
-            if current.old is None:
-                current.kind = "create"
+            current.set_old(_strip_prefix(line[4:]))
         elif line.startswith("+++ ") and current is not None:
             current.new = _strip_prefix(line[4:])
             if current.new is None:

@@ -28,7 +28,7 @@ _TERM_GRACE: Final = 2.0
 _DRAIN_GRACE: Final = 0.5
 _KEY_PATTERNS: Final = (
     re.compile(r"\b\d+ (passed|failed|errors?)\b"),
-    re.compile(r"\b(FAILED|ERROR|Error|error|Traceback|failed|FAIL)\b"),
+    re.compile(r"\w*(Error|Exception)\b|\b(FAILED|ERROR|error|failed|FAIL)\b"),
 )
 _KEY_LINE_LIMIT: Final = 240
 

@@ -156,7 +156,7 @@ class DeliveryRequest:
     candidate: WorkerResult
     proof: WorkerResult
     approvals: int
-    plan_state: Mapping[str, object] = attrs.field(hash=False)
+    plan_state: Mapping[str, Any] = attrs.field(hash=False)
     attempt: int
     call: int = 1
 

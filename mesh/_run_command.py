@@ -206,8 +206,10 @@ def demo(*, folder: StrPath | None = None, console: Console | None = None) -> Ru
             root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mesh-demo-")))
         else:
             root = Path(folder).resolve()
-            if root.exists() and any(root.iterdir()):
-                raise InputError(f"--folder {root}: not empty")
+            if root.exists() and not root.is_dir():
+                raise InputError(f"--folder {folder}: not a folder")
+            if root.is_dir() and any(root.iterdir()):
+                raise InputError(f"--folder {folder}: not empty")
         repo, plan, script = anyio.run(create_demo_repository, root)
         report = run(
             plan=plan,

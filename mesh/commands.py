@@ -3,7 +3,8 @@ The ``mesh`` command line as Python functions.
 
 Each function takes the command's options as keyword arguments (flag names with
 underscores), does the command's file I/O, and returns the exact JSON document
-the command prints. The CLI is a thin layer over these; the pure cores
+the command prints (``run`` and ``demo`` return a `RunReport`: the text they
+print, the exit code, and the finished run). The CLI is a thin layer over these; the pure cores
 (`mesh.budget_policy`, `mesh.slice_plan`, ...) take and return records instead.
 
     >>> import mesh.commands
@@ -27,9 +28,21 @@ from ._ledger import occurred_events
 from ._plan import plan_sync as _plan_sync
 from ._plan import slice_plan
 from ._records import BATCH_COLUMNS, OUTPUT_COLUMNS
+from ._run_command import RunReport, demo, run
 from ._wave import select_wave
 
-__all__ = ["budget", "ledger", "plan_sync", "replay", "run_csv", "slice", "wave"]
+__all__ = [
+    "RunReport",
+    "budget",
+    "demo",
+    "ledger",
+    "plan_sync",
+    "replay",
+    "run",
+    "run_csv",
+    "slice",
+    "wave",
+]
 
 _DEFAULT_MAX_THREADS: Final = 12
 

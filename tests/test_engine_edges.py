@@ -339,3 +339,27 @@ class TestSinks:
         assert isinstance(sink, mesh.LedgerSink)
         sink.emit(mesh.LedgerEvent(event="x", run_id="r", seq=1, at=0.0))
         assert [e.event for e in sink.events] == ["x"]
+
+
+class TestDelivery:
+    async def test_deliveries_are_serialized_and_cumulative(self) -> None:
+        """One delivery at a time, each carrying the plan state the previous one wrote."""
+        seen: list[list[str]] = []
+        delivering = 0
+        overlap = False
+
+        async def deliver(request: mesh.DeliveryRequest) -> dict[str, object]:
+            nonlocal delivering, overlap
+            delivering += 1
+            overlap = overlap or delivering > 1
+            await anyio.sleep(0.02)
+            seen.append([step["status"] for step in request.plan_state["plan"]])
+            delivering -= 1
+            return answer(request)
+
+        result = await execute(
+            [unit(f"u{i}") for i in range(3)], fake_roles(integrator=FakeAdapter(deliver))
+        )
+        assert len(result.completed) == 3
+        assert not overlap
+        assert [state.count("completed") for state in seen] == [1, 2, 3]

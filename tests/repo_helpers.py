@@ -1,0 +1,87 @@
+"""Real git repositories in temp folders, for the workspace and adapter tests."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+import mesh
+
+FILES = {
+    "src/app.py": "def main():\n    return 1\n",
+    "src/util.py": "VALUE = 1\n",
+    "docs/guide.md": "# Guide\n",
+    "README.md": "# project\n",
+}
+
+
+def git(repo: Path, *args: str, stdin: str | None = None) -> str:
+    process = subprocess.run(
+        ["git", *args], cwd=repo, input=stdin, capture_output=True, text=True, check=True
+    )
+    return process.stdout.strip()
+
+
+def make_repo(folder: Path, files: Mapping[str, str] = FILES) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    git(folder, "init", "--quiet", "--initial-branch=main")
+    git(folder, "config", "user.name", "Test")
+    git(folder, "config", "user.email", "test@example.invalid")
+    commit_files(folder, files, "initial")
+    return folder
+
+
+def commit_files(repo: Path, files: Mapping[str, str], message: str) -> str:
+    for name, text in files.items():
+        path = repo / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    git(repo, "add", "--all")
+    git(repo, "commit", "--quiet", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def diff_of(repo: Path, files: Mapping[str, str | None]) -> str:
+    """The patch that would make these changes in ``repo`` (the repository is left as it was)."""
+    for name, text in files.items():
+        path = repo / name
+        if text is None:
+            path.unlink()
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    git(repo, "add", "--all")
+    patch = git(repo, "diff", "--cached", "--binary") + "\n"
+    git(repo, "reset", "--quiet", "--hard")
+    git(repo, "clean", "-fdq")
+    return patch
+
+
+def unit(
+    unit_id: str = "u1",
+    *,
+    scope: tuple[str, ...] = ("src",),
+    proof: str = "true",
+    mode: str = "patch_first",
+    deps: tuple[str, ...] = (),
+    risk: str = "low",
+) -> mesh.Unit:
+    return mesh.Unit(
+        id=unit_id,
+        objective=f"change {unit_id}",
+        write_scope=scope,
+        proof_command=proof,
+        delivery_mode=mesh.DeliveryMode(mode),
+        deps=deps,
+        risk_tier=mesh.RiskTier(risk),
+    )
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process runs (a zombie, exited but not yet collected, does not count)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"

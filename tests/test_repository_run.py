@@ -1,0 +1,317 @@
+"""Whole runs on real repositories: the engine with built-in adapters, `mesh run`, `mesh demo`."""
+
+from __future__ import annotations
+
+import io
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+import mesh
+import mesh.commands
+
+from repo_helpers import git, make_repo
+
+pytestmark = pytest.mark.anyio
+
+# A coder that appends its candidate id to a file named after the unit (inside the unit's scope).
+CODER = f"{shlex.quote(sys.executable)} -c " + shlex.quote(
+    "import os, pathlib; p = pathlib.Path('src', os.environ['MESH_UNIT_ID'] + '.txt'); "
+    "p.parent.mkdir(exist_ok=True); "
+    "p.write_text(os.environ['MESH_OBJECTIVE'] + '\\n' "
+    "+ 'x' * int(os.environ['MESH_TRIPLET_INDEX']))"
+)
+
+
+def plan(*steps: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "plan": [{"status": "pending", "proof_command": "test -s src/*.txt", **s} for s in steps]
+    }
+
+
+@pytest.fixture(name="repo")
+def _repo(tmp_path: Path) -> Path:
+    return make_repo(tmp_path / "repo")
+
+
+class TestRunInRepository:
+    async def test_commit_first_builds_on_earlier_units(self, repo: Path, tmp_path: Path) -> None:
+        """Each unit becomes a commit; a dependent unit's coders see its dependency's commit."""
+        steps = plan(
+            {"id": "a", "step": "first", "write_scope": ["src/unit-001.txt"]},
+            {
+                "id": "b",
+                "step": "second",
+                "deps": ["a"],
+                "write_scope": ["src/unit-002.txt"],
+                "proof_command": "test -f src/unit-001.txt && test -f src/unit-002.txt",
+            },
+        )
+        finished = await mesh.run_in_repository(
+            steps,
+            repo=repo,
+            out=tmp_path / "out",
+            coder=lambda ws: mesh.CommandCoder(ws, CODER),
+            reducer=lambda ws: mesh.CommandCoder(ws, CODER),
+            delivery_mode=mesh.DeliveryMode.COMMIT_FIRST,
+        )
+        finished.result.check()
+        assert git(repo, "log", "--format=%s").splitlines() == ["second", "first", "initial"]
+        # The fixer picks the smallest passing patch: candidate 1 writes the fewest bytes.
+        assert (repo / "src" / "unit-001.txt").read_text() == "first\nx"
+        state = json.loads(finished.plan_path.read_text())
+        assert [s["status"] for s in state["plan"]] == ["completed", "completed"]
+        events = [json.loads(line) for line in finished.ledger_path.read_text().splitlines()]
+        assert events[-1]["event"] == "run_finished"
+        assert git(repo, "worktree", "list").count("\n") == 0  # only the main worktree is left
+        assert finished.workspaces_reused > 0
+
+    async def test_patch_first_and_scope_escapes(self, repo: Path, tmp_path: Path) -> None:
+        """patch_first leaves the repository alone; a coder writing out of scope is refused."""
+        escaping = f"{CODER} && echo oops > README.md"
+        finished = await mesh.run_in_repository(
+            plan({"id": "a", "step": "first", "write_scope": ["src"]}),
+            repo=repo,
+            out=tmp_path / "out",
+            coder=lambda ws: mesh.CommandCoder(ws, escaping),
+            reducer=lambda ws: mesh.CommandCoder(ws, CODER),
+            default_proof_command="true",
+        )
+        outcome = finished.result.outcome("unit-001")
+        assert (outcome.state, outcome.accepted_candidate) == ("completed", "unit-001-reducer-3")
+        assert Path(outcome.artifact_ref or "").is_file()
+        assert git(repo, "log", "--format=%s") == "initial"
+        refused = [
+            json.loads(line)
+            for line in finished.ledger_path.read_text().splitlines()
+            if '"apply_failed"' in line
+        ]
+        assert len(refused) == 2
+        assert "README.md, outside write_scope" in refused[0]["data"]["evidence"]
+
+    async def test_overlapping_scopes_are_never_applied_together(
+        self, repo: Path, tmp_path: Path
+    ) -> None:
+        """Units whose scopes overlap hold their leases one at a time, through apply and proof."""
+        log = tmp_path / "proofs.log"
+        proof = f"echo start $MESH_UNIT_ID >> {log}; sleep 0.2; echo end $MESH_UNIT_ID >> {log}"
+        steps = plan(
+            *(
+                {"id": f"s{i}", "step": f"step {i}", "write_scope": ["src"], "proof_command": proof}
+                for i in range(3)
+            )
+        )
+        finished = await mesh.run_in_repository(
+            steps,
+            repo=repo,
+            out=tmp_path / "out",
+            coder=lambda ws: mesh.CommandCoder(ws, CODER),
+        )
+        assert len(finished.result.completed) == 3
+        lines = log.read_text().split("\n")[:-1]
+        owners = [line.split()[1] for line in lines]
+        # Starts and ends of different units never interleave: one unit's proofs at a time.
+        runs = [owners[0]]
+        for owner in owners[1:]:
+            if owner != runs[-1]:
+                runs.append(owner)
+        assert len(runs) == 3
+
+
+class TestCommandLine:
+    def test_mesh_run(self, repo: Path, tmp_path: Path) -> None:
+        """`mesh run PLAN --repo R --coder-command C` prints the ledger and where files are."""
+        plan_file = tmp_path / "plan.json"
+        plan_file.write_text(json.dumps(plan({"id": "a", "step": "first", "write_scope": ["src"]})))
+        process = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mesh",
+                "run",
+                str(plan_file),
+                "--repo",
+                str(repo),
+                "--coder-command",
+                CODER,
+                "--delivery",
+                "commit_first",
+                "--out",
+                str(tmp_path / "out"),
+                "--remaining-five-hour",
+                "50",
+                "--max-threads",
+                "2",
+                "--proof-timeout",
+                "30",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        assert process.returncode == 0, process.stderr
+        assert process.stdout.startswith("Orchestration Ledger\n")
+        assert f"ledger {tmp_path / 'out' / 'ledger.jsonl'}" in process.stdout
+        assert git(repo, "log", "-1", "--format=%s") == "first"
+
+    def test_incomplete_run_exits_1(
+        self, repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """When units fail, the report says why and the exit code is 1."""
+        plan_file = tmp_path / "plan.json"
+        plan_file.write_text(
+            json.dumps(
+                plan(
+                    {"id": "a", "step": "first", "write_scope": ["src"], "proof_command": "exit 1"}
+                )
+            )
+        )
+        monkeypatch.chdir(tmp_path)
+        code, out, err = mesh_cli(
+            ["run", str(plan_file), "--repo", str(repo), "--coder-command", CODER]
+        )
+        assert code == 1
+        assert "unit-001 failed: proof_missing" in out
+        assert "Candidates refused:\n  unit-001-coder-1: proof failed: " in out
+        assert err == "error: RunIncomplete: 1 of 1 units did not complete\n"
+        assert len(list((tmp_path / "mesh-runs").iterdir())) == 1
+
+    def test_nothing_to_run(self, repo: Path, tmp_path: Path) -> None:
+        """A plan whose steps are all done runs nothing and says so."""
+        plan_file = tmp_path / "plan.json"
+        plan_file.write_text(json.dumps({"plan": [{"step": "done", "status": "completed"}]}))
+        report = mesh.commands.run(
+            plan=plan_file, repo=repo, coder_command="true", out=tmp_path / "o"
+        )
+        assert (report.exit_code, report.text.splitlines()[0]) == (
+            0,
+            "Nothing to run: every step is completed.",
+        )
+
+    @pytest.mark.parametrize(
+        ("arguments", "error"),
+        [
+            (["run", "plan.json"], "error: MissingRequiredOption: --coder-command is required\n"),
+            (["run", "--coder-command", "x"], "error: MissingArgument: PLAN is required\n"),
+            (
+                ["run", "plan.json", "--coder-command", "{prompt}"],
+                "error: InvalidOptionValue: command template '{prompt}': unknown placeholder",
+            ),
+            (
+                ["run", "missing.json", "--coder-command", "x"],
+                "error: FileAccessError: plan not found",
+            ),
+            (
+                ["run", "plan.json", "--coder-command", "x", "--repo", "nowhere"],
+                "error: InputError: --repo nowhere: not a folder\n",
+            ),
+            (
+                ["run", "plan.json", "--coder-command", "x", "--proof-timeout", "0"],
+                "error: InvalidOptionValue: --proof-timeout expects a positive number",
+            ),
+            (
+                ["run", "plan.json", "extra.json", "--coder-command", "x"],
+                "error: UnexpectedArgument: unexpected argument 'extra.json'\n",
+            ),
+            (["demo", "--folder", "plan.json"], "error: InputError: --folder"),
+        ],
+    )
+    def test_bad_input_is_one_line(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, arguments: list[str], error: str
+    ) -> None:
+        """Every mistake is a one-line error and exit 1, never a traceback."""
+        (tmp_path / "plan.json").write_text(json.dumps(plan({"step": "x"})))
+        monkeypatch.chdir(tmp_path)
+        code, out, err = mesh_cli(arguments)
+        assert (code, out) == (1, "")
+        assert err.startswith(error)
+        assert err.count("\n") == 1
+
+    def test_help_shows_the_argument(self) -> None:
+        """`mesh run --help` shows PLAN."""
+        code, out, _ = mesh_cli(["run", "--help"])
+        assert (code, out.splitlines()[0]) == (0, "usage: mesh run PLAN [OPTIONS]")
+
+
+def mesh_cli(arguments: list[str]) -> tuple[int, str, str]:
+    from mesh import _cli  # noqa: PLC0415 - the in-process runner, for speed
+
+    return _cli.run(arguments)
+
+
+class TestDemo:
+    def test_demo_end_to_end(self, run_mesh: Any, tmp_path: Path) -> None:
+        """`mesh demo` builds a repository and runs four units for real, refusing two candidates."""
+        process = run_mesh("demo", "--folder", str(tmp_path / "demo"))
+        assert process.returncode == 0, process.stderr
+        out = process.stdout
+        assert "4 completed, 0 failed, 0 blocked" in out
+        assert "unit-001-coder-2: proof failed: 1 failed" in out
+        assert "unit-004-coder-2: not applied: rejected: touches greet/__init__.py" in out
+        repo = tmp_path / "demo" / "repo"
+        assert len(git(repo, "log", "--format=%s").splitlines()) == 5
+        assert git(repo, "status", "--porcelain") == ""
+        greeting = subprocess.run(
+            [sys.executable, "-m", "greet", "Ada"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert greeting.stdout == "Hello, Ada!\n"
+
+    def test_demo_in_a_temporary_folder(self) -> None:
+        """Without --folder the demo cleans up after itself."""
+        report = mesh.commands.demo()
+        assert report.exit_code == 0
+        assert not report.run.out.exists()
+        assert report.text.endswith(
+            "(The demo folder was temporary; pass --folder PATH to keep it.)"
+        )
+
+    def test_demo_needs_pytest(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Without pytest the demo says how to get it."""
+        import importlib.util  # noqa: PLC0415
+
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+        with pytest.raises(mesh.InputError, match=r"pip install 'mesh\[demo\]'"):
+            mesh.commands.demo()
+
+
+class TestProgressBar:
+    def test_bar_follows_the_ledger(self, repo: Path, tmp_path: Path) -> None:
+        """On a terminal, the bar counts finished units."""
+        from mesh._run_command import ProgressBar  # noqa: PLC0415
+
+        screen = io.StringIO()
+        console = Console(file=screen, force_terminal=True, width=80)
+        bar = ProgressBar(console)
+        with bar.shown():
+            bar.on_event(
+                mesh.LedgerEvent(
+                    event="run_started", run_id="r", seq=1, at=0.0, data={"unit_count": 2}
+                )
+            )
+            bar.on_event(
+                mesh.LedgerEvent(event="unit_finished", run_id="r", seq=2, at=0.0, unit_id="u1")
+            )
+            bar.on_event(
+                mesh.LedgerEvent(event="unit_blocked", run_id="r", seq=3, at=0.0, unit_id="u2")
+            )
+        assert bar.finished == 2
+        assert "mesh" in screen.getvalue()
+
+
+def test_demo_folder_must_be_empty(tmp_path: Path) -> None:
+    """An existing, non-empty folder is never written into."""
+    (tmp_path / "keep.txt").write_text("mine")
+    with pytest.raises(mesh.InputError, match="not empty"):
+        mesh.commands.demo(folder=tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]

@@ -1,0 +1,154 @@
+"""Git worktrees per candidate: concurrent, pooled, always cleaned up, recovered after a crash."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+
+import mesh
+
+from repo_helpers import commit_files, git, make_repo
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(name="repo")
+def _repo(tmp_path: Path) -> Path:
+    return make_repo(tmp_path / "repo")
+
+
+def worktrees(repo: Path) -> list[str]:
+    return [
+        line
+        for line in git(repo, "worktree", "list", "--porcelain").splitlines()
+        if line.startswith("worktree ")
+    ]
+
+
+class TestWorkspaceManager:
+    async def test_concurrent_worktrees(self, repo: Path) -> None:
+        """Eight worktrees made at once are distinct, at the right commit, and removed at close."""
+        head = git(repo, "rev-parse", "HEAD")
+        async with mesh.WorkspaceManager(repo, pool_size=2) as workspaces:
+            got: list[mesh.Workspace] = []
+
+            async def take() -> None:
+                got.append(await workspaces.acquire())
+
+            async with anyio.create_task_group() as group:
+                for _ in range(8):
+                    group.start_soon(take)
+            assert len({w.path for w in got}) == 8
+            assert {git(w.path, "rev-parse", "HEAD") for w in got} == {head}
+            assert all((w.path / "src" / "app.py").is_file() for w in got)
+            assert (workspaces.created, workspaces.in_use, len(worktrees(repo))) == (8, 8, 9)
+            for workspace in got:
+                await workspaces.release(workspace)
+            assert (workspaces.in_use, len(worktrees(repo))) == (0, 3)  # the pool keeps two
+            folder = workspaces.folder
+        assert worktrees(repo) == [f"worktree {repo}"]
+        assert not folder.exists()
+
+    async def test_pool_reuse_is_clean(self, repo: Path) -> None:
+        """A pooled worktree comes back reset: no edits, no untracked or ignored files."""
+        first_commit = git(repo, "rev-parse", "HEAD")
+        second_commit = commit_files(repo, {"src/app.py": "changed\n"}, "second")
+        async with mesh.WorkspaceManager(repo, pool_size=1) as workspaces:
+            async with workspaces.checkout(first_commit) as workspace:
+                (workspace.path / "src" / "app.py").write_text("dirty\n")
+                (workspace.path / "junk.pyc").write_text("x")
+                first_path = workspace.path
+            async with workspaces.checkout("HEAD") as again:
+                assert again.path == first_path
+                assert again.sha == second_commit
+                assert (again.path / "src" / "app.py").read_text() == "changed\n"
+                assert not (again.path / "junk.pyc").exists()
+            assert (workspaces.created, workspaces.reused) == (1, 1)
+
+    async def test_release_twice_and_by_path(self, repo: Path) -> None:
+        """Releasing is idempotent and accepts the worktree's path."""
+        async with mesh.WorkspaceManager(repo, pool_size=0) as workspaces:
+            workspace = await workspaces.acquire()
+            await workspaces.release(str(workspace.path))
+            await workspaces.release(workspace)
+            assert not workspace.path.exists()
+
+    async def test_crash_leftovers_are_removed(self, repo: Path, tmp_path: Path) -> None:
+        """Worktrees of a process that died are removed and pruned by the next manager."""
+        script = (
+            "import anyio, os, sys, mesh\n"
+            "async def main():\n"
+            "    manager = mesh.WorkspaceManager(sys.argv[1])\n"
+            "    await manager.__aenter__()\n"
+            "    workspace = await manager.acquire()\n"
+            "    print(workspace.path, flush=True)\n"
+            "    os._exit(9)\n"
+            "anyio.run(main)\n"
+        )
+        crashed = subprocess.run(
+            [sys.executable, "-c", script, str(repo)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert crashed.returncode == 9
+        leftover = Path(crashed.stdout.strip())
+        assert leftover.is_dir()
+        assert len(worktrees(repo)) == 2
+        async with mesh.WorkspaceManager(repo) as workspaces:
+            assert not leftover.exists()
+            assert worktrees(repo) == [f"worktree {repo}"]
+            assert workspaces.in_use == 0
+
+    async def test_live_owners_are_left_alone(self, repo: Path) -> None:
+        """Two managers on one repository do not remove each other's worktrees."""
+        async with mesh.WorkspaceManager(repo) as first, mesh.WorkspaceManager(repo) as second:
+            mine = await first.acquire()
+            async with second.checkout():
+                assert mine.path.is_dir()
+            assert first.folder != second.folder
+
+    async def test_tracked_files_and_resolve(self, repo: Path) -> None:
+        """The tracked files are listed once; revisions resolve to commits."""
+        async with mesh.WorkspaceManager(repo) as workspaces:
+            assert await workspaces.tracked_files() == (
+                "README.md",
+                "docs/guide.md",
+                "src/app.py",
+                "src/util.py",
+            )
+            assert await workspaces.resolve("main") == git(repo, "rev-parse", "HEAD")
+            with pytest.raises(mesh.InputError, match="'nope' is not a commit"):
+                await workspaces.resolve("nope")
+
+    async def test_bad_repositories(self, tmp_path: Path) -> None:
+        """A missing folder, a folder outside git, and a manager not yet open are clear errors."""
+        with pytest.raises(mesh.InputError, match="not a folder"):
+            async with mesh.WorkspaceManager(tmp_path / "missing"):
+                pass
+        (tmp_path / "plain").mkdir()
+        with pytest.raises(mesh.InputError, match="is not a git repository"):
+            async with mesh.WorkspaceManager(tmp_path / "plain"):
+                pass
+        manager = mesh.WorkspaceManager(tmp_path)
+        with pytest.raises(mesh.InputError, match="not open"):
+            _ = manager.repo
+        with pytest.raises(mesh.InputError, match="not open"):
+            _ = manager.folder
+        await manager.close()  # closing a manager that never opened does nothing
+
+    async def test_failed_checkout_is_discarded(self, repo: Path) -> None:
+        """When filling a worktree fails, it is removed, not leaked."""
+        async with mesh.WorkspaceManager(repo, pool_size=1) as workspaces:
+            async with workspaces.checkout() as workspace:
+                pass
+            # Break the pooled worktree so that the next reset fails.
+            (workspace.path / ".git").write_text("gitdir: /nonexistent\n")
+            with pytest.raises(mesh.GitError):
+                await workspaces.acquire()
+            assert workspaces.in_use == 0
