@@ -96,23 +96,27 @@ class GitApplier:
                 notes="; ".join(problems),
             )
         workspace = await self.workspaces.acquire(candidate.base_sha)
+        applied = False
         try:
             data = patch.encode()
             exit_code, output = await git_result(
                 "apply", "--check", "--whitespace=nowarn", "-", cwd=workspace.path, stdin=data
             )
-            if exit_code != 0:
-                await self.workspaces.release(workspace)
-                line = key_line(output) or "git apply --check failed"
-                return answer(
-                    Decision.APPLY_FAILED,
-                    _evidence("git apply --check", line, exit_code),
-                    notes=output.strip(),
-                )
-            await git("apply", "--whitespace=nowarn", "-", cwd=workspace.path, stdin=data)
-        except BaseException:
-            await self.workspaces.release(workspace)
-            raise
+            if exit_code == 0:
+                await git("apply", "--whitespace=nowarn", "-", cwd=workspace.path, stdin=data)
+                applied = True
+        finally:
+            # Kept for the prover only when applied; given back on failure or cancellation.
+            if not applied:
+                with anyio.CancelScope(shield=True):
+                    await self.workspaces.release(workspace)
+        if not applied:
+            line = key_line(output) or "git apply --check failed"
+            return answer(
+                Decision.APPLY_FAILED,
+                _evidence("git apply --check", line, exit_code),
+                notes=output.strip(),
+            )
         return answer(
             Decision.APPLIED,
             _evidence("git apply", f"applied at {workspace.sha[:12]}", 0),

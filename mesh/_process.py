@@ -92,8 +92,6 @@ class _Capture:
                 if len(self.tail) > self.half:
                     self.truncated = True
                     del self.tail[: len(self.tail) - self.half]
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            pass  # the group was killed while we read: keep what arrived
         finally:
             self.finished.set()
 

@@ -45,18 +45,23 @@ class Workspace:
     sha: str
 
 
+def _process_state(pid: int) -> str:
+    """The process's state letter (``Z`` for a zombie), or "" where /proc cannot tell."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True  # someone else's live process
-    stat = Path(f"/proc/{pid}/stat")
+        return True  # another user's live process
     # A zombie has exited; only its parent has not collected it yet.
-    with contextlib.suppress(OSError, IndexError):
-        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    return True
+    return _process_state(pid) != "Z"
 
 
 def _dead_owner_folders(base: Path) -> list[Path]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import anyio
@@ -152,3 +154,46 @@ class TestWorkspaceManager:
             with pytest.raises(mesh.GitError):
                 await workspaces.acquire()
             assert workspaces.in_use == 0
+
+
+class TestOwnership:
+    def test_pid_alive(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Live, reaped, zombie and other users' processes are told apart."""
+        from mesh import _workspaces  # noqa: PLC0415 - the private helper under test
+
+        assert _workspaces._pid_alive(os.getpid())
+        child = subprocess.Popen(["true"])
+        deadline = time.monotonic() + 5
+        while _workspaces._process_state(child.pid) != "Z" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not _workspaces._pid_alive(child.pid)  # a zombie: exited, not yet collected
+        child.wait()
+        assert not _workspaces._pid_alive(child.pid)
+        assert _workspaces._process_state(child.pid) == ""
+
+        def denied(pid: int, signal: int) -> None:
+            raise PermissionError
+
+        monkeypatch.setattr(os, "kill", denied)
+        assert _workspaces._pid_alive(1)
+
+    async def test_unreadable_owner_files_count_as_dead(self, repo: Path) -> None:
+        """A folder whose owner file is missing or garbage is a leftover."""
+        base = repo / ".git" / "mesh-worktrees"
+        (base / "garbage").mkdir(parents=True)
+        (base / "garbage" / "owner.pid").write_text("not a pid")
+        (base / "empty").mkdir()
+        async with mesh.WorkspaceManager(repo) as workspaces:
+            assert sorted(p.name for p in base.iterdir()) == [workspaces.folder.name]
+
+    async def test_unclean_worktree_is_not_pooled(self, repo: Path) -> None:
+        """A worktree that cannot be cleaned is removed instead of pooled."""
+        async with mesh.WorkspaceManager(repo, pool_size=1) as workspaces:
+            workspace = await workspaces.acquire()
+            (workspace.path / ".git").write_text("gitdir: /nonexistent\n")
+            await workspaces.release(workspace)
+            assert workspaces.in_use == 0
+            assert await workspaces.tracked_files() is await workspaces.tracked_files()
+            again = await workspaces.acquire()
+            assert workspaces.created == 2
+            await workspaces.release(again)
