@@ -6,10 +6,15 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+import mesh
+
+from repo_helpers import make_repo
 
 settings.register_profile(
     "ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -27,6 +32,19 @@ settings.register_profile("fast", max_examples=10, deadline=None)
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     """Run every async test on asyncio and on trio."""
     return str(request.param)
+
+
+@pytest.fixture(name="repo")
+def _repo(tmp_path: Path) -> Path:
+    """A real git repository with a few committed files (see repo_helpers.FILES)."""
+    return make_repo(tmp_path / "repo")
+
+
+@pytest.fixture(name="workspaces")
+async def _workspaces(repo: Path) -> AsyncIterator[mesh.WorkspaceManager]:
+    """An open workspace manager on ``repo``, without a pool (every release removes)."""
+    async with mesh.WorkspaceManager(repo, pool_size=0) as workspaces:
+        yield workspaces
 
 
 def mesh_executable() -> list[str]:

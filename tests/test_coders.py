@@ -6,7 +6,6 @@ import functools
 import json
 import shlex
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -14,20 +13,9 @@ import pytest
 
 import mesh
 
-from repo_helpers import git, make_repo, unit
+from repo_helpers import git, unit
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(name="repo")
-def _repo(tmp_path: Path) -> Path:
-    return make_repo(tmp_path / "repo")
-
-
-@pytest.fixture(name="workspaces")
-async def _workspaces(repo: Path) -> AsyncIterator[mesh.WorkspaceManager]:
-    async with mesh.WorkspaceManager(repo) as workspaces:
-        yield workspaces
 
 
 def author(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import attrs
@@ -12,20 +11,9 @@ import pytest
 import mesh
 from mesh.testing import answer
 
-from repo_helpers import commit_files, diff_of, git, make_repo, pid_alive, unit
+from repo_helpers import commit_files, diff_of, git, pid_alive, unit
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(name="repo")
-def _repo(tmp_path: Path) -> Path:
-    return make_repo(tmp_path / "repo")
-
-
-@pytest.fixture(name="workspaces")
-async def _workspaces(repo: Path) -> AsyncIterator[mesh.WorkspaceManager]:
-    async with mesh.WorkspaceManager(repo, pool_size=0) as workspaces:
-        yield workspaces
 
 
 def candidate(the_unit: mesh.Unit, patch: str, base: str, index: int = 1) -> mesh.WorkerResult:

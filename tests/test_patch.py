@@ -10,12 +10,7 @@ from hypothesis import strategies as st
 
 import mesh
 
-from repo_helpers import diff_of, git, make_repo
-
-
-@pytest.fixture(name="repo")
-def _repo(tmp_path: Path) -> Path:
-    return make_repo(tmp_path / "repo")
+from repo_helpers import diff_of, git
 
 
 def kinds(patch: str) -> list[tuple[str, str | None, str | None]]:

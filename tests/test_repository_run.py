@@ -16,7 +16,7 @@ from rich.console import Console
 import mesh
 import mesh.commands
 
-from repo_helpers import git, make_repo
+from repo_helpers import git
 
 pytestmark = pytest.mark.anyio
 
@@ -33,11 +33,6 @@ def plan(*steps: dict[str, Any]) -> dict[str, Any]:
     return {
         "plan": [{"status": "pending", "proof_command": "test -s src/*.txt", **s} for s in steps]
     }
-
-
-@pytest.fixture(name="repo")
-def _repo(tmp_path: Path) -> Path:
-    return make_repo(tmp_path / "repo")
 
 
 class TestRunInRepository:

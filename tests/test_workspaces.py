@@ -13,14 +13,9 @@ import pytest
 
 import mesh
 
-from repo_helpers import commit_files, git, make_repo
+from repo_helpers import commit_files, git
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(name="repo")
-def _repo(tmp_path: Path) -> Path:
-    return make_repo(tmp_path / "repo")
 
 
 def worktrees(repo: Path) -> list[str]:
