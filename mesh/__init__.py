@@ -97,7 +97,10 @@ from ._records import Wave as Wave
 from ._records import WorkerResult as WorkerResult
 from ._repo_run import RepositoryRun as RepositoryRun
 from ._repo_run import git_roles as git_roles
+from ._repo_run import resume_in_repository as resume_in_repository
 from ._repo_run import run_in_repository as run_in_repository
+from ._resume import resume_point as resume_point
+from ._resume import unit_states as unit_states
 from ._roles import AdjudicationRequest as AdjudicationRequest
 from ._roles import ApplyRequest as ApplyRequest
 from ._roles import AuthorRequest as AuthorRequest
@@ -107,12 +110,17 @@ from ._roles import LeaseTable as LeaseTable
 from ._roles import ProofRequest as ProofRequest
 from ._roles import Roles as Roles
 from ._scheduler import Orchestrator as Orchestrator
+from ._scheduler import ResumePoint as ResumePoint
 from ._scheduler import RunResult as RunResult
 from ._scheduler import RunStatistics as RunStatistics
+from ._scheduler import UnitCheckpoint as UnitCheckpoint
 from ._scheduler import append_learning as append_learning
 from ._scheduler import run as run
 from ._scopes import in_scope as in_scope
 from ._scopes import scopes_overlap as scopes_overlap
+from ._store import STORE_FILE as STORE_FILE
+from ._store import RunStore as RunStore
+from ._store import StoreError as StoreError
 from ._summary import RunMetrics as RunMetrics
 from ._summary import UnitOutcome as UnitOutcome
 from ._summary import render_ledger as render_ledger
@@ -128,6 +136,7 @@ __all__ = [
     "OUTPUT_COLUMNS",
     "QUORUM_BY_RISK",
     "REQUIRED_BATCH_COLUMNS",
+    "STORE_FILE",
     "AdjudicationRequest",
     "ApplyRequest",
     "AuthorRequest",
@@ -179,20 +188,24 @@ __all__ = [
     "ReduceRecord",
     "ReplayResult",
     "RepositoryRun",
+    "ResumePoint",
     "RiskTier",
     "Roles",
     "RunFailed",
     "RunMetrics",
     "RunResult",
     "RunStatistics",
+    "RunStore",
     "ScriptedCoder",
     "SliceResult",
     "StepStatus",
+    "StoreError",
     "StructlogSink",
     "SystemClock",
     "TransitionError",
     "Trigger",
     "Unit",
+    "UnitCheckpoint",
     "UnitFailed",
     "UnitOutcome",
     "UnitState",
@@ -223,12 +236,15 @@ __all__ = [
     "prepare_batch",
     "render_ledger",
     "replay",
+    "resume_in_repository",
+    "resume_point",
     "run",
     "run_in_repository",
     "scope_problems",
     "scopes_overlap",
     "select_wave",
     "slice_plan",
+    "unit_states",
     "validate_deps",
     "worker_result_document",
 ]

@@ -255,6 +255,7 @@ def mailbox(request: DeliveryRequest, *, author: str, when: datetime | None = No
         f"Proof: {proof.command} -> {proof.key_line}\n"
         f"Approvals: {request.approvals}\n\n"
         f"Mesh-Unit: {unit.id}\nMesh-Candidate: {request.candidate_id}\n"
+        + (f"Mesh-Delivery: {request.idempotency_key}\n" if request.idempotency_key else "")
     )
     patch = request.candidate.patch or ""
     return (
@@ -274,6 +275,10 @@ class GitIntegrator:
     ``git am -3``, in the worktree where that branch is checked out. A patch
     that does not apply is aborted cleanly and reported as ``blocked_delivery``.
     Only after delivery succeeded is ``plan_state`` written to ``plan_path``.
+
+    Delivery is idempotent: each commit carries a ``Mesh-Delivery`` trailer
+    with the request's idempotency key, and a key already on the branch is
+    answered with that commit instead of a second one.
 
     .. versionadded:: 0.1.0
     """
@@ -308,6 +313,36 @@ class GitIntegrator:
             f"deliver to {branch}", f"branch {branch} is not checked out in any worktree", 1
         )
 
+    async def recover(self) -> None:
+        """
+        Clean up after a process that died while delivering: its index lock and its ``git am``.
+
+        Only call this when resuming that process's run: the lock and the
+        half-done ``git am`` are taken to be its own.
+        """
+        _, worktree = await self._branch_worktree()
+        for name in ("index.lock", "rebase-apply"):
+            path = Path(await git("rev-parse", "--git-path", name, cwd=worktree))
+            path = path if path.is_absolute() else worktree / path
+            if name == "index.lock":
+                path.unlink(missing_ok=True)
+            elif path.exists():
+                await git("am", "--abort", cwd=worktree)
+
+    async def _delivered(self, key: str, branch: str, worktree: Path) -> str | None:
+        """The commit on ``branch`` that carries this delivery key, if any."""
+        if not key:
+            return None
+        found = await git(
+            "log",
+            "--format=%H",
+            "--fixed-strings",
+            f"--grep=Mesh-Delivery: {key}",
+            branch,
+            cwd=worktree,
+        )
+        return found.split("\n")[0] or None
+
     async def __call__(self, request: DeliveryRequest) -> dict[str, object]:
         """Deliver as the unit's delivery mode says; write plan state after success."""
         unit = request.unit
@@ -339,6 +374,16 @@ class GitIntegrator:
         await _write(artifact, message)
         if unit.delivery_mode is DeliveryMode.COMMIT_FIRST:
             branch, worktree = await self._branch_worktree()
+            earlier = await self._delivered(request.idempotency_key, branch, worktree)
+            if earlier is not None:
+                if self.plan_path is not None:
+                    await _write(self.plan_path, json.dumps(request.plan_state, indent=2) + "\n")
+                return answer(
+                    Decision.INTEGRATED_COMMIT,
+                    f"already delivered as {earlier[:12]} on {branch}",
+                    artifact_ref=earlier,
+                    scope_assertion=f"within write_scope {list(unit.write_scope)}",
+                )
             exit_code, output = await git_result(
                 "am", "-3", "--keep-cr", cwd=worktree, stdin=message.encode()
             )

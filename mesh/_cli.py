@@ -374,13 +374,20 @@ _HELPER_COMMANDS: Final[Mapping[str, Command]] = {
         ),
         Command(
             name="ledger",
-            summary="filter a ledger payload to the events that occurred",
+            summary="filter a ledger payload to the events that occurred, or show a run's ledger",
+            positional=Flag(
+                name="run", metavar="RUN", help="a stored run: its folder, store or id"
+            ),
             flags=(
                 Flag(
                     name="--input-json",
-                    required=True,
                     metavar="PATH",
-                    help="a JSON object of ledger fields",
+                    help="a JSON object of ledger fields (instead of RUN)",
+                ),
+                Flag(
+                    name="--runs",
+                    metavar="DIR",
+                    help="where run ids are looked up (default mesh-runs)",
                 ),
             ),
             run=commands.ledger,
@@ -402,6 +409,12 @@ _REPOSITORY_RUN: Final = (
         help="percent of the weekly budget left (default 100)",
     ),
     Flag(name="--max-threads", parse=whole(0), metavar="N", help="most units at once (default 12)"),
+)
+_RUN: Final = Flag(
+    name="run", metavar="RUN", required=True, help="a stored run: its folder, store or id"
+)
+_RUNS: Final = Flag(
+    name="--runs", metavar="DIR", help="where run ids are looked up (default mesh-runs)"
 )
 _RUN_COMMANDS: Final = (
     Command(
@@ -473,6 +486,22 @@ _RUN_COMMANDS: Final = (
         run=commands.demo,
         example="mesh demo",
     ),
+    Command(
+        name="resume",
+        summary="continue a stopped `mesh run` from its run store",
+        positional=_RUN,
+        flags=(_RUNS,),
+        run=commands.resume,
+        example="mesh resume mesh-runs/4f2a9c1e0b7d",
+    ),
+    Command(
+        name="status",
+        summary="a stored run's units by state",
+        positional=_RUN,
+        flags=(_RUNS,),
+        run=commands.status,
+        example="mesh status 4f2a9c1e0b7d",
+    ),
 )
 COMMANDS: Final[Mapping[str, Command]] = {
     **_HELPER_COMMANDS,
@@ -529,9 +558,9 @@ def parse_options(command: Command, arguments: Sequence[str]) -> dict[str, objec
     by_name = {flag.name: flag for flag in command.flags}
     given: dict[str, object] = {}
     remaining = list(arguments)
+    positional = command.positional
     while remaining:
         token = remaining.pop(0)
-        positional = command.positional
         if not token.startswith("--") and positional is not None and positional.name not in given:
             given[positional.name] = positional.parse(positional.metavar, token)
             continue
@@ -556,12 +585,12 @@ def parse_options(command: Command, arguments: Sequence[str]) -> dict[str, objec
     for first, second in command.conflicts:
         if first in given and second in given:
             raise OptionError("ConflictingOptions", f"give {first} or {second}, not both")
-    if command.positional is not None and command.positional.name not in given:
-        raise OptionError("MissingArgument", f"{command.positional.metavar} is required")
+    if positional is not None and positional.required and positional.name not in given:
+        raise OptionError("MissingArgument", f"{positional.metavar} is required")
     missing = [flag.name for flag in command.flags if flag.required and flag.name not in given]
     if missing:
         raise OptionError("MissingRequiredOption", f"{', '.join(missing)} is required")
-    positional_name = command.positional.name if command.positional is not None else None
+    positional_name = positional.name if positional is not None else None
     return {
         name if name == positional_name else by_name[name].keyword: value
         for name, value in given.items()

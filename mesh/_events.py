@@ -201,11 +201,16 @@ class Ledger:
     """Builds events with sequence numbers and sends them to the run's sinks."""
 
     def __init__(
-        self, *, run_id: str, sinks: Sequence[LedgerSink], now: Callable[[], float]
+        self,
+        *,
+        run_id: str,
+        sinks: Sequence[LedgerSink],
+        now: Callable[[], float],
+        first_seq: int = 1,
     ) -> None:
         self.run_id = run_id
         self._now = now
-        self._seq = 0
+        self._seq = first_seq - 1
         self.events_emitted = 0
         fanout = _Fanout((*sinks, *_CAPTURE.get()))
         self._log = structlog.wrap_logger(

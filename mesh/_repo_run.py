@@ -9,8 +9,10 @@ the patches in an output folder.
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +22,15 @@ import attrs
 from ._adapters import CommandProver, GitApplier, GitIntegrator, MechanicalFixer
 from ._enums import DeliveryMode
 from ._events import CallbackSink, LedgerEvent, LedgerSink
+from ._files import atomic_write_text
 from ._records import BudgetDecision, Plan, Unit
+from ._resume import resume_point
 from ._roles import Adapter, AuthorRequest, LeaseTable, Roles
-from ._scheduler import Orchestrator, RunResult
+from ._scheduler import Orchestrator, ResumePoint, RunResult
+from ._store import STORE_FILE, RunStore
 from ._workspaces import WorkspaceManager
 
-__all__ = ["RepositoryRun", "git_roles", "run_in_repository"]
+__all__ = ["RepositoryRun", "git_roles", "resume_in_repository", "run_in_repository"]
 
 
 def git_roles(
@@ -76,8 +81,22 @@ class RepositoryRun:
     ledger_path: Path
     plan_path: Path
     patches: Path
+    store_path: Path
     workspaces_created: int
     workspaces_reused: int
+
+
+def _plan_document(plan: Plan | Sequence[Unit] | object) -> object:
+    """The plan as JSON values, to keep in the run store for a resume."""
+    if isinstance(plan, Plan):
+        steps = [
+            {key: value for key, value in attrs.asdict(step).items() if value is not None}
+            for step in plan.steps
+        ]
+        return {"plan": steps} | ({"explanation": plan.explanation} if plan.explanation else {})
+    if isinstance(plan, list | tuple) and plan and all(isinstance(u, Unit) for u in plan):
+        return {"units": [unit.to_document() for unit in plan]}
+    return plan
 
 
 async def run_in_repository(
@@ -97,46 +116,148 @@ async def run_in_repository(
     on_event: Callable[[LedgerEvent], object] | None = None,
     pool_size: int = 4,
     run_id: str | None = None,
+    extra_config: Mapping[str, Any] | None = None,
 ) -> RepositoryRun:
     """
-    Run ``plan`` on ``repo`` with real worktrees, proofs and delivery.
+    Run ``plan`` on ``repo`` with real worktrees, proofs and delivery, durably.
 
     ``coder`` and ``reducer`` build the author adapters once the workspaces
     are open (e.g. ``lambda ws: CommandCoder(ws, "agent {objective}")``).
-    The ledger goes to ``out/ledger.jsonl``, plan state to ``out/plan.json``
+    Every event goes to the run store ``out/run.sqlite`` (see `RunStore`), so
+    that `resume_in_repository` can continue the run after a crash; the
+    ledger also goes to ``out/ledger.jsonl``, plan state to ``out/plan.json``
     (written by the integrator after each delivery), patches to ``out/patches``.
+    ``extra_config`` is kept in the store for whoever resumes the run.
 
     .. versionadded:: 0.1.0
     """
     folder = Path(out)
     await anyio.Path(folder).mkdir(parents=True, exist_ok=True)
+    identifier = run_id or uuid.uuid4().hex[:12]
+    top = (await anyio.Path(repo).resolve()) if await anyio.Path(repo).is_dir() else Path(repo)
+    config = {
+        "plan": _plan_document(plan),
+        "repo": str(top),
+        "delivery_mode": delivery_mode.value if delivery_mode else None,
+        "default_proof_command": default_proof_command,
+        "branch": branch,
+        "proof_timeout": proof_timeout,
+        "call_timeout": call_timeout,
+        "pool_size": pool_size,
+        **(extra_config or {}),
+    }
+    store = RunStore.create(folder / STORE_FILE, run_id=identifier, config=config)
+    with store:
+        return await _execute(
+            plan,
+            store=store,
+            folder=folder,
+            coder=coder,
+            reducer=reducer,
+            fixer=fixer,
+            budget=budget,
+            on_event=on_event,
+            resume=None,
+        )
+
+
+async def resume_in_repository(
+    out: str | os.PathLike[str],
+    *,
+    coder: Callable[[WorkspaceManager], Adapter[AuthorRequest]],
+    reducer: Callable[[WorkspaceManager], Adapter[AuthorRequest]] | None = None,
+    fixer: Adapter[Any] | None = None,
+    budget: BudgetDecision | None = None,
+    on_event: Callable[[LedgerEvent], object] | None = None,
+) -> RepositoryRun:
+    """
+    Continue a run of `run_in_repository` that stopped (a crash, a kill, a reboot).
+
+    The run's store is read back: completed and failed units keep their
+    outcome; units that were in flight restart at their recorded attempt,
+    proving their recorded candidates again or writing new ones. Worktrees of
+    the dead process are removed, an interrupted ``git am`` is aborted, and a
+    unit whose delivery had started is checked against the repository first,
+    so that nothing is integrated twice. Pass the same adapters as the first
+    time (they cannot be stored).
+
+    .. versionadded:: 0.1.0
+    """
+    folder = Path(out)
+    store = RunStore.open(folder / STORE_FILE if await anyio.Path(folder).is_dir() else folder)
+    with store:
+        point = resume_point(store.events())
+        # The store is the record: the JSON-lines copy may run ahead of it (batched
+        # commits) or end in half a line, so it is rewritten from the store.
+        await anyio.to_thread.run_sync(
+            _rewrite_ledger, store.path.parent / "ledger.jsonl", point.history
+        )
+        return await _execute(
+            store.config["plan"],
+            store=store,
+            folder=store.path.parent,
+            coder=coder,
+            reducer=reducer,
+            fixer=fixer,
+            budget=budget,
+            on_event=on_event,
+            resume=point,
+        )
+
+
+def _rewrite_ledger(path: Path, events: Sequence[LedgerEvent]) -> None:
+    text = "".join(json.dumps(e.to_document(), ensure_ascii=False) + "\n" for e in events)
+    atomic_write_text(path, text, what="ledger")
+
+
+async def _execute(
+    plan: object,
+    *,
+    store: RunStore,
+    folder: Path,
+    coder: Callable[[WorkspaceManager], Adapter[AuthorRequest]],
+    reducer: Callable[[WorkspaceManager], Adapter[AuthorRequest]] | None,
+    fixer: Adapter[Any] | None,
+    budget: BudgetDecision | None,
+    on_event: Callable[[LedgerEvent], object] | None,
+    resume: ResumePoint | None,
+) -> RepositoryRun:
+    config = store.config
     ledger_path = folder / "ledger.jsonl"
     plan_path = folder / "plan.json"
     patches = folder / "patches"
-    sinks: list[LedgerSink] = [CallbackSink(on_event)] if on_event is not None else []
-    async with WorkspaceManager(repo, pool_size=pool_size) as workspaces:
+    sinks: list[LedgerSink] = [store]
+    if on_event is not None:
+        sinks.append(CallbackSink(on_event))
+    mode = config.get("delivery_mode")
+    async with WorkspaceManager(config["repo"], pool_size=config["pool_size"]) as workspaces:
         integrator = GitIntegrator(
-            workspaces, artifacts=patches, plan_path=plan_path, branch=branch
+            workspaces, artifacts=patches, plan_path=plan_path, branch=config.get("branch")
         )
+        if resume is not None:
+            await integrator.recover()
         roles = git_roles(
             workspaces,
             coder=coder(workspaces),
             reducer=reducer(workspaces) if reducer is not None else None,
             fixer=fixer,
             integrator=integrator,
-            proof_timeout=proof_timeout,
+            proof_timeout=config["proof_timeout"],
             tracked_files=await workspaces.tracked_files(),
         )
         async with Orchestrator(
             roles=roles,
             budget=budget,
-            call_timeout=call_timeout,
+            call_timeout=config["call_timeout"],
             sinks=sinks,
             ledger_path=ledger_path,
-            run_id=run_id,
+            run_id=store.run_id,
         ) as orchestrator:
             result = await orchestrator.execute(
-                plan, delivery_mode=delivery_mode, default_proof_command=default_proof_command
+                plan,
+                delivery_mode=DeliveryMode(mode) if mode else None,
+                default_proof_command=config.get("default_proof_command"),
+                resume=resume,
             )
         created, reused = workspaces.created, workspaces.reused
     return RepositoryRun(
@@ -145,6 +266,7 @@ async def run_in_repository(
         ledger_path=ledger_path,
         plan_path=plan_path,
         patches=patches,
+        store_path=store.path,
         workspaces_created=created,
         workspaces_reused=reused,
     )

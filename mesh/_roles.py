@@ -158,6 +158,9 @@ class DeliveryRequest:
     approvals: int
     plan_state: Mapping[str, Any] = attrs.field(hash=False)
     attempt: int
+    idempotency_key: str = ""
+    """Names this delivery across restarts (``RUN/UNIT``): an integrator that finds it
+    already delivered (a commit trailer, an artifact) must not deliver it again."""
     call: int = 1
 
 

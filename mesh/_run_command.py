@@ -8,7 +8,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import anyio
 import attrs
@@ -24,9 +24,13 @@ from ._errors import InputError
 from ._events import LedgerEvent
 from ._files import StrPath, read_text
 from ._git import git
-from ._repo_run import RepositoryRun, run_in_repository
+from ._repo_run import RepositoryRun, resume_in_repository, run_in_repository
+from ._resume import UNIT_STATES, resume_point, unit_states
+from ._scheduler import _plan_units
+from ._store import STORE_FILE, RunStore
+from ._summary import MetricsCollector, render_ledger
 
-__all__ = ["RunReport", "demo", "run"]
+__all__ = ["RunReport", "demo", "resume", "run", "status", "stored_ledger"]
 
 _FINISHING_EVENTS: Final = frozenset({"unit_finished", "unit_blocked"})
 
@@ -78,8 +82,15 @@ class ProgressBar:
     def on_event(self, event: LedgerEvent) -> None:
         """Follow the ledger: the unit count at the start, one step per finished unit."""
         if event.event == "run_started":
-            total = event.data.get("unit_count")
+            total = event.data.get("units")
             self._progress.update(self._task, total=total if isinstance(total, int) else None)
+        elif event.event == "run_resumed":
+            total, done = event.data.get("units"), event.data.get("finished")
+            self._progress.update(
+                self._task,
+                total=total if isinstance(total, int) else None,
+                completed=done if isinstance(done, int) else 0,
+            )
         elif event.event in _FINISHING_EVENTS:
             self.finished += 1
             self._progress.update(
@@ -181,11 +192,127 @@ def run(
             call_timeout=call_timeout,
             on_event=follow,
             run_id=run_id,
+            extra_config={
+                "cli": {
+                    "coder_command": coder_command,
+                    "reducer_command": reducer_command,
+                    "remaining_five_hour": remaining_five_hour,
+                    "remaining_weekly": remaining_weekly,
+                    "max_threads": max_threads,
+                }
+            },
         )
 
     with bar.shown():
         finished = anyio.run(main)
     return _report(finished, refusals)
+
+
+def _store_path(run: StrPath, runs: StrPath) -> Path:
+    """A run given as its folder, its store file, or its id under ``runs``."""
+    given = Path(run)
+    for candidate in (given, Path(runs) / given):
+        if candidate.is_dir():
+            return candidate / STORE_FILE
+        if candidate.is_file():
+            return candidate
+    raise InputError(f"no run {run!s} (looked for {given} and {Path(runs) / given})")
+
+
+def resume(
+    *, run: StrPath, runs: StrPath = "mesh-runs", console: Console | None = None
+) -> RunReport:
+    """
+    ``mesh resume``: continue a ``mesh run`` that stopped, from its run store.
+
+    ``run`` is the run's folder, its ``run.sqlite``, or its id under ``runs``.
+    Finished units stay as they were; in-flight units restart from their
+    recorded state; nothing is integrated twice (see `resume_in_repository`).
+
+    .. versionadded:: 0.1.0
+    """
+    path = _store_path(run, runs)
+    with RunStore.open(path) as store:
+        options = store.config.get("cli")
+    if not isinstance(options, dict):
+        raise InputError(f"{path} was not started by `mesh run`: resume it from Python")
+    coder_command = str(options["coder_command"])
+    reducer_command = str(options.get("reducer_command") or coder_command)
+    budget = budget_policy(
+        remaining_five_hour=float(options["remaining_five_hour"]),
+        remaining_weekly=float(options["remaining_weekly"]),
+        max_threads=int(options["max_threads"]),
+    )
+    bar = ProgressBar(console)
+    refusals = _Refusals()
+
+    def follow(event: LedgerEvent) -> None:
+        bar.on_event(event)
+        refusals.on_event(event)
+
+    async def main() -> RepositoryRun:
+        return await resume_in_repository(
+            path,
+            coder=lambda workspaces: CommandCoder(workspaces, coder_command),
+            reducer=lambda workspaces: CommandCoder(workspaces, reducer_command),
+            budget=budget,
+            on_event=follow,
+        )
+
+    with bar.shown():
+        finished = anyio.run(main)
+    return _report(finished, refusals)
+
+
+def _stored(run: StrPath, runs: StrPath) -> tuple[str, dict[str, Any], list[LedgerEvent]]:
+    with RunStore.open(_store_path(run, runs)) as store:
+        return store.run_id, dict(store.config), list(store.events())
+
+
+def status(*, run: StrPath, runs: StrPath = "mesh-runs") -> dict[str, object]:
+    """
+    ``mesh status``: a stored run's units by state: completed, failed, blocked, in_flight, pending.
+
+    .. versionadded:: 0.1.0
+    """
+    run_id, config, events = _stored(run, runs)
+    units, _ = _plan_units(config["plan"])
+    states = unit_states(events, [unit.id for unit in units])
+    point = resume_point(events)
+    finished = bool(events) and events[-1].event == "run_finished"
+    listing: list[dict[str, object]] = []
+    for unit in units:
+        entry: dict[str, object] = {"id": unit.id, "state": states[unit.id]}
+        checkpoint = point.checkpoints.get(unit.id)
+        if checkpoint is not None:
+            entry["attempt"] = checkpoint.attempt
+            if checkpoint.outcome is not None and checkpoint.outcome.failure_code is not None:
+                entry["failure_code"] = checkpoint.outcome.failure_code.value
+        listing.append(entry)
+    return {
+        "command": "status",
+        "run_id": run_id,
+        "finished": finished,
+        "events": len(events),
+        "by_state": {
+            state: n for state in UNIT_STATES if (n := list(states.values()).count(state))
+        },
+        "units": listing,
+    }
+
+
+def stored_ledger(*, run: StrPath, runs: StrPath = "mesh-runs") -> str:
+    """The prose Orchestration Ledger of a stored run (empty when nothing ran)."""
+    _, _, events = _stored(run, runs)
+    collector = MetricsCollector()
+    for event in events:
+        collector.emit(event)
+    outcomes = [
+        checkpoint.outcome
+        for checkpoint in resume_point(events).checkpoints.values()
+        if checkpoint.outcome is not None
+    ]
+    return render_ledger(collector.metrics(), outcomes).rstrip("\n")
 
 
 def demo(*, folder: StrPath | None = None, console: Console | None = None) -> RunReport:

@@ -25,6 +25,7 @@ import attrs
 
 from ._budget import MAX_TRIPLET_WIDTH, budget_policy
 from ._clock import Clock, SystemClock
+from ._contract import worker_result_document
 from ._enums import Decision, DeliveryMode, FailureCode, Lane, ProofStatus
 from ._errors import (
     FileAccessError,
@@ -34,7 +35,7 @@ from ._errors import (
     RunFailed,
     UnitFailed,
 )
-from ._events import JsonLinesSink, Ledger, LedgerSink
+from ._events import JsonLinesSink, Ledger, LedgerEvent, LedgerSink
 from ._governor import Backpressure
 from ._lifecycle import (
     Trigger,
@@ -82,6 +83,38 @@ class _CallFailure:
 
 class _TimedOut(Exception):
     pass
+
+
+@attrs.frozen(kw_only=True)
+class UnitCheckpoint:
+    """
+    Where one unit stood when its run stopped: what `Orchestrator.execute` resumes from.
+
+    A unit with an ``outcome`` is finished and is not run again. Otherwise it
+    restarts at ``attempt``; when ``candidates`` of that attempt were
+    recorded, they are proved again instead of being written again.
+
+    .. versionadded:: 0.1.0
+    """
+
+    unit_id: str
+    attempt: int = 1
+    candidates: tuple[WorkerResult, ...] = ()
+    outcome: UnitOutcome | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ResumePoint:
+    """
+    A stopped run's state: one checkpoint per unit that had started, and the next event number.
+
+    .. versionadded:: 0.1.0
+    """
+
+    checkpoints: Mapping[str, UnitCheckpoint] = attrs.field(factory=dict)
+    next_seq: int = 1
+    history: Sequence[LedgerEvent] = ()
+    """The events recorded so far: the resumed run's metrics count them too."""
 
 
 @attrs.frozen(kw_only=True)
@@ -366,6 +399,7 @@ class Orchestrator:
         *,
         delivery_mode: DeliveryMode | None = None,
         default_proof_command: str | None = None,
+        resume: ResumePoint | None = None,
     ) -> RunResult:
         """
         Run every unit of ``plan`` to completed, failed or blocked.
@@ -374,6 +408,8 @@ class Orchestrator:
             plan: A `Plan`, an update_plan payload, a units document, or `Unit` records.
             delivery_mode: Deliver every unit this way (default: each unit's own).
             default_proof_command: The proof of units that name none.
+            resume: Continue a stopped run: finished units keep their outcome,
+                the others restart from their checkpoint (see `UnitCheckpoint`).
 
         Returns:
             The run's outcomes, metrics and plan state. Unit failures do not
@@ -404,8 +440,16 @@ class Orchestrator:
         self._plan_state = _initial_plan_state(units, plan_record)
         self._step_of = _step_index(units, plan_record)
         metrics = MetricsCollector()
+        for event in (resume or ResumePoint()).history:
+            metrics.emit(event)
         sinks = [metrics, *self._sinks, *((self._file_sink,) if self._file_sink else ())]
-        self._ledger = Ledger(run_id=self.run_id, sinks=sinks, now=self._clock.current_time)
+        self._resume = resume or ResumePoint()
+        self._ledger = Ledger(
+            run_id=self.run_id,
+            sinks=sinks,
+            now=self._clock.current_time,
+            first_seq=self._resume.next_seq,
+        )
         try:
             await self._run_all(units)
         finally:
@@ -424,21 +468,7 @@ class Orchestrator:
         )
 
     async def _run_all(self, units: Sequence[Unit]) -> None:
-        self._ledger.emit("run_started", units=len(units))
-        known = set(self._index)
-        self._waiting: dict[str, set[str]] = {}
-        self._dependents: dict[str, list[str]] = {}
-        for unit in units:
-            self._waiting[unit.id] = set(unit.deps)
-            for dep in unit.deps:
-                self._dependents.setdefault(dep, []).append(unit.id)
-        for unit in units:
-            outside = [dep for dep in unit.deps if dep not in known]
-            if outside:
-                # A dependency on a plan step that is neither done nor in this run.
-                self._block(unit.id, outside[0])
-            elif not unit.deps:
-                heapq.heappush(self._ready, (self._index[unit.id], unit.id))
+        self._start(units)
         async with anyio.create_task_group() as group:
             while True:
                 await self._read_budget()
@@ -452,6 +482,38 @@ class Orchestrator:
                     break
                 await self._changed.wait()
                 self._changed = anyio.Event()
+
+    def _start(self, units: Sequence[Unit]) -> None:
+        """Dependencies, restored outcomes (when resuming) and the first ready units."""
+        restored = {
+            unit.id: checkpoint.outcome
+            for unit in units
+            if (checkpoint := self._resume.checkpoints.get(unit.id)) is not None
+            and checkpoint.outcome is not None
+        }
+        if self._resume.next_seq > 1:
+            self._ledger.emit("run_resumed", units=len(units), finished=len(restored))
+        else:
+            self._ledger.emit("run_started", units=len(units))
+        self._outcomes.update(restored)
+        done = {unit_id for unit_id, o in restored.items() if o.state == UnitState.COMPLETED}
+        self._waiting: dict[str, set[str]] = {}
+        self._dependents: dict[str, list[str]] = {}
+        for unit in units:
+            self._waiting[unit.id] = set(unit.deps) - done
+            for dep in unit.deps:
+                self._dependents.setdefault(dep, []).append(unit.id)
+        for unit in units:
+            if unit.id in restored:
+                continue
+            # A dependency that is neither done nor in this run, or one that stopped before.
+            cause = [
+                dep for dep in self._waiting[unit.id] if dep not in self._index or dep in restored
+            ]
+            if cause:
+                self._block(unit.id, min(cause))
+            elif not self._waiting[unit.id]:
+                heapq.heappush(self._ready, (self._index[unit.id], unit.id))
 
     def _notify(self) -> None:
         self._changed.set()
@@ -531,6 +593,10 @@ class Orchestrator:
 
     async def _run_unit(self, unit: Unit) -> None:
         progress = UnitProgress(unit=unit, max_attempts=self._max_attempts, width=self._width)
+        checkpoint = self._resume.checkpoints.get(unit.id)
+        if checkpoint is not None:
+            progress.attempt = checkpoint.attempt
+            progress.candidates = list(checkpoint.candidates)
         self._progress[unit.id] = progress
         self._ledger.emit("unit_started", unit_id=unit.id, attempt=progress.attempt)
         leases: dict[str, None] = {}
@@ -575,9 +641,12 @@ class Orchestrator:
         return False
 
     async def _drive(self, progress: UnitProgress, leases: dict[str, None]) -> None:
+        # Candidates recorded before a restart are proved again, not written again.
+        recorded = bool(progress.candidates)
         while True:
             progress.width = self._width
-            failure = await self._generate(progress)
+            failure = None if recorded else await self._generate(progress)
+            recorded = False
             if not enough_candidates(progress):
                 code = failure.code if failure else FailureCode.REQUIRES_CLARIFICATION
                 evidence = (
@@ -587,6 +656,12 @@ class Orchestrator:
                     continue
                 return
             self._fire(progress, Trigger.CANDIDATES_GENERATED)
+            self._ledger.emit(
+                "candidates_recorded",
+                unit_id=progress.unit.id,
+                attempt=progress.attempt,
+                candidates=[worker_result_document(c) for c in progress.candidates],
+            )
             failures = await self._prove_all(progress, leases)
             self._fire(progress, Trigger.PROOFS_RECORDED)
             proven = tuple(
@@ -649,6 +724,9 @@ class Orchestrator:
             state=state,
             failure_code=progress.failure_code.value if progress.failure_code else None,
             evidence=progress.evidence or None,
+            accepted_candidate=outcome.accepted_candidate,
+            artifact_ref=outcome.artifact_ref,
+            delivery=outcome.delivery.value if outcome.delivery else None,
         )
         if state == UnitState.COMPLETED:
             if not self._signals.get(unit.id) and self._governor.clean():
@@ -910,6 +988,15 @@ class Orchestrator:
         steps = [dict(step) for step in self._plan_state["plan"]]
         steps[self._step_of[unit.id]]["status"] = "completed"
         plan_state = {**self._plan_state, "plan": steps}
+        key = f"{self.run_id}/{unit.id}"
+        # Recorded before the side effect, so that a restart knows to check the repository.
+        self._ledger.emit(
+            "delivery_started",
+            unit_id=unit.id,
+            candidate_id=accepted,
+            attempt=progress.attempt,
+            idempotency_key=key,
+        )
         result = await self._call(
             Lane.INTEGRATOR,
             DeliveryRequest(
@@ -920,6 +1007,7 @@ class Orchestrator:
                 approvals=progress.approvals.get(accepted, 0),
                 plan_state=plan_state,
                 attempt=progress.attempt,
+                idempotency_key=key,
             ),
             progress,
             accepted,

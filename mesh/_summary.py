@@ -140,9 +140,11 @@ class MetricsCollector:
                 self._lowest_limit = min(self._lowest_limit or limit, limit)
             elif data.get("reason") == "restored":
                 counts["restores"] += 1
-        elif name == "run_started":
-            self._started = event.at
+        elif name in {"run_started", "run_resumed"}:
+            # A resumed run keeps its first start; the units in flight then died with the process.
+            self._started = event.at if self._started is None else self._started
             self._units_total = int(data.get("units", 0))  # type: ignore[call-overload]
+            self._in_flight = 0
         elif name == "run_finished":
             self._finished = event.at
         else:

@@ -23,12 +23,13 @@ from ._budget import budget_policy
 from ._budget import replay as _replay
 from ._convert import dumps_json, loads_json
 from ._enums import Lane
+from ._errors import OptionError
 from ._files import StrPath, atomic_write_text, ensure_distinct, read_text
 from ._ledger import occurred_events
 from ._plan import plan_sync as _plan_sync
 from ._plan import slice_plan
 from ._records import BATCH_COLUMNS, OUTPUT_COLUMNS
-from ._run_command import RunReport, demo, run
+from ._run_command import RunReport, demo, resume, run, status, stored_ledger
 from ._wave import select_wave
 
 __all__ = [
@@ -38,9 +39,11 @@ __all__ = [
     "ledger",
     "plan_sync",
     "replay",
+    "resume",
     "run",
     "run_csv",
     "slice",
+    "status",
     "wave",
 ]
 
@@ -204,10 +207,21 @@ def run_csv(
     return prepared.to_document(csv_path=str(csv_path), output_csv_path=str(output_csv_path))
 
 
-def ledger(*, input_json: StrPath) -> dict[str, object]:
+def ledger(
+    *, input_json: StrPath | None = None, run: StrPath | None = None, runs: StrPath = "mesh-runs"
+) -> dict[str, object] | str:
     """
-    ``mesh ledger``: keep only the events that occurred.
+    ``mesh ledger``: keep only the events that occurred; or, given a stored run, its prose ledger.
+
+    ``--input-json PATH`` filters a ledger payload (a JSON document comes
+    back); ``RUN`` (a run's folder, store, or id under ``runs``) renders that
+    run's Orchestration Ledger (text comes back).
 
     .. versionadded:: 0.1.0
     """
+    if (input_json is None) == (run is None):
+        raise OptionError("MissingArgument", "give a RUN or --input-json PATH (one of them)")
+    if run is not None:
+        return stored_ledger(run=run, runs=runs)
+    assert input_json is not None  # noqa: S101 - one of the two, checked above
     return {"command": "ledger", "events": occurred_events(_read_json(input_json, what="ledger"))}

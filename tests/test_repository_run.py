@@ -290,9 +290,7 @@ class TestProgressBar:
         bar = ProgressBar(console)
         with bar.shown():
             bar.on_event(
-                mesh.LedgerEvent(
-                    event="run_started", run_id="r", seq=1, at=0.0, data={"unit_count": 2}
-                )
+                mesh.LedgerEvent(event="run_started", run_id="r", seq=1, at=0.0, data={"units": 2})
             )
             bar.on_event(
                 mesh.LedgerEvent(event="unit_finished", run_id="r", seq=2, at=0.0, unit_id="u1")

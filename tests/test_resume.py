@@ -1,0 +1,380 @@
+"""Resuming stopped runs: engine checkpoints, exactly-once delivery, kill -9 at many points."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import anyio
+import pytest
+
+import mesh
+import mesh.commands
+from mesh._adapters import mailbox as mesh_mailbox
+from mesh.testing import FakeAdapter, answer, fake_roles
+
+from engine_helpers import unit
+from repo_helpers import diff_of, git, make_repo
+
+pytestmark = pytest.mark.anyio
+
+
+class TestEngineResume:
+    async def test_resume_reproves_recorded_candidates_and_keeps_finished_units(self) -> None:
+        """A unit stopped after its candidates were recorded is proved again, not written again."""
+        store: list[mesh.LedgerEvent] = []
+        plan = [unit("done"), unit("halfway"), unit("later", "done", "halfway")]
+
+        async def slow_prover(request: mesh.ProofRequest) -> dict[str, object]:
+            if request.unit.id == "halfway":
+                await anyio.sleep(30)  # stopped here: candidates recorded, proofs not finished
+            return answer(request)
+
+        with anyio.move_on_after(1):
+            async with mesh.Orchestrator(
+                roles=fake_roles(prover=FakeAdapter(slow_prover)),
+                sinks=[mesh.MemorySink(store)],
+                run_id="r1",
+            ) as run:
+                await run.execute(plan)
+        point = mesh.resume_point(store)
+        assert point.checkpoints["done"].outcome is not None
+        assert len(point.checkpoints["halfway"].candidates) == 3
+
+        coder = FakeAdapter()
+        again: list[mesh.LedgerEvent] = []
+        async with mesh.Orchestrator(
+            roles=fake_roles(coder=coder), sinks=[mesh.MemorySink(again)], run_id="r1"
+        ) as run:
+            result = await run.execute(plan, resume=point)
+        assert [o.state for o in result.outcomes] == ["completed"] * 3
+        assert sorted({request.unit.id for request in coder.calls}) == ["later"]
+        assert again[0].event == "run_resumed"
+        assert again[0].seq == point.next_seq
+        assert result.metrics.completed == 3  # the first process's units count too
+
+    async def test_stopped_dependencies_block_on_resume(self) -> None:
+        """A dependency that failed before the stop blocks its dependents after it."""
+        failed = mesh.UnitOutcome(
+            unit_id="a", state="failed", failure_code=mesh.FailureCode.PROOF_MISSING
+        )
+        point = mesh.ResumePoint(
+            checkpoints={"a": mesh.UnitCheckpoint(unit_id="a", outcome=failed)}, next_seq=5
+        )
+        async with mesh.Orchestrator(roles=fake_roles()) as run:
+            result = await run.execute([unit("a"), unit("b", "a"), unit("c")], resume=point)
+        assert [(o.unit_id, o.state, o.blocked_by) for o in result.outcomes] == [
+            ("a", "failed", None),
+            ("b", "blocked", "a"),
+            ("c", "completed", None),
+        ]
+
+
+def delivery(the_unit: mesh.Unit, patch: str, key: str) -> mesh.DeliveryRequest:
+    request = mesh.AuthorRequest(
+        unit=the_unit,
+        lane=mesh.Lane.CODER,
+        candidate_id=f"{the_unit.id}-coder-1",
+        triplet_index=1,
+        attempt=1,
+    )
+    found = mesh.parse_worker_result(answer(request, patch=patch))
+    proof = mesh.parse_worker_result(
+        answer(
+            mesh.ProofRequest(
+                unit=the_unit,
+                candidate_id=found.candidate_id,
+                candidate=found,
+                applied=found,
+                proof_attempt=1,
+                attempt=1,
+            )
+        )
+    )
+    return mesh.DeliveryRequest(
+        unit=the_unit,
+        candidate_id=found.candidate_id,
+        candidate=found,
+        proof=proof,
+        approvals=1,
+        plan_state={"plan": []},
+        attempt=1,
+        idempotency_key=key,
+    )
+
+
+class TestExactlyOnceDelivery:
+    async def test_a_delivered_key_is_not_delivered_again(
+        self, repo: Path, workspaces: mesh.WorkspaceManager, tmp_path: Path
+    ) -> None:
+        """The same delivery twice makes one commit; the second answer names it."""
+        the_unit = mesh.Unit(
+            id="u1",
+            objective="change",
+            write_scope=("src",),
+            delivery_mode=mesh.DeliveryMode.COMMIT_FIRST,
+        )
+        request = delivery(the_unit, diff_of(repo, {"src/util.py": "VALUE = 2\n"}), "run-1/u1")
+        integrator = mesh.GitIntegrator(
+            workspaces, artifacts=tmp_path / "out", plan_path=tmp_path / "p.json"
+        )
+        first = mesh.parse_worker_result(await integrator(request))
+        second = mesh.parse_worker_result(await integrator(request))
+        assert second.artifact_ref == first.artifact_ref == git(repo, "rev-parse", "HEAD")
+        assert second.proof_evidence.key_line.startswith("already delivered as ")
+        assert git(repo, "log", "--format=%s").splitlines() == ["change", "initial"]
+
+    async def test_recover_after_a_kill_during_git_am(
+        self, repo: Path, workspaces: mesh.WorkspaceManager, tmp_path: Path
+    ) -> None:
+        """A dead process's index lock and half-done git am are cleaned before resuming."""
+        the_unit = mesh.Unit(
+            id="u1",
+            objective="change",
+            write_scope=("src",),
+            delivery_mode=mesh.DeliveryMode.COMMIT_FIRST,
+        )
+        conflicting = diff_of(repo, {"src/util.py": "VALUE = 3\n"})
+        git(repo, "commit", "--quiet", "--allow-empty", "-m", "base")
+        (repo / "src" / "util.py").write_text("VALUE = 2\n")
+        git(repo, "commit", "--quiet", "-am", "moved")
+        # A git am left half done (it stopped on a conflict), and a stale lock.
+        mailbox = mesh_mailbox(delivery(the_unit, conflicting, "k"), author="a <a@b>")
+        subprocess.run(
+            ["git", "am"], cwd=repo, input=mailbox, text=True, capture_output=True, check=False
+        )
+        assert (repo / ".git" / "rebase-apply").exists()
+        (repo / ".git" / "index.lock").write_text("")
+        integrator = mesh.GitIntegrator(workspaces, artifacts=tmp_path / "out")
+        await integrator.recover()
+        assert not (repo / ".git" / "rebase-apply").exists()
+        assert not (repo / ".git" / "index.lock").exists()
+        assert git(repo, "status", "--porcelain") == ""
+        fresh = diff_of(repo, {"src/fresh.py": "x = 1\n"})
+        result = mesh.parse_worker_result(await integrator(delivery(the_unit, fresh, "k2")))
+        assert result.decision is mesh.Decision.INTEGRATED_COMMIT
+        assert git(repo, "log", "--format=%s").splitlines()[:2] == ["change", "moved"]
+        await integrator.recover()  # nothing to clean is fine
+
+
+CODER = (
+    'mkdir -p "$(dirname "$MESH_WRITE_SCOPE")" && '
+    'printf "%s\\n" "$MESH_OBJECTIVE" > "$MESH_WRITE_SCOPE"'
+)
+
+
+def step(name: str, *deps: str, risk: str = "low") -> dict[str, object]:
+    return {
+        "id": name,
+        "step": f"write {name}",
+        "deps": list(deps),
+        "write_scope": [f"src/{name}.txt"],
+        "proof_command": " && ".join(f"test -s src/{n}.txt" for n in (name, *deps)),
+        "risk_tier": risk,
+    }
+
+
+PLAN = {
+    "plan": [
+        step("a"),
+        step("b", "a"),
+        step("c", "a", risk="high"),
+        step("d", risk="med"),
+        step("e", "b", "c", "d"),
+        step("f", "e"),
+        step("g"),
+        step("h", "g"),
+    ]
+}
+
+
+def start_run(repo: Path, out: Path, plan: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mesh",
+            "run",
+            str(plan),
+            "--repo",
+            str(repo),
+            "--out",
+            str(out),
+            "--delivery",
+            "commit_first",
+            "--coder-command",
+            CODER,
+            "--max-threads",
+            "3",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def events_written(ledger: Path) -> int:
+    """How far a run got: its JSON-lines ledger is written (and flushed) one event at a time."""
+    try:
+        return ledger.read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def history(repo: Path) -> tuple[str, list[str], list[str]]:
+    """The final tree, the sorted patch ids of the commits, and every delivery key in the log."""
+    ids = subprocess.run(
+        ["git", "patch-id", "--stable"],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+        text=True,
+        input=git(repo, "log", "-p", "--format=commit %H"),
+    ).stdout
+    keys = [
+        line
+        for line in git(repo, "log", "--format=%b").splitlines()
+        if line.startswith("Mesh-Unit:")
+    ]
+    return (
+        git(repo, "rev-parse", "HEAD^{tree}"),
+        sorted(line.split()[0] for line in ids.splitlines()),
+        keys,
+    )
+
+
+def crash_and_resume(template: Path, work: Path, plan: Path, target: int) -> int | None:
+    """Run, kill -9 once ``target`` events happened, resume; the kill point (None: never killed)."""
+    repo = work / "repo"
+    shutil.copytree(template, repo, symlinks=True)
+    ledger = work / "out" / "ledger.jsonl"
+    process = start_run(repo, work / "out", plan)
+    point = None
+    deadline = time.monotonic() + 60
+    while process.poll() is None and time.monotonic() < deadline:
+        if events_written(ledger) >= target:
+            process.kill()  # SIGKILL: no cleanup of any kind
+            process.wait()
+            point = events_written(ledger)
+            break
+        time.sleep(0.0005)
+    process.wait()
+    resumed = subprocess.run(
+        [sys.executable, "-m", "mesh", "resume", str(work / "out")],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert resumed.returncode == 0, (target, resumed.stdout, resumed.stderr)
+    return point
+
+
+class TestCrashHarness:
+    @pytest.mark.timeout(900)
+    def test_kill_9_at_thirty_points_then_resume(self, tmp_path: Path) -> None:
+        """
+        Killed at 30+ distinct points and resumed: all units complete, none twice.
+
+        The repository's history matches an uninterrupted run's.
+        """
+        plan = tmp_path / "plan.json"
+        plan.write_text(json.dumps(PLAN))
+        template = make_repo(tmp_path / "template", {"src/keep": "x\n"})
+        reference_repo = tmp_path / "reference" / "repo"
+        shutil.copytree(template, reference_repo, symlinks=True)
+        start_run(reference_repo, tmp_path / "reference" / "out", plan).wait(timeout=120)
+        reference = history(reference_repo)
+        assert len(reference[2]) == len(PLAN["plan"])
+        total = events_written(tmp_path / "reference" / "out" / "ledger.jsonl")
+        targets = sorted(random.Random(20261125).sample(range(1, total), 40))
+        kill_points: set[int] = set()
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            futures = [
+                (
+                    index,
+                    pool.submit(
+                        crash_and_resume, template, tmp_path / f"crash-{index}", plan, target
+                    ),
+                )
+                for index, target in enumerate(targets)
+            ]
+            for index, future in futures:
+                point = future.result()
+                work = tmp_path / f"crash-{index}"
+                final = history(work / "repo")
+                assert final[0] == reference[0], f"crash {index} at {point}: different tree"
+                assert final[1] == reference[1], f"crash {index} at {point}: different commits"
+                assert sorted(final[2]) == sorted(reference[2]), f"crash {index} at {point}: twice"
+                status = mesh.commands.status(run=work / "out")
+                assert status["by_state"] == {"completed": len(PLAN["plan"])}, status
+                events = [
+                    json.loads(line)
+                    for line in (work / "out" / "ledger.jsonl").read_text().splitlines()
+                ]
+                assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+                if point is not None:
+                    kill_points.add(point)
+                shutil.rmtree(work)
+        assert len(kill_points) >= 30, sorted(kill_points)
+
+
+class TestStoredRunCommands:
+    def test_status_ledger_and_resume_errors(
+        self, tmp_path: Path, repo: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Status and ledger read a stored run by folder, file or id; resume refuses others."""
+        plan = tmp_path / "plan.json"
+        plan.write_text(json.dumps({"plan": [step("a")]}))
+        monkeypatch.chdir(tmp_path)
+        report = mesh.commands.run(plan=plan, repo=repo, coder_command=CODER)
+        run_id = report.run.result.run_id
+        by_id = mesh.commands.status(run=run_id)
+        assert by_id == mesh.commands.status(run=report.run.store_path)
+        assert (by_id["finished"], by_id["by_state"]) == (True, {"completed": 1})
+        text = mesh.commands.ledger(run=run_id)
+        assert isinstance(text, str)
+        assert text.startswith("Orchestration Ledger\nSkills used:")
+        with pytest.raises(mesh.InputError, match="no run nope"):
+            mesh.commands.status(run="nope")
+        with pytest.raises(mesh.OptionError, match="give a RUN or --input-json"):
+            mesh.commands.ledger()
+        resumed = mesh.commands.resume(run=run_id)  # a finished run: nothing left to do
+        assert resumed.exit_code == 0
+
+        async def api_run() -> mesh.RepositoryRun:
+            return await mesh.run_in_repository(
+                {"plan": [{"step": "x", "write_scope": ["src"], "proof_command": "true"}]},
+                repo=repo,
+                out=tmp_path / "api",
+                coder=lambda ws: mesh.CommandCoder(ws, "touch src/x"),
+            )
+
+        anyio.run(api_run)
+        with pytest.raises(mesh.InputError, match="was not started by `mesh run`"):
+            mesh.commands.resume(run=tmp_path / "api")
+
+    def test_cli(self, tmp_path: Path, repo: Path, run_mesh: object) -> None:
+        """`mesh status RUN` prints JSON, `mesh ledger RUN` prose."""
+        plan = tmp_path / "plan.json"
+        plan.write_text(json.dumps({"plan": [step("a")]}))
+        run = run_mesh(
+            "run",
+            str(plan),
+            "--repo",
+            str(repo),
+            "--coder-command",
+            CODER,  # type: ignore[operator]
+            "--out",
+            str(tmp_path / "out"),
+        )
+        assert run.returncode == 0, run.stderr
+        status = run_mesh("status", str(tmp_path / "out"))  # type: ignore[operator]
+        assert json.loads(status.stdout)["by_state"] == {"completed": 1}
+        ledger = run_mesh("ledger", str(tmp_path / "out"))  # type: ignore[operator]
+        assert ledger.stdout.startswith("Orchestration Ledger\n")

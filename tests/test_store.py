@@ -1,0 +1,204 @@
+"""The run store (SQLite, batched, checked on open) and rebuilding a run's state from it."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+import mesh
+from mesh.testing import answer
+
+from repo_helpers import unit
+
+
+def event(
+    seq: int,
+    name: str = "adapter_call",
+    *,
+    unit_id: str | None = None,
+    lane: mesh.Lane | None = None,
+    attempt: int | None = None,
+    **data: object,
+) -> mesh.LedgerEvent:
+    return mesh.LedgerEvent(
+        event=name,
+        run_id="r1",
+        seq=seq,
+        at=float(seq),
+        unit_id=unit_id,
+        lane=lane,
+        attempt=attempt,
+        data=data,
+    )
+
+
+def committed(path: Path) -> int:
+    with sqlite3.connect(path) as other:
+        return int(other.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+
+class TestRunStore:
+    def test_round_trip_and_batching(self, tmp_path: Path) -> None:
+        """Events are committed in batches, at once for barrier events, and read back whole."""
+        path = tmp_path / "run.sqlite"
+        with mesh.RunStore.create(
+            path, run_id="r1", config={"plan": [1, 2]}, batch_size=3
+        ) as store:
+            store.emit(event(1, unit_id="u1", lane=mesh.Lane.CODER, attempt=1, outcome="ok"))
+            store.emit(event(2))
+            assert committed(path) == 0  # still batched
+            store.emit(event(3))
+            assert committed(path) == 3  # a full batch
+            store.emit(event(4, "delivery_started", unit_id="u1"))
+            assert committed(path) == 4  # before a side effect: at once
+            store.emit(event(5))
+        with mesh.RunStore.open(path) as again:
+            assert (again.run_id, again.config, again.last_seq) == ("r1", {"plan": [1, 2]}, 5)
+            events = list(again.events())
+        assert [e.seq for e in events] == [1, 2, 3, 4, 5]
+        assert events[0] == event(1, unit_id="u1", lane=mesh.Lane.CODER, attempt=1, outcome="ok")
+
+    def test_refuses_to_overwrite(self, tmp_path: Path) -> None:
+        """A store is never created over an existing file."""
+        path = tmp_path / "run.sqlite"
+        mesh.RunStore.create(path, run_id="r1", config={}).close()
+        with pytest.raises(mesh.StoreError, match="already there"):
+            mesh.RunStore.create(path, run_id="r2", config={})
+
+    def test_create_where_it_cannot(self, tmp_path: Path) -> None:
+        """A folder in the way is a clear error."""
+        (tmp_path / "file").write_text("x")
+        with pytest.raises(mesh.StoreError, match="cannot create the run store"):
+            mesh.RunStore.create(tmp_path / "file" / "run.sqlite", run_id="r1", config={})
+
+    @pytest.mark.parametrize(
+        ("damage", "message"),
+        [
+            ("missing", "no run store there"),
+            ("garbage", "is not a readable mesh run store: file is not a database"),
+            ("truncated", "is not a readable mesh run store: database disk image is malformed"),
+            ("foreign", "is not a mesh run store (schema version 0)"),
+            ("gap", "is missing events: 2 recorded, numbered up to 3"),
+        ],
+    )
+    def test_damage_is_reported_never_ignored(
+        self, tmp_path: Path, damage: str, message: str
+    ) -> None:
+        """Missing, foreign, garbage, truncated or gapped stores are errors, never shorter."""
+        path = tmp_path / "run.sqlite"
+        if damage != "missing":
+            with mesh.RunStore.create(path, run_id="r1", config={}) as store:
+                for seq in range(1, 200):
+                    store.emit(event(seq, payload="x" * 200))
+        if damage == "garbage":
+            path.write_bytes(b"not sqlite at all" * 100)
+        elif damage == "truncated":
+            path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        elif damage == "foreign":
+            path.unlink()
+            sqlite3.connect(path).execute("CREATE TABLE t (x)").connection.close()
+        elif damage == "gap":
+            path.unlink()
+            with mesh.RunStore.create(path, run_id="r1", config={}) as store:
+                store.emit(event(1))
+                store.emit(event(3))
+        with pytest.raises(mesh.StoreError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            mesh.RunStore.open(path)
+
+    def test_write_failure(self, tmp_path: Path) -> None:
+        """A failed commit is a StoreError naming the store."""
+        store = mesh.RunStore.create(tmp_path / "run.sqlite", run_id="r1", config={})
+        store.emit(event(1))
+        with pytest.raises(mesh.StoreError, match="cannot write to the run store"):
+            store.emit(event(1, "unit_finished"))  # the same number twice cannot be stored
+        with pytest.raises(mesh.StoreError, match="UNIQUE constraint failed"):
+            store.close()  # what could not be written is never dropped silently
+
+
+class TestResumePoint:
+    def candidates(self) -> list[dict[str, object]]:
+        request = mesh.AuthorRequest(
+            unit=unit("u1"),
+            lane=mesh.Lane.CODER,
+            candidate_id="u1-coder-1",
+            triplet_index=1,
+            attempt=2,
+        )
+        return [answer(request)]
+
+    def test_states_from_events(self) -> None:
+        """Finished units keep their outcome; others restart at their attempt and candidates."""
+        events = [
+            event(1, "run_started", units=4),
+            event(2, "unit_started", unit_id="u1", attempt=1),
+            event(3, "rework", unit_id="u1", attempt=2),
+            event(4, "candidates_recorded", unit_id="u1", attempt=2, candidates=self.candidates()),
+            event(5, "unit_started", unit_id="u2", attempt=1),
+            event(
+                6,
+                "unit_finished",
+                unit_id="u2",
+                attempt=1,
+                state="completed",
+                failure_code=None,
+                accepted_candidate="u2-coder-1",
+                artifact_ref="abc",
+                delivery="integrated_commit",
+            ),
+            event(
+                7, "unit_finished", unit_id="u2", attempt=1, state="failed"
+            ),  # ignored: already done
+            event(8, "unit_blocked", unit_id="u3", blocked_by="u9"),
+            event(9, "unit_started", unit_id="u4", attempt=1),
+            event(
+                10,
+                "unit_finished",
+                unit_id="u4",
+                state="failed",
+                failure_code="proof_missing",
+                evidence="1 failed",
+            ),
+            event(11, "delivery_started", unit_id="u1"),
+        ]
+        point = mesh.resume_point(events)
+        assert point.next_seq == 12
+        assert len(point.history) == 11
+        first = point.checkpoints["u1"]
+        assert (first.attempt, first.outcome, [c.candidate_id for c in first.candidates]) == (
+            2,
+            None,
+            ["u1-coder-1"],
+        )
+        assert point.checkpoints["u2"].outcome == mesh.UnitOutcome(
+            unit_id="u2",
+            state="completed",
+            attempts=1,
+            accepted_candidate="u2-coder-1",
+            artifact_ref="abc",
+            delivery=mesh.Decision.INTEGRATED_COMMIT,
+        )
+        assert point.checkpoints["u3"].outcome is not None
+        assert point.checkpoints["u3"].outcome.blocked_by == "u9"
+        failed = point.checkpoints["u4"].outcome
+        assert failed is not None
+        assert (failed.failure_code, failed.evidence) == (
+            mesh.FailureCode.PROOF_MISSING,
+            "1 failed",
+        )
+        assert mesh.unit_states(events, ["u1", "u2", "u3", "u4", "u5"]) == {
+            "u1": "in_flight",
+            "u2": "completed",
+            "u3": "blocked",
+            "u4": "failed",
+            "u5": "pending",
+        }
+
+    @pytest.mark.parametrize("candidates", ["nope", [{"id": "u1"}]])
+    def test_unreadable_candidates(self, candidates: object) -> None:
+        """A damaged candidate record is an error, not a silent regeneration."""
+        with pytest.raises(mesh.MeshError, match="event 1: "):
+            mesh.resume_point(
+                [event(1, "candidates_recorded", unit_id="u1", candidates=candidates)]
+            )
