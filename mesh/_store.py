@@ -14,6 +14,7 @@ never a silently shorter history.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -74,6 +75,15 @@ def _row_event(run_id: str, row: tuple[Any, ...]) -> LedgerEvent:
         duration_ms=duration_ms,
         data=json.loads(data),
     )
+
+
+@contextlib.contextmanager
+def _closed_on_error(connection: sqlite3.Connection) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        connection.close()
+        raise
 
 
 def _checked(connection: sqlite3.Connection, target: Path) -> tuple[str, str]:
@@ -168,17 +178,11 @@ class RunStore:
             raise StoreError(f"{target}: no run store there")
         try:
             connection = sqlite3.connect(target, isolation_level=None)
+            with _closed_on_error(connection):
+                cls._configure(connection, synchronous)
+                run_id, config = _checked(connection, target)
         except sqlite3.Error as exc:
             raise StoreError(f"{target} is not a readable mesh run store: {exc}") from exc
-        try:
-            cls._configure(connection, synchronous)
-            run_id, config = _checked(connection, target)
-        except sqlite3.Error as exc:
-            connection.close()
-            raise StoreError(f"{target} is not a readable mesh run store: {exc}") from exc
-        except StoreError:
-            connection.close()
-            raise
         return cls(connection, target, run_id, json.loads(config), batch_size=batch_size)
 
     def __enter__(self) -> Self:

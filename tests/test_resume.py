@@ -129,6 +129,9 @@ class TestExactlyOnceDelivery:
         assert second.artifact_ref == first.artifact_ref == git(repo, "rev-parse", "HEAD")
         assert second.proof_evidence.key_line.startswith("already delivered as ")
         assert git(repo, "log", "--format=%s").splitlines() == ["change", "initial"]
+        without_plan = mesh.GitIntegrator(workspaces, artifacts=tmp_path / "out")
+        third = mesh.parse_worker_result(await without_plan(request))
+        assert third.artifact_ref == first.artifact_ref
 
     async def test_recover_after_a_kill_during_git_am(
         self, repo: Path, workspaces: mesh.WorkspaceManager, tmp_path: Path

@@ -81,6 +81,7 @@ class TestRunStore:
             ("truncated", "is not a readable mesh run store: database disk image is malformed"),
             ("foreign", "is not a mesh run store (schema version 0)"),
             ("gap", "is missing events: 2 recorded, numbered up to 3"),
+            ("inconsistent", "is damaged: NULL value in events.unit_id"),
         ],
     )
     def test_damage_is_reported_never_ignored(
@@ -99,6 +100,16 @@ class TestRunStore:
         elif damage == "foreign":
             path.unlink()
             sqlite3.connect(path).execute("CREATE TABLE t (x)").connection.close()
+        elif damage == "inconsistent":
+            # The schema now promises what the rows break: SQLite's own check notices.
+            with sqlite3.connect(path) as raw:
+                raw.execute("PRAGMA writable_schema=ON")
+                (sql,) = raw.execute("SELECT sql FROM sqlite_master WHERE name='events'").fetchone()
+                raw.execute(
+                    "UPDATE sqlite_master SET sql=? WHERE name='events'",
+                    (sql.replace("unit_id TEXT", "unit_id TEXT NOT NULL"),),
+                )
+            raw.close()
         elif damage == "gap":
             path.unlink()
             with mesh.RunStore.create(path, run_id="r1", config={}) as store:
@@ -202,3 +213,42 @@ class TestResumePoint:
             mesh.resume_point(
                 [event(1, "candidates_recorded", unit_id="u1", candidates=candidates)]
             )
+
+
+def test_status_of_a_stopped_run(tmp_path: Path) -> None:
+    """A stopped run's status: finished, failed, blocked, in-flight and pending units."""
+    import mesh.commands  # noqa: PLC0415 - the command under test
+
+    plan = {"plan": [{"step": f"s{i}"} for i in range(5)]}
+    with mesh.RunStore.create(tmp_path / "run.sqlite", run_id="r1", config={"plan": plan}) as store:
+        steps: list[tuple[str, str, dict[str, object]]] = [
+            ("unit_started", "unit-001", {}),
+            ("unit_finished", "unit-001", {"state": "completed"}),
+            ("unit_finished", "unit-002", {"state": "failed", "failure_code": "proof_missing"}),
+            ("unit_blocked", "unit-003", {"blocked_by": "unit-002"}),
+            ("unit_started", "unit-004", {}),
+        ]
+        for seq, (name, unit_id, data) in enumerate(steps, start=1):
+            store.emit(
+                mesh.LedgerEvent(
+                    event=name, run_id="r1", seq=seq, at=0.0, unit_id=unit_id, attempt=1, data=data
+                )
+            )
+    status = mesh.commands.status(run=tmp_path)
+    assert (status["finished"], status["events"]) == (False, 5)
+    assert status["by_state"] == {
+        "completed": 1,
+        "failed": 1,
+        "blocked": 1,
+        "in_flight": 1,
+        "pending": 1,
+    }
+    units = status["units"]
+    assert isinstance(units, list)
+    assert units[1] == {
+        "id": "unit-002",
+        "state": "failed",
+        "attempt": 1,
+        "failure_code": "proof_missing",
+    }
+    assert units[4] == {"id": "unit-005", "state": "pending"}
