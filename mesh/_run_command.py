@@ -6,7 +6,7 @@ import contextlib
 import importlib.util
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -167,17 +167,10 @@ def run(
         max_threads=max_threads,
     )
     mode = DeliveryMode(delivery) if delivery is not None else None
-    bar = ProgressBar(console)
-    refusals = _Refusals()
-
-    def follow(event: LedgerEvent) -> None:
-        bar.on_event(event)
-        refusals.on_event(event)
-
     run_id = uuid.uuid4().hex[:12]
     folder = Path(out) if out is not None else Path("mesh-runs") / run_id
 
-    async def main() -> RepositoryRun:
+    async def main(follow: Callable[[LedgerEvent], None]) -> RepositoryRun:
         return await run_in_repository(
             document,
             repo=repo,
@@ -203,8 +196,23 @@ def run(
             },
         )
 
+    return _watched(console, main)
+
+
+def _watched(
+    console: Console | None,
+    main: Callable[[Callable[[LedgerEvent], None]], Awaitable[RepositoryRun]],
+) -> RunReport:
+    """Run ``main`` with a progress bar and a record of refused candidates, then report."""
+    bar = ProgressBar(console)
+    refusals = _Refusals()
+
+    def follow(event: LedgerEvent) -> None:
+        bar.on_event(event)
+        refusals.on_event(event)
+
     with bar.shown():
-        finished = anyio.run(main)
+        finished = anyio.run(main, follow)
     return _report(finished, refusals)
 
 
@@ -243,14 +251,7 @@ def resume(
         remaining_weekly=float(options["remaining_weekly"]),
         max_threads=int(options["max_threads"]),
     )
-    bar = ProgressBar(console)
-    refusals = _Refusals()
-
-    def follow(event: LedgerEvent) -> None:
-        bar.on_event(event)
-        refusals.on_event(event)
-
-    async def main() -> RepositoryRun:
+    async def main(follow: Callable[[LedgerEvent], None]) -> RepositoryRun:
         return await resume_in_repository(
             path,
             coder=lambda workspaces: CommandCoder(workspaces, coder_command),
@@ -259,9 +260,7 @@ def resume(
             on_event=follow,
         )
 
-    with bar.shown():
-        finished = anyio.run(main)
-    return _report(finished, refusals)
+    return _watched(console, main)
 
 
 def _stored(run: StrPath, runs: StrPath) -> tuple[str, dict[str, Any], list[LedgerEvent]]:

@@ -78,6 +78,52 @@ def unit(
     )
 
 
+def candidate(
+    the_unit: mesh.Unit, patch: str, base: str = "HEAD", index: int = 1
+) -> mesh.WorkerResult:
+    """A valid author answer carrying ``patch``, as the engine would hand it on."""
+    from mesh.testing import answer  # noqa: PLC0415 - keeps this helper module light to import
+
+    lane = mesh.Lane.CODER if index < 3 else mesh.Lane.REDUCER
+    request = mesh.AuthorRequest(
+        unit=the_unit,
+        lane=lane,
+        candidate_id=f"{the_unit.id}-c{index}",
+        triplet_index=index,
+        attempt=1,
+    )
+    return mesh.parse_worker_result(answer(request, patch=patch, base_sha=base))
+
+
+def delivery(the_unit: mesh.Unit, found: mesh.WorkerResult, key: str = "") -> mesh.DeliveryRequest:
+    """Ask to deliver ``found`` (with a passing proof) under idempotency ``key``."""
+    from mesh.testing import answer  # noqa: PLC0415
+
+    proof = mesh.parse_worker_result(
+        answer(
+            mesh.ProofRequest(
+                unit=the_unit,
+                candidate_id=found.candidate_id,
+                candidate=found,
+                applied=found,
+                proof_attempt=1,
+                attempt=1,
+            )
+        )
+    )
+    state = {"plan": [{"id": the_unit.id, "step": the_unit.objective, "status": "completed"}]}
+    return mesh.DeliveryRequest(
+        unit=the_unit,
+        candidate_id=found.candidate_id,
+        candidate=found,
+        proof=proof,
+        approvals=1,
+        plan_state=state,
+        attempt=1,
+        idempotency_key=key,
+    )
+
+
 def pid_alive(pid: int) -> bool:
     """Whether a process runs (a zombie, exited but not yet collected, does not count)."""
     try:

@@ -11,21 +11,9 @@ import pytest
 import mesh
 from mesh.testing import answer
 
-from repo_helpers import commit_files, diff_of, git, pid_alive, unit
+from repo_helpers import candidate, commit_files, delivery, diff_of, git, pid_alive, unit
 
 pytestmark = pytest.mark.anyio
-
-
-def candidate(the_unit: mesh.Unit, patch: str, base: str, index: int = 1) -> mesh.WorkerResult:
-    lane = mesh.Lane.CODER if index < 3 else mesh.Lane.REDUCER
-    request = mesh.AuthorRequest(
-        unit=the_unit,
-        lane=lane,
-        candidate_id=f"{the_unit.id}-c{index}",
-        triplet_index=index,
-        attempt=1,
-    )
-    return mesh.parse_worker_result(answer(request, patch=patch, base_sha=base))
 
 
 def apply_request(the_unit: mesh.Unit, found: mesh.WorkerResult) -> mesh.ApplyRequest:
@@ -255,20 +243,6 @@ class TestMechanicalFixer:
             mesh.Decision.REWORK_REQUIRED,
             mesh.FailureCode.PROOF_MISSING,
         )
-
-
-def delivery(the_unit: mesh.Unit, found: mesh.WorkerResult) -> mesh.DeliveryRequest:
-    proof = mesh.parse_worker_result(answer(proof_request(the_unit, found, found)))
-    state = {"plan": [{"id": the_unit.id, "step": the_unit.objective, "status": "completed"}]}
-    return mesh.DeliveryRequest(
-        unit=the_unit,
-        candidate_id=found.candidate_id,
-        candidate=found,
-        proof=proof,
-        approvals=1,
-        plan_state=state,
-        attempt=1,
-    )
 
 
 class TestGitIntegrator:

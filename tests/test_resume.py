@@ -20,7 +20,7 @@ from mesh._adapters import mailbox as mesh_mailbox
 from mesh.testing import FakeAdapter, answer, fake_roles
 
 from engine_helpers import unit
-from repo_helpers import diff_of, git, make_repo
+from repo_helpers import candidate, delivery, diff_of, git, make_repo
 
 pytestmark = pytest.mark.anyio
 
@@ -76,37 +76,13 @@ class TestEngineResume:
         ]
 
 
-def delivery(the_unit: mesh.Unit, patch: str, key: str) -> mesh.DeliveryRequest:
-    request = mesh.AuthorRequest(
-        unit=the_unit,
-        lane=mesh.Lane.CODER,
-        candidate_id=f"{the_unit.id}-coder-1",
-        triplet_index=1,
-        attempt=1,
-    )
-    found = mesh.parse_worker_result(answer(request, patch=patch))
-    proof = mesh.parse_worker_result(
-        answer(
-            mesh.ProofRequest(
-                unit=the_unit,
-                candidate_id=found.candidate_id,
-                candidate=found,
-                applied=found,
-                proof_attempt=1,
-                attempt=1,
-            )
-        )
-    )
-    return mesh.DeliveryRequest(
-        unit=the_unit,
-        candidate_id=found.candidate_id,
-        candidate=found,
-        proof=proof,
-        approvals=1,
-        plan_state={"plan": []},
-        attempt=1,
-        idempotency_key=key,
-    )
+COMMITTING = mesh.Unit(
+    id="u1", objective="change", write_scope=("src",), delivery_mode=mesh.DeliveryMode.COMMIT_FIRST
+)
+
+
+def delivered(repo: Path, changes: dict[str, str | None], key: str) -> mesh.DeliveryRequest:
+    return delivery(COMMITTING, candidate(COMMITTING, diff_of(repo, changes)), key)
 
 
 class TestExactlyOnceDelivery:
@@ -114,13 +90,7 @@ class TestExactlyOnceDelivery:
         self, repo: Path, workspaces: mesh.WorkspaceManager, tmp_path: Path
     ) -> None:
         """The same delivery twice makes one commit; the second answer names it."""
-        the_unit = mesh.Unit(
-            id="u1",
-            objective="change",
-            write_scope=("src",),
-            delivery_mode=mesh.DeliveryMode.COMMIT_FIRST,
-        )
-        request = delivery(the_unit, diff_of(repo, {"src/util.py": "VALUE = 2\n"}), "run-1/u1")
+        request = delivered(repo, {"src/util.py": "VALUE = 2\n"}, "run-1/u1")
         integrator = mesh.GitIntegrator(
             workspaces, artifacts=tmp_path / "out", plan_path=tmp_path / "p.json"
         )
@@ -137,18 +107,12 @@ class TestExactlyOnceDelivery:
         self, repo: Path, workspaces: mesh.WorkspaceManager, tmp_path: Path
     ) -> None:
         """A dead process's index lock and half-done git am are cleaned before resuming."""
-        the_unit = mesh.Unit(
-            id="u1",
-            objective="change",
-            write_scope=("src",),
-            delivery_mode=mesh.DeliveryMode.COMMIT_FIRST,
-        )
-        conflicting = diff_of(repo, {"src/util.py": "VALUE = 3\n"})
+        conflicting = delivered(repo, {"src/util.py": "VALUE = 3\n"}, "k")
         git(repo, "commit", "--quiet", "--allow-empty", "-m", "base")
         (repo / "src" / "util.py").write_text("VALUE = 2\n")
         git(repo, "commit", "--quiet", "-am", "moved")
         # A git am left half done (it stopped on a conflict), and a stale lock.
-        mailbox = mesh_mailbox(delivery(the_unit, conflicting, "k"), author="a <a@b>")
+        mailbox = mesh_mailbox(conflicting, author="a <a@b>")
         subprocess.run(
             ["git", "am"], cwd=repo, input=mailbox, text=True, capture_output=True, check=False
         )
@@ -159,8 +123,8 @@ class TestExactlyOnceDelivery:
         assert not (repo / ".git" / "rebase-apply").exists()
         assert not (repo / ".git" / "index.lock").exists()
         assert git(repo, "status", "--porcelain") == ""
-        fresh = diff_of(repo, {"src/fresh.py": "x = 1\n"})
-        result = mesh.parse_worker_result(await integrator(delivery(the_unit, fresh, "k2")))
+        fresh = delivered(repo, {"src/fresh.py": "x = 1\n"}, "k2")
+        result = mesh.parse_worker_result(await integrator(fresh))
         assert result.decision is mesh.Decision.INTEGRATED_COMMIT
         assert git(repo, "log", "--format=%s").splitlines()[:2] == ["change", "moved"]
         await integrator.recover()  # nothing to clean is fine
