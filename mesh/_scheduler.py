@@ -985,8 +985,10 @@ class Orchestrator:
         candidate = next(c for c in progress.candidates if c.candidate_id == accepted)
         proof = progress.proofs[accepted]
         assert proof is not None  # noqa: S101 - the quorum gate already required a passing proof
-        steps = [dict(step) for step in self._plan_state["plan"]]
-        steps[self._step_of[unit.id]]["status"] = "completed"
+        # A shallow copy: steps are replaced, never changed in place, so they can be shared.
+        steps = list(self._plan_state["plan"])
+        index = self._step_of[unit.id]
+        steps[index] = {**steps[index], "status": "completed"}
         plan_state = {**self._plan_state, "plan": steps}
         key = f"{self.run_id}/{unit.id}"
         # Recorded before the side effect, so that a restart knows to check the repository.

@@ -12,6 +12,7 @@ file, or when one's literal path is matched by the other's glob.
 
 from __future__ import annotations
 
+import functools
 import posixpath
 from collections.abc import Collection, Iterable
 from typing import Final
@@ -25,6 +26,7 @@ _WHOLE_TREE: Final = frozenset({"", ".", "*", "**", "unknown"})
 _GLOB_FLAGS: Final = glob.GLOBSTAR | glob.DOTGLOB | glob.BRACE
 
 
+@functools.lru_cache(maxsize=65536)
 def normalize_path(path: str) -> str:
     """A repository-relative path in one spelling: forward slashes, no ``./``, no trailing slash."""
     text = path.strip().replace("\\", "/")
@@ -33,6 +35,7 @@ def normalize_path(path: str) -> str:
     return "/".join(part for part in text.split("/") if part not in {"", "."})
 
 
+@functools.lru_cache(maxsize=65536)
 def _is_whole_tree(root: str) -> bool:
     return root.strip() in _WHOLE_TREE or normalize_path(root) in _WHOLE_TREE
 
@@ -41,6 +44,8 @@ def _is_glob(root: str) -> bool:
     return any(char in _GLOB_CHARS for char in root)
 
 
+# Scopes repeat across units and lease checks; parsing each spelling once keeps checks cheap.
+@functools.lru_cache(maxsize=65536)
 def _parts(root: str) -> tuple[str, ...]:
     """Literal leading path components (up to the first glob component)."""
     if _is_whole_tree(root):
