@@ -213,12 +213,13 @@ class Ledger:
         self._seq = first_seq - 1
         self.events_emitted = 0
         fanout = _Fanout((*sinks, *_CAPTURE.get()))
+        # Bound once: the lazy proxy wrap_logger returns would build a logger per event.
         self._log = structlog.wrap_logger(
             fanout,
             processors=[self._to_event],
             wrapper_class=structlog.BoundLogger,
             context_class=dict,
-        )
+        ).bind()
 
     def _to_event(
         self, _: object, __: str, fields: MutableMapping[str, Any]

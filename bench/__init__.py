@@ -1,0 +1,1 @@
+"""mesh's benchmarks: ``python -m bench`` (see docs/benchmarks.md)."""

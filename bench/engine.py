@@ -1,0 +1,174 @@
+"""Engine overhead: CPU per unit with no-op adapters, memory per unit in flight, Dask as a peer."""
+
+from __future__ import annotations
+
+import gc
+import tracemalloc
+from typing import Any
+
+import anyio
+
+import mesh
+
+from ._report import cpu_and_wall, table
+
+_ANSWER_BASE: dict[str, object] = {
+    "triplet_index": 1,
+    "proof_status": "not_applicable",
+    "write_scope": ["src"],
+    "risk_tier": "low",
+    "base_sha": "HEAD",
+    "proof_attempts": 0,
+    "proof_evidence": {"command": "", "key_line": "", "exit_code": 0},
+}
+_REDUCE = {
+    "target_abstraction": "x",
+    "replacement_primitive": "y",
+    "complexity_delta": "0",
+    "invariants_preserved": ["z"],
+    "rollback_plan": "revert",
+}
+
+
+def _answer(request: Any, lane: str, decision: str, **extra: object) -> dict[str, object]:  # noqa: ANN401
+    return {
+        **_ANSWER_BASE,
+        "id": request.unit.id,
+        "candidate_id": request.candidate_id,
+        "risk_tier": request.unit.risk_tier.value,
+        "lane": lane,
+        "decision": decision,
+        **extra,
+    }
+
+
+def noop_roles(pause: float = 0.0) -> mesh.Roles:
+    """Adapters that do nothing and answer validly at once (or after ``pause`` seconds)."""
+
+    async def coder(request: mesh.AuthorRequest) -> dict[str, object]:
+        if pause:
+            await anyio.sleep(pause)
+        extra: dict[str, object] = (
+            {"reduce_record": _REDUCE} if request.lane is mesh.Lane.REDUCER else {}
+        )
+        return _answer(
+            request,
+            request.lane.value,
+            "accept",
+            patch="--- a/src/x\n+++ b/src/x\n",
+            triplet_index=request.triplet_index,
+            **extra,
+        )
+
+    async def applier(request: mesh.ApplyRequest) -> dict[str, object]:
+        return _answer(request, "applier", "applied", worktree_path="/nowhere")
+
+    async def prover(request: mesh.ProofRequest) -> dict[str, object]:
+        return _answer(
+            request, "prover", "pass", proof_status="pass", proof_attempts=request.proof_attempt
+        )
+
+    async def fixer(request: mesh.AdjudicationRequest) -> dict[str, object]:
+        return _answer(
+            request,
+            "fixer",
+            "accepted",
+            proof_status="pass",
+            selected_candidate=request.proven[0][0].candidate_id,
+            quorum_target=request.quorum_target,
+            quorum_observed=request.quorum_target,
+        )
+
+    async def integrator(request: mesh.DeliveryRequest) -> dict[str, object]:
+        return _answer(
+            request,
+            "integrator",
+            "integrated_patch",
+            proof_status="pass",
+            artifact_ref="memory://patch",
+        )
+
+    return mesh.Roles(
+        coder=coder,
+        reducer=coder,
+        applier=applier,
+        prover=prover,
+        fixer=fixer,
+        integrator=integrator,
+    )
+
+
+def dag(count: int, *, chain: int = 10) -> list[mesh.Unit]:
+    """Independent chains of ``chain`` units each: wide and deep enough to exercise streaming."""
+    return [
+        mesh.Unit(
+            id=f"u{i}",
+            objective="noop",
+            write_scope=(f"src/{i}",),
+            deps=(f"u{i - 1}",) if i % chain else (),
+            risk_tier=mesh.RiskTier.MED,
+        )
+        for i in range(count)
+    ]
+
+
+def mesh_cpu_per_unit(count: int) -> tuple[float, float]:
+    """CPU ms per unit for the whole pipeline (3 candidates, every role), and wall seconds."""
+    units = dag(count)
+    gc.collect()
+    result, cpu, wall = cpu_and_wall(
+        lambda: mesh.run(units, roles=noop_roles(), max_threads=64, call_timeout=None)
+    )
+    assert result.metrics.completed == count, result.metrics
+    return cpu * 1000 / count, wall
+
+
+def dask_cpu_per_unit(count: int) -> float | None:
+    """CPU ms per unit for the same DAG of no-op tasks on Dask's local (threaded) scheduler."""
+    try:
+        from dask.threaded import get  # noqa: PLC0415 - a peer installed for the bench only
+    except ImportError:
+        return None
+
+    def noop(*_: object) -> None:
+        return None
+
+    graph: dict[str, Any] = {unit.id: (noop, *unit.deps) for unit in dag(count)}
+    gc.collect()
+    _, cpu, _ = cpu_and_wall(lambda: get(graph, list(graph)))
+    return cpu * 1000 / count
+
+
+def memory_per_unit_in_flight(count: int = 1000) -> tuple[float, int]:
+    """Bytes allocated per unit while ``count`` units are in flight (waiting on their coders)."""
+    units = [mesh.Unit(id=f"m{i}", objective="noop", write_scope=(f"m/{i}",)) for i in range(count)]
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    result = mesh.run(units, roles=noop_roles(pause=0.5), max_threads=count, call_timeout=None)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return (peak - before) / result.metrics.peak_in_flight, result.metrics.peak_in_flight
+
+
+def run(sizes: tuple[int, ...]) -> str:
+    """The engine section of the report."""
+    rows = []
+    for count in sizes:
+        mesh_ms, wall = mesh_cpu_per_unit(count)
+        dask_ms = dask_cpu_per_unit(count)
+        rows.append(
+            [
+                count,
+                mesh_ms,
+                wall,
+                dask_ms if dask_ms is not None else "n/a",
+                mesh_ms / dask_ms if dask_ms else "n/a",
+            ]
+        )
+    per_unit, in_flight = memory_per_unit_in_flight()
+    text = table(
+        "Engine overhead: no-op adapters, 3 candidates and every role per unit",
+        ["units", "mesh CPU ms/unit", "mesh wall s", "dask CPU ms/task", "mesh / dask"],
+        rows,
+    )
+    return text + f"memory: {per_unit / 1024:.1f} KiB per unit in flight ({in_flight} in flight)\n"

@@ -1,0 +1,84 @@
+"""Workspaces: time per candidate worktree, pooled and not, against bare ``git worktree``."""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import anyio
+
+import mesh
+
+from ._report import table
+
+
+def make_repository(folder: Path, files: int) -> Path:
+    """A repository of ``files`` small files in 50 folders, one commit."""
+    folder.mkdir(parents=True)
+    for i in range(files):
+        path = folder / f"pkg{i % 50}" / f"module{i}.py"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(f"VALUE = {i}\n")
+    for command in (
+        ["init", "-q"],
+        ["add", "-A"],
+        ["-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "start"],
+    ):
+        subprocess.run(["git", *command], cwd=folder, check=True)
+    return folder
+
+
+def bare_git(repo: Path, rounds: int) -> float:
+    """The floor: ``git worktree add --detach`` then ``git worktree remove``, nothing else."""
+    started = time.perf_counter()
+    for i in range(rounds):
+        path = repo.parent / f"bare-{i}"
+        subprocess.run(
+            ["git", "worktree", "add", "-q", "--detach", str(path)], cwd=repo, check=True
+        )
+        subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=repo, check=True)
+    return (time.perf_counter() - started) / rounds
+
+
+def managed(repo: Path, rounds: int, pool_size: int) -> float:
+    """Seconds per acquire + release with mesh's manager (pool_size 0: add and remove each time)."""
+
+    async def main() -> float:
+        async with mesh.WorkspaceManager(repo, pool_size=pool_size) as workspaces:
+            async with workspaces.checkout():
+                pass  # warm the pool when there is one
+            started = time.perf_counter()
+            for _ in range(rounds):
+                async with workspaces.checkout() as workspace:
+                    (workspace.path / "scratch.txt").write_text("x")
+            return (time.perf_counter() - started) / rounds
+
+    return anyio.run(main)
+
+
+def run(sizes: tuple[int, ...], rounds: int) -> str:
+    """The workspaces section of the report."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="mesh-bench-") as scratch:
+        for files in sizes:
+            repo = make_repository(Path(scratch) / f"repo-{files}", files)
+            floor = bare_git(repo, rounds)
+            fresh = managed(repo, rounds, pool_size=0)
+            pooled = managed(repo, rounds, pool_size=2)
+            rows.append(
+                [files, floor * 1000, fresh * 1000, pooled * 1000, fresh / floor, pooled / floor]
+            )
+    return table(
+        f"Workspaces: ms per candidate worktree (acquire + release), {rounds} rounds",
+        [
+            "files",
+            "bare git add/remove",
+            "mesh add/remove",
+            "mesh pool",
+            "add/remove / bare",
+            "pool / bare",
+        ],
+        rows,
+    )
