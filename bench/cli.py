@@ -3,33 +3,36 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from ._report import table
 
+# Measured from a small wrapper process: a child forked from this (large) process would
+# report this process's memory as its own peak.
+_WRAPPER = """
+import resource, subprocess, sys, time
+started = time.perf_counter()
+done = subprocess.run([sys.executable, "-m", "mesh", *sys.argv[1:]], capture_output=True, text=True)
+wall = time.perf_counter() - started
+peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(done.returncode, wall, peak, repr(done.stderr))
+"""
+
 
 def measure(arguments: list[str], cwd: Path) -> tuple[float, float]:
     """Wall seconds and peak resident MiB of one ``mesh`` command, in its own process."""
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mesh", *arguments],
+    report = subprocess.run(
+        [sys.executable, "-c", _WRAPPER, *arguments],
         cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
-    assert process.stderr is not None
-    with process.stderr:
-        errors = process.stderr.read()
-    assert process.returncode == 0, errors
-    return wall, usage.ru_maxrss / 1024
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split(" ", 3)
+    assert report[0] == "0", report[3]
+    return float(report[1]), int(report[2]) / 1024
 
 
 def run(steps: int) -> str:
@@ -44,6 +47,7 @@ def run(steps: int) -> str:
                     "id": f"s{i}",
                     "step": f"step {i}",
                     "status": "pending",
+                    "unit_scope": f"module {i}",
                     "write_scope": [f"src/m{i}"],
                     "risk_tier": "med",
                 }
@@ -83,6 +87,8 @@ def run(steps: int) -> str:
             ),
         ]
         measured = [(name, *measure(arguments, folder)) for name, arguments in commands]
+        written = (folder / "out.csv").read_text().count("\n") - 1
+        assert written == rows, f"run_csv wrote {written} rows, expected {rows}"
     startup = measured[0][1]
     return table(
         "Command line: one process per command",

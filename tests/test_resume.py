@@ -345,3 +345,27 @@ class TestStoredRunCommands:
         assert json.loads(status.stdout)["by_state"] == {"completed": 1}
         ledger = run_mesh("ledger", str(tmp_path / "out"))  # type: ignore[operator]
         assert ledger.stdout.startswith("Orchestration Ledger\n")
+
+
+class TestStoredPlans:
+    @pytest.mark.parametrize("form", ["record", "units"])
+    async def test_records_are_kept_as_json_and_resumed(self, repo: Path, tmp_path: Path,
+                                                        form: str) -> None:
+        """A Plan record or Unit records are stored as JSON a resume can read back."""
+        document = {"explanation": "why", "plan": [
+            {"id": "a", "step": "write a", "write_scope": ["src/a.txt"], "deps": [],
+             "proof_command": "test -s src/a.txt", "status": "pending"},
+        ]}
+        record = mesh.parse_plan(document)
+        plan: object = record if form == "record" else list(mesh.slice_plan(record).units)
+        first = await mesh.run_in_repository(
+            plan, repo=repo, out=tmp_path / "out", coder=lambda ws: mesh.CommandCoder(ws, CODER)
+        )
+        with mesh.RunStore.open(first.store_path) as store:
+            kept = store.config["plan"]
+        assert ("explanation" in kept) == (form == "record")
+        again = await mesh.resume_in_repository(
+            tmp_path / "out", coder=lambda ws: mesh.CommandCoder(ws, CODER)
+        )
+        assert [o.state for o in again.result.outcomes] == ["completed"]
+        assert git(repo, "log", "--format=%s") == "initial"  # patch_first: nothing committed
