@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import tracemalloc
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -42,12 +43,14 @@ def _answer(request: Any, lane: str, decision: str, **extra: object) -> dict[str
     }
 
 
-def noop_roles(pause: float = 0.0) -> mesh.Roles:
-    """Adapters that do nothing and answer validly at once (or after ``pause`` seconds)."""
+def noop_roles(
+    wait: Callable[[mesh.AuthorRequest], Awaitable[object]] | None = None,
+) -> mesh.Roles:
+    """Adapters that do nothing and answer validly: at once, or coders after ``wait(request)``."""
 
     async def coder(request: mesh.AuthorRequest) -> dict[str, object]:
-        if pause:
-            await anyio.sleep(pause)
+        if wait is not None:
+            await wait(request)
         extra: dict[str, object] = (
             {"reduce_record": _REDUCE} if request.lane is mesh.Lane.REDUCER else {}
         )
@@ -144,7 +147,9 @@ def memory_per_unit_in_flight(count: int = 1000) -> tuple[float, int]:
     units = [mesh.Unit(id=f"m{i}", objective="noop", write_scope=(f"m/{i}",)) for i in range(count)]
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    result = mesh.run(units, roles=noop_roles(pause=0.5), max_threads=count, call_timeout=None)
+    result = mesh.run(
+        units, roles=noop_roles(lambda _: anyio.sleep(0.5)), max_threads=count, call_timeout=None
+    )
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return (peak - before) / result.metrics.peak_in_flight, result.metrics.peak_in_flight

@@ -10,7 +10,7 @@ import mesh
 from mesh.testing import ManualClock
 
 from ._report import table
-from .engine import _answer, noop_roles
+from .engine import noop_roles
 
 CONCURRENCY = 8
 
@@ -57,36 +57,7 @@ def wave_makespan(units: list[mesh.Unit], durations: dict[str, float]) -> float:
 def mesh_makespan(units: list[mesh.Unit], durations: dict[str, float]) -> float:
     """The streaming scheduler, with each unit's coders taking the unit's duration."""
     clock = ManualClock()
-    base = noop_roles()
-
-    async def coder(request: mesh.AuthorRequest) -> dict[str, object]:
-        await clock.sleep(durations[request.unit.id])
-        extra: dict[str, object] = {}
-        if request.lane is mesh.Lane.REDUCER:
-            extra["reduce_record"] = {
-                "target_abstraction": "x",
-                "replacement_primitive": "y",
-                "complexity_delta": "0",
-                "invariants_preserved": ["z"],
-                "rollback_plan": "revert",
-            }
-        return _answer(
-            request,
-            request.lane.value,
-            "accept",
-            patch="--- a/x\n+++ b/x\n",
-            triplet_index=request.triplet_index,
-            **extra,
-        )
-
-    roles = mesh.Roles(
-        coder=coder,
-        reducer=coder,
-        applier=base.applier,
-        prover=base.prover,
-        fixer=base.fixer,
-        integrator=base.integrator,
-    )
+    roles = noop_roles(lambda request: clock.sleep(durations[request.unit.id]))
 
     async def main() -> float:
         orchestrator = mesh.Orchestrator(
