@@ -251,6 +251,7 @@ def resume(
         remaining_weekly=float(options["remaining_weekly"]),
         max_threads=int(options["max_threads"]),
     )
+
     async def main(follow: Callable[[LedgerEvent], None]) -> RepositoryRun:
         return await resume_in_repository(
             path,

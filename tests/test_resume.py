@@ -349,13 +349,23 @@ class TestStoredRunCommands:
 
 class TestStoredPlans:
     @pytest.mark.parametrize("form", ["record", "units"])
-    async def test_records_are_kept_as_json_and_resumed(self, repo: Path, tmp_path: Path,
-                                                        form: str) -> None:
+    async def test_records_are_kept_as_json_and_resumed(
+        self, repo: Path, tmp_path: Path, form: str
+    ) -> None:
         """A Plan record or Unit records are stored as JSON a resume can read back."""
-        document = {"explanation": "why", "plan": [
-            {"id": "a", "step": "write a", "write_scope": ["src/a.txt"], "deps": [],
-             "proof_command": "test -s src/a.txt", "status": "pending"},
-        ]}
+        document = {
+            "explanation": "why",
+            "plan": [
+                {
+                    "id": "a",
+                    "step": "write a",
+                    "write_scope": ["src/a.txt"],
+                    "deps": [],
+                    "proof_command": "test -s src/a.txt",
+                    "status": "pending",
+                },
+            ],
+        }
         record = mesh.parse_plan(document)
         plan: object = record if form == "record" else list(mesh.slice_plan(record).units)
         first = await mesh.run_in_repository(
