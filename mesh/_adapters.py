@@ -302,12 +302,8 @@ class GitIntegrator:
         """The target branch, and the worktree where it is checked out."""
         repo = self.workspaces.repo
         branch = self.branch or await git("symbolic-ref", "--short", "HEAD", cwd=repo)
-        listing = await git("worktree", "list", "--porcelain", cwd=repo)
-        path: Path | None = None
-        for line in listing.splitlines():
-            if line.startswith("worktree "):
-                path = Path(line.removeprefix("worktree "))
-            elif line == f"branch refs/heads/{branch}" and path is not None:
+        for path, checked_out in (await self.workspaces.worktrees()).items():
+            if checked_out == branch:
                 return branch, path
         raise GitError(
             f"deliver to {branch}", f"branch {branch} is not checked out in any worktree", 1
@@ -333,15 +329,21 @@ class GitIntegrator:
         """The commit on ``branch`` that carries this delivery key, if any."""
         if not key:
             return None
+        # --grep narrows the walk; the trailer values decide, because a key can
+        # be a prefix of another one (``run/a`` of ``run/ab``).
         found = await git(
             "log",
-            "--format=%H",
+            "--format=%x1e%H%x1f%(trailers:key=Mesh-Delivery,valueonly)",
             "--fixed-strings",
             f"--grep=Mesh-Delivery: {key}",
             branch,
             cwd=worktree,
         )
-        return found.split("\n")[0] or None
+        for record in found.split("\x1e")[1:]:
+            sha, _, values = record.partition("\x1f")
+            if key in values.splitlines():
+                return sha
+        return None
 
     async def __call__(self, request: DeliveryRequest) -> dict[str, object]:
         """Deliver as the unit's delivery mode says; write plan state after success."""

@@ -2,9 +2,9 @@
 A stopped run's state, rebuilt from its recorded events. Pure: no I/O.
 
 The event log is the source of truth: ``unit_finished`` and ``unit_blocked``
-end a unit, ``rework`` starts its next attempt, ``candidates_recorded`` keeps
-the candidates of the current attempt so that a restart proves them again
-instead of writing them again.
+end a unit, ``rework`` starts its next attempt, ``candidates_recorded``,
+``proofs_recorded`` and ``delivery_started`` keep what the current attempt
+decided, so that a restart continues from there instead of redoing it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from ._records import WorkerResult
 from ._scheduler import ResumePoint, UnitCheckpoint
 from ._summary import UnitOutcome
 
-__all__ = ["UNIT_STATES", "resume_point", "unit_states"]
+__all__ = ["UNIT_STATES", "resume_point", "states_at", "unit_states"]
 
 UNIT_STATES: Final = ("completed", "failed", "blocked", "in_flight", "pending")
 
@@ -29,10 +29,11 @@ class _Unit:
     def __init__(self, unit_id: str) -> None:
         self.unit_id = unit_id
         self.attempt = 1
-        self.state = "in_flight"
         self.candidates: tuple[WorkerResult, ...] = ()
+        self.proofs: dict[str, WorkerResult | None] = {}
+        self.accepted: str | None = None
+        self.approvals = 0
         self.outcome: UnitOutcome | None = None
-        self.delivering = False
 
 
 def _text(data: Mapping[str, object], key: str) -> str | None:
@@ -57,14 +58,57 @@ def _finished(event: LedgerEvent, unit: _Unit) -> UnitOutcome:
     )
 
 
+def _record(event: LedgerEvent, document: object) -> WorkerResult:
+    try:
+        return parse_worker_result(document)
+    except InvalidOutputSchema as exc:
+        raise MeshError(f"event {event.seq}: a recorded result is unreadable: {exc}") from exc
+
+
 def _candidates(event: LedgerEvent) -> tuple[WorkerResult, ...]:
     documents = event.data.get("candidates")
     if not isinstance(documents, list):
         raise MeshError(f"event {event.seq}: candidates_recorded without a candidate list")
-    try:
-        return tuple(parse_worker_result(document) for document in documents)
-    except InvalidOutputSchema as exc:
-        raise MeshError(f"event {event.seq}: a recorded candidate is unreadable: {exc}") from exc
+    return tuple(_record(event, document) for document in documents)
+
+
+def _proofs(event: LedgerEvent, unit: _Unit) -> dict[str, WorkerResult | None]:
+    documents = event.data.get("proofs")
+    if not isinstance(documents, dict) or set(documents) != {
+        c.candidate_id for c in unit.candidates
+    }:
+        raise MeshError(f"event {event.seq}: proofs_recorded without one proof per candidate")
+    return {
+        str(cid): None if document is None else _record(event, document)
+        for cid, document in documents.items()
+    }
+
+
+def _apply(unit: _Unit, event: LedgerEvent) -> None:
+    """Fold one event of an unfinished unit into its state."""
+    name = event.event
+    if name in {"unit_started", "rework"} and event.attempt:
+        unit.attempt = event.attempt
+    if name in {"rework", "candidates_recorded"}:
+        unit.candidates, unit.proofs, unit.accepted = (), {}, None
+    if name == "candidates_recorded":
+        unit.candidates = _candidates(event)
+    elif name == "proofs_recorded":
+        unit.proofs = _proofs(event, unit)
+    elif name == "delivery_started":
+        unit.accepted = event.candidate_id
+        approvals = event.data.get("approvals")
+        unit.approvals = approvals if type(approvals) is int else 0
+    elif name == "unit_finished":
+        unit.outcome = _finished(event, unit)
+    elif name == "unit_blocked":
+        unit.outcome = UnitOutcome(
+            unit_id=unit.unit_id,
+            state="blocked",
+            failure_code=FailureCode.REQUIRES_CLARIFICATION,
+            evidence=f"dependency {event.data.get('blocked_by')} did not complete",
+            blocked_by=_text(event.data, "blocked_by"),
+        )
 
 
 def _replay(events: Iterable[LedgerEvent]) -> tuple[dict[str, _Unit], int]:
@@ -75,29 +119,8 @@ def _replay(events: Iterable[LedgerEvent]) -> tuple[dict[str, _Unit], int]:
         if event.unit_id is None:
             continue
         unit = units.setdefault(event.unit_id, _Unit(event.unit_id))
-        if unit.outcome is not None:
-            continue  # a finished unit stays finished
-        if event.event == "unit_started" and event.attempt:
-            unit.attempt = event.attempt
-        elif event.event == "rework" and event.attempt:
-            unit.attempt = event.attempt
-            unit.candidates = ()
-        elif event.event == "candidates_recorded":
-            unit.candidates = _candidates(event)
-        elif event.event == "delivery_started":
-            unit.delivering = True
-        elif event.event == "unit_finished":
-            unit.outcome = _finished(event, unit)
-            unit.state = unit.outcome.state
-        elif event.event == "unit_blocked":
-            unit.outcome = UnitOutcome(
-                unit_id=unit.unit_id,
-                state="blocked",
-                failure_code=FailureCode.REQUIRES_CLARIFICATION,
-                evidence=f"dependency {event.data.get('blocked_by')} did not complete",
-                blocked_by=_text(event.data, "blocked_by"),
-            )
-            unit.state = "blocked"
+        if unit.outcome is None:  # a finished unit stays finished
+            _apply(unit, event)
     return units, last_seq
 
 
@@ -114,6 +137,9 @@ def resume_point(events: Iterable[LedgerEvent]) -> ResumePoint:
             unit_id=unit_id,
             attempt=unit.attempt,
             candidates=unit.candidates,
+            proofs=unit.proofs,
+            accepted=unit.accepted,
+            approvals=unit.approvals,
             outcome=unit.outcome,
         )
         for unit_id, unit in units.items()
@@ -127,7 +153,18 @@ def unit_states(events: Iterable[LedgerEvent], unit_ids: Iterable[str]) -> dict[
 
     .. versionadded:: 0.1.0
     """
-    units, _ = _replay(events)
+    return states_at(resume_point(events), unit_ids)
+
+
+def states_at(point: ResumePoint, unit_ids: Iterable[str]) -> dict[str, str]:
+    """Each unit's state at a resume point (see `unit_states`)."""
     return {
-        unit_id: units[unit_id].state if unit_id in units else "pending" for unit_id in unit_ids
+        unit_id: (
+            "pending"
+            if (checkpoint := point.checkpoints.get(unit_id)) is None
+            else checkpoint.outcome.state
+            if checkpoint.outcome is not None
+            else "in_flight"
+        )
+        for unit_id in unit_ids
     }

@@ -25,7 +25,7 @@ from ._events import LedgerEvent
 from ._files import StrPath, read_text
 from ._git import git
 from ._repo_run import RepositoryRun, resume_in_repository, run_in_repository
-from ._resume import UNIT_STATES, resume_point, unit_states
+from ._resume import UNIT_STATES, resume_point, states_at
 from ._scheduler import _plan_units
 from ._store import STORE_FILE, RunStore
 from ._summary import MetricsCollector, render_ledger
@@ -277,8 +277,8 @@ def status(*, run: StrPath, runs: StrPath = "mesh-runs") -> dict[str, object]:
     """
     run_id, config, events = _stored(run, runs)
     units, _ = _plan_units(config["plan"])
-    states = unit_states(events, [unit.id for unit in units])
     point = resume_point(events)
+    states = states_at(point, [unit.id for unit in units])
     finished = bool(events) and events[-1].event == "run_finished"
     listing: list[dict[str, object]] = []
     for unit in units:

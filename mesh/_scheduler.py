@@ -91,8 +91,12 @@ class UnitCheckpoint:
     Where one unit stood when its run stopped: what `Orchestrator.execute` resumes from.
 
     A unit with an ``outcome`` is finished and is not run again. Otherwise it
-    restarts at ``attempt``; when ``candidates`` of that attempt were
-    recorded, they are proved again instead of being written again.
+    restarts at ``attempt`` from the furthest stage it recorded: with
+    ``candidates`` but no ``proofs``, the candidates are proved again instead
+    of being written again; with ``proofs`` too, they are adjudicated again;
+    with an ``accepted`` candidate (its delivery had started), that candidate
+    is delivered again with the same idempotency key, which the integrator
+    checks against what it already delivered.
 
     .. versionadded:: 0.1.0
     """
@@ -100,6 +104,12 @@ class UnitCheckpoint:
     unit_id: str
     attempt: int = 1
     candidates: tuple[WorkerResult, ...] = ()
+    proofs: Mapping[str, WorkerResult | None] = attrs.field(factory=dict)
+    """The final proof record of every candidate (None: its patch did not apply)."""
+    accepted: str | None = None
+    """The candidate whose delivery had started."""
+    approvals: int = 0
+    """The fixer approvals of ``accepted``."""
     outcome: UnitOutcome | None = None
 
 
@@ -641,66 +651,119 @@ class Orchestrator:
         return False
 
     async def _drive(self, progress: UnitProgress, leases: dict[str, None]) -> None:
-        # Candidates recorded before a restart are proved again, not written again.
-        recorded = bool(progress.candidates)
-        while True:
-            progress.width = self._width
-            failure = None if recorded else await self._generate(progress)
-            recorded = False
-            if not enough_candidates(progress):
-                code = failure.code if failure else FailureCode.REQUIRES_CLARIFICATION
-                evidence = (
-                    failure.evidence if failure else "the authors produced too few candidates"
-                )
-                if self._rework_or_fail(progress, code, evidence):
-                    continue
-                return
-            self._fire(progress, Trigger.CANDIDATES_GENERATED)
+        # A restart picks a unit up at the furthest stage its events recorded.
+        checkpoint = self._resume.checkpoints.get(progress.unit.id)
+        resumed = checkpoint if checkpoint is not None and checkpoint.candidates else None
+        while await self._attempt(progress, leases, resumed):
+            resumed = None
+
+    async def _attempt(
+        self, progress: UnitProgress, leases: dict[str, None], resumed: UnitCheckpoint | None
+    ) -> bool:
+        """Run one attempt of a unit: True when it ended in rework (run the next one)."""
+        progress.width = self._width
+        failure = None if resumed else await self._generate(progress)
+        if not enough_candidates(progress):
+            return self._end_attempt(
+                progress,
+                failure
+                or _CallFailure(
+                    code=FailureCode.REQUIRES_CLARIFICATION,
+                    evidence="the authors produced too few candidates",
+                ),
+            )
+        self._fire(progress, Trigger.CANDIDATES_GENERATED)
+        if resumed is None:
             self._ledger.emit(
                 "candidates_recorded",
                 unit_id=progress.unit.id,
                 attempt=progress.attempt,
                 candidates=[worker_result_document(c) for c in progress.candidates],
             )
-            failures = await self._prove_all(progress, leases)
-            self._fire(progress, Trigger.PROOFS_RECORDED)
-            proven = tuple(
-                (c, proof)
-                for c in progress.candidates
-                if (proof := progress.proofs.get(c.candidate_id)) is not None
-                and proof.proof_status is ProofStatus.PASS
+        failures = await self._proofs(progress, leases, resumed)
+        if isinstance(failures, _CallFailure):
+            return self._end_attempt(progress, failures)
+        self._fire(progress, Trigger.PROOFS_RECORDED)
+        proven = tuple(
+            (c, proof)
+            for c in progress.candidates
+            if (proof := progress.proofs.get(c.candidate_id)) is not None
+            and proof.proof_status is ProofStatus.PASS
+        )
+        if not proven:
+            return self._end_attempt(progress, self._no_proof_reason(progress, failures))
+        verdict = self._recorded_verdict(progress, proven, resumed) or await self._adjudicate(
+            progress, proven
+        )
+        if isinstance(verdict, _CallFailure):
+            return self._end_attempt(
+                progress, verdict, rework=verdict.code is not FailureCode.SAFETY_REGRESSION_RISK
             )
-            if not proven:
-                code, evidence = self._no_proof_reason(progress, failures)
-                if self._rework_or_fail(progress, code, evidence):
-                    continue
-                return
-            verdict = await self._adjudicate(progress, proven)
-            if isinstance(verdict, _CallFailure):
-                if verdict.code is FailureCode.SAFETY_REGRESSION_RISK:
-                    self._fail(progress, verdict.code, verdict.evidence)
-                    return
-                if self._rework_or_fail(progress, verdict.code, verdict.evidence):
-                    continue
-                return
-            self._fire(progress, Trigger.QUORUM_REACHED)
-            delivery = await self._deliver(progress, verdict)
-            if isinstance(delivery, _CallFailure):
-                self._fail(progress, delivery.code, delivery.evidence)
-                return
-            progress.delivery = delivery
-            self._fire(progress, Trigger.DELIVERED)
-            return
+        self._fire(progress, Trigger.QUORUM_REACHED)
+        delivery = await self._deliver(progress, verdict)
+        if isinstance(delivery, _CallFailure):
+            return self._end_attempt(progress, delivery, rework=False)
+        progress.delivery = delivery
+        self._fire(progress, Trigger.DELIVERED)
+        return False
+
+    def _end_attempt(
+        self, progress: UnitProgress, failure: _CallFailure, *, rework: bool = True
+    ) -> bool:
+        """End an attempt that failed: rework when allowed and attempts remain (True), else fail."""
+        if rework:
+            return self._rework_or_fail(progress, failure.code, failure.evidence)
+        self._fail(progress, failure.code, failure.evidence)
+        return False
+
+    async def _proofs(
+        self, progress: UnitProgress, leases: dict[str, None], resumed: UnitCheckpoint | None
+    ) -> list[_CallFailure] | _CallFailure:
+        """Prove every candidate, or take the proofs a stopped run recorded; the call failures."""
+        if resumed is not None and resumed.proofs:
+            progress.proofs = dict(resumed.proofs)
+            # The proofs stand; the lease they were made under died with its process.
+            lease = await self._acquire(progress, f"{progress.unit.id}-resumed", leases)
+            return lease if isinstance(lease, _CallFailure) else []
+        failures = await self._prove_all(progress, leases)
+        self._ledger.emit(
+            "proofs_recorded",
+            unit_id=progress.unit.id,
+            attempt=progress.attempt,
+            proofs={
+                cid: None if proof is None else worker_result_document(proof)
+                for cid, proof in progress.proofs.items()
+            },
+        )
+        return failures
+
+    @staticmethod
+    def _recorded_verdict(
+        progress: UnitProgress,
+        proven: tuple[tuple[WorkerResult, WorkerResult], ...],
+        resumed: UnitCheckpoint | None,
+    ) -> str | None:
+        """The candidate a stopped run had started delivering, when its quorum still holds."""
+        if resumed is None or resumed.accepted is None or resumed.approvals < progress.quorum:
+            return None
+        if resumed.accepted not in {c.candidate_id for c, _ in proven}:
+            return None
+        progress.accepted = resumed.accepted
+        progress.approvals = {resumed.accepted: resumed.approvals}
+        return resumed.accepted
 
     def _no_proof_reason(
         self, progress: UnitProgress, failures: Sequence[_CallFailure]
-    ) -> tuple[FailureCode, str]:
+    ) -> _CallFailure:
         failed_proofs = [p for p in progress.proofs.values() if p is not None]
         if failed_proofs:
             evidence = failed_proofs[-1].proof_evidence
-            return FailureCode.PROOF_MISSING, f"{evidence.command}: {evidence.key_line}".strip(": ")
+            return _CallFailure(
+                code=FailureCode.PROOF_MISSING,
+                evidence=f"{evidence.command}: {evidence.key_line}".strip(": "),
+            )
         # Without a proof record, every candidate stopped at a recorded call failure.
-        return failures[0].code, failures[0].evidence
+        return failures[0]
 
     def _finish(self, progress: UnitProgress) -> None:
         unit = progress.unit
@@ -998,6 +1061,7 @@ class Orchestrator:
             candidate_id=accepted,
             attempt=progress.attempt,
             idempotency_key=key,
+            approvals=progress.approvals.get(accepted, 0),
         )
         result = await self._call(
             Lane.INTEGRATOR,

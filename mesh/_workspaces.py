@@ -78,6 +78,27 @@ def _dead_owner_folders(base: Path) -> list[Path]:
     return dead
 
 
+def _remove_admin_entries(common: Path, dead: list[Path]) -> None:
+    """
+    Remove git's records of the worktrees in ``dead`` folders, locked ones too.
+
+    A ``git worktree add`` killed half way leaves a record that is locked
+    ("initializing") and can lack files that ``git worktree list`` needs, so
+    ``git worktree prune`` keeps it and every later list fails. The owner is
+    dead, so nothing is still writing it.
+    """
+    records = common / "worktrees"
+    if not dead or not records.is_dir():
+        return
+    for record in records.iterdir():
+        try:
+            checkout = Path((record / "gitdir").read_text().strip())
+        except OSError:
+            continue  # not written yet: nothing says whose it is
+        if any(checkout.is_relative_to(folder) for folder in dead):
+            shutil.rmtree(record, ignore_errors=True)
+
+
 async def _remove_tree(folder: Path) -> None:
     await anyio.to_thread.run_sync(functools.partial(shutil.rmtree, folder, ignore_errors=True))
 
@@ -107,6 +128,7 @@ class WorkspaceManager:
         self._names = itertools.count(1)
         self._tracked: tuple[str, ...] | None = None
         self._repo: Path | None = None
+        self._common = Path()
         self._owned: Path | None = None
         self.created = 0
         """Worktrees added (a pool hit adds none)."""
@@ -136,7 +158,8 @@ class WorkspaceManager:
         except GitError as exc:
             raise InputError(f"{self._repo_arg} is not a git repository: {exc.message}") from exc
         self._repo = Path(top)
-        base = self._root_arg or (self._repo / common).resolve() / _FOLDER
+        self._common = (self._repo / common).resolve()
+        base = self._root_arg or self._common / _FOLDER
         await self._remove_dead_owners(base)
         owned = base / f"{os.getpid()}-{secrets.token_hex(4)}"
         await anyio.Path(owned).mkdir(parents=True)
@@ -150,10 +173,11 @@ class WorkspaceManager:
 
     async def _remove_dead_owners(self, base: Path) -> None:
         """Crash recovery: folders whose owner process is gone are removed, then git prunes."""
-        for folder in await anyio.to_thread.run_sync(_dead_owner_folders, base):
+        dead = await anyio.to_thread.run_sync(_dead_owner_folders, base)
+        for folder in dead:
             await _remove_tree(folder)
-        assert self._repo is not None  # noqa: S101 - set by __aenter__ before
-        await git("worktree", "prune", cwd=self._repo)
+        await anyio.to_thread.run_sync(_remove_admin_entries, self._common, dead)
+        await git("worktree", "prune", cwd=self.repo)
 
     async def close(self) -> None:
         """Remove every worktree of this manager (pooled and still leased) and its folder."""
@@ -178,6 +202,25 @@ class WorkspaceManager:
             )
         except GitError as exc:
             raise InputError(f"{revision!r} is not a commit of {self.repo}") from exc
+
+    async def worktrees(self) -> dict[Path, str | None]:
+        """
+        Every worktree of the repository and the branch checked out there (None: detached).
+
+        Listed under the same lock as this manager's adds and removes: a list
+        read while ``git worktree add`` writes its records fails.
+        """
+        async with self._admin:
+            listing = await git("worktree", "list", "--porcelain", cwd=self.repo)
+        found: dict[Path, str | None] = {}
+        path: Path | None = None
+        for line in listing.splitlines():
+            if line.startswith("worktree "):
+                path = Path(line.removeprefix("worktree "))
+                found[path] = None
+            elif line.startswith("branch refs/heads/") and path is not None:
+                found[path] = line.removeprefix("branch refs/heads/")
+        return found
 
     async def tracked_files(self) -> tuple[str, ...]:
         """The repository's tracked files (read once per manager)."""

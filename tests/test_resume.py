@@ -10,8 +10,10 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import anyio
+import attrs
 import pytest
 
 import mesh
@@ -59,6 +61,94 @@ class TestEngineResume:
         assert again[0].seq == point.next_seq
         assert result.metrics.completed == 3  # the first process's units count too
 
+    @staticmethod
+    async def stopped_in(role: str, plan: list[mesh.Unit]) -> list[mesh.LedgerEvent]:
+        """The events of a run stopped while unit ``late`` waited in ``role``."""
+        store: list[mesh.LedgerEvent] = []
+
+        async def hang(request: Any) -> dict[str, object]:
+            if request.unit.id == "late":
+                await anyio.sleep(30)
+            return answer(request)
+
+        with anyio.move_on_after(1):
+            async with mesh.Orchestrator(
+                roles=fake_roles(**{role: FakeAdapter(hang)}),
+                sinks=[mesh.MemorySink(store)],
+                run_id="r1",
+            ) as run:
+                await run.execute(plan)
+        return store
+
+    async def test_recorded_proofs_are_adjudicated_not_proved_again(self) -> None:
+        """Stopped in adjudication: the resumed run asks the fixers, not the prover."""
+        plan = [unit("late", risk="med")]
+        point = mesh.resume_point(await self.stopped_in("fixer", plan))
+        assert len(point.checkpoints["late"].proofs) == 3
+        assert point.checkpoints["late"].accepted is None
+        prover, fixer = FakeAdapter(), FakeAdapter()
+        async with mesh.Orchestrator(
+            roles=fake_roles(prover=prover, fixer=fixer), run_id="r1"
+        ) as run:
+            result = await run.execute(plan, resume=point)
+        assert result.outcomes[0].state == "completed"
+        assert prover.calls == []
+        assert len(fixer.calls) == 2  # the quorum of a medium-risk unit
+
+    async def test_a_started_delivery_is_delivered_again_with_its_candidate(self) -> None:
+        """Stopped while delivering: the same candidate is delivered again, nothing else runs."""
+        plan = [unit("late", risk="high")]
+        events = await self.stopped_in("integrator", plan)
+        started = next(e for e in events if e.event == "delivery_started")
+        point = mesh.resume_point(events)
+        assert point.checkpoints["late"].accepted == started.candidate_id
+        assert point.checkpoints["late"].approvals == 3
+        prover, fixer, integrator = FakeAdapter(), FakeAdapter(), FakeAdapter()
+        again: list[mesh.LedgerEvent] = []
+        async with mesh.Orchestrator(
+            roles=fake_roles(prover=prover, fixer=fixer, integrator=integrator),
+            sinks=[mesh.MemorySink(again)],
+            run_id="r1",
+        ) as run:
+            result = await run.execute(plan, resume=point)
+        assert result.outcomes[0].state == "completed"
+        assert result.outcomes[0].accepted_candidate == started.candidate_id
+        assert (prover.calls, fixer.calls) == ([], [])
+        [delivery] = integrator.calls
+        assert delivery.candidate_id == started.candidate_id
+        assert delivery.idempotency_key == "r1/late"
+        # Delivering still happens under a lease of the unit's write scope.
+        leases = [e for e in again if e.lane is mesh.Lane.LOCKSMITH]
+        assert [e.data["action"] for e in leases] == ["acquire", "release"]
+
+    async def test_a_recorded_verdict_short_of_the_quorum_is_adjudicated_again(self) -> None:
+        """A delivery record without its approvals (an older store) does not skip the fixers."""
+        plan = [unit("late")]
+        events = [
+            e
+            if e.event != "delivery_started"
+            else attrs.evolve(e, data={k: v for k, v in e.data.items() if k != "approvals"})
+            for e in await self.stopped_in("integrator", plan)
+        ]
+        point = mesh.resume_point(events)
+        assert point.checkpoints["late"].approvals == 0
+        fixer = FakeAdapter()
+        async with mesh.Orchestrator(roles=fake_roles(fixer=fixer), run_id="r1") as run:
+            result = await run.execute(plan, resume=point)
+        assert result.outcomes[0].state == "completed"
+        assert len(fixer.calls) == 2  # the quorum of a medium-risk unit
+
+    async def test_a_lease_refused_on_resume_reworks_the_unit(self) -> None:
+        """Recorded proofs need a fresh lease; a broken locksmith sends the unit to rework."""
+        plan = [unit("late")]
+        point = mesh.resume_point(await self.stopped_in("fixer", plan))
+        broken = FakeAdapter(lambda request: {"not": "a result"})
+        async with mesh.Orchestrator(
+            roles=fake_roles(locksmith=broken), run_id="r1", max_attempts=1
+        ) as run:
+            result = await run.execute(plan, resume=point)
+        assert result.outcomes[0].failure_code is mesh.FailureCode.INVALID_OUTPUT_SCHEMA
+
     async def test_stopped_dependencies_block_on_resume(self) -> None:
         """A dependency that failed before the stop blocks its dependents after it."""
         failed = mesh.UnitOutcome(
@@ -102,6 +192,17 @@ class TestExactlyOnceDelivery:
         without_plan = mesh.GitIntegrator(workspaces, artifacts=tmp_path / "out")
         third = mesh.parse_worker_result(await without_plan(request))
         assert third.artifact_ref == first.artifact_ref
+
+    async def test_a_key_that_prefixes_a_delivered_key_is_delivered(
+        self, repo: Path, workspaces: mesh.WorkspaceManager, tmp_path: Path
+    ) -> None:
+        """Keys are matched whole: ``run-1/u`` is not delivered by the commit of ``run-1/u1``."""
+        integrator = mesh.GitIntegrator(workspaces, artifacts=tmp_path / "out")
+        await integrator(delivered(repo, {"src/util.py": "VALUE = 2\n"}, "run-1/u1"))
+        shorter = delivered(repo, {"src/other.py": "x = 1\n"}, "run-1/u")
+        result = mesh.parse_worker_result(await integrator(shorter))
+        assert result.proof_evidence.key_line.startswith("committed ")
+        assert git(repo, "log", "--format=%s").splitlines() == ["change", "change", "initial"]
 
     async def test_recover_after_a_kill_during_git_am(
         self, repo: Path, workspaces: mesh.WorkspaceManager, tmp_path: Path
@@ -238,8 +339,21 @@ def crash_and_resume(template: Path, work: Path, plan: Path, target: int) -> int
         check=False,
         timeout=120,
     )
-    assert resumed.returncode == 0, (target, resumed.stdout, resumed.stderr)
+    if resumed.returncode != 0:
+        pytest.fail(f"killed at {point} (target {target}): {resumed.stderr}{unfinished(work)}")
     return point
+
+
+def unfinished(work: Path) -> str:
+    """Why the units of a run that did not complete ended as they did, from its ledger."""
+    events = [json.loads(line) for line in (work / "out" / "ledger.jsonl").read_text().splitlines()]
+    return "\n".join(
+        json.dumps(e)
+        for e in events
+        if e["event"] in {"unit_finished", "rework", "run_resumed", "adapter_call"}
+        and (e["event"] != "unit_finished" or e["data"].get("state") != "completed")
+        and (e["event"] != "adapter_call" or e["data"].get("outcome") != "ok")
+    )
 
 
 class TestCrashHarness:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import attrs
 import pytest
 
 import mesh
@@ -213,6 +214,34 @@ class TestResumePoint:
             mesh.resume_point(
                 [event(1, "candidates_recorded", unit_id="u1", candidates=candidates)]
             )
+
+    @pytest.mark.parametrize(
+        "proofs", ["nope", {}, {"u1-coder-1": None, "u1-other": None}, {"u1-coder-1": {"id": 1}}]
+    )
+    def test_unreadable_proofs(self, proofs: object) -> None:
+        """Proofs that do not match the recorded candidates one to one are an error."""
+        recorded = event(1, "candidates_recorded", unit_id="u1", candidates=self.candidates())
+        with pytest.raises(mesh.MeshError, match="event 2: "):
+            mesh.resume_point([recorded, event(2, "proofs_recorded", unit_id="u1", proofs=proofs)])
+
+    def test_new_candidates_forget_the_previous_proofs_and_verdict(self) -> None:
+        """Each record of candidates starts their stages over."""
+        recorded = event(1, "candidates_recorded", unit_id="u1", candidates=self.candidates())
+        events = [
+            recorded,
+            event(2, "proofs_recorded", unit_id="u1", proofs={"u1-coder-1": None}),
+            attrs.evolve(
+                event(3, "delivery_started", unit_id="u1", approvals=1), candidate_id="u1-coder-1"
+            ),
+        ]
+        checkpoint = mesh.resume_point(events).checkpoints["u1"]
+        assert (checkpoint.proofs, checkpoint.accepted, checkpoint.approvals) == (
+            {"u1-coder-1": None},
+            "u1-coder-1",
+            1,
+        )
+        again = mesh.resume_point([*events, attrs.evolve(recorded, seq=4)]).checkpoints["u1"]
+        assert (again.proofs, again.accepted) == ({}, None)
 
 
 def test_status_of_a_stopped_run(tmp_path: Path) -> None:

@@ -181,6 +181,42 @@ class TestOwnership:
         async with mesh.WorkspaceManager(repo) as workspaces:
             assert sorted(p.name for p in base.iterdir()) == [workspaces.folder.name]
 
+    async def test_listing_waits_for_worktree_admin_steps(self, repo: Path) -> None:
+        """``git worktree list`` fails when it reads records an add is writing: it waits its turn."""
+        async with mesh.WorkspaceManager(repo) as workspaces:
+            listed: list[dict[Path, str | None]] = []
+
+            async def list_them() -> None:
+                listed.append(await workspaces.worktrees())
+
+            async with anyio.create_task_group() as group:
+                async with workspaces._admin:  # as if an add were writing its records
+                    group.start_soon(list_them)
+                    await anyio.sleep(0.2)
+                    assert listed == []
+            assert listed == [{repo: "main"}]
+
+    async def test_half_made_records_of_dead_owners_are_removed(self, repo: Path) -> None:
+        """A ``git worktree add`` killed half way leaves a locked record; it does not break runs."""
+        dead = repo / ".git" / "mesh-worktrees" / "dead"
+        dead.mkdir(parents=True)
+        (dead / "owner.pid").write_text("0")
+        records = repo / ".git" / "worktrees"
+        for name, gitdir in [("wt-1", dead / "wt-1" / ".git"), ("unknown", None)]:
+            (records / name).mkdir(parents=True)
+            (records / name / "locked").write_text("initializing")
+            if gitdir is not None:
+                (records / name / "gitdir").write_text(f"{gitdir}\n")
+                (records / name / "commondir").write_text("")  # killed while writing it
+        with pytest.raises(subprocess.CalledProcessError, match="list"):
+            git(repo, "worktree", "list")  # git itself cannot list past the half-made record
+        async with mesh.WorkspaceManager(repo) as workspaces:
+            assert await workspaces.worktrees() == {repo: "main"}
+            async with workspaces.checkout() as workspace:
+                assert (await workspaces.worktrees())[workspace.path] is None  # detached
+        # A record that does not say whose it is stays: it may be another process's add.
+        assert sorted(p.name for p in records.iterdir()) == ["unknown"]
+
     async def test_unclean_worktree_is_not_pooled(self, repo: Path) -> None:
         """A worktree that cannot be cleaned is removed instead of pooled."""
         async with mesh.WorkspaceManager(repo, pool_size=1) as workspaces:
