@@ -8,21 +8,29 @@ together. Pure: no I/O.
 
 from __future__ import annotations
 
+import enum
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Final, TypeVar
 
-from ._convert import converter, loads_json, structure, type_name
+import attrs
+
+from ._convert import converter, fast_structure, loads_json, structure, type_name
 from ._enums import LANE_DECISIONS, QUORUM_BY_RISK, Decision, Lane, ProofStatus, RiskTier
 from ._errors import InvalidOutputSchema, ValidationError
 from ._records import WorkerResult
 
-__all__ = ["MAX_PROOF_ATTEMPTS", "parse_worker_result", "worker_result_document"]
+__all__ = [
+    "MAX_PROOF_ATTEMPTS",
+    "parse_worker_result",
+    "recheck_worker_result",
+    "worker_result_document",
+]
 
 MAX_PROOF_ATTEMPTS: Final = 2
 """A proof runs at most twice: once, and one retry."""
 
-T = TypeVar("T")
+E = TypeVar("E", bound=enum.StrEnum)
 
 _AUTHOR_LANES: Final = frozenset({Lane.CODER, Lane.REDUCER})
 
@@ -52,6 +60,12 @@ def parse_worker_result(payload: object) -> WorkerResult:
             raise InvalidOutputSchema(problem) from None
     if not isinstance(payload, Mapping):
         raise InvalidOutputSchema([f"$: expected object, got {type_name(payload)}"])
+    fast = fast_structure(payload, WorkerResult)
+    if fast is not None:
+        semantic = _semantic_problems(payload)
+        if not semantic:
+            return fast
+        raise InvalidOutputSchema(semantic)
     problems: list[str] = []
     try:
         result: WorkerResult | None = structure(payload, WorkerResult, subject="worker result")
@@ -64,15 +78,32 @@ def parse_worker_result(payload: object) -> WorkerResult:
     return result
 
 
-def _field(payload: Mapping[str, object], key: str, kind: Callable[[str], T]) -> T | None:
-    """The field converted to its enum, or None when absent or mistyped (reported elsewhere)."""
+_RESULT_FIELDS: Final = tuple(field.name for field in attrs.fields(WorkerResult))
+
+
+def recheck_worker_result(result: WorkerResult) -> WorkerResult:
+    """
+    Check a typed result as strictly as a document (attrs does not check types).
+
+    Raises:
+        InvalidOutputSchema: As `parse_worker_result` would for its document.
+    """
+    # A field-by-field view is enough when every value has its exact type; the
+    # whole document is written out only to explain what is wrong.
+    view = {name: getattr(result, name) for name in _RESULT_FIELDS}
+    checked = fast_structure(view, WorkerResult)
+    if checked is not None and not _semantic_problems(view):
+        return checked
+    return parse_worker_result(worker_result_document(result))
+
+
+def _field(payload: Mapping[str, object], key: str, kind: type[E]) -> E | None:
+    """The field as its enum member, or None when absent or mistyped (reported elsewhere)."""
     value = payload.get(key)
     if not isinstance(value, str):
         return None
-    try:
-        return kind(value)
-    except ValueError:
-        return None
+    member = kind._value2member_map_.get(value)
+    return member if isinstance(member, kind) else None
 
 
 def _int(payload: Mapping[str, object], key: str) -> int | None:
@@ -100,9 +131,9 @@ def _semantic_problems(payload: Mapping[str, object]) -> list[str]:  # noqa: C90
     if attempts is not None and not 0 <= attempts <= MAX_PROOF_ATTEMPTS:
         problems.append(f"$.proof_attempts: must be 0, 1 or 2, got {attempts}")
     scope = payload.get("write_scope")
-    if isinstance(scope, list) and not scope:
+    if isinstance(scope, list | tuple) and not scope:
         problems.append("$.write_scope: must list at least one path")
-    if isinstance(scope, list) and any(
+    if isinstance(scope, list | tuple) and any(
         isinstance(root, str) and not root.strip() for root in scope
     ):
         problems.append("$.write_scope: paths must not be blank")

@@ -10,6 +10,7 @@ it was asked about.
 
 from __future__ import annotations
 
+import heapq
 import inspect
 import itertools
 from collections.abc import Awaitable, Callable, Collection, Mapping
@@ -20,11 +21,11 @@ import anyio.to_thread
 import attrs
 
 from ._clock import Clock
-from ._contract import parse_worker_result, worker_result_document
+from ._contract import parse_worker_result, recheck_worker_result
 from ._enums import Decision, Lane
 from ._errors import InvalidOutputSchema
 from ._records import Unit, WorkerResult
-from ._scopes import scopes_overlap
+from ._scopes import ScopeIndex, scopes_overlap
 
 __all__ = [
     "AdjudicationRequest",
@@ -210,6 +211,10 @@ async def invoke(adapter: Adapter[Any], request: object) -> object:
     """Call an adapter: async ones in this task, sync ones in a worker thread."""
     if _is_async(adapter):
         return await adapter(request)  # type: ignore[misc]
+    return await _invoke_in_thread(adapter, request)
+
+
+async def _invoke_in_thread(adapter: Adapter[Any], request: object) -> object:
     # Boxed so that trio does not refuse a sync callable that returns a coroutine.
     (result,) = await anyio.to_thread.run_sync(
         _boxed_call, adapter, request, abandon_on_cancel=True
@@ -217,6 +222,25 @@ async def invoke(adapter: Adapter[Any], request: object) -> object:
     if inspect.isawaitable(result):
         return await result
     return result
+
+
+@attrs.frozen
+class BoundAdapter:
+    """An adapter with its kind looked up once: `invoke` without the per-call inspection."""
+
+    adapter: Adapter[Any]
+    is_async: bool
+
+    @classmethod
+    def of(cls, adapter: Adapter[Any]) -> BoundAdapter:
+        """Inspect ``adapter`` once."""
+        return cls(adapter, _is_async(adapter))
+
+    async def invoke(self, request: object) -> object:
+        """Call the adapter as `invoke` does."""
+        if self.is_async:
+            return await self.adapter(request)  # type: ignore[misc]
+        return await _invoke_in_thread(self.adapter, request)
 
 
 def _boxed_call(adapter: Adapter[Any], request: object) -> tuple[object]:
@@ -230,9 +254,11 @@ def check_result(answer: object, *, unit: Unit, candidate_id: str, lane: Lane) -
     Raises:
         InvalidOutputSchema: Listing every problem.
     """
-    if isinstance(answer, WorkerResult):
-        answer = worker_result_document(answer)
-    result = parse_worker_result(answer)
+    result = (
+        recheck_worker_result(answer)
+        if isinstance(answer, WorkerResult)
+        else parse_worker_result(answer)
+    )
     problems = [
         f"$.{name}: expected {expected!r}, got {actual!r}"
         for name, expected, actual in (
@@ -299,6 +325,10 @@ class _Lease:
     expires_at: float
 
 
+def _lease_number(lease_id: str) -> int:
+    return int(lease_id.removeprefix("lease-"))
+
+
 class LeaseTable:
     """
     The default locksmith: an in-process lease table with TTL and reclaim.
@@ -318,6 +348,10 @@ class LeaseTable:
         self._clock = clock
         self.tracked_files = tracked_files
         self._leases: dict[str, _Lease] = {}
+        self._by_holder: dict[str, dict[str, _Lease]] = {}
+        self._index: ScopeIndex[str] = ScopeIndex()
+        self._expiries: list[tuple[float, str]] = []
+        """A heap of (expiry, lease id); renewals push again, stale entries are skipped."""
         self._ids: Final = itertools.count(1)
 
     def bind_clock(self, clock: Clock) -> None:
@@ -336,28 +370,52 @@ class LeaseTable:
             (lease.holder, lease.scope) for lease in self._leases.values() if lease.expires_at > now
         )
 
+    def _drop(self, lease_id: str) -> _Lease | None:
+        lease = self._leases.pop(lease_id, None)
+        if lease is not None:
+            self._index.discard(lease_id)
+            held = self._by_holder[lease.holder]
+            del held[lease_id]
+            if not held:
+                del self._by_holder[lease.holder]
+        return lease
+
+    def _reclaim_expired(self, now: float) -> None:
+        while self._expiries and self._expiries[0][0] <= now:
+            _, lease_id = heapq.heappop(self._expiries)
+            lease = self._leases.get(lease_id)
+            if lease is not None and lease.expires_at <= now:
+                self._drop(lease_id)
+
     async def __call__(self, request: LeaseRequest) -> dict[str, object]:
         """Grant, deny or reclaim, as output contract v2 says."""
         now = self._now()
         if request.action == "release":
-            lease = self._leases.pop(request.lease_id or "", None)
+            lease = self._drop(request.lease_id or "")
             reason = "released" if lease is not None else "already released or expired"
             return lease_result(request, Decision.RECLAIM, request.lease_id or "none", reason)
-        for lease_id, lease in list(self._leases.items()):
-            if lease.expires_at <= now:
-                del self._leases[lease_id]
+        self._reclaim_expired(now)
         expires = now + request.ttl_ms / 1000
-        for lease in self._leases.values():
+        own = self._by_holder.get(request.holder, {})
+        for lease in own.values():
+            if lease.scope == request.write_scope:
+                lease.expires_at = expires
+                heapq.heappush(self._expiries, (expires, lease.lease_id))
+                return lease_result(request, Decision.GRANT, lease.lease_id, "renewed")
+        # Oldest first, so the lease named in a denial does not depend on set order.
+        for lease_id in sorted(self._index.candidates(request.write_scope), key=_lease_number):
+            lease = self._leases[lease_id]
             if lease.holder == request.holder:
-                if lease.scope == request.write_scope:
-                    lease.expires_at = expires
-                    return lease_result(request, Decision.GRANT, lease.lease_id, "renewed")
                 continue
             if scopes_overlap(lease.scope, request.write_scope, tracked_files=self.tracked_files):
                 reason = f"overlaps {lease.lease_id} held by {lease.holder}"
                 return lease_result(request, Decision.DENY, lease.lease_id, reason)
         lease_id = f"lease-{next(self._ids)}"
-        self._leases[lease_id] = _Lease(
+        lease = _Lease(
             lease_id=lease_id, holder=request.holder, scope=request.write_scope, expires_at=expires
         )
+        self._leases[lease_id] = lease
+        self._by_holder.setdefault(request.holder, {})[lease_id] = lease
+        self._index.add(lease_id, request.write_scope)
+        heapq.heappush(self._expiries, (expires, lease_id))
         return lease_result(request, Decision.GRANT, lease_id, "granted")

@@ -51,13 +51,13 @@ from ._roles import (
     AdjudicationRequest,
     ApplyRequest,
     AuthorRequest,
+    BoundAdapter,
     DeliveryRequest,
     LeaseRequest,
     LeaseTable,
     ProofRequest,
     Roles,
     check_result,
-    invoke,
 )
 from ._scopes import scopes_overlap
 from ._summary import MetricsCollector, RunMetrics, UnitOutcome, pick_learning, render_ledger
@@ -342,6 +342,15 @@ class Orchestrator:
         elif isinstance(locksmith, LeaseTable):
             locksmith.bind_clock(self._clock)
         self._roles = roles
+        # Looked up once: which adapter plays a lane, and whether it is async.
+        self._adapters = {
+            lane: BoundAdapter.of(roles.for_lane(lane))
+            for lane in Lane
+            if lane is not Lane.REDUCER or roles.reducer is not None
+        }
+        self._replacements = {
+            lane: BoundAdapter.of(adapter) for lane, adapter in roles.replacements.items()
+        }
         self._budget_source = budget or budget_policy(
             remaining_five_hour=100, remaining_weekly=100, max_threads=max_threads
         )
@@ -1106,19 +1115,19 @@ class Orchestrator:
             group.cancel_scope.cancel()
         return finished
 
-    async def _timed(self, adapter: Any, request: object) -> object:  # noqa: ANN401 - adapters are any callable
+    async def _timed(self, adapter: BoundAdapter, request: object) -> object:
         if self._timeout is None:
-            return await invoke(adapter, request)
+            return await adapter.invoke(request)
         if isinstance(self._clock, SystemClock):
             with anyio.move_on_after(self._timeout):
-                return await invoke(adapter, request)
+                return await adapter.invoke(request)
             raise _TimedOut
         box: list[object] = []
         errors: list[Exception] = []
 
         async def call() -> None:
             try:
-                box.append(await invoke(adapter, request))
+                box.append(await adapter.invoke(request))
             except Exception as exc:  # noqa: BLE001 - re-raised below, outside the task group
                 errors.append(exc)
 
@@ -1138,9 +1147,9 @@ class Orchestrator:
         **extra: object,
     ) -> WorkerResult | _CallFailure:
         unit = progress.unit
-        primary = self._roles.for_lane(lane)
+        primary = self._adapters[lane]
         for call in range(1, _MAX_CALLS + 1):
-            adapter = primary if call < _MAX_CALLS else self._roles.replacements.get(lane, primary)
+            adapter = primary if call < _MAX_CALLS else self._replacements.get(lane, primary)
             if call == _MAX_CALLS:
                 self._ledger.emit(
                     "adapter_replacement", unit_id=unit.id, candidate_id=candidate_id, lane=lane
@@ -1155,7 +1164,9 @@ class Orchestrator:
                 **extra,
             }
             try:
-                answer = await self._timed(adapter, attrs.evolve(request, call=call))
+                answer = await self._timed(
+                    adapter, request if request.call == call else attrs.evolve(request, call=call)
+                )
             except _TimedOut:
                 self._emit_call(fields, started, "timeout")
                 self._signal(unit.id)

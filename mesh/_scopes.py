@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import functools
 import posixpath
-from collections.abc import Collection, Iterable
-from typing import Final
+from collections.abc import Collection, Hashable, Iterable
+from typing import Final, Generic, TypeVar
 
 from wcmatch import glob
 
-__all__ = ["in_scope", "normalize_path", "scopes_overlap"]
+__all__ = ["ScopeIndex", "in_scope", "normalize_path", "scopes_overlap"]
 
 _GLOB_CHARS: Final = frozenset("*?[{")
 _WHOLE_TREE: Final = frozenset({"", ".", "*", "**", "unknown"})
@@ -139,3 +139,50 @@ def scopes_overlap(
             if _is_whole_tree(a) or _is_whole_tree(b) or _share_a_path(a, b, tracked_files):
                 return True
     return False
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+class ScopeIndex(Generic[K]):
+    """
+    Scopes by key, indexed by their literal leading directories.
+
+    Two scopes can only overlap when a root of one lies on the path of a root
+    of the other (see `scopes_overlap`); `candidates` finds those keys by
+    walking the request's own path instead of comparing it with every scope.
+    """
+
+    def __init__(self) -> None:
+        self._at: dict[tuple[str, ...], set[K]] = {}
+        """Keys with a root at exactly this literal path."""
+        self._under: dict[tuple[str, ...], set[K]] = {}
+        """Keys with a root at this literal path or below it."""
+        self._roots: dict[K, tuple[tuple[str, ...], ...]] = {}
+
+    def add(self, key: K, scope: Iterable[str]) -> None:
+        """Index ``key``'s scope (replacing what it had)."""
+        self.discard(key)
+        roots = tuple({_parts(root) for root in scope})
+        self._roots[key] = roots
+        for parts in roots:
+            self._at.setdefault(parts, set()).add(key)
+            for depth in range(len(parts) + 1):
+                self._under.setdefault(parts[:depth], set()).add(key)
+
+    def discard(self, key: K) -> None:
+        """Forget ``key`` (nothing happens when it is not indexed)."""
+        for parts in self._roots.pop(key, ()):
+            self._at[parts].discard(key)
+            for depth in range(len(parts) + 1):
+                self._under[parts[:depth]].discard(key)
+
+    def candidates(self, scope: Iterable[str]) -> set[K]:
+        """The keys whose scope may overlap ``scope``: a superset of the real overlaps."""
+        found: set[K] = set()
+        for root in scope:
+            parts = _parts(root)
+            found.update(self._under.get(parts, ()))
+            for depth in range(len(parts)):
+                found.update(self._at.get(parts[:depth], ()))
+        return found

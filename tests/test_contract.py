@@ -5,11 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import mesh
+from mesh._contract import recheck_worker_result
+from mesh._convert import fast_structure, structure
+from mesh._errors import ValidationError
 
 LANE_EXTRAS: dict[str, dict[str, object]] = {
     "coder": {"decision": "accept", "patch": "--- a/x\n+++ b/x\n"},
@@ -233,3 +237,66 @@ class TestProperties:
         """Every valid result survives parse → document → parse unchanged."""
         parsed = mesh.parse_worker_result(payload)
         assert parsed == mesh.parse_worker_result(json.dumps(mesh.worker_result_document(parsed)))
+
+
+ODD_VALUES = st.sampled_from(
+    [None, True, 0, 1, -1, 2.0, "", " ", "coder", "pass", "HEAD", [], ["a"], [1], ("a",), {}]
+)
+
+
+@st.composite
+def altered_results(draw: st.DrawFn) -> dict[str, object]:
+    """Valid results with some fields replaced, removed or added."""
+    payload = dict(draw(valid_results()))
+    for key in draw(st.lists(st.sampled_from([*sorted(payload), "lease_id", "extra"]), max_size=3)):
+        if draw(st.booleans()):
+            payload.pop(key, None)
+        else:
+            payload[key] = draw(ODD_VALUES)
+    return payload
+
+
+class TestFastPath:
+    @given(altered_results())
+    def test_fast_path_agrees_with_the_converter(self, payload: dict[str, object]) -> None:
+        """The exact-type shortcut accepts only what the strict converter accepts, as it does."""
+        fast = fast_structure(payload, mesh.WorkerResult)
+        try:
+            slow = structure(payload, mesh.WorkerResult, subject="worker result")
+        except ValidationError:
+            assert fast is None
+        else:
+            assert fast is None or fast == slow
+
+    @given(altered_results())
+    def test_typed_results_get_the_documents_verdict(self, payload: dict[str, object]) -> None:
+        """A typed result is judged as its document is: same record, or same problems."""
+        try:
+            parsed = mesh.parse_worker_result(payload)
+        except mesh.InvalidOutputSchema:
+            return
+        assert recheck_worker_result(parsed) == parsed
+
+    @pytest.mark.parametrize(
+        ("changes", "problem"),
+        [
+            ({"triplet_index": "1"}, "$.triplet_index: expected integer, got string"),
+            ({"write_scope": ("src", 3)}, "$.write_scope[1]: expected string, got number"),
+            ({"decision": "grant"}, "$.decision: coder may decide accept, no_diff, reject"),
+        ],
+    )
+    def test_typed_results_with_wrong_values(
+        self, changes: dict[str, object], problem: str
+    ) -> None:
+        """Attrs does not check types: a typed result built wrong is refused with its paths."""
+        built = attrs.evolve(mesh.parse_worker_result(result()), **changes)
+        with pytest.raises(mesh.InvalidOutputSchema) as caught:
+            recheck_worker_result(built)
+        assert caught.value.problems[0].startswith(problem)
+
+    def test_plain_strings_in_a_typed_result_become_members(self) -> None:
+        """A typed result given plain strings for enums comes back with the members."""
+        built = attrs.evolve(mesh.parse_worker_result(result()), lane="coder", write_scope=["a"])
+        checked = recheck_worker_result(built)
+        assert checked.lane is mesh.Lane.CODER
+        assert checked.write_scope == ("a",)

@@ -125,6 +125,31 @@ class TestLeases:
         assert table.active == ()
         assert (await table(second))["decision"] == "grant"
 
+    async def test_a_renewed_lease_outlives_its_first_expiry(self) -> None:
+        """Renewing moves the expiry: the lease holds past the first one, then expires."""
+        clock = ManualClock()
+        table = mesh.LeaseTable(clock=clock)
+        mine = mesh.LeaseRequest(
+            unit=unit("a", scope="src"),
+            candidate_id="a-coder-1",
+            action="acquire",
+            holder="a",
+            write_scope=("src",),
+            ttl_ms=1000,
+        )
+        theirs = attrs.evolve(
+            mine, unit=unit("b", scope="src"), candidate_id="b-coder-1", holder="b"
+        )
+        granted = await table(mine)
+        clock.advance(0.8)
+        assert (await table(attrs.evolve(mine, candidate_id="a-coder-2")))["notes"] == "renewed"
+        clock.advance(0.8)  # past the first expiry, not the renewed one
+        denied = await table(theirs)
+        assert (denied["decision"], denied["lease_id"]) == ("deny", granted["lease_id"])
+        clock.advance(0.5)
+        assert (await table(theirs))["decision"] == "grant"
+        assert table.active == (("b", ("src",)),)
+
     async def test_same_holder_shares_and_renews(self) -> None:
         """A unit never conflicts with itself: the same scope renews, another scope adds a lease."""
         table = mesh.LeaseTable()

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 import mesh
 from mesh._governor import Backpressure
+from mesh._scopes import ScopeIndex
 
 
 class TestScopesOverlap:
@@ -38,6 +39,38 @@ class TestScopesOverlap:
     def test_symmetric(self, first: list[str], second: list[str]) -> None:
         """Overlap does not depend on argument order."""
         assert mesh.scopes_overlap(first, second) == mesh.scopes_overlap(second, first)
+
+
+ROOTS = st.sampled_from(["a", "b", "a/x", "a/x/y", "./a/", "b/*", "a/*/z", "**", "unknown", "c/d"])
+
+
+class TestScopeIndex:
+    @given(
+        st.lists(st.lists(ROOTS, max_size=3), max_size=6),
+        st.lists(ROOTS, max_size=3),
+        st.sets(st.integers(0, 5)),
+    )
+    def test_candidates_cover_every_overlap(
+        self, scopes: list[list[str]], request: list[str], removed: set[int]
+    ) -> None:
+        """No overlapping scope is missed; removed keys are never returned."""
+        index: ScopeIndex[int] = ScopeIndex()
+        for key, scope in enumerate(scopes):
+            index.add(key, scope)
+        for key in removed:
+            index.discard(key)
+        live = [key for key in range(len(scopes)) if key not in removed]
+        overlapping = {key for key in live if mesh.scopes_overlap(scopes[key], request)}
+        candidates = index.candidates(request)
+        assert overlapping <= candidates <= set(live)
+
+    def test_readding_a_key_replaces_its_scope(self) -> None:
+        """A key indexed again is found by its new scope only."""
+        index: ScopeIndex[str] = ScopeIndex()
+        index.add("k", ["a/x"])
+        index.add("k", ["b"])
+        assert index.candidates(["a/x"]) == set()
+        assert index.candidates(["b/y"]) == {"k"}
 
 
 class TestBackpressure:

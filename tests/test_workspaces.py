@@ -182,18 +182,18 @@ class TestOwnership:
             assert sorted(p.name for p in base.iterdir()) == [workspaces.folder.name]
 
     async def test_listing_waits_for_worktree_admin_steps(self, repo: Path) -> None:
-        """``git worktree list`` fails when it reads records an add is writing: it waits its turn."""
+        """``git worktree list`` fails on records an add is writing: it waits its turn."""
         async with mesh.WorkspaceManager(repo) as workspaces:
             listed: list[dict[Path, str | None]] = []
 
             async def list_them() -> None:
                 listed.append(await workspaces.worktrees())
 
-            async with anyio.create_task_group() as group:
-                async with workspaces._admin:  # as if an add were writing its records
-                    group.start_soon(list_them)
-                    await anyio.sleep(0.2)
-                    assert listed == []
+            # The lock (as if an add were writing its records) is let go before the group ends.
+            async with anyio.create_task_group() as group, workspaces._admin:
+                group.start_soon(list_them)
+                await anyio.sleep(0.2)
+                assert listed == []
             assert listed == [{repo: "main"}]
 
     async def test_half_made_records_of_dead_owners_are_removed(self, repo: Path) -> None:
