@@ -11,11 +11,12 @@ strictly and feeds backpressure. Every transition and call is one ledger event.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import json
 import os
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TypeVar, final
@@ -851,9 +852,9 @@ class Orchestrator:
             )
             results[slot] = await self._call(lane, request, progress, request.candidate_id)
 
-        async with anyio.create_task_group() as group:
-            for slot, lane in enumerate(lanes):
-                group.start_soon(author, slot, lane)
+        await _concurrently(
+            [functools.partial(author, slot, lane) for slot, lane in enumerate(lanes)]
+        )
         progress.candidates = [
             r
             for r in results
@@ -872,9 +873,9 @@ class Orchestrator:
         async def one(index: int, candidate: WorkerResult) -> None:
             failures[index] = await self._prove(progress, candidate, leases)
 
-        async with anyio.create_task_group() as group:
-            for index, candidate in enumerate(progress.candidates):
-                group.start_soon(one, index, candidate)
+        await _concurrently(
+            [functools.partial(one, index, c) for index, c in enumerate(progress.candidates)]
+        )
         return [failure for failure in failures if failure is not None]
 
     async def _prove(
@@ -1001,9 +1002,7 @@ class Orchestrator:
             )
             verdicts[index] = await self._call(Lane.FIXER, request, progress, cid)
 
-        async with anyio.create_task_group() as group:
-            for index in range(quorum):
-                group.start_soon(fixer, index)
+        await _concurrently([functools.partial(fixer, index) for index in range(quorum)])
         approvals: dict[str, int] = {}
         reasons: list[_CallFailure] = []
         for verdict in verdicts:
@@ -1214,6 +1213,17 @@ class Orchestrator:
         self._ledger.emit(
             "adapter_call", duration_ms=duration_ms, outcome=outcome, **fields, **more
         )
+
+
+async def _concurrently(jobs: Sequence[Callable[[], Coroutine[Any, Any, None]]]) -> None:
+    """Run jobs at once; the last one in this task, which saves a task per fan-out."""
+    if len(jobs) == 1:
+        await jobs[0]()
+        return
+    async with anyio.create_task_group() as group:
+        for job in jobs[:-1]:
+            group.start_soon(job)
+        await jobs[-1]()
 
 
 def run(
