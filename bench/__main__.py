@@ -2,8 +2,10 @@
 ``python -m bench [--quick] [SECTION ...]``: run mesh's benchmarks and print the ratios.
 
 Sections: engine, scheduling, workspaces, cli (default: all). ``--quick`` uses
-small sizes, for a smoke run. Peers (Dask) are measured when installed:
-``pip install dask``.
+small sizes, for a smoke run. Peers are measured when installed: Dask in the
+bench's environment (``pip install dask``), Prefect there or in the
+interpreter ``MESH_BENCH_PREFECT_PYTHON`` names (a separate environment keeps
+Prefect's dependencies away from mesh's).
 """
 
 from __future__ import annotations

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import gc
+import os
+import subprocess
+import sys
 import tracemalloc
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -41,6 +45,13 @@ def _answer(request: Any, lane: str, decision: str, **extra: object) -> dict[str
         "decision": decision,
         **extra,
     }
+
+
+PREFECT_MAX_TASKS = 1000
+
+
+def _or_na(value: float | None) -> float | str:
+    return "n/a" if value is None else value
 
 
 def noop_roles(
@@ -142,6 +153,29 @@ def dask_cpu_per_unit(count: int) -> float | None:
     return cpu * 1000 / count
 
 
+def prefect_cpu_per_task(count: int, *, baseline: int = 10) -> float | None:
+    """
+    Marginal CPU ms per task for the same DAG as a Prefect flow (None: no Prefect).
+
+    Prefect starts a temporary API server for a flow run; the run with
+    ``baseline`` tasks is subtracted so that the start-up is not counted.
+    """
+    python = os.environ.get("MESH_BENCH_PREFECT_PYTHON", sys.executable)
+    script = str(Path(__file__).with_name("_prefect_peer.py"))
+
+    def cpu_seconds(tasks: int) -> float | None:
+        done = subprocess.run(
+            [python, script, str(tasks)], capture_output=True, text=True, check=False
+        )
+        lines = done.stdout.split()
+        return float(lines[-1]) if done.returncode == 0 and lines else None
+
+    small, large = cpu_seconds(baseline), cpu_seconds(count)
+    if small is None or large is None:
+        return None
+    return max(large - small, 0.0) * 1000 / (count - baseline)
+
+
 def memory_per_unit_in_flight(count: int = 1000) -> tuple[float, int]:
     """Bytes allocated per unit while ``count`` units are in flight (waiting on their coders)."""
     units = [mesh.Unit(id=f"m{i}", objective="noop", write_scope=(f"m/{i}",)) for i in range(count)]
@@ -161,19 +195,31 @@ def run(sizes: tuple[int, ...]) -> str:
     for count in sizes:
         mesh_ms, wall = mesh_cpu_per_unit(count)
         dask_ms = dask_cpu_per_unit(count)
+        # Prefect takes ~50 ms per task: 10,000 would take minutes and say nothing new.
+        prefect_ms = prefect_cpu_per_task(count) if count <= PREFECT_MAX_TASKS else None
         rows.append(
             [
                 count,
                 mesh_ms,
                 wall,
-                dask_ms if dask_ms is not None else "n/a",
-                mesh_ms / dask_ms if dask_ms else "n/a",
+                _or_na(dask_ms),
+                _or_na(mesh_ms / dask_ms if dask_ms else None),
+                _or_na(prefect_ms),
+                _or_na(mesh_ms / prefect_ms if prefect_ms else None),
             ]
         )
     per_unit, in_flight = memory_per_unit_in_flight()
     text = table(
         "Engine overhead: no-op adapters, 3 candidates and every role per unit",
-        ["units", "mesh CPU ms/unit", "mesh wall s", "dask CPU ms/task", "mesh / dask"],
+        [
+            "units",
+            "mesh CPU ms/unit",
+            "mesh wall s",
+            "dask CPU ms/task",
+            "mesh / dask",
+            "prefect CPU ms/task",
+            "mesh / prefect",
+        ],
         rows,
     )
     return text + f"memory: {per_unit / 1024:.1f} KiB per unit in flight ({in_flight} in flight)\n"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -39,3 +41,15 @@ def test_unknown_section(capsys: pytest.CaptureFixture[str]) -> None:
     """An unknown section name is a usage error."""
     assert bench_main.main(["nope"]) == 2
     assert "unknown section: nope" in capsys.readouterr().err
+
+
+def test_prefect_peer(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The Prefect peer is optional: n/a without Prefect, marginal CPU per task with it."""
+    monkeypatch.setenv("MESH_BENCH_PREFECT_PYTHON", sys.executable)  # no Prefect in the tests
+    assert engine.prefect_cpu_per_task(20) is None
+    # A stand-in interpreter reporting 0.1 s of CPU per task, after 2 s of start-up.
+    fake = tmp_path / "python"
+    fake.write_text('#!/bin/sh\necho "$(( 2000 + $2 * 100 ))e-3"\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("MESH_BENCH_PREFECT_PYTHON", str(fake))
+    assert engine.prefect_cpu_per_task(20) == pytest.approx(100.0)
