@@ -225,14 +225,18 @@ class Ledger:
         self, _: object, __: str, fields: MutableMapping[str, Any]
     ) -> tuple[tuple[LedgerEvent], dict[str, Any]]:
         self._seq += 1
-        known = {
-            name: fields.pop(name)
-            for name in ("unit_id", "candidate_id", "lane", "attempt", "duration_ms")
-            if name in fields
-        }
-        name = fields.pop("event")
+        pop = fields.pop
         event = LedgerEvent(
-            event=name, run_id=self.run_id, seq=self._seq, at=self._now(), data=fields, **known
+            event=pop("event"),
+            run_id=self.run_id,
+            seq=self._seq,
+            at=self._now(),
+            unit_id=pop("unit_id", None),
+            candidate_id=pop("candidate_id", None),
+            lane=pop("lane", None),
+            attempt=pop("attempt", None),
+            duration_ms=pop("duration_ms", None),
+            data=fields,
         )
         return (event,), {}
 
