@@ -368,6 +368,8 @@ class Orchestrator:
 
     def _reset(self) -> None:
         self._progress: dict[str, UnitProgress] = {}
+        """Units in flight; a finished unit leaves only its outcome and a count."""
+        self._ended_by_state: dict[str, int] = {}
         self._outcomes: dict[str, UnitOutcome] = {}
         self._active: dict[str, Unit] = {}
         self._ready: list[tuple[int, str]] = []
@@ -393,12 +395,9 @@ class Orchestrator:
 
     def statistics(self) -> RunStatistics:
         """A snapshot of the run in progress (safe to call at any time)."""
-        by_state: dict[str, int] = {}
+        by_state = dict(self._ended_by_state)
         for progress in self._progress.values():
             by_state[progress.state] = by_state.get(progress.state, 0) + 1
-        for outcome in self._outcomes.values():
-            if outcome.state == "blocked":
-                by_state["blocked"] = by_state.get("blocked", 0) + 1
         return RunStatistics(
             run_id=self.run_id,
             units_total=len(getattr(self, "_units", ())),
@@ -516,6 +515,9 @@ class Orchestrator:
         else:
             self._ledger.emit("run_started", units=len(units))
         self._outcomes.update(restored)
+        for outcome in restored.values():
+            if outcome.state == "blocked":
+                self._ended("blocked")
         done = {unit_id for unit_id, o in restored.items() if o.state == UnitState.COMPLETED}
         self._waiting: dict[str, set[str]] = {}
         self._dependents: dict[str, list[str]] = {}
@@ -626,6 +628,9 @@ class Orchestrator:
             with anyio.CancelScope(shield=True):
                 await self._release(progress, leases)
             del self._active[unit.id]
+            # Keeping every finished unit's evidence would make the heap, and each
+            # full garbage collection, grow with the plan.
+            del self._progress[unit.id]
         self._finish(progress)
 
     def _fire(self, progress: UnitProgress, trigger: Trigger) -> None:
@@ -790,6 +795,7 @@ class Orchestrator:
             delivery=delivery.decision if delivery else None,
         )
         self._outcomes[unit.id] = outcome
+        self._ended(state)
         self._ledger.emit(
             "unit_finished",
             unit_id=unit.id,
@@ -814,6 +820,9 @@ class Orchestrator:
                 self._block(dependent, unit.id)
         self._notify()
 
+    def _ended(self, state: str) -> None:
+        self._ended_by_state[state] = self._ended_by_state.get(state, 0) + 1
+
     def _block(self, unit_id: str, blocked_by: str) -> None:
         pending = [(unit_id, blocked_by)]
         while pending:
@@ -827,6 +836,7 @@ class Orchestrator:
                 evidence=f"dependency {cause} did not complete",
                 blocked_by=cause,
             )
+            self._ended("blocked")
             self._ledger.emit("unit_blocked", unit_id=current, blocked_by=cause)
             pending.extend((dependent, current) for dependent in self._dependents.get(current, ()))
 
