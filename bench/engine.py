@@ -6,6 +6,8 @@ import gc
 import os
 import subprocess
 import sys
+import time
+import timeit
 import tracemalloc
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -14,6 +16,11 @@ from typing import Any
 import anyio
 
 import mesh
+from mesh._events import Ledger
+from mesh._lifecycle import Trigger, UnitProgress, UnitState
+from mesh._machine import UnitMachine
+from mesh._summary import MetricsCollector
+from mesh.testing import answer
 
 from ._report import cpu_and_wall, table
 
@@ -176,6 +183,61 @@ def prefect_cpu_per_task(count: int, *, baseline: int = 10) -> float | None:
     return max(large - small, 0.0) * 1000 / (count - baseline)
 
 
+def _microseconds(action: Callable[[], object], number: int = 20000) -> float:
+    return timeit.timeit(action, number=number) / number * 1e6
+
+
+def breakdown() -> str:
+    """What one unit's fixed steps cost: each measured alone, times how often a unit does it."""
+    unit = mesh.Unit(id="u1", objective="noop", write_scope=("src/1",))
+    request = mesh.AuthorRequest(
+        unit=unit, lane=mesh.Lane.CODER, candidate_id="u1-coder-1", triplet_index=1, attempt=1
+    )
+    document = answer(request)
+    ledger = Ledger(run_id="r1", sinks=[MetricsCollector()], now=time.monotonic)
+    machine = UnitMachine()
+    progress = UnitProgress(unit=unit)
+
+    def transition() -> None:
+        progress.state = UnitState.PLANNED.value
+        progress.failure_code, progress.evidence = mesh.FailureCode.PROOF_MISSING, "x"
+        machine.fire(progress, Trigger.FAIL)
+
+    async def spawn(count: int) -> None:
+        async def nothing() -> None:
+            pass
+
+        async with anyio.create_task_group() as group:
+            for _ in range(count):
+                group.start_soon(nothing)
+
+    steps = [
+        ("parse and check an answer", 16, lambda: mesh.parse_worker_result(document)),
+        (
+            "ledger event",
+            26,
+            lambda: ledger.emit("adapter_call", unit_id="u1", lane=mesh.Lane.CODER, outcome="ok"),
+        ),
+        ("lifecycle transition", 5, transition),
+        ("task started and joined", 6, lambda: None),
+    ]
+    rows: list[list[object]] = []
+    total = 0.0
+    for name, per_unit, action in steps:
+        if name.startswith("task"):
+            cost = _microseconds(lambda: anyio.run(spawn, 1000), number=20) / 1000
+        else:
+            cost = _microseconds(action)
+        rows.append([name, cost, per_unit, cost * per_unit / 1000])
+        total += cost * per_unit / 1000
+    rows.append(["sum", "", "", total])
+    return table(
+        "Engine fixed costs per unit (each step measured alone)",
+        ["step", "µs each", "per unit", "ms per unit"],
+        rows,
+    )
+
+
 def memory_per_unit_in_flight(count: int = 1000) -> tuple[float, int]:
     """Bytes allocated per unit while ``count`` units are in flight (waiting on their coders)."""
     units = [mesh.Unit(id=f"m{i}", objective="noop", write_scope=(f"m/{i}",)) for i in range(count)]
@@ -210,17 +272,21 @@ def run(sizes: tuple[int, ...]) -> str:
             ]
         )
     per_unit, in_flight = memory_per_unit_in_flight()
-    text = table(
-        "Engine overhead: no-op adapters, 3 candidates and every role per unit",
-        [
-            "units",
-            "mesh CPU ms/unit",
-            "mesh wall s",
-            "dask CPU ms/task",
-            "mesh / dask",
-            "prefect CPU ms/task",
-            "mesh / prefect",
-        ],
-        rows,
+    text = (
+        breakdown()
+        + "\n"
+        + table(
+            "Engine overhead: no-op adapters, 3 candidates and every role per unit",
+            [
+                "units",
+                "mesh CPU ms/unit",
+                "mesh wall s",
+                "dask CPU ms/task",
+                "mesh / dask",
+                "prefect CPU ms/task",
+                "mesh / prefect",
+            ],
+            rows,
+        )
     )
     return text + f"memory: {per_unit / 1024:.1f} KiB per unit in flight ({in_flight} in flight)\n"

@@ -53,3 +53,10 @@ def test_prefect_peer(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     fake.chmod(0o755)
     monkeypatch.setenv("MESH_BENCH_PREFECT_PYTHON", str(fake))
     assert engine.prefect_cpu_per_task(20) == pytest.approx(100.0)
+
+
+def test_engine_breakdown() -> None:
+    """The fixed-cost table measures each step and sums them."""
+    text = engine.breakdown()
+    assert "parse and check an answer" in text
+    assert "sum" in text
