@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 import attrs
 import pytest
@@ -239,7 +240,7 @@ class TestProperties:
         assert parsed == mesh.parse_worker_result(json.dumps(mesh.worker_result_document(parsed)))
 
 
-ODD_VALUES = st.sampled_from(
+ODD_VALUES: st.SearchStrategy[object] = st.sampled_from(
     [None, True, 0, 1, -1, 2.0, "", " ", "coder", "pass", "HEAD", [], ["a"], [1], ("a",), {}]
 )
 
@@ -285,9 +286,7 @@ class TestFastPath:
             ({"decision": "grant"}, "$.decision: coder may decide accept, no_diff, reject"),
         ],
     )
-    def test_typed_results_with_wrong_values(
-        self, changes: dict[str, object], problem: str
-    ) -> None:
+    def test_typed_results_with_wrong_values(self, changes: dict[str, Any], problem: str) -> None:
         """Attrs does not check types: a typed result built wrong is refused with its paths."""
         built = attrs.evolve(mesh.parse_worker_result(result()), **changes)
         with pytest.raises(mesh.InvalidOutputSchema) as caught:
@@ -296,7 +295,8 @@ class TestFastPath:
 
     def test_plain_strings_in_a_typed_result_become_members(self) -> None:
         """A typed result given plain strings for enums comes back with the members."""
-        built = attrs.evolve(mesh.parse_worker_result(result()), lane="coder", write_scope=["a"])
+        plain: dict[str, Any] = {"lane": "coder", "write_scope": ["a"]}  # what attrs lets through
+        built = attrs.evolve(mesh.parse_worker_result(result()), **plain)
         checked = recheck_worker_result(built)
         assert checked.lane is mesh.Lane.CODER
         assert checked.write_scope == ("a",)
