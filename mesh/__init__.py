@@ -99,6 +99,8 @@ from ._repo_run import RepositoryRun as RepositoryRun
 from ._repo_run import git_roles as git_roles
 from ._repo_run import resume_in_repository as resume_in_repository
 from ._repo_run import run_in_repository as run_in_repository
+from ._report import prose_ledger as prose_ledger
+from ._report import render_report as render_report
 from ._resume import resume_point as resume_point
 from ._resume import unit_states as unit_states
 from ._roles import AdjudicationRequest as AdjudicationRequest
@@ -234,7 +236,9 @@ __all__ = [
     "patch_changes",
     "plan_sync",
     "prepare_batch",
+    "prose_ledger",
     "render_ledger",
+    "render_report",
     "replay",
     "resume_in_repository",
     "resume_point",

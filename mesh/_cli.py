@@ -115,6 +115,8 @@ class Flag:
     metavar: str = "VALUE"
     is_switch: bool = False
     dest: str = ""
+    short: str = ""
+    """A one-letter spelling, such as ``-o``."""
 
     @property
     def keyword(self) -> str:
@@ -502,6 +504,23 @@ _RUN_COMMANDS: Final = (
         run=commands.status,
         example="mesh status 4f2a9c1e0b7d",
     ),
+    Command(
+        name="report",
+        summary="a stored run as one self-contained HTML page: timeline, concurrency, ledger",
+        positional=_RUN,
+        flags=(
+            Flag(
+                name="--output",
+                short="-o",
+                required=True,
+                metavar="HTML",
+                help="where to write the page",
+            ),
+            _RUNS,
+        ),
+        run=commands.report,
+        example="mesh report mesh-runs/4f2a9c1e0b7d -o run.html",
+    ),
 )
 COMMANDS: Final[Mapping[str, Command]] = {
     **_HELPER_COMMANDS,
@@ -530,7 +549,11 @@ def usage() -> str:
 def command_help(command: Command) -> str:
     """The help text of one command."""
     specs = [
-        (flag.name if flag.is_switch else f"{flag.name} {flag.metavar}", flag)
+        (
+            (f"{flag.short}, " if flag.short else "")
+            + (flag.name if flag.is_switch else f"{flag.name} {flag.metavar}"),
+            flag,
+        )
         for flag in command.flags
     ]
     width = max(len(spec) for spec, _ in specs)
@@ -556,8 +579,9 @@ def parse_options(command: Command, arguments: Sequence[str]) -> dict[str, objec
             a stray argument, or an unusable value.
     """
     by_name = {flag.name: flag for flag in command.flags}
+    shorts = {flag.short: flag.name for flag in command.flags if flag.short}
     given: dict[str, object] = {}
-    remaining = list(arguments)
+    remaining = [shorts.get(token, token) for token in arguments]
     positional = command.positional
     while remaining:
         token = remaining.pop(0)

@@ -67,6 +67,19 @@ def ensure_distinct(
         raise PathCollisionError(f"{output_flag} {os.fspath(output)} is a directory")
 
 
+def _umask(status: Path = Path("/proc/self/status")) -> int:
+    try:  # Linux says it without changing it
+        for line in status.read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    # Elsewhere reading the umask means setting it; set it straight back.
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
 def atomic_write_text(path: StrPath, text: str, *, what: str, create_parents: bool = False) -> None:
     """
     Write ``text`` to ``path`` all at once: either the new content or nothing.
@@ -84,6 +97,8 @@ def atomic_write_text(path: StrPath, text: str, *, what: str, create_parents: bo
     except OSError as exc:
         raise FileAccessError(f"cannot write {what} {os.fspath(path)}: {exc.strerror}") from None
     try:
+        # mkstemp makes the file private (0600); outputs get the usual umask instead.
+        os.fchmod(handle, 0o666 & ~_umask())
         with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
             stream.write(text)
             stream.flush()

@@ -22,15 +22,15 @@ from ._demo import create_demo_repository, demo_coder_command
 from ._enums import DeliveryMode
 from ._errors import InputError
 from ._events import LedgerEvent
-from ._files import StrPath, read_text
+from ._files import StrPath, atomic_write_text, ensure_distinct, read_text
 from ._git import git
 from ._repo_run import RepositoryRun, resume_in_repository, run_in_repository
+from ._report import prose_ledger, render_report
 from ._resume import UNIT_STATES, resume_point, states_at
 from ._scheduler import _plan_units
 from ._store import STORE_FILE, RunStore
-from ._summary import MetricsCollector, render_ledger
 
-__all__ = ["RunReport", "demo", "resume", "run", "status", "stored_ledger"]
+__all__ = ["RunReport", "demo", "report", "resume", "run", "status", "stored_ledger"]
 
 _FINISHING_EVENTS: Final = frozenset({"unit_finished", "unit_blocked"})
 
@@ -304,15 +304,31 @@ def status(*, run: StrPath, runs: StrPath = "mesh-runs") -> dict[str, object]:
 def stored_ledger(*, run: StrPath, runs: StrPath = "mesh-runs") -> str:
     """The prose Orchestration Ledger of a stored run (empty when nothing ran)."""
     _, _, events = _stored(run, runs)
-    collector = MetricsCollector()
-    for event in events:
-        collector.emit(event)
-    outcomes = [
-        checkpoint.outcome
-        for checkpoint in resume_point(events).checkpoints.values()
-        if checkpoint.outcome is not None
-    ]
-    return render_ledger(collector.metrics(), outcomes).rstrip("\n")
+    return prose_ledger(events)
+
+
+def report(*, run: StrPath, output: StrPath, runs: StrPath = "mesh-runs") -> dict[str, object]:
+    """
+    ``mesh report``: write a stored run's picture as one self-contained HTML page.
+
+    The page (see `mesh.render_report`) has a timeline of every unit and
+    candidate lane coloured by outcome, the concurrency over time, and the
+    prose ledger; it loads nothing from the network.
+
+    .. versionadded:: 0.1.0
+    """
+    store = _store_path(run, runs)
+    ensure_distinct(output, store, output_flag="--output", input_flags=("RUN",))
+    run_id, _, events = _stored(store, runs)
+    page = render_report(events, title=f"mesh run {run_id}")
+    atomic_write_text(output, page, what="report")
+    return {
+        "command": "report",
+        "run_id": run_id,
+        "output": str(output),
+        "events": len(events),
+        "units": len({event.unit_id for event in events if event.unit_id is not None}),
+    }
 
 
 def demo(*, folder: StrPath | None = None, console: Console | None = None) -> RunReport:

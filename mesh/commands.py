@@ -29,7 +29,7 @@ from ._ledger import occurred_events
 from ._plan import plan_sync as _plan_sync
 from ._plan import slice_plan
 from ._records import BATCH_COLUMNS, OUTPUT_COLUMNS
-from ._run_command import RunReport, demo, resume, run, status, stored_ledger
+from ._run_command import RunReport, demo, report, resume, run, status, stored_ledger
 from ._wave import select_wave
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "ledger",
     "plan_sync",
     "replay",
+    "report",
     "resume",
     "run",
     "run_csv",

@@ -35,6 +35,16 @@ class TestAtomicWrite:
             _files.atomic_write_text(tmp_path / "no" / "out.csv", "x", what="output CSV")
         assert list(tmp_path.iterdir()) == []
 
+    def test_outputs_follow_the_umask(self, tmp_path: Path) -> None:
+        """An output is readable as any new file would be, not private like a temp file."""
+        previous = os.umask(0o027)
+        try:
+            _files.atomic_write_text(tmp_path / "run.html", "x", what="report")
+            assert _files._umask(tmp_path / "no-such-status") == 0o027  # the portable way
+        finally:
+            os.umask(previous)
+        assert (tmp_path / "run.html").stat().st_mode & 0o777 == 0o640
+
     def test_failed_write_keeps_old_content_and_leaves_no_temp_file(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
