@@ -300,3 +300,32 @@ class TestFastPath:
         checked = recheck_worker_result(built)
         assert checked.lane is mesh.Lane.CODER
         assert checked.write_scope == ("a",)
+
+
+class _Text(str):
+    """A str subclass, as some libraries hand out."""
+
+    __slots__ = ()
+
+
+@attrs.frozen(kw_only=True)
+class _Measured:
+    ratio: float
+
+
+@attrs.frozen(kw_only=True)
+class _Holder:
+    inner: _Measured
+
+
+class TestFastPathLimits:
+    def test_values_of_a_subclass_take_the_converters_path(self) -> None:
+        """The shortcut wants exact types; a str subclass is still accepted, by the converter."""
+        payload = result(id=_Text("u1"))
+        assert fast_structure(payload, mesh.WorkerResult) is None
+        assert mesh.parse_worker_result(payload).id == "u1"
+
+    def test_classes_with_fields_it_does_not_know(self) -> None:
+        """A class with a field kind the shortcut lacks (here float) is left to the converter."""
+        assert fast_structure({"ratio": 0.5}, _Measured) is None
+        assert fast_structure({"inner": {"ratio": 0.5}}, _Holder) is None

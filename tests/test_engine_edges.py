@@ -168,6 +168,8 @@ class TestLeases:
         assert renewed["notes"] == "renewed"
         assert other["decision"] == "grant"
         assert other["lease_id"] != granted["lease_id"]
+        await table(attrs.evolve(request, action="release", lease_id=str(other["lease_id"])))
+        assert table.active == (("a", ("src",)),)  # the holder keeps its other lease
         released = await table(attrs.evolve(request, action="release", lease_id="lease-404"))
         assert released["notes"] == "already released or expired"
 

@@ -41,6 +41,8 @@ class TestAtomicWrite:
         try:
             _files.atomic_write_text(tmp_path / "run.html", "x", what="report")
             assert _files._umask(tmp_path / "no-such-status") == 0o027  # the portable way
+            (tmp_path / "status").write_text("Name:\tpython\n")  # a kernel that does not say
+            assert _files._umask(tmp_path / "status") == 0o027
         finally:
             os.umask(previous)
         assert (tmp_path / "run.html").stat().st_mode & 0o777 == 0o640

@@ -101,6 +101,28 @@ class TestRenderReport:
         failing = mesh.render_report(events_of_a_run())
         assert series.findall(failing) == ["limit", "target", "in flight"]
 
+    def test_refused_and_failed_decisions(self) -> None:
+        """A rejected candidate is drawn as refused; a failed proof as failed."""
+
+        def call(seq: int, lane: mesh.Lane, decision: str) -> mesh.LedgerEvent:
+            return mesh.LedgerEvent(
+                event="adapter_call",
+                run_id="r1",
+                seq=seq,
+                at=float(seq),
+                unit_id="u1",
+                candidate_id="u1-coder-1",
+                lane=lane,
+                duration_ms=500.0,
+                data={"outcome": "ok", "decision": decision},
+            )
+
+        page = mesh.render_report(
+            [call(1, mesh.Lane.CODER, "reject"), call(2, mesh.Lane.PROVER, "fail")]
+        )
+        assert 'class="lane refused generation"' in page
+        assert 'class="lane failed proof"' in page
+
     def test_a_run_that_stopped_and_one_that_never_ran(self) -> None:
         """Units without an end are drawn as in flight; no events is a page that says so."""
         events = events_of_a_run()

@@ -138,6 +138,19 @@ class TestEngineResume:
         assert result.outcomes[0].state == "completed"
         assert len(fixer.calls) == 2  # the quorum of a medium-risk unit
 
+    async def test_a_recorded_verdict_for_an_unproven_candidate_is_not_trusted(self) -> None:
+        """The recorded accepted candidate must be among the proven ones, or fixers decide."""
+        plan = [unit("late")]
+        point = mesh.resume_point(await self.stopped_in("integrator", plan))
+        checkpoint = attrs.evolve(point.checkpoints["late"], accepted="late-nobody", approvals=9)
+        fixer = FakeAdapter()
+        async with mesh.Orchestrator(roles=fake_roles(fixer=fixer), run_id="r1") as run:
+            result = await run.execute(
+                plan, resume=attrs.evolve(point, checkpoints={"late": checkpoint})
+            )
+        assert result.outcomes[0].accepted_candidate != "late-nobody"
+        assert len(fixer.calls) == 2
+
     async def test_a_lease_refused_on_resume_reworks_the_unit(self) -> None:
         """Recorded proofs need a fresh lease; a broken locksmith sends the unit to rework."""
         plan = [unit("late")]
@@ -159,6 +172,18 @@ class TestEngineResume:
         )
         async with mesh.Orchestrator(roles=fake_roles()) as run:
             result = await run.execute([unit("a"), unit("b", "a"), unit("c")], resume=point)
+            assert run.statistics().by_state == {"blocked": 1, "completed": 1}
+        blocked = result.outcome("b")
+        again = mesh.ResumePoint(
+            checkpoints={
+                "a": mesh.UnitCheckpoint(unit_id="a", outcome=failed),
+                "b": mesh.UnitCheckpoint(unit_id="b", outcome=blocked),
+            },
+            next_seq=9,
+        )
+        async with mesh.Orchestrator(roles=fake_roles()) as run:
+            await run.execute([unit("a"), unit("b", "a"), unit("c")], resume=again)
+            assert run.statistics().by_state == {"blocked": 1, "completed": 1}
         assert [(o.unit_id, o.state, o.blocked_by) for o in result.outcomes] == [
             ("a", "failed", None),
             ("b", "blocked", "a"),

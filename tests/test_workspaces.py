@@ -202,20 +202,27 @@ class TestOwnership:
         dead.mkdir(parents=True)
         (dead / "owner.pid").write_text("0")
         records = repo / ".git" / "worktrees"
-        for name, gitdir in [("wt-1", dead / "wt-1" / ".git"), ("unknown", None)]:
+        foreign = repo.parent / "elsewhere" / ".git"
+        for name, gitdir in [
+            ("wt-1", dead / "wt-1" / ".git"),
+            ("unknown", None),
+            ("foreign", foreign),
+        ]:
             (records / name).mkdir(parents=True)
             (records / name / "locked").write_text("initializing")
             if gitdir is not None:
                 (records / name / "gitdir").write_text(f"{gitdir}\n")
+            if name == "wt-1":
                 (records / name / "commondir").write_text("")  # killed while writing it
         with pytest.raises(subprocess.CalledProcessError, match="list"):
             git(repo, "worktree", "list")  # git itself cannot list past the half-made record
         async with mesh.WorkspaceManager(repo) as workspaces:
-            assert await workspaces.worktrees() == {repo: "main"}
+            # Another owner's record (a prunable one) is listed, not removed.
+            assert await workspaces.worktrees() == {repo: "main", foreign.parent: None}
             async with workspaces.checkout() as workspace:
                 assert (await workspaces.worktrees())[workspace.path] is None  # detached
-        # A record that does not say whose it is stays: it may be another process's add.
-        assert sorted(p.name for p in records.iterdir()) == ["unknown"]
+        # Records that are not a dead owner's, or do not say whose they are, stay.
+        assert sorted(p.name for p in records.iterdir()) == ["foreign", "unknown"]
 
     async def test_unclean_worktree_is_not_pooled(self, repo: Path) -> None:
         """A worktree that cannot be cleaned is removed instead of pooled."""
