@@ -113,8 +113,9 @@ def patch_changes(patch: str) -> tuple[FileChange, ...]:  # noqa: C901, PLR0912 
     r"""
     Every file a unified diff (git or plain) touches, in order.
 
-    >>> [c.new_path for c in patch_changes("--- a/x.py\\n+++ b/x.py\\n@@ -1 +1 @@\\n-a\\n+b\\n")]
-    ['x.py']
+    Examples:
+        >>> [c.new_path for c in patch_changes("--- a/x.py\n+++ b/x.py\n@@ -1 +1 @@\n-a\n+b\n")]
+        ['x.py']
 
     .. versionadded:: 0.1.0
     """

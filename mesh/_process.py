@@ -56,7 +56,7 @@ def key_line(output: str) -> str:
     r"""
     The one line that says how a command went: a test summary, else an error, else the last line.
 
-    >>> key_line("collected 3 items\\n...\\n3 passed in 0.01s\\n")
+    >>> key_line("collected 3 items\n...\n3 passed in 0.01s\n")
     '3 passed in 0.01s'
     """
     lines = [line.strip() for line in output.splitlines() if line.strip()]

@@ -110,3 +110,24 @@ def test_examples_run(example: Path, tmp_path: Path) -> None:
     assert process.returncode == 0, process.stderr
     assert process.stdout.strip()
     assert process.stderr == ""
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+# ``mesh.__main__`` runs the command line when imported.
+MODULES = sorted(
+    _module_name(path) for path in (ROOT / "mesh").rglob("*.py") if path.name != "__main__.py"
+)
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples_run(name: str) -> None:
+    """The ``>>>`` examples in docstrings (shown in the API reference) are right."""
+    import doctest  # noqa: PLC0415 - only this test needs it
+    import importlib  # noqa: PLC0415
+
+    failures, _ = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert failures == 0
