@@ -23,7 +23,9 @@ import pytest
 
 ROOT = Path(__file__).parents[1]
 PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").rglob("*.md")])
-EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
+EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.py") if not p.name.startswith("test_"))
+EXAMPLE_TESTS = sorted((ROOT / "examples").glob("test_*.py"))
+NOTEBOOKS = sorted((ROOT / "examples").glob("*.ipynb"))
 FENCE = re.compile(r"^```(\w+)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 TEST_FILE = re.compile(r"\A# file: (test_\w+\.py)\n")
 
@@ -110,6 +112,41 @@ def test_examples_run(example: Path, tmp_path: Path) -> None:
     assert process.returncode == 0, process.stderr
     assert process.stdout.strip()
     assert process.stderr == ""
+
+
+@pytest.mark.parametrize("example", EXAMPLE_TESTS, ids=lambda p: p.name)
+def test_example_tests_pass(example: Path) -> None:
+    """The unit tests that come with the examples pass, with mesh's pytest plugin."""
+    process = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", example.name],
+        capture_output=True,
+        text=True,
+        cwd=example.parent,
+        check=False,
+        timeout=120,
+    )
+    assert process.returncode == 0, process.stdout + process.stderr
+    assert " passed" in process.stdout
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_run(notebook: Path, tmp_path: Path) -> None:
+    """Every example notebook runs top to bottom in a real kernel and shows its results."""
+    import nbformat  # noqa: PLC0415 - the notebook tools load only for this test
+    from nbclient import NotebookClient  # noqa: PLC0415
+
+    document = nbformat.read(notebook, as_version=4)  # type: ignore[no-untyped-call]
+    NotebookClient(
+        document, timeout=120, kernel_name="python3", resources={"metadata": {"path": tmp_path}}
+    ).execute()
+    outputs = [
+        output for cell in document.cells if cell.cell_type == "code" for output in cell.outputs
+    ]
+    assert not [output for output in outputs if output.output_type == "error"]
+    shown = "".join(str(output.get("text", "")) + str(output.get("data", {})) for output in outputs)
+    assert "completed" in shown
+    assert "Orchestration Ledger" in shown
 
 
 def _module_name(path: Path) -> str:
