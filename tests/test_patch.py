@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -203,10 +204,25 @@ class TestScopes:
         assert mesh.scopes_overlap(["src/a.py"], ["src"], tracked_files=files)
         assert not mesh.scopes_overlap(["docs/*"], ["src/*"], tracked_files=files)
 
-    def test_lease_table_uses_tracked_files(self) -> None:
-        """The default locksmith can be told the repository's files."""
+    @pytest.mark.anyio
+    async def test_lease_table_uses_tracked_files(self) -> None:
+        """The default locksmith judges globs by the repository's files."""
         table = mesh.LeaseTable(tracked_files=["src/a.py", "src/b.txt"])
         assert table.tracked_files == ["src/a.py", "src/b.txt"]
+        request = mesh.LeaseRequest(
+            unit=mesh.Unit(id="py", objective="x", write_scope=("src/*.py",)),
+            candidate_id="py-coder-1",
+            action="acquire",
+            holder="py",
+            write_scope=("src/*.py",),
+            ttl_ms=60_000,
+        )
+        texts = attrs.evolve(
+            request, candidate_id="txt-coder-1", holder="txt", write_scope=("src/*.txt",)
+        )
+        assert (await table(request))["decision"] == "grant"
+        # Same literal directory, so a candidate by prefix; no common file, so granted.
+        assert (await table(texts))["decision"] == "grant"
 
 
 class TestOddHeaders:
