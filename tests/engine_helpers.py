@@ -20,3 +20,15 @@ def unit(unit_id: str, *deps: str, scope: str | None = None, risk: str = "med") 
 async def execute(plan: object, roles: mesh.Roles, **options: Any) -> mesh.RunResult:
     async with mesh.Orchestrator(roles=roles, **options) as orchestrator:
         return await orchestrator.execute(plan)
+
+
+def lease_request(holder: str, scope: str, *, ttl_ms: int = 60_000) -> mesh.LeaseRequest:
+    """An acquire request of ``holder``'s first candidate for one scope root."""
+    return mesh.LeaseRequest(
+        unit=unit(holder, scope=scope),
+        candidate_id=f"{holder}-coder-1",
+        action="acquire",
+        holder=holder,
+        write_scope=(scope,),
+        ttl_ms=ttl_ms,
+    )

@@ -16,7 +16,7 @@ import mesh.testing
 from mesh._roles import check_result, invoke
 from mesh.testing import FakeAdapter, ManualClock, Raise, answer, fake_roles
 
-from engine_helpers import execute
+from engine_helpers import execute, lease_request
 from engine_helpers import unit as _unit
 
 pytestmark = pytest.mark.anyio
@@ -104,21 +104,8 @@ class TestLeases:
         """An expired lease no longer blocks an overlapping request."""
         clock = ManualClock()
         table = mesh.LeaseTable(clock=clock)
-        first = mesh.LeaseRequest(
-            unit=unit("a", scope="src"),
-            candidate_id="a-coder-1",
-            action="acquire",
-            holder="a",
-            write_scope=("src",),
-            ttl_ms=1000,
-        )
-        second = attrs.evolve(
-            first,
-            unit=unit("b", scope="src/x"),
-            candidate_id="b-coder-1",
-            holder="b",
-            write_scope=("src/x",),
-        )
+        first = lease_request("a", "src", ttl_ms=1000)
+        second = lease_request("b", "src/x", ttl_ms=1000)
         assert (await table(first))["decision"] == "grant"
         assert (await table(second))["decision"] == "deny"
         clock.advance(1.5)
@@ -129,17 +116,8 @@ class TestLeases:
         """Renewing moves the expiry: the lease holds past the first one, then expires."""
         clock = ManualClock()
         table = mesh.LeaseTable(clock=clock)
-        mine = mesh.LeaseRequest(
-            unit=unit("a", scope="src"),
-            candidate_id="a-coder-1",
-            action="acquire",
-            holder="a",
-            write_scope=("src",),
-            ttl_ms=1000,
-        )
-        theirs = attrs.evolve(
-            mine, unit=unit("b", scope="src"), candidate_id="b-coder-1", holder="b"
-        )
+        mine = lease_request("a", "src", ttl_ms=1000)
+        theirs = lease_request("b", "src", ttl_ms=1000)
         granted = await table(mine)
         clock.advance(0.8)
         assert (await table(attrs.evolve(mine, candidate_id="a-coder-2")))["notes"] == "renewed"

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import mesh
 
+from engine_helpers import lease_request
 from repo_helpers import diff_of, git
 
 
@@ -209,17 +209,8 @@ class TestScopes:
         """The default locksmith judges globs by the repository's files."""
         table = mesh.LeaseTable(tracked_files=["src/a.py", "src/b.txt"])
         assert table.tracked_files == ["src/a.py", "src/b.txt"]
-        request = mesh.LeaseRequest(
-            unit=mesh.Unit(id="py", objective="x", write_scope=("src/*.py",)),
-            candidate_id="py-coder-1",
-            action="acquire",
-            holder="py",
-            write_scope=("src/*.py",),
-            ttl_ms=60_000,
-        )
-        texts = attrs.evolve(
-            request, candidate_id="txt-coder-1", holder="txt", write_scope=("src/*.txt",)
-        )
+        request = lease_request("py", "src/*.py")
+        texts = lease_request("txt", "src/*.txt")
         assert (await table(request))["decision"] == "grant"
         # Same literal directory, so a candidate by prefix; no common file, so granted.
         assert (await table(texts))["decision"] == "grant"
