@@ -209,19 +209,7 @@ def _is_async(adapter: object) -> bool:
 
 async def invoke(adapter: Adapter[Any], request: object) -> object:
     """Call an adapter: async ones in this task, sync ones in a worker thread."""
-    if _is_async(adapter):
-        return await adapter(request)  # type: ignore[misc]
-    return await _invoke_in_thread(adapter, request)
-
-
-async def _invoke_in_thread(adapter: Adapter[Any], request: object) -> object:
-    # Boxed so that trio does not refuse a sync callable that returns a coroutine.
-    (result,) = await anyio.to_thread.run_sync(
-        _boxed_call, adapter, request, abandon_on_cancel=True
-    )
-    if inspect.isawaitable(result):
-        return await result
-    return result
+    return await BoundAdapter.of(adapter).invoke(request)
 
 
 @attrs.frozen
@@ -240,7 +228,13 @@ class BoundAdapter:
         """Call the adapter as `invoke` does."""
         if self.is_async:
             return await self.adapter(request)  # type: ignore[misc]
-        return await _invoke_in_thread(self.adapter, request)
+        # Boxed so that trio does not refuse a sync callable that returns a coroutine.
+        (result,) = await anyio.to_thread.run_sync(
+            _boxed_call, self.adapter, request, abandon_on_cancel=True
+        )
+        if inspect.isawaitable(result):
+            return await result
+        return result
 
 
 def _boxed_call(adapter: Adapter[Any], request: object) -> tuple[object]:
