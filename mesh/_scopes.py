@@ -172,10 +172,12 @@ class ScopeIndex(Generic[K]):
 
     def discard(self, key: K) -> None:
         """Forget ``key`` (nothing happens when it is not indexed)."""
-        for parts in self._roots.pop(key, ()):
-            self._at[parts].discard(key)
-            for depth in range(len(parts) + 1):
-                self._under[parts[:depth]].discard(key)
+        roots = self._roots.pop(key, ())
+        for parts in roots:
+            _discard(self._at, parts, key)
+        # Roots of one key can share leading directories: each prefix once.
+        for prefix in {parts[:depth] for parts in roots for depth in range(len(parts) + 1)}:
+            _discard(self._under, prefix, key)
 
     def candidates(self, scope: Iterable[str]) -> set[K]:
         """The keys whose scope may overlap ``scope``: a superset of the real overlaps."""
@@ -186,3 +188,11 @@ class ScopeIndex(Generic[K]):
             for depth in range(len(parts)):
                 found.update(self._at.get(parts[:depth], ()))
         return found
+
+
+def _discard(index: dict[tuple[str, ...], set[K]], parts: tuple[str, ...], key: K) -> None:
+    """Remove ``key`` under ``parts``, and the entry once empty: a long run sees many paths."""
+    keys = index[parts]
+    keys.discard(key)
+    if not keys:
+        del index[parts]

@@ -71,6 +71,8 @@ class TestScopeIndex:
         index.add("k", ["b"])
         assert index.candidates(["a/x"]) == set()
         assert index.candidates(["b/y"]) == {"k"}
+        index.discard("k")
+        assert (index._at, index._under) == ({}, {})  # nothing left behind by a long run
 
 
 class TestBackpressure:
