@@ -45,6 +45,7 @@ from ._enums import ProofStatus as ProofStatus
 from ._enums import RiskTier as RiskTier
 from ._enums import StepStatus as StepStatus
 from ._errors import CsvContractError as CsvContractError
+from ._errors import ExecutorError as ExecutorError
 from ._errors import FileAccessError as FileAccessError
 from ._errors import FloorGateFailed as FloorGateFailed
 from ._errors import GateNotMet as GateNotMet
@@ -64,6 +65,11 @@ from ._events import LedgerEvent as LedgerEvent
 from ._events import LedgerSink as LedgerSink
 from ._events import MemorySink as MemorySink
 from ._events import StructlogSink as StructlogSink
+from ._executors import Executor as Executor
+from ._executors import ExecutorInfo as ExecutorInfo
+from ._executors import LocalExecutor as LocalExecutor
+from ._executors import Placed as Placed
+from ._executors import executor_slots as executor_slots
 from ._git import GitError as GitError
 from ._ledger import occurred as occurred
 from ._ledger import occurred_events as occurred_events
@@ -77,6 +83,7 @@ from ._plan import parse_plan as parse_plan
 from ._plan import parse_units as parse_units
 from ._plan import plan_sync as plan_sync
 from ._plan import slice_plan as slice_plan
+from ._ray import RayExecutor as RayExecutor
 from ._records import BATCH_COLUMNS as BATCH_COLUMNS
 from ._records import OUTPUT_COLUMNS as OUTPUT_COLUMNS
 from ._records import REQUIRED_BATCH_COLUMNS as REQUIRED_BATCH_COLUMNS
@@ -155,6 +162,9 @@ __all__ = [
     "DeliveryMode",
     "DeliveryRequest",
     "DepsRow",
+    "Executor",
+    "ExecutorError",
+    "ExecutorInfo",
     "FailureCode",
     "FileAccessError",
     "FileChange",
@@ -172,6 +182,7 @@ __all__ = [
     "LeaseTable",
     "LedgerEvent",
     "LedgerSink",
+    "LocalExecutor",
     "MechanicalFixer",
     "MemorySink",
     "MeshError",
@@ -179,6 +190,7 @@ __all__ = [
     "Orchestrator",
     "OutputRow",
     "PathCollisionError",
+    "Placed",
     "Plan",
     "PlanError",
     "PlanStep",
@@ -187,6 +199,7 @@ __all__ = [
     "ProofEvidence",
     "ProofRequest",
     "ProofStatus",
+    "RayExecutor",
     "ReduceRecord",
     "ReplayResult",
     "RepositoryRun",
@@ -222,6 +235,7 @@ __all__ = [
     "check_command_template",
     "check_dependencies",
     "diff_candidate",
+    "executor_slots",
     "floor_gate",
     "format_csv",
     "git_roles",

@@ -33,7 +33,7 @@ from ._roles import (
     ProofRequest,
     result_document,
 )
-from ._workspaces import WorkspaceManager
+from ._workspaces import WorkspaceManager, WorkspaceSource, checkout_at, opened
 
 __all__ = ["CommandProver", "GitApplier", "GitIntegrator", "MechanicalFixer", "mailbox"]
 
@@ -57,10 +57,16 @@ class GitApplier:
     pointing out, renames out of scope), then ``git apply --check``, then
     applied. The worktree stays for the prover, which gives it back.
 
+    Given a repository path instead of an open `WorkspaceManager`, the applier
+    can run on another machine (a Ray worker, in its clone of the repository):
+    it checks that the patch applies in a worktree of its own, removes it, and
+    answers ``applied`` without a worktree; a `CommandProver` given a path then
+    applies the patch again where the proof runs.
+
     .. versionadded:: 0.1.0
     """
 
-    def __init__(self, workspaces: WorkspaceManager) -> None:
+    def __init__(self, workspaces: WorkspaceSource) -> None:
         self.workspaces = workspaces
 
     async def __call__(self, request: ApplyRequest) -> dict[str, object]:
@@ -95,33 +101,53 @@ class GitApplier:
                 _evidence("scope check", f"rejected: {problems[0]}", 1),
                 notes="; ".join(problems),
             )
-        workspace = await self.workspaces.acquire(candidate.base_sha)
-        applied = False
-        try:
-            data = patch.encode()
-            exit_code, output = await git_result(
-                "apply", "--check", "--whitespace=nowarn", "-", cwd=workspace.path, stdin=data
+        if not isinstance(self.workspaces, WorkspaceManager):
+            async with checkout_at(self.workspaces, candidate.base_sha) as (_, workspace):
+                exit_code, output = await _apply_patch(workspace.path, patch)
+            if exit_code != 0:
+                return answer(
+                    Decision.APPLY_FAILED,
+                    _apply_evidence(exit_code, output),
+                    notes=output.strip(),
+                )
+            return answer(
+                Decision.APPLIED,
+                _evidence("git apply --check", f"applies at {workspace.sha[:12]}", 0),
+                notes="checked in a worktree of its own; the prover applies it where it runs",
             )
-            if exit_code == 0:
-                await git("apply", "--whitespace=nowarn", "-", cwd=workspace.path, stdin=data)
-                applied = True
+        workspace = await self.workspaces.acquire(candidate.base_sha)
+        exit_code = 1
+        try:
+            exit_code, output = await _apply_patch(workspace.path, patch)
         finally:
             # Kept for the prover only when applied; given back on failure or cancellation.
-            if not applied:
+            if exit_code != 0:
                 with anyio.CancelScope(shield=True):
                     await self.workspaces.release(workspace)
-        if not applied:
-            line = key_line(output) or "git apply --check failed"
+        if exit_code != 0:
             return answer(
-                Decision.APPLY_FAILED,
-                _evidence("git apply --check", line, exit_code),
-                notes=output.strip(),
+                Decision.APPLY_FAILED, _apply_evidence(exit_code, output), notes=output.strip()
             )
         return answer(
             Decision.APPLIED,
             _evidence("git apply", f"applied at {workspace.sha[:12]}", 0),
             worktree_path=str(workspace.path),
         )
+
+
+async def _apply_patch(worktree: Path, patch: str) -> tuple[int | None, str]:
+    """``git apply --check``, then apply: the check's exit code and output."""
+    data = patch.encode()
+    exit_code, output = await git_result(
+        "apply", "--check", "--whitespace=nowarn", "-", cwd=worktree, stdin=data
+    )
+    if exit_code == 0:
+        await git("apply", "--whitespace=nowarn", "-", cwd=worktree, stdin=data)
+    return exit_code, output
+
+
+def _apply_evidence(exit_code: int | None, output: str) -> dict[str, object]:
+    return _evidence("git apply --check", key_line(output) or "git apply --check failed", exit_code)
 
 
 class CommandProver:
@@ -134,12 +160,17 @@ class CommandProver:
     error, else the last line) is the evidence. The engine retries a failed
     proof once; after the last attempt the worktree goes back to the pool.
 
+    Given a repository path instead of an open `WorkspaceManager`, the prover
+    makes its own worktree where it runs (a Ray worker, in its clone of the
+    repository): it checks out the candidate's base commit, applies the patch,
+    runs the proof and removes the worktree, for each attempt.
+
     .. versionadded:: 0.1.0
     """
 
     def __init__(
         self,
-        workspaces: WorkspaceManager,
+        workspaces: WorkspaceSource,
         *,
         timeout: float = 600.0,
         output_limit: int = 256 * 1024,
@@ -152,8 +183,21 @@ class CommandProver:
 
     async def __call__(self, request: ProofRequest) -> dict[str, object]:
         """Run the proof once: ``pass`` or ``fail`` with the command's evidence."""
+        if isinstance(self.workspaces, WorkspaceManager):
+            return await self._prove(request, self.workspaces, request.applied.worktree_path)
+        async with opened(self.workspaces) as workspaces:
+            workspace = await workspaces.acquire(request.candidate.base_sha)
+            exit_code, output = await _apply_patch(workspace.path, request.candidate.patch or "")
+            if exit_code != 0:
+                return self._answer(
+                    request, passed=False, evidence=_apply_evidence(exit_code, output)
+                )
+            return await self._prove(request, workspaces, str(workspace.path))
+
+    async def _prove(
+        self, request: ProofRequest, workspaces: WorkspaceManager, worktree: str | None
+    ) -> dict[str, object]:
         unit = request.unit
-        worktree = request.applied.worktree_path
         command = unit.proof_command.strip()
         exit_code: int | None
         if not worktree:
@@ -172,7 +216,7 @@ class CommandProver:
                 )
             finally:
                 if request.proof_attempt >= MAX_PROOF_ATTEMPTS:
-                    await self.workspaces.release(worktree)
+                    await workspaces.release(worktree)
             exit_code = result.exit_code
             passed = result.ok
             line = (
@@ -181,10 +225,17 @@ class CommandProver:
                 else key_line(result.output) or f"exit code {exit_code}"
             )
         if passed and request.proof_attempt < MAX_PROOF_ATTEMPTS and worktree:
-            await self.workspaces.release(worktree)
+            await workspaces.release(worktree)
+        return self._answer(
+            request, passed=passed, evidence=_evidence(command or "(none)", line, exit_code)
+        )
+
+    def _answer(
+        self, request: ProofRequest, *, passed: bool, evidence: dict[str, object]
+    ) -> dict[str, object]:
         status = ProofStatus.PASS if passed else ProofStatus.FAIL
         return result_document(
-            unit,
+            request.unit,
             candidate_id=request.candidate_id,
             lane=Lane.PROVER,
             decision=status.value,
@@ -192,7 +243,7 @@ class CommandProver:
             base_sha=request.candidate.base_sha,
             proof_status=status.value,
             proof_attempts=request.proof_attempt,
-            proof_evidence=_evidence(command or "(none)", line, exit_code),
+            proof_evidence=evidence,
         )
 
 

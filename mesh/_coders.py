@@ -26,7 +26,7 @@ from ._errors import OptionError
 from ._git import git
 from ._process import key_line, run_command
 from ._roles import AuthorRequest, invoke, result_document
-from ._workspaces import Workspace, WorkspaceManager
+from ._workspaces import Workspace, WorkspaceSource, checkout_at
 
 __all__ = [
     "CallableCoder",
@@ -189,7 +189,7 @@ class CommandCoder:
 
     def __init__(
         self,
-        workspaces: WorkspaceManager,
+        workspaces: WorkspaceSource,
         command: str,
         *,
         timeout: float = 1800.0,
@@ -208,9 +208,9 @@ class CommandCoder:
 
     async def __call__(self, request: AuthorRequest) -> dict[str, object]:
         """Run the agent once and return its diff as a candidate."""
-        async with self.workspaces.checkout(request.unit.base_sha) as workspace:
+        async with checkout_at(self.workspaces, request.unit.base_sha) as (manager, workspace):
             values = _fields(request, workspace)
-            record_file = self.workspaces.folder / f"{request.candidate_id}.reduce.json"
+            record_file = manager.folder / f"{request.candidate_id}.reduce.json"
             environment = {
                 **os.environ,
                 **(self.env or {}),
@@ -263,13 +263,13 @@ class CallableCoder:
     .. versionadded:: 0.1.0
     """
 
-    def __init__(self, workspaces: WorkspaceManager, edit: Editor) -> None:
+    def __init__(self, workspaces: WorkspaceSource, edit: Editor) -> None:
         self.workspaces = workspaces
         self.edit = edit
 
     async def __call__(self, request: AuthorRequest) -> dict[str, object]:
         """Call the editor in a fresh worktree and diff the result."""
-        async with self.workspaces.checkout(request.unit.base_sha) as workspace:
+        async with checkout_at(self.workspaces, request.unit.base_sha) as (_, workspace):
             try:
                 if inspect.iscoroutinefunction(self.edit):
                     await self.edit(request, workspace.path)
@@ -304,7 +304,7 @@ class ScriptedCoder:
 
     def __init__(
         self,
-        workspaces: WorkspaceManager,
+        workspaces: WorkspaceSource,
         script: Mapping[str, FileEdits] | Callable[[AuthorRequest], FileEdits],
     ) -> None:
         self.workspaces = workspaces
@@ -315,6 +315,6 @@ class ScriptedCoder:
         edits = (
             self.script(request) if callable(self.script) else self.script.get(request.unit.id, {})
         )
-        async with self.workspaces.checkout(request.unit.base_sha) as workspace:
+        async with checkout_at(self.workspaces, request.unit.base_sha) as (_, workspace):
             await anyio.to_thread.run_sync(_apply_edits, workspace.path, edits)
             return await diff_candidate(request, workspace)

@@ -15,6 +15,7 @@ failure without string matching::
     │   ├── PathCollisionError               an output would overwrite an input
     │   └── FloorGateFailed                  --fail-on-floor with too little concurrency
     ├── FileAccessError (+ OSError)          code: tooling_unavailable
+    ├── ExecutorError (+ RuntimeError)       code: tooling_unavailable (Ray missing, a worker died)
     ├── TransitionError (+ RuntimeError)     an illegal trigger for the unit's state
     │   └── GateNotMet                       a legal trigger whose gate is not met
     ├── UnitFailed                           one unit ended failed or blocked (its code)
@@ -33,6 +34,7 @@ from ._enums import FailureCode
 
 __all__ = [
     "CsvContractError",
+    "ExecutorError",
     "FileAccessError",
     "FloorGateFailed",
     "GateNotMet",
@@ -180,6 +182,16 @@ class FloorGateFailed(InputError):
 class FileAccessError(MeshError, OSError):
     """
     A file could not be read or written.
+
+    .. versionadded:: 0.1.0
+    """
+
+    default_code = FailureCode.TOOLING_UNAVAILABLE
+
+
+class ExecutorError(MeshError, RuntimeError):
+    """
+    The executor could not run a call: Ray is not installed, a worker or node died.
 
     .. versionadded:: 0.1.0
     """

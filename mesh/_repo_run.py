@@ -22,13 +22,14 @@ import attrs
 from ._adapters import CommandProver, GitApplier, GitIntegrator, MechanicalFixer
 from ._enums import DeliveryMode
 from ._events import CallbackSink, LedgerEvent, LedgerSink
+from ._executors import Executor, LocalExecutor
 from ._files import atomic_write_text
 from ._records import BudgetDecision, Plan, Unit
 from ._resume import resume_point
 from ._roles import Adapter, AuthorRequest, LeaseTable, Roles
 from ._scheduler import Orchestrator, ResumePoint, RunResult
 from ._store import STORE_FILE, RunStore
-from ._workspaces import WorkspaceManager
+from ._workspaces import WorkspaceManager, WorkspaceSource
 
 __all__ = ["RepositoryRun", "git_roles", "resume_in_repository", "run_in_repository"]
 
@@ -42,6 +43,7 @@ def git_roles(
     fixer: Adapter[Any] | None = None,
     proof_timeout: float = 600.0,
     tracked_files: Sequence[str] | None = None,
+    portable: bool = False,
 ) -> Roles:
     """
     The built-in roles around your coders: leases, applier, prover, fixer, integrator.
@@ -54,15 +56,19 @@ def git_roles(
         fixer: Adjudicates (default: `MechanicalFixer`, the smallest passing patch).
         proof_timeout: Seconds a proof command may run.
         tracked_files: The repository's files, so that lease globs are judged by them.
+        portable: Give the applier and prover the repository's path instead of
+            the open manager: they can then be pickled and run on other
+            machines (`RayExecutor`), making their worktrees where they run.
 
     .. versionadded:: 0.1.0
     """
+    source: WorkspaceSource = str(workspaces.repo) if portable else workspaces
     return Roles(
         coder=coder,
         reducer=reducer,
         locksmith=LeaseTable(tracked_files=tracked_files),
-        applier=GitApplier(workspaces),
-        prover=CommandProver(workspaces, timeout=proof_timeout),
+        applier=GitApplier(source),
+        prover=CommandProver(source, timeout=proof_timeout),
         fixer=fixer or MechanicalFixer(),
         integrator=integrator,
     )
@@ -104,8 +110,8 @@ async def run_in_repository(
     *,
     repo: str | os.PathLike[str],
     out: str | os.PathLike[str],
-    coder: Callable[[WorkspaceManager], Adapter[AuthorRequest]],
-    reducer: Callable[[WorkspaceManager], Adapter[AuthorRequest]] | None = None,
+    coder: Callable[[WorkspaceSource], Adapter[AuthorRequest]],
+    reducer: Callable[[WorkspaceSource], Adapter[AuthorRequest]] | None = None,
     fixer: Adapter[Any] | None = None,
     budget: BudgetDecision | None = None,
     delivery_mode: DeliveryMode | None = None,
@@ -117,6 +123,7 @@ async def run_in_repository(
     pool_size: int = 4,
     run_id: str | None = None,
     extra_config: Mapping[str, Any] | None = None,
+    executor: Executor | None = None,
 ) -> RepositoryRun:
     """
     Run ``plan`` on ``repo`` with real worktrees, proofs and delivery, durably.
@@ -128,6 +135,11 @@ async def run_in_repository(
     ledger also goes to ``out/ledger.jsonl``, plan state to ``out/plan.json``
     (written by the integrator after each delivery), patches to ``out/patches``.
     ``extra_config`` is kept in the store for whoever resumes the run.
+
+    With an ``executor`` that runs calls elsewhere (`RayExecutor`), ``coder``
+    and ``reducer`` get the repository's path instead of the open manager, and
+    the applier and prover make their worktrees where they run; the
+    integrator and the leases stay here.
 
     .. versionadded:: 0.1.0
     """
@@ -158,17 +170,19 @@ async def run_in_repository(
             budget=budget,
             on_event=on_event,
             resume=None,
+            executor=executor,
         )
 
 
 async def resume_in_repository(
     out: str | os.PathLike[str],
     *,
-    coder: Callable[[WorkspaceManager], Adapter[AuthorRequest]],
-    reducer: Callable[[WorkspaceManager], Adapter[AuthorRequest]] | None = None,
+    coder: Callable[[WorkspaceSource], Adapter[AuthorRequest]],
+    reducer: Callable[[WorkspaceSource], Adapter[AuthorRequest]] | None = None,
     fixer: Adapter[Any] | None = None,
     budget: BudgetDecision | None = None,
     on_event: Callable[[LedgerEvent], object] | None = None,
+    executor: Executor | None = None,
 ) -> RepositoryRun:
     """
     Continue a run of `run_in_repository` that stopped (a crash, a kill, a reboot).
@@ -179,7 +193,7 @@ async def resume_in_repository(
     the dead process are removed, an interrupted ``git am`` is aborted, and a
     unit whose delivery had started is checked against the repository first,
     so that nothing is integrated twice. Pass the same adapters as the first
-    time (they cannot be stored).
+    time (they cannot be stored); the executor may differ.
 
     .. versionadded:: 0.1.0
     """
@@ -202,6 +216,7 @@ async def resume_in_repository(
             budget=budget,
             on_event=on_event,
             resume=point,
+            executor=executor,
         )
 
 
@@ -215,12 +230,13 @@ async def _execute(
     *,
     store: RunStore,
     folder: Path,
-    coder: Callable[[WorkspaceManager], Adapter[AuthorRequest]],
-    reducer: Callable[[WorkspaceManager], Adapter[AuthorRequest]] | None,
+    coder: Callable[[WorkspaceSource], Adapter[AuthorRequest]],
+    reducer: Callable[[WorkspaceSource], Adapter[AuthorRequest]] | None,
     fixer: Adapter[Any] | None,
     budget: BudgetDecision | None,
     on_event: Callable[[LedgerEvent], object] | None,
     resume: ResumePoint | None,
+    executor: Executor | None,
 ) -> RepositoryRun:
     config = store.config
     ledger_path = folder / "ledger.jsonl"
@@ -236,14 +252,17 @@ async def _execute(
         )
         if resume is not None:
             await integrator.recover()
+        portable = executor is not None and not isinstance(executor, LocalExecutor)
+        source: WorkspaceSource = str(workspaces.repo) if portable else workspaces
         roles = git_roles(
             workspaces,
-            coder=coder(workspaces),
-            reducer=reducer(workspaces) if reducer is not None else None,
+            coder=coder(source),
+            reducer=reducer(source) if reducer is not None else None,
             fixer=fixer,
             integrator=integrator,
             proof_timeout=config["proof_timeout"],
             tracked_files=await workspaces.tracked_files(),
+            portable=portable,
         )
         async with Orchestrator(
             roles=roles,
@@ -252,6 +271,7 @@ async def _execute(
             sinks=sinks,
             ledger_path=ledger_path,
             run_id=store.run_id,
+            executor=executor,
         ) as orchestrator:
             result = await orchestrator.execute(
                 plan,

@@ -37,6 +37,7 @@ from ._errors import (
     UnitFailed,
 )
 from ._events import JsonLinesSink, Ledger, LedgerEvent, LedgerSink
+from ._executors import BoundCall, Executor, ExecutorInfo, LocalExecutor, Placed, executor_slots
 from ._governor import Backpressure
 from ._lifecycle import (
     Trigger,
@@ -52,7 +53,6 @@ from ._roles import (
     AdjudicationRequest,
     ApplyRequest,
     AuthorRequest,
-    BoundAdapter,
     DeliveryRequest,
     LeaseRequest,
     LeaseTable,
@@ -312,6 +312,8 @@ class Orchestrator:
         sinks: Ledger sinks receiving every event.
         ledger_path: Also write the ledger as JSON lines to this file.
         run_id: Names the run (default: a fresh random id).
+        executor: Where adapter calls run (default: `LocalExecutor`, this
+            process); e.g. `RayExecutor` for a Ray cluster.
 
     .. versionadded:: 0.1.0
     """
@@ -330,6 +332,7 @@ class Orchestrator:
         sinks: Sequence[LedgerSink] = (),
         ledger_path: str | os.PathLike[str] | None = None,
         run_id: str | None = None,
+        executor: Executor | None = None,
     ) -> None:
         if max_attempts < 1:
             raise InputError(f"max_attempts must be >= 1, got {max_attempts}")
@@ -343,15 +346,14 @@ class Orchestrator:
         elif isinstance(locksmith, LeaseTable):
             locksmith.bind_clock(self._clock)
         self._roles = roles
-        # Looked up once: which adapter plays a lane, and whether it is async.
-        self._adapters = {
-            lane: BoundAdapter.of(roles.for_lane(lane))
-            for lane in Lane
-            if lane is not Lane.REDUCER or roles.reducer is not None
-        }
-        self._replacements = {
-            lane: BoundAdapter.of(adapter) for lane, adapter in roles.replacements.items()
-        }
+        if executor is not None and not isinstance(executor, Executor):
+            raise InputError(
+                f"executor must provide start, bind and stop, got {type(executor).__name__}"
+            )
+        self._executor: Executor = executor or LocalExecutor()
+        # Bound by the executor when a run starts: which adapter plays a lane, and where.
+        self._adapters: dict[Lane, BoundCall] = {}
+        self._replacements: dict[Lane, BoundCall] = {}
         self._budget_source = budget or budget_policy(
             remaining_five_hour=100, remaining_weekly=100, max_threads=max_threads
         )
@@ -470,7 +472,12 @@ class Orchestrator:
             first_seq=self._resume.next_seq,
         )
         try:
-            await self._run_all(units)
+            await self._open_executor()
+            try:
+                await self._run_all(units)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self._executor.stop()
         finally:
             self._executing = False
         self._ledger.emit(
@@ -485,6 +492,75 @@ class Orchestrator:
             metrics=metrics.metrics(),
             plan_state=self._plan_state,
         )
+
+    async def _open_executor(self) -> None:
+        """Start the executor and bind every adapter to it, before any unit runs."""
+        info: object = await self._executor.start()
+        if not isinstance(info, ExecutorInfo):
+            with anyio.CancelScope(shield=True):
+                await self._executor.stop()
+            raise InputError(
+                f"the executor's start() returned {type(info).__name__}, not ExecutorInfo"
+            )
+        try:
+            roles = self._roles
+            self._adapters = {
+                lane: self._executor.bind(lane, roles.for_lane(lane))
+                for lane in Lane
+                if lane is not Lane.REDUCER or roles.reducer is not None
+            }
+            self._replacements = {
+                lane: self._executor.bind(lane, adapter)
+                for lane, adapter in roles.replacements.items()
+            }
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._executor.stop()
+            raise
+        self._executor_info = info
+        self._saturated = False
+        self._slots: anyio.CapacityLimiter | None = None
+        if info.remote_lanes and info.max_slots is not None:
+            base = info.base_slots if info.base_slots is not None else info.max_slots
+            self._slots = anyio.CapacityLimiter(max(1, min(base, info.max_slots)))
+
+    def _announce_executor(self) -> None:
+        info = self._executor_info
+        if info.remote_lanes:
+            # Local runs say nothing: every call runs here, as the adapter_call events show.
+            self._ledger.emit(
+                "executor_started",
+                executor=info.name,
+                remote_lanes=sorted(lane.value for lane in info.remote_lanes),
+                base_slots=info.base_slots,
+                max_slots=info.max_slots,
+                slots=self._slots.total_tokens if self._slots is not None else None,
+                **info.detail,
+            )
+
+    def _regate(self, reason: str) -> None:
+        """Apply the scale-out gate to the executor's slots (see `executor_slots`)."""
+        info, limiter = self._executor_info, self._slots
+        if limiter is None or info.max_slots is None:
+            return
+        allowed = self._budget is not None and self._budget.cas_scaleout_allowed
+        slots = executor_slots(
+            base_slots=info.base_slots if info.base_slots is not None else info.max_slots,
+            max_slots=info.max_slots,
+            scaleout_allowed=allowed,
+            saturated=self._saturated,
+        )
+        if slots != limiter.total_tokens:
+            limiter.total_tokens = slots
+            self._ledger.emit(
+                "executor_slots",
+                slots=slots,
+                base_slots=info.base_slots,
+                max_slots=info.max_slots,
+                scaleout_allowed=allowed,
+                saturated=self._saturated,
+                reason=reason,
+            )
 
     async def _run_all(self, units: Sequence[Unit]) -> None:
         self._start(units)
@@ -514,6 +590,7 @@ class Orchestrator:
             self._ledger.emit("run_resumed", units=len(units), finished=len(restored))
         else:
             self._ledger.emit("run_started", units=len(units))
+        self._announce_executor()
         self._outcomes.update(restored)
         for outcome in restored.values():
             if outcome.state == "blocked":
@@ -587,6 +664,7 @@ class Orchestrator:
             )
         elif self._governor.retarget(decision.max_active_units):
             self._concurrency_changed("budget")
+        self._regate("budget")
 
     def _concurrency_changed(self, reason: str) -> None:
         governor = self._governor
@@ -1124,19 +1202,34 @@ class Orchestrator:
             group.cancel_scope.cancel()
         return finished
 
-    async def _timed(self, adapter: BoundAdapter, request: object) -> object:
+    async def _on_slot(self, lane: Lane, adapter: BoundCall, request: object) -> object:
+        """A call on the executor's workers waits for a slot; the timeout starts after."""
+        limiter = self._slots
+        if limiter is None or lane not in self._executor_info.remote_lanes:
+            return await self._timed(adapter, request)
+        if not self._saturated and limiter.available_tokens < 1:
+            self._saturated = True
+            self._regate("saturated")
+        holder = object()
+        await limiter.acquire_on_behalf_of(holder)
+        try:
+            return await self._timed(adapter, request)
+        finally:
+            limiter.release_on_behalf_of(holder)
+
+    async def _timed(self, adapter: BoundCall, request: object) -> object:
         if self._timeout is None:
-            return await adapter.invoke(request)
+            return await adapter(request)
         if isinstance(self._clock, SystemClock):
             with anyio.move_on_after(self._timeout):
-                return await adapter.invoke(request)
+                return await adapter(request)
             raise _TimedOut
         box: list[object] = []
         errors: list[Exception] = []
 
         async def call() -> None:
             try:
-                box.append(await adapter.invoke(request))
+                box.append(await adapter(request))
             except Exception as exc:  # noqa: BLE001 - re-raised below, outside the task group
                 errors.append(exc)
 
@@ -1173,9 +1266,14 @@ class Orchestrator:
                 **extra,
             }
             try:
-                answer = await self._timed(
-                    adapter, request if request.call == call else attrs.evolve(request, call=call)
+                answer = await self._on_slot(
+                    lane,
+                    adapter,
+                    request if request.call == call else attrs.evolve(request, call=call),
                 )
+                if type(answer) is Placed:
+                    fields["where"] = answer.where
+                    answer = answer.answer
             except _TimedOut:
                 self._emit_call(fields, started, "timeout")
                 self._signal(unit.id)

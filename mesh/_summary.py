@@ -84,6 +84,11 @@ class RunMetrics:
     lowest_limit: int = 0
     restores: int = 0
     cas_instances: int = 0
+    """Distinct worker instances (e.g. Ray nodes) that answered calls."""
+    executor: str = ""
+    """The executor that ran calls elsewhere (``ray``), or "" when every call ran in-process."""
+    executor_slots: tuple[int, ...] = ()
+    """The executor's slot counts over the run, as the scale-out gate set them."""
 
 
 def _rate(part: int, whole: int) -> float:
@@ -105,6 +110,9 @@ class MetricsCollector:
         self._started: float | None = None
         self._finished: float | None = None
         self._units_total = 0
+        self._instances: set[str] = set()
+        self._executor = ""
+        self._slots: list[int] = []
 
     def emit(self, event: LedgerEvent) -> None:  # noqa: C901, PLR0912 - one branch per event kind
         """Fold one event in."""
@@ -121,6 +129,14 @@ class MetricsCollector:
                 counts["proof_failures"] += decision == Decision.FAIL
             if event.lane is Lane.LOCKSMITH and data.get("action") == "acquire":
                 counts["lease_requests"] += data.get("outcome") == "ok"
+            where = data.get("where")
+            if where is not None:
+                self._instances.add(str(where))
+        elif name in {"executor_started", "executor_slots"}:
+            self._executor = str(data.get("executor", self._executor))
+            slots = data.get("slots")
+            if isinstance(slots, int) and (not self._slots or self._slots[-1] != slots):
+                self._slots.append(slots)
         elif name == "unit_started":
             self._in_flight += 1
             self._peak = max(self._peak, self._in_flight)
@@ -192,6 +208,9 @@ class MetricsCollector:
             backpressure_events=counts["backpressure"],
             lowest_limit=self._lowest_limit,
             restores=counts["restores"],
+            cas_instances=len(self._instances),
+            executor=self._executor,
+            executor_slots=tuple(self._slots),
         )
 
 
@@ -199,6 +218,14 @@ def _listing(items: Sequence[str]) -> str:
     shown = ", ".join(items[:_LIST_LIMIT])
     more = len(items) - _LIST_LIMIT
     return f"{shown} and {more} more" if more > 0 else shown
+
+
+def _instances_line(metrics: RunMetrics) -> str:
+    line = f"CAS instances: {_plural(metrics.cas_instances, 'worker instance')} in use"
+    if metrics.executor:
+        slots = " → ".join(map(str, metrics.executor_slots))
+        line += f" ({metrics.executor} executor{', slots ' + slots if slots else ''})"
+    return line + "."
 
 
 def _plural(count: int, noun: str, plural: str | None = None) -> str:
@@ -255,8 +282,8 @@ def render_ledger(metrics: RunMetrics, outcomes: Sequence[UnitOutcome]) -> str: 
         if metrics.restores:
             budget += f" and restored it {_plural(metrics.restores, 'time')}"
         lines.append(budget + ".")
-    if metrics.cas_instances:
-        lines.append(f"CAS instances: {metrics.cas_instances} worker instances in use.")
+    if metrics.cas_instances or metrics.executor:
+        lines.append(_instances_line(metrics))
     retries = [
         _plural(count, *nouns)
         for count, *nouns in (

@@ -17,9 +17,10 @@ import itertools
 import os
 import secrets
 import shutil
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Final, Self
+from typing import Final, Self, TypeAlias
 
 import anyio
 import attrs
@@ -27,7 +28,7 @@ import attrs
 from ._errors import InputError
 from ._git import GitError, git, git_result
 
-__all__ = ["Workspace", "WorkspaceManager"]
+__all__ = ["Workspace", "WorkspaceManager", "WorkspaceSource", "checkout_at", "opened"]
 
 _OWNER_FILE: Final = "owner.pid"
 _FOLDER: Final = "mesh-worktrees"
@@ -64,15 +65,23 @@ def _pid_alive(pid: int) -> bool:
     return _process_state(pid) != "Z"
 
 
+def _owner_record() -> str:
+    return f"{os.getpid()} {socket.gethostname()}"
+
+
 def _dead_owner_folders(base: Path) -> list[Path]:
     if not base.is_dir():
         return []
     dead = []
+    host = socket.gethostname()
     for folder in sorted(base.iterdir()):
         try:
-            pid = int((folder / _OWNER_FILE).read_text())
+            pid_text, _, owner_host = (folder / _OWNER_FILE).read_text().strip().partition(" ")
+            pid = int(pid_text)
         except (OSError, ValueError):
-            pid = 0
+            pid, owner_host = 0, ""
+        if owner_host and owner_host != host:
+            continue  # a repository on a shared folder: another machine's process, alive or not
         if not (pid and _pid_alive(pid)):
             dead.append(folder)
     return dead
@@ -135,6 +144,14 @@ class WorkspaceManager:
         self.reused = 0
         """Acquisitions served from the pool."""
 
+    def __reduce__(self) -> str | tuple[object, ...]:
+        # A copy in another process would add worktrees to this process's folder
+        # and pool behind its back; adapters that travel take the repository's path.
+        raise TypeError(
+            "a WorkspaceManager belongs to the process that opened it and cannot be "
+            "pickled: give the adapter the repository's path instead"
+        )
+
     @property
     def repo(self) -> Path:
         """The repository's top folder."""
@@ -163,7 +180,7 @@ class WorkspaceManager:
         await self._remove_dead_owners(base)
         owned = base / f"{os.getpid()}-{secrets.token_hex(4)}"
         await anyio.Path(owned).mkdir(parents=True)
-        await anyio.Path(owned / _OWNER_FILE).write_text(str(os.getpid()))
+        await anyio.Path(owned / _OWNER_FILE).write_text(_owner_record())
         self._owned = owned
         return self
 
@@ -289,3 +306,31 @@ class WorkspaceManager:
     def in_use(self) -> int:
         """Worktrees handed out and not yet released."""
         return len(self._leased)
+
+
+WorkspaceSource: TypeAlias = "WorkspaceManager | str | os.PathLike[str]"
+"""An open `WorkspaceManager`, or the path of a repository to open one on for each call."""
+
+
+@contextlib.asynccontextmanager
+async def opened(source: WorkspaceSource) -> AsyncIterator[WorkspaceManager]:
+    """
+    ``source`` itself when it is a manager; else a manager on that repository for the block.
+
+    Adapters given a repository path instead of a manager can be pickled, and
+    make their worktrees where they run: on a Ray worker, in that machine's clone.
+    """
+    if isinstance(source, WorkspaceManager):
+        yield source
+        return
+    async with WorkspaceManager(source, pool_size=0) as manager:
+        yield manager
+
+
+@contextlib.asynccontextmanager
+async def checkout_at(
+    source: WorkspaceSource, revision: str
+) -> AsyncIterator[tuple[WorkspaceManager, Workspace]]:
+    """A worktree at ``revision`` for the block, and the manager it came from."""
+    async with opened(source) as manager, manager.checkout(revision) as workspace:
+        yield manager, workspace

@@ -11,6 +11,7 @@ from typing import Protocol, TypeVar
 
 from ._clock import Clock
 from ._events import LedgerSink
+from ._executors import Executor
 from ._records import BudgetDecision
 from ._roles import (
     AdjudicationRequest,
@@ -20,6 +21,7 @@ from ._roles import (
     LeaseRequest,
     ProofRequest,
 )
+from ._workspaces import WorkspaceSource
 
 __all__ = [
     "AnswerT",
@@ -27,12 +29,14 @@ __all__ = [
     "BudgetProvider",
     "Clock",
     "CoderAdapter",
+    "Executor",
     "FixerAdapter",
     "IntegratorAdapter",
     "LedgerSink",
     "LocksmithAdapter",
     "ProverAdapter",
     "RoleAdapter",
+    "WorkspaceSource",
 ]
 
 RequestT_contra = TypeVar("RequestT_contra", contravariant=True)
