@@ -1,7 +1,8 @@
 """
 ``python -m bench [--quick] [SECTION ...]``: run mesh's benchmarks and print the ratios.
 
-Sections: engine, scheduling, workspaces, cli (default: all). ``--quick`` uses
+Sections: engine, scheduling, workspaces, cli, ray (default: all; ray needs
+``mesh[ray]``). ``--quick`` uses
 small sizes, for a smoke run. Peers are measured when installed: Dask in the
 bench's environment (``pip install dask``), Prefect there or in the
 interpreter ``MESH_BENCH_PREFECT_PYTHON`` names (a separate environment keeps
@@ -14,7 +15,7 @@ import platform
 import sys
 import time
 
-from . import cli, engine, scheduling, workspaces
+from . import cli, engine, ray_executor, scheduling, workspaces
 
 
 def main(arguments: list[str]) -> int:
@@ -25,12 +26,14 @@ def main(arguments: list[str]) -> int:
         "scheduling",
         "workspaces",
         "cli",
+        "ray",
     ]
     sections = {
         "engine": lambda: engine.run((100, 1000) if quick else (100, 1000, 10000)),
         "scheduling": lambda: scheduling.run(2 if quick else 10, 40 if quick else 200),
         "workspaces": lambda: workspaces.run((100,) if quick else (100, 5000), 3 if quick else 20),
         "cli": lambda: cli.run(500 if quick else 10000),
+        "ray": lambda: ray_executor.run(4 if quick else 40),
     }
     unknown = [name for name in chosen if name not in sections]
     if unknown:

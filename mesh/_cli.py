@@ -418,6 +418,12 @@ _RUN: Final = Flag(
 _RUNS: Final = Flag(
     name="--runs", metavar="DIR", help="where run ids are looked up (default mesh-runs)"
 )
+_RAY: Final = Flag(
+    name="--ray",
+    metavar="ADDRESS",
+    help="run coders, applier, prover and fixer as Ray tasks: local (a Ray started here), "
+    "auto (this machine's cluster) or ray://HEAD:10001; needs mesh[ray]",
+)
 _RUN_COMMANDS: Final = (
     Command(
         name="run",
@@ -471,6 +477,7 @@ _RUN_COMMANDS: Final = (
                 metavar="SECONDS",
                 help="per adapter call, coders included (default 3600)",
             ),
+            _RAY,
         ),
         run=commands.run,
         example="mesh run plan.json --repo . --coder-command 'my-agent exec {objective}'",
@@ -492,7 +499,7 @@ _RUN_COMMANDS: Final = (
         name="resume",
         summary="continue a stopped `mesh run` from its run store",
         positional=_RUN,
-        flags=(_RUNS,),
+        flags=(_RUNS, _RAY),
         run=commands.resume,
         example="mesh resume mesh-runs/4f2a9c1e0b7d",
     ),

@@ -19,6 +19,7 @@ import functools
 import importlib
 import inspect
 import itertools
+import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any, Final, final
 
@@ -96,7 +97,7 @@ def run_on_worker(
     adapter: Adapter[Any],
     request: object,
     call_id: int,
-    board: Any,  # noqa: ANN401 - a Ray actor handle
+    board: Any,  # noqa: ANN401 - a Ray actor handle, or None
     poll: float,
 ) -> tuple[str, object]:
     """
@@ -116,7 +117,8 @@ def run_on_worker(
         call = functools.partial(_await, answer)
 
     def cancelled() -> bool:
-        return bool(ray.get(board.cancelled.remote(call_id)))
+        # No board for sync adapters: the engine interrupts or kills those instead.
+        return board is not None and bool(ray.get(board.cancelled.remote(call_id)))
 
     return node, anyio.run(_watched, call, cancelled, poll)
 
@@ -210,18 +212,26 @@ class RayExecutor:
 
     async def start(self) -> ExecutorInfo:
         """Join (or start) the cluster and read its size."""
+        if self._ray is not None:
+            raise ExecutorError("this RayExecutor is serving another run: make one per run")
         ray = _import_ray()
         if not ray.is_initialized():
             options: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
             if self.address is None:
                 options["include_dashboard"] = False
             options.update(self.init_options)
+            # Joined from a worker thread: the loop keeps running, and Ray leaves the host's
+            # SIGTERM handler alone (it only replaces it from the main thread, saying so).
+            notice = logging.getLogger("ray._private.worker")
+            notice.addFilter(_quiet_sigterm_notice)
             try:
                 await anyio.to_thread.run_sync(
                     functools.partial(ray.init, address=self.address, **options)
                 )
             except Exception as exc:  # any failure to join is the same to the user
                 raise ExecutorError(f"ray.init(address={self.address!r}) failed: {exc}") from exc
+            finally:
+                notice.removeFilter(_quiet_sigterm_notice)
             self._owns_ray = True
         self._ray = ray
         nodes = [node for node in ray.nodes() if node.get("Alive")]
@@ -229,7 +239,7 @@ class RayExecutor:
         cpus = sum(node_cpus)
         max_slots = self.max_slots or max(1, cpus)
         base_slots = min(self.base_slots or max(1, max(node_cpus, default=1)), max_slots)
-        self._board = ray.remote(num_cpus=0)(CancelBoard).remote()
+        self._board = None  # made when an async adapter is bound: an actor is a process
         self._task = ray.remote(run_on_worker)
         self._shipped = {}
         # One waiting thread per call in flight; the engine's slots bound those.
@@ -267,7 +277,10 @@ class RayExecutor:
             self._shipped[id(adapter)] = (shipped, adapter)
         else:
             shipped = shipped[0]
-        return functools.partial(self._call, task, shipped, cooperative=_is_async(adapter))
+        cooperative = _is_async(adapter)
+        if cooperative and self._board is None:
+            self._board = ray.remote(num_cpus=0)(CancelBoard).remote()
+        return functools.partial(self._call, task, shipped, cooperative=cooperative)
 
     async def _call(
         self,
@@ -279,7 +292,9 @@ class RayExecutor:
     ) -> Placed:
         ray = self._ray
         call_id = next(self._call_ids)
-        ref = task.remote(adapter, request, call_id, self._board, self.cancel_poll)
+        # Only async adapters poll the board; sending its handle costs every other call.
+        board = self._board if cooperative else None
+        ref = task.remote(adapter, request, call_id, board, self.cancel_poll)
         try:
             node, answer = await anyio.to_thread.run_sync(
                 ray.get, ref, abandon_on_cancel=True, limiter=self._threads
@@ -317,12 +332,17 @@ class RayExecutor:
         if ray is None:
             return
         self._shipped = {}
-        ray.kill(self._board)
-        self._board = None
+        if self._board is not None:
+            ray.kill(self._board)
+            self._board = None
         self._ray = None
         if self._owns_ray:
             self._owns_ray = False
             await anyio.to_thread.run_sync(ray.shutdown)
+
+
+def _quiet_sigterm_notice(record: logging.LogRecord) -> bool:
+    return "SIGTERM handler is not set" not in record.getMessage()
 
 
 def _first_line(error: BaseException) -> str:

@@ -20,10 +20,11 @@ from ._coders import CommandCoder, check_command_template
 from ._convert import loads_json
 from ._demo import create_demo_repository, demo_coder_command
 from ._enums import DeliveryMode
-from ._errors import InputError
+from ._errors import InputError, OptionError
 from ._events import LedgerEvent
 from ._files import StrPath, atomic_write_text, ensure_distinct, read_text
 from ._git import git
+from ._ray import RayExecutor
 from ._repo_run import RepositoryRun, resume_in_repository, run_in_repository
 from ._report import prose_ledger, render_report
 from ._resume import UNIT_STATES, resume_point, states_at
@@ -145,6 +146,7 @@ def run(
     max_threads: int = 12,
     proof_timeout: float = 600.0,
     call_timeout: float = 3600.0,
+    ray: str | None = None,
     console: Console | None = None,
 ) -> RunReport:
     """
@@ -154,6 +156,8 @@ def run(
     and 2, and ``reducer_command`` (default: the coder command) for candidate
     3; `MechanicalFixer` adjudicates; `GitIntegrator` delivers. The ledger,
     plan state and patches go to ``out`` (default ``mesh-runs/<run id>``).
+    With ``ray`` (``local``, ``auto`` or ``ray://HEAD:10001``) the coder,
+    applier, prover and fixer calls run on that Ray cluster (`RayExecutor`).
 
     .. versionadded:: 0.1.0
     """
@@ -167,6 +171,7 @@ def run(
         max_threads=max_threads,
     )
     mode = DeliveryMode(delivery) if delivery is not None else None
+    executor = _ray_executor(ray)
     run_id = uuid.uuid4().hex[:12]
     folder = Path(out) if out is not None else Path("mesh-runs") / run_id
 
@@ -192,11 +197,24 @@ def run(
                     "remaining_five_hour": remaining_five_hour,
                     "remaining_weekly": remaining_weekly,
                     "max_threads": max_threads,
+                    "ray": ray,
                 }
             },
+            executor=executor,
         )
 
     return _watched(console, main)
+
+
+def _ray_executor(address: str | None) -> RayExecutor | None:
+    """``--ray ADDRESS``: ``local`` starts a Ray instance here, anything else is joined."""
+    if address is None:
+        return None
+    if not address.strip():
+        raise OptionError(
+            "InvalidOptionValue", "--ray needs an address: local, auto or ray://HOST:PORT"
+        )
+    return RayExecutor(None if address == "local" else address)
 
 
 def _watched(
@@ -228,7 +246,11 @@ def _store_path(run: StrPath, runs: StrPath) -> Path:
 
 
 def resume(
-    *, run: StrPath, runs: StrPath = "mesh-runs", console: Console | None = None
+    *,
+    run: StrPath,
+    runs: StrPath = "mesh-runs",
+    ray: str | None = None,
+    console: Console | None = None,
 ) -> RunReport:
     """
     ``mesh resume``: continue a ``mesh run`` that stopped, from its run store.
@@ -236,6 +258,8 @@ def resume(
     ``run`` is the run's folder, its ``run.sqlite``, or its id under ``runs``.
     Finished units stay as they were; in-flight units restart from their
     recorded state; nothing is integrated twice (see `resume_in_repository`).
+    The calls run where the first ``mesh run`` sent them (its ``--ray``), or
+    on the cluster ``ray`` names.
 
     .. versionadded:: 0.1.0
     """
@@ -251,6 +275,8 @@ def resume(
         remaining_weekly=float(options["remaining_weekly"]),
         max_threads=int(options["max_threads"]),
     )
+    stored_ray = options.get("ray")
+    executor = _ray_executor(ray if ray is not None else stored_ray and str(stored_ray))
 
     async def main(follow: Callable[[LedgerEvent], None]) -> RepositoryRun:
         return await resume_in_repository(
@@ -259,6 +285,7 @@ def resume(
             reducer=lambda workspaces: CommandCoder(workspaces, reducer_command),
             budget=budget,
             on_event=follow,
+            executor=executor,
         )
 
     return _watched(console, main)

@@ -17,6 +17,17 @@ def unit(unit_id: str, *deps: str, scope: str | None = None, risk: str = "med") 
     )
 
 
+def first_coder_request(the_unit: mesh.Unit) -> mesh.AuthorRequest:
+    """What the engine asks the first coder of ``the_unit`` on its first attempt."""
+    return mesh.AuthorRequest(
+        unit=the_unit,
+        lane=mesh.Lane.CODER,
+        candidate_id=f"{the_unit.id}-coder-1",
+        triplet_index=1,
+        attempt=1,
+    )
+
+
 async def execute(plan: object, roles: mesh.Roles, **options: Any) -> mesh.RunResult:
     async with mesh.Orchestrator(roles=roles, **options) as orchestrator:
         return await orchestrator.execute(plan)

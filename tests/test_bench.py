@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench import __main__ as bench_main
-from bench import cli, engine, scheduling, workspaces
+from bench import cli, engine, ray_executor, scheduling, workspaces
 
 
 def test_engine_section() -> None:
@@ -35,6 +35,13 @@ def test_workspaces_and_cli_sections() -> None:
     """Both sections measure and print their tables."""
     assert "pool / bare" in workspaces.run((10,), 1)
     assert "run_csv 30 rows" in cli.run(10)
+
+
+@pytest.mark.timeout(120)
+def test_ray_section() -> None:
+    """Local and Ray runs of the same plan side by side (or a note when Ray is missing)."""
+    report = ray_executor.run(2, work=(0.0,))
+    assert "ray / local" in report or "ray is not installed" in report
 
 
 def test_unknown_section(capsys: pytest.CaptureFixture[str]) -> None:

@@ -101,3 +101,15 @@ class TestScalarHooks:
                 subject="w",
             )
         assert "$.proof_evidence: expected object" in caught.value.problems
+
+
+def test_fast_path_leaves_odd_payloads_to_the_converter() -> None:
+    """Not an object, a nested record that is not an object, a required key missing: None."""
+    from mesh._convert import fast_structure  # noqa: PLC0415
+
+    evidence = {"command": "c", "key_line": "k", "exit_code": 0}
+    assert fast_structure(evidence, mesh.ProofEvidence) == mesh.ProofEvidence(
+        command="c", key_line="k", exit_code=0
+    )
+    assert fast_structure([evidence], mesh.ProofEvidence) is None
+    assert fast_structure({"command": "c", "key_line": "k"}, mesh.ProofEvidence) is None

@@ -16,7 +16,7 @@ import mesh.testing
 from mesh._roles import check_result, invoke
 from mesh.testing import FakeAdapter, ManualClock, Raise, answer, fake_roles
 
-from engine_helpers import execute, lease_request
+from engine_helpers import execute, first_coder_request, lease_request
 from engine_helpers import unit as _unit
 
 pytestmark = pytest.mark.anyio
@@ -311,13 +311,7 @@ class TestInvoke:
 
     def test_worker_result_objects_are_rechecked(self) -> None:
         """An adapter may answer with a WorkerResult; it is validated like a document."""
-        request = mesh.AuthorRequest(
-            unit=unit("a"),
-            lane=mesh.Lane.CODER,
-            candidate_id="a-coder-1",
-            triplet_index=1,
-            attempt=1,
-        )
+        request = first_coder_request(unit("a"))
         parsed = mesh.parse_worker_result(answer(request))
         assert (
             check_result(parsed, unit=unit("a"), candidate_id="a-coder-1", lane=mesh.Lane.CODER)

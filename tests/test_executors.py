@@ -11,11 +11,12 @@ import anyio
 import pytest
 
 import mesh
+import mesh.commands
 from mesh._executors import BoundCall, remote_lane_set
 from mesh._ray import CancelBoard, _watched
 from mesh.testing import fake_roles
 
-from engine_helpers import unit
+from engine_helpers import first_coder_request, unit
 from repo_helpers import candidate, diff_of, git
 
 pytestmark = pytest.mark.anyio
@@ -255,6 +256,14 @@ class TestRayExecutorOptions:
         assert callable(executor.bind(mesh.Lane.INTEGRATOR, lambda request: request))
 
 
+def test_mesh_run_refuses_an_empty_ray_address(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.json"
+    plan.write_text('{"plan": []}')
+    with pytest.raises(mesh.OptionError, match="--ray needs an address") as caught:
+        mesh.commands.run(plan=plan, coder_command="true", ray=" ")
+    assert caught.value.kind == "InvalidOptionValue"
+
+
 class TestCancelledOnTheWorker:
     async def test_the_call_is_cancelled_once_the_board_says_so(self) -> None:
         board = CancelBoard()
@@ -287,16 +296,21 @@ class TestCancelledOnTheWorker:
         assert await _watched(quick, lambda: False, 0.01) == {"ok": True}
 
 
+def unit_at_head(repo: Path, scope: str, *, proof: str = "") -> mesh.Unit:
+    return mesh.Unit(
+        id="u",
+        objective="o",
+        write_scope=(scope,),
+        base_sha=git(repo, "rev-parse", "HEAD"),
+        proof_command=proof,
+    )
+
+
 class TestPortableGitAdapters:
     """Given the repository's path, the git adapters make their own worktrees, per call."""
 
     async def test_applier_checks_and_keeps_no_worktree(self, repo: Path) -> None:
-        the_unit = mesh.Unit(
-            id="u",
-            objective="o",
-            write_scope=("src/app.py",),
-            base_sha=git(repo, "rev-parse", "HEAD"),
-        )
+        the_unit = unit_at_head(repo, "src/app.py")
         good = candidate(the_unit, diff_of(repo, {"src/app.py": "def main():\n    return 2\n"}))
         applier = mesh.GitApplier(str(repo))
         request = mesh.ApplyRequest(
@@ -320,14 +334,7 @@ class TestPortableGitAdapters:
         assert git(repo, "worktree", "list").count("\n") == 0
 
     async def test_prover_applies_and_proves_in_its_own_worktree(self, repo: Path) -> None:
-        base = git(repo, "rev-parse", "HEAD")
-        the_unit = mesh.Unit(
-            id="u",
-            objective="o",
-            write_scope=("src/app.py",),
-            base_sha=base,
-            proof_command="grep -q 'return 2' src/app.py",
-        )
+        the_unit = unit_at_head(repo, "src/app.py", proof="grep -q 'return 2' src/app.py")
         prover = mesh.CommandProver(str(repo))
 
         async def prove(patch: str) -> mesh.WorkerResult:
@@ -352,19 +359,7 @@ class TestPortableGitAdapters:
         assert git(repo, "worktree", "list").count("\n") == 0
 
     async def test_coders_write_in_a_worktree_of_their_own(self, repo: Path) -> None:
-        the_unit = mesh.Unit(
-            id="u",
-            objective="o",
-            write_scope=("src/new.txt",),
-            base_sha=git(repo, "rev-parse", "HEAD"),
-        )
-        request = mesh.AuthorRequest(
-            unit=the_unit,
-            lane=mesh.Lane.CODER,
-            candidate_id="u-coder-1",
-            triplet_index=1,
-            attempt=1,
-        )
+        request = first_coder_request(unit_at_head(repo, "src/new.txt"))
         scripted = mesh.ScriptedCoder(str(repo), {"u": {"src/new.txt": "new\n"}})
         assert "src/new.txt" in str(mesh.parse_worker_result(await scripted(request)).patch)
         command = mesh.CommandCoder(str(repo), "echo cmd > src/new.txt")

@@ -235,3 +235,19 @@ class TestOddHeaders:
         """A path that normalizes to nothing is refused."""
         patch = "--- a/./\n+++ b/./\n@@ -1 +1 @@\n-a\n+b\n"
         assert mesh.scope_problems(patch, ("unknown",)) == ["./ is empty"]
+
+
+def test_a_missing_final_newline_marker_is_not_a_line() -> None:
+    """A "no newline at end of file" marker inside a hunk changes no line count."""
+    patch = (
+        "diff --git a/src/a.txt b/src/a.txt\n"
+        "--- a/src/a.txt\n"
+        "+++ b/src/a.txt\n"
+        "@@ -1 +1 @@\n"
+        "-old\n"
+        "\\ No newline at end of file\n"
+        "+new\n"
+        "\\ No newline at end of file\n"
+    )
+    (change,) = mesh.patch_changes(patch)
+    assert (change.old_path, change.new_path, change.kind) == ("src/a.txt", "src/a.txt", "modify")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shlex
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ import mesh
 from mesh._ray import CancelBoard, run_on_worker
 from mesh.testing import answer, fake_roles
 
-from engine_helpers import unit
+from engine_helpers import first_coder_request, unit
 from repo_helpers import git
 
 pytestmark = pytest.mark.anyio
@@ -212,6 +214,8 @@ class TestSameEngineBehaviour:
             executor.bind(mesh.Lane.CODER, coder)
             executor.bind(mesh.Lane.REDUCER, coder)
             assert len(executor._shipped) == 1
+            with pytest.raises(mesh.ExecutorError, match="make one per run"):
+                await executor.start()
         finally:
             await executor.stop()
         assert ray.is_initialized()  # joined, not started: left running
@@ -318,18 +322,49 @@ class TestExecutorLifecycle:
                 await orchestrator.execute([unit("a")])
 
 
+class TestCommandLine:
+    def test_mesh_run_and_resume_on_a_local_ray(
+        self, run_mesh: Any, repo: Path, tmp_path: Path
+    ) -> None:
+        """`mesh run --ray local` commits through Ray workers; `mesh resume` goes back there."""
+        plan = tmp_path / "plan.json"
+        plan.write_text(json.dumps(two_units()))
+        coder = f"{shlex.quote(sys.executable)} -c " + shlex.quote(
+            "import os, pathlib; "
+            "name = 'a' if os.environ['MESH_UNIT_ID'] == 'unit-001' else 'b'; "
+            "pathlib.Path('src', name + '.txt').write_text(name)"
+        )
+        out = tmp_path / "out"
+        process = run_mesh(
+            "run",
+            str(plan),
+            "--repo",
+            str(repo),
+            "--coder-command",
+            coder,
+            "--delivery",
+            "commit_first",
+            "--out",
+            str(out),
+            "--ray",
+            "local",
+        )
+        assert process.returncode == 0, process.stdout + process.stderr
+        assert "CAS instances: 1 worker instance in use (ray executor" in process.stdout
+        assert git(repo, "log", "--format=%s").splitlines() == ["second", "first", "initial"]
+        resumed = run_mesh("resume", str(out))
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        started = [e for e in ledger(out / "ledger.jsonl") if e["event"] == "executor_started"]
+        assert [e["data"]["address"] for e in started] == ["local", "local"]
+        assert git(repo, "log", "--format=%s").splitlines() == ["second", "first", "initial"]
+
+
 class TestOnTheWorker:
     def test_run_on_worker_answers_with_the_node(self) -> None:
         """The task body, run here: sync, async, and a sync adapter returning a coroutine."""
         board = ray.remote(num_cpus=0)(CancelBoard).remote()
         try:
-            request = mesh.AuthorRequest(
-                unit=unit("a"),
-                lane=mesh.Lane.CODER,
-                candidate_id="a-coder-1",
-                triplet_index=1,
-                attempt=1,
-            )
+            request = first_coder_request(unit("a"))
             node, result = run_on_worker(PidCoder(), request, 1, board, 0.05)
             assert node == ray.get_runtime_context().get_node_id()
             assert isinstance(result, dict)
@@ -346,7 +381,7 @@ class TestOnTheWorker:
             def returns_coroutine(req: mesh.AuthorRequest) -> object:
                 return async_coder(req)
 
-            _, result = run_on_worker(returns_coroutine, request, 3, board, 0.05)
+            _, result = run_on_worker(returns_coroutine, request, 3, None, 0.05)
             assert isinstance(result, dict)
         finally:
             ray.kill(board)  # type: ignore[arg-type]
