@@ -528,14 +528,17 @@ class Orchestrator:
         info = self._executor_info
         if info.remote_lanes:
             # Local runs say nothing: every call runs here, as the adapter_call events show.
+            # The executor's own details first: they never replace what the engine records.
             self._ledger.emit(
                 "executor_started",
-                executor=info.name,
-                remote_lanes=sorted(lane.value for lane in info.remote_lanes),
-                base_slots=info.base_slots,
-                max_slots=info.max_slots,
-                slots=self._slots.total_tokens if self._slots is not None else None,
-                **info.detail,
+                **{
+                    **info.detail,
+                    "executor": info.name,
+                    "remote_lanes": sorted(lane.value for lane in info.remote_lanes),
+                    "base_slots": info.base_slots,
+                    "max_slots": info.max_slots,
+                    "slots": self._slots.total_tokens if self._slots is not None else None,
+                },
             )
 
     def _regate(self, reason: str) -> None:

@@ -62,7 +62,7 @@ class ThreadPoolExecutor:
             remote_lanes=frozenset({mesh.Lane.FIXER}),
             base_slots=self.base_slots,
             max_slots=self.max_slots,
-            detail={"workers": self.max_slots},
+            detail={"workers": self.max_slots, "slots": "not the executor's to say"},
         )
 
     def bind(self, lane: mesh.Lane, adapter: Any) -> BoundCall:
