@@ -79,6 +79,7 @@ async def _watched(
 ) -> object:
     """Await ``call()``, cancelling it once ``cancelled()`` says so (checked every ``poll`` s)."""
     box: list[object] = []
+    errors: list[Exception] = []
     async with anyio.create_task_group() as group:
 
         async def watch() -> None:
@@ -88,8 +89,13 @@ async def _watched(
             group.cancel_scope.cancel()
 
         group.start_soon(watch)
-        box.append(await call())
+        try:
+            box.append(await call())
+        except Exception as exc:  # noqa: BLE001 - raised below as itself, not in a group
+            errors.append(exc)
         group.cancel_scope.cancel()
+    if errors:
+        raise errors[0]
     return box[0] if box else _CANCELLED
 
 

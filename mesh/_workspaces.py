@@ -12,6 +12,7 @@ folders of owners that died (a crash), then prunes git's records.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import itertools
 import os
@@ -31,6 +32,8 @@ from ._git import GitError, git, git_result
 __all__ = ["Workspace", "WorkspaceManager", "WorkspaceSource", "checkout_at", "opened"]
 
 _OWNER_FILE: Final = "owner.pid"
+_LOCK_FILE: Final = "mesh-worktrees.lock"
+_LOCK_POLL: Final = 0.005
 _FOLDER: Final = "mesh-worktrees"
 
 
@@ -132,6 +135,7 @@ class WorkspaceManager:
         self.pool_size = pool_size
         self._root_arg = root
         self._admin = anyio.Lock()
+        """This manager's turn at git's worktree records (see `_admin_steps`)."""
         self._pool: list[Workspace] = []
         self._leased: dict[Path, Workspace] = {}
         self._names = itertools.count(1)
@@ -177,16 +181,41 @@ class WorkspaceManager:
         self._repo = Path(top)
         self._common = (self._repo / common).resolve()
         base = self._root_arg or self._common / _FOLDER
-        await self._remove_dead_owners(base)
         owned = base / f"{os.getpid()}-{secrets.token_hex(4)}"
-        await anyio.Path(owned).mkdir(parents=True)
-        await anyio.Path(owned / _OWNER_FILE).write_text(_owner_record())
+        # One turn for both: another process's cleanup must not see this folder
+        # before its owner file is written (it would take it for a dead one).
+        async with self._admin_steps():
+            await self._remove_dead_owners(base)
+            await anyio.Path(owned).mkdir(parents=True)
+            await anyio.Path(owned / _OWNER_FILE).write_text(_owner_record())
         self._owned = owned
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         with anyio.CancelScope(shield=True):
             await self.close()
+
+    @contextlib.asynccontextmanager
+    async def _admin_steps(self) -> AsyncIterator[None]:
+        """
+        Exclusive use of git's worktree records: within this process, then across processes.
+
+        git fails when one process lists, adds, removes or prunes worktrees while
+        another writes the records (several Ray workers proving on one machine do).
+        The file lock is taken by polling, so waiting for it stays cancellable.
+        """
+        async with self._admin:
+            descriptor = os.open(self._common / _LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                while True:
+                    try:
+                        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        await anyio.sleep(_LOCK_POLL)
+                yield
+            finally:
+                os.close(descriptor)  # and with it the lock
 
     async def _remove_dead_owners(self, base: Path) -> None:
         """Crash recovery: folders whose owner process is gone are removed, then git prunes."""
@@ -200,7 +229,7 @@ class WorkspaceManager:
         """Remove every worktree of this manager (pooled and still leased) and its folder."""
         if self._owned is None or self._repo is None:
             return
-        async with self._admin:
+        async with self._admin_steps():
             for workspace in [*self._pool, *self._leased.values()]:
                 await git_result(
                     "worktree", "remove", "--force", str(workspace.path), cwd=self._repo
@@ -227,7 +256,7 @@ class WorkspaceManager:
         Listed under the same lock as this manager's adds and removes: a list
         read while ``git worktree add`` writes its records fails.
         """
-        async with self._admin:
+        async with self._admin_steps():
             listing = await git("worktree", "list", "--porcelain", cwd=self.repo)
         found: dict[Path, str | None] = {}
         path: Path | None = None
@@ -249,7 +278,7 @@ class WorkspaceManager:
     async def acquire(self, revision: str = "HEAD") -> Workspace:
         """A clean worktree at ``revision``: from the pool when one is free, else a new one."""
         sha = await self.resolve(revision)
-        async with self._admin:
+        async with self._admin_steps():
             pooled = self._pool.pop() if self._pool else None
             if pooled is None:
                 path = self.folder / f"wt-{next(self._names)}"
@@ -280,7 +309,7 @@ class WorkspaceManager:
             return  # released already (a retry may release twice)
         if len(self._pool) < self.pool_size:
             exit_code, _ = await git_result("clean", "-ffdxq", cwd=path)
-            async with self._admin:
+            async with self._admin_steps():
                 self._leased.pop(path, None)
                 if exit_code == 0:
                     self._pool.append(held)
@@ -288,7 +317,7 @@ class WorkspaceManager:
         await self._discard(held)
 
     async def _discard(self, workspace: Workspace) -> None:
-        async with self._admin:
+        async with self._admin_steps():
             self._leased.pop(workspace.path, None)
             await git_result("worktree", "remove", "--force", str(workspace.path), cwd=self.repo)
 

@@ -289,6 +289,15 @@ class TestCancelledOnTheWorker:
         board.forget(7)
         assert not board.cancelled(7)
 
+    async def test_an_adapter_error_comes_out_as_itself(self) -> None:
+        """Not wrapped in the watcher's task group: the engine reports it as a local run would."""
+
+        async def fails() -> object:
+            raise RuntimeError("no model")
+
+        with pytest.raises(RuntimeError, match="no model"):
+            await _watched(fails, lambda: False, 0.01)
+
     async def test_a_finished_call_returns_its_answer(self) -> None:
         async def quick() -> object:
             return {"ok": True}

@@ -118,6 +118,8 @@ class TestRealPlanOnRay:
         assert (started["data"]["base_slots"], started["data"]["max_slots"]) == (1, 2)
         calls = [e for e in events if e["event"] == "adapter_call"]
         remote = {"coder", "applier", "prover", "fixer"}
+        off_ray = [e for e in calls if e["lane"] in remote and "where" not in e["data"]]
+        assert not off_ray, [(e["lane"], e["data"]) for e in off_ray]  # why a remote call failed
         assert {e["lane"] for e in calls if "where" in e["data"]} == remote
         assert all(e["data"]["where"].startswith("ray:") for e in calls if e["lane"] in remote)
         assert not any("where" in e["data"] for e in calls if e["lane"] not in remote)

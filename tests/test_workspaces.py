@@ -190,11 +190,34 @@ class TestOwnership:
                 listed.append(await workspaces.worktrees())
 
             # The lock (as if an add were writing its records) is let go before the group ends.
-            async with anyio.create_task_group() as group, workspaces._admin:
+            async with anyio.create_task_group() as group, workspaces._admin_steps():
                 group.start_soon(list_them)
                 await anyio.sleep(0.2)
                 assert listed == []
             assert listed == [{repo: "main"}]
+
+    async def test_another_process_holding_the_records_is_waited_for(self, repo: Path) -> None:
+        """Worktree admin steps of two processes on one repository never overlap."""
+        lock = repo / ".git" / "mesh-worktrees.lock"
+        done = repo.parent / "holder-done"
+        holding = (
+            "import fcntl, pathlib, sys, time; f = open(sys.argv[1], 'a'); "
+            "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(0.5); "
+            "pathlib.Path(sys.argv[2]).write_text('done')"
+        )
+        with subprocess.Popen(
+            [sys.executable, "-c", holding, str(lock), str(done)],
+            stdout=subprocess.PIPE,
+            text=True,
+        ) as holder:
+            assert holder.stdout is not None
+            assert holder.stdout.readline() == "held\n"
+            async with mesh.WorkspaceManager(repo) as workspaces:
+                # The holder writes its marker before letting go: opening (a prune) waited.
+                assert done.exists()
+                workspace = await workspaces.acquire()
+                await workspaces.release(workspace)
+        assert holder.returncode == 0
 
     async def test_half_made_records_of_dead_owners_are_removed(self, repo: Path) -> None:
         """A ``git worktree add`` killed half way leaves a locked record; it does not break runs."""
