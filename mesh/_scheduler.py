@@ -521,8 +521,7 @@ class Orchestrator:
         self._saturated = False
         self._slots: anyio.CapacityLimiter | None = None
         if info.remote_lanes and info.max_slots is not None:
-            base = info.base_slots if info.base_slots is not None else info.max_slots
-            self._slots = anyio.CapacityLimiter(max(1, min(base, info.max_slots)))
+            self._slots = anyio.CapacityLimiter(_gated_slots(info, info.max_slots, allowed=False))
 
     def _announce_executor(self) -> None:
         info = self._executor_info
@@ -547,12 +546,7 @@ class Orchestrator:
         if limiter is None or info.max_slots is None:
             return
         allowed = self._budget is not None and self._budget.cas_scaleout_allowed
-        slots = executor_slots(
-            base_slots=info.base_slots if info.base_slots is not None else info.max_slots,
-            max_slots=info.max_slots,
-            scaleout_allowed=allowed,
-            saturated=self._saturated,
-        )
+        slots = _gated_slots(info, info.max_slots, allowed=allowed, saturated=self._saturated)
         if slots != limiter.total_tokens:
             limiter.total_tokens = slots
             self._ledger.emit(
@@ -1324,6 +1318,16 @@ class Orchestrator:
         self._ledger.emit(
             "adapter_call", duration_ms=duration_ms, outcome=outcome, **fields, **more
         )
+
+
+def _gated_slots(
+    info: ExecutorInfo, max_slots: int, *, allowed: bool, saturated: bool = False
+) -> int:
+    """`executor_slots` for an executor whose base defaults to its maximum."""
+    base = info.base_slots if info.base_slots is not None else max_slots
+    return executor_slots(
+        base_slots=base, max_slots=max_slots, scaleout_allowed=allowed, saturated=saturated
+    )
 
 
 async def _concurrently(jobs: Sequence[Callable[[], Coroutine[Any, Any, None]]]) -> None:
