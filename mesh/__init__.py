@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from ._adapters import CommandProver as CommandProver
 from ._adapters import GitApplier as GitApplier
-from ._adapters import GitIntegrator as GitIntegrator
 from ._adapters import MechanicalFixer as MechanicalFixer
 from ._batch import floor_gate as floor_gate
 from ._batch import format_csv as format_csv
@@ -43,6 +42,7 @@ from ._enums import FloorResult as FloorResult
 from ._enums import Lane as Lane
 from ._enums import ProofStatus as ProofStatus
 from ._enums import RiskTier as RiskTier
+from ._enums import SpecialPath as SpecialPath
 from ._enums import StepStatus as StepStatus
 from ._errors import CsvContractError as CsvContractError
 from ._errors import ExecutorError as ExecutorError
@@ -70,7 +70,10 @@ from ._executors import ExecutorInfo as ExecutorInfo
 from ._executors import LocalExecutor as LocalExecutor
 from ._executors import Placed as Placed
 from ._executors import executor_slots as executor_slots
+from ._gate import PathChange as PathChange
+from ._gate import gate_problems as gate_problems
 from ._git import GitError as GitError
+from ._integrator import GitIntegrator as GitIntegrator
 from ._ledger import occurred as occurred
 from ._ledger import occurred_events as occurred_events
 from ._lifecycle import Trigger as Trigger
@@ -118,6 +121,8 @@ from ._roles import LeaseRequest as LeaseRequest
 from ._roles import LeaseTable as LeaseTable
 from ._roles import ProofRequest as ProofRequest
 from ._roles import Roles as Roles
+from ._sandbox import Sandbox as Sandbox
+from ._sandbox import SandboxUnavailable as SandboxUnavailable
 from ._scheduler import Orchestrator as Orchestrator
 from ._scheduler import ResumePoint as ResumePoint
 from ._scheduler import RunResult as RunResult
@@ -135,6 +140,7 @@ from ._summary import UnitOutcome as UnitOutcome
 from ._summary import render_ledger as render_ledger
 from ._version import __version__ as __version__
 from ._wave import select_wave as select_wave
+from ._workspaces import ChangeReading as ChangeReading
 from ._workspaces import Workspace as Workspace
 from ._workspaces import WorkspaceManager as WorkspaceManager
 
@@ -154,6 +160,7 @@ __all__ = [
     "BudgetMode",
     "CallableCoder",
     "CallbackSink",
+    "ChangeReading",
     "Clock",
     "CommandCoder",
     "CommandProver",
@@ -189,6 +196,7 @@ __all__ = [
     "OptionError",
     "Orchestrator",
     "OutputRow",
+    "PathChange",
     "PathCollisionError",
     "Placed",
     "Plan",
@@ -211,8 +219,11 @@ __all__ = [
     "RunResult",
     "RunStatistics",
     "RunStore",
+    "Sandbox",
+    "SandboxUnavailable",
     "ScriptedCoder",
     "SliceResult",
+    "SpecialPath",
     "StepStatus",
     "StoreError",
     "StructlogSink",
@@ -238,6 +249,7 @@ __all__ = [
     "executor_slots",
     "floor_gate",
     "format_csv",
+    "gate_problems",
     "git_roles",
     "in_scope",
     "occurred",

@@ -478,6 +478,17 @@ _RUN_COMMANDS: Final = (
                 help="per adapter call, coders included (default 3600)",
             ),
             _RAY,
+            Flag(
+                name="--sandbox",
+                is_switch=True,
+                help="run coder commands and proofs in bubblewrap: the system read-only, "
+                "only their workspace writable (needs bwrap)",
+            ),
+            Flag(
+                name="--no-network",
+                is_switch=True,
+                help="with --sandbox: no network in the sandbox, loopback only",
+            ),
         ),
         run=commands.run,
         example="mesh run plan.json --repo . --coder-command 'my-agent exec {objective}'",

@@ -23,9 +23,10 @@ import anyio
 
 from ._enums import Decision, Lane
 from ._errors import OptionError
-from ._git import git
 from ._process import key_line, run_command
 from ._roles import AuthorRequest, invoke, result_document
+from ._sandbox import Sandbox
+from ._template import template_problem
 from ._workspaces import Workspace, WorkspaceSource, checkout_at
 
 __all__ = [
@@ -55,25 +56,33 @@ _PLACEHOLDERS: Final = (
 
 
 def render_command(template: str, values: Mapping[str, str]) -> str:
-    """Fill a command template with shell-quoted values."""
+    """Fill a command template (checked as `check_command_template` does) with quoted values."""
+    check_command_template(template)
     try:
         return template.format_map({name: shlex.quote(value) for name, value in values.items()})
-    except (KeyError, IndexError, ValueError) as exc:
-        known = ", ".join(f"{{{name}}}" for name in _PLACEHOLDERS)
-        problem = f"unknown placeholder {exc}" if isinstance(exc, KeyError) else str(exc)
+    except KeyError as exc:
         raise OptionError(
-            "InvalidOptionValue",
-            f"command template {template!r}: {problem} (placeholders: {known})",
+            "InvalidOptionValue", f"command template {template!r}: no value for placeholder {exc}"
         ) from None
 
 
 def check_command_template(template: str) -> None:
     """
-    Raise `OptionError` unless ``template`` uses only known placeholders.
+    Raise `OptionError` unless every field of ``template`` is a safe, known placeholder.
+
+    mesh shell-quotes every value, so a placeholder is written bare
+    (``agent {objective}``, ``--prompt={objective}``), where the shell reads
+    it as code. Refused: unknown names; conversions, format specs, attribute
+    or index access and positional fields; a placeholder inside single, double
+    or ``$'...'`` quotes, backticks, ``$(...)``, a comment or after a
+    here-document, or right after a backslash or a ``$``. ``{{`` and ``}}``
+    are literal braces.
 
     .. versionadded:: 0.1.0
     """
-    render_command(template, dict.fromkeys(_PLACEHOLDERS, ""))
+    problem = template_problem(template, _PLACEHOLDERS)
+    if problem is not None:
+        raise OptionError("InvalidOptionValue", f"command template {template!r}: {problem}")
 
 
 def _fields(request: AuthorRequest, workspace: Workspace) -> dict[str, str]:
@@ -117,20 +126,20 @@ async def diff_candidate(
     """
     The edits made in ``workspace`` as a candidate answer to ``request``.
 
+    The diff is taken by mesh's own git directory and index for the workspace
+    (see `WorkspaceManager`), never by the workspace's ``.git``, which the
+    agent may have rewritten.
+
     A reducer's candidate carries ``reduce_record``; without one, a record of
     measured facts (scope, lines added and removed) is attached.
 
     .. versionadded:: 0.1.0
     """
-    await git("add", "--all", cwd=workspace.path)
+    # Read through mesh's own index and git directory: the workspace's .git is the agent's.
+    git = workspace.git()
+    await git("add", "--all")
     patch = await git(
-        "diff",
-        "--cached",
-        "--binary",
-        "--no-color",
-        "--no-ext-diff",
-        workspace.sha,
-        cwd=workspace.path,
+        "diff", "--cached", "--binary", "--full-index", "--no-color", "--no-ext-diff", workspace.sha
     )
     common: dict[str, object] = {"base_sha": workspace.sha, "notes": notes}
     if request.lane is Lane.REDUCER and patch.strip():
@@ -177,9 +186,11 @@ class CommandCoder:
     and ``{worktree}`` are replaced by the unit's values, each shell-quoted
     (write literal braces as ``{{`` and ``}}``). The
     same values are in the environment as ``MESH_OBJECTIVE``, ``MESH_UNIT_ID``
-    and so on. The command runs in the worktree, in its own process group,
-    under ``timeout`` seconds; a non-zero exit is a ``reject``. A reducer may
-    write its reduce record as JSON to the file named by
+    and so on. The command runs in the workspace under ``timeout`` seconds,
+    and nothing it starts outlives the call (see `run_command`); a non-zero
+    exit is a ``reject``. With a ``sandbox`` (`mesh.Sandbox`) it runs in
+    bubblewrap: the system read-only, only the workspace writable. A reducer
+    may write its reduce record as JSON to the file named by
     ``MESH_REDUCE_RECORD``; otherwise one of measured facts is attached.
 
     Example: ``CommandCoder(workspaces, "my-agent exec --prompt {objective}")``.
@@ -194,11 +205,13 @@ class CommandCoder:
         *,
         timeout: float = 1800.0,
         env: Mapping[str, str] | None = None,
+        sandbox: Sandbox | None = None,
     ) -> None:
         self.workspaces = workspaces
         self.command = command
         self.timeout = timeout
         self.env = env
+        self.sandbox = sandbox
         # Fail at construction, not at the first unit, on a template with unknown fields.
         check_command_template(command)
 
@@ -210,7 +223,10 @@ class CommandCoder:
         """Run the agent once and return its diff as a candidate."""
         async with checkout_at(self.workspaces, request.unit.base_sha) as (manager, workspace):
             values = _fields(request, workspace)
-            record_file = manager.folder / f"{request.candidate_id}.reduce.json"
+            # Outside the workspace (never part of the diff), in a folder a sandbox may write.
+            records = manager.folder / "records" / workspace.path.name
+            await anyio.Path(records).mkdir(parents=True, exist_ok=True)
+            record_file = records / "reduce.json"
             environment = {
                 **os.environ,
                 **(self.env or {}),
@@ -219,7 +235,12 @@ class CommandCoder:
             }
             try:
                 result = await run_command(
-                    self.render(values), cwd=workspace.path, timeout=self.timeout, env=environment
+                    self.render(values),
+                    cwd=workspace.path,
+                    timeout=self.timeout,
+                    env=environment,
+                    sandbox=self.sandbox,
+                    writable=(records,),
                 )
                 record = _read_record(record_file)
             finally:
@@ -242,6 +263,8 @@ def _read_record(path: Path) -> dict[str, object] | str | None:
         text = path.read_text()
     except FileNotFoundError:
         return None
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"MESH_REDUCE_RECORD cannot be read: {type(exc).__name__}"
     try:
         record = json.loads(text)
     except json.JSONDecodeError as exc:

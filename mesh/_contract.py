@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Mapping
+import typing
+from collections.abc import Iterable, Mapping
 from typing import Final, TypeVar
 
 import attrs
@@ -19,6 +20,7 @@ from ._convert import converter, fast_structure, loads_json, structure, type_nam
 from ._enums import LANE_DECISIONS, QUORUM_BY_RISK, Decision, Lane, ProofStatus, RiskTier
 from ._errors import InvalidOutputSchema, ValidationError
 from ._records import WorkerResult
+from ._text import first_surrogate, one_line
 
 __all__ = [
     "MAX_PROOF_ATTEMPTS",
@@ -62,7 +64,7 @@ def parse_worker_result(payload: object) -> WorkerResult:
         raise InvalidOutputSchema([f"$: expected object, got {type_name(payload)}"])
     fast = fast_structure(payload, WorkerResult)
     if fast is not None:
-        semantic = _semantic_problems(payload)
+        semantic = _semantic_problems(payload) + _unicode_problems(payload, "$")
         if not semantic:
             return fast
         raise InvalidOutputSchema(semantic)
@@ -73,6 +75,7 @@ def parse_worker_result(payload: object) -> WorkerResult:
         problems.extend(exc.problems)
         result = None
     problems.extend(_semantic_problems(payload))
+    problems.extend(_unicode_problems(payload, "$"))
     if problems or result is None:
         raise InvalidOutputSchema(list(dict.fromkeys(problems)))
     return result
@@ -92,9 +95,44 @@ def recheck_worker_result(result: WorkerResult) -> WorkerResult:
     # whole document is written out only to explain what is wrong.
     view = {name: getattr(result, name) for name in _RESULT_FIELDS}
     checked = fast_structure(view, WorkerResult)
-    if checked is not None and not _semantic_problems(view):
+    if checked is not None and not _semantic_problems(view) and not _unicode_problems(view, "$"):
         return checked
     return parse_worker_result(worker_result_document(result))
+
+
+def _unicode_problems(value: object, path: str) -> list[str]:
+    """
+    Every string under ``value`` holding a lone surrogate, by JSON path.
+
+    Such a string is not Unicode: it cannot be written to the ledger, the run
+    store or a patch file as UTF-8, so the answer carrying it is refused here
+    rather than breaking the run later. ASCII strings, most of any answer,
+    cost one ``isascii`` call.
+    """
+    if isinstance(value, str):
+        found = first_surrogate(value)
+        if found is None:
+            return []
+        offset, code = found
+        return [f"{path}: not valid Unicode (lone surrogate U+{code:04X} at offset {offset})"]
+    if isinstance(value, Mapping):
+        items: Iterable[tuple[object, object]] = value.items()
+    elif attrs.has(type(value)):  # a nested record of a typed result (the fast path's view)
+        record = typing.cast("attrs.AttrsInstance", value)
+        items = ((field.name, getattr(record, field.name)) for field in attrs.fields(type(record)))
+    elif isinstance(value, list | tuple):
+        return [
+            problem
+            for index, item in enumerate(value)
+            for problem in _unicode_problems(item, f"{path}[{index}]")
+        ]
+    else:
+        return []
+    return [
+        problem
+        for key, item in items
+        for problem in _unicode_problems(item, f"{path}.{one_line(str(key))}")
+    ]
 
 
 def _field(payload: Mapping[str, object], key: str, kind: type[E]) -> E | None:

@@ -17,6 +17,7 @@ __all__ = [
     "Lane",
     "ProofStatus",
     "RiskTier",
+    "SpecialPath",
     "StepStatus",
 ]
 
@@ -142,7 +143,10 @@ class FailureCode(enum.StrEnum):
     INVALID_OUTPUT_SCHEMA = "invalid_output_schema"
     """A worker result broke output contract v2."""
     SCOPE_OVERLAP_CONFLICT = "scope_overlap_conflict"
-    """The unit's write scope could not be leased, or a patch left it."""
+    """The unit's write scope could not be leased."""
+    SCOPE_VIOLATION = "scope_violation"
+    """A candidate would write outside the unit's write scope, or a kind of path
+    (symlink, gitlink, ``.gitattributes``, ``.gitmodules``) its scope does not allow."""
     TIMEOUT_RETRY_EXHAUSTED = "timeout_retry_exhausted"
     """A call timed out after one retry and one replacement."""
     DELIVERY_BLOCKED = "delivery_blocked"
@@ -151,6 +155,29 @@ class FailureCode(enum.StrEnum):
     """The input is ambiguous or invalid; a person has to decide."""
     TOOLING_UNAVAILABLE = "tooling_unavailable"
     """A tool, file or adapter needed for the work is not available."""
+
+
+class SpecialPath(enum.StrEnum):
+    """Kinds of path a candidate may write only when its unit's ``allow_special`` lists them."""
+
+    SYMLINK = "symlink"
+    """A symbolic link (git mode 120000); it must still resolve inside the worktree."""
+    GITLINK = "gitlink"
+    """A submodule entry (git mode 160000)."""
+    GITATTRIBUTES = "gitattributes"
+    """A ``.gitattributes`` file: it changes how git filters and compares files."""
+    GITMODULES = "gitmodules"
+    """A ``.gitmodules`` file: it says where submodules come from."""
+
+    @property
+    def article(self) -> str:
+        """The kind with its article, as messages say it."""
+        return {
+            SpecialPath.SYMLINK: "a symlink",
+            SpecialPath.GITLINK: "a gitlink (submodule)",
+            SpecialPath.GITATTRIBUTES: "a .gitattributes file",
+            SpecialPath.GITMODULES: "a .gitmodules file",
+        }[self]
 
 
 class StepStatus(enum.StrEnum):

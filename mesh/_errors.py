@@ -16,6 +16,7 @@ failure without string matching::
     │   └── FloorGateFailed                  --fail-on-floor with too little concurrency
     ├── FileAccessError (+ OSError)          code: tooling_unavailable
     ├── ExecutorError (+ RuntimeError)       code: tooling_unavailable (Ray missing, a worker died)
+    ├── SandboxUnavailable (+ RuntimeError)  code: tooling_unavailable (no usable bubblewrap)
     ├── TransitionError (+ RuntimeError)     an illegal trigger for the unit's state
     │   └── GateNotMet                       a legal trigger whose gate is not met
     ├── UnitFailed                           one unit ended failed or blocked (its code)

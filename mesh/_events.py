@@ -14,7 +14,8 @@ import contextlib
 import contextvars
 import json
 import os
-from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Protocol, Self, runtime_checkable
 
@@ -76,6 +77,36 @@ class LedgerEvent:
         return document
 
 
+# JSON escapes every C0 control character, but with ensure_ascii=False it writes
+# NEL, LINE SEPARATOR and PARAGRAPH SEPARATOR raw, and str.splitlines() (and
+# editors, and JavaScript before ES2019) break lines there; a lone surrogate
+# cannot be written as UTF-8 at all. Escaped, each is still the same JSON string.
+_RAW_IN_JSON: Final = re.compile("[\x85\u2028\u2029\ud800-\udfff]")
+
+
+def _json_escape(found: re.Match[str]) -> str:
+    return f"\\u{ord(found.group()):04x}"
+
+
+def json_line(document: Mapping[str, object]) -> str:
+    r"""
+    A JSON document as exactly one line (newline included), for any line reader.
+
+    The text is ``json.dumps(document, ensure_ascii=False)``, except that
+    U+0085, U+2028, U+2029 and lone surrogates are written as ``\uXXXX``
+    escapes.
+    """
+    text = json.dumps(document, ensure_ascii=False)
+    if not text.isascii():
+        text = _RAW_IN_JSON.sub(_json_escape, text)
+    return text + "\n"
+
+
+def ledger_text(events: Iterable[LedgerEvent]) -> str:
+    """The JSON-lines ledger of ``events``: one `json_line` per event, as `JsonLinesSink` writes."""
+    return "".join(json_line(event.to_document()) for event in events)
+
+
 @runtime_checkable
 class LedgerSink(Protocol):
     """
@@ -125,7 +156,7 @@ class JsonLinesSink:
 
     def emit(self, event: LedgerEvent) -> None:
         """Write the event as one line."""
-        self._stream.write(json.dumps(event.to_document(), ensure_ascii=False) + "\n")
+        self._stream.write(json_line(event.to_document()))
         self._stream.flush()
 
     def close(self) -> None:

@@ -1,20 +1,25 @@
-"""
-What a patch touches, and whether it stays inside a write scope. Pure: no I/O.
+r"""
+What a patch's text says it touches: a fast first filter, never the authority. Pure: no I/O.
 
-Git's own checks (``git apply`` refuses paths beyond symlinks and outside the
-worktree) run later; this is the gate before the worktree changes, so that an
-out-of-scope patch is rejected with evidence and never half-applied.
+The scope gate that decides (`mesh.gate_problems`) judges what git itself
+reports after applying a patch to an index. This reading of the text only
+refuses early what git would refuse anyway or what the gate would refuse,
+so that an obviously out-of-scope patch costs no git process. It reads as
+``git apply`` does: lines end at ``\n`` only, and one leading path component
+is stripped from every ``diff --git``, ``---`` and ``+++`` name, whatever it
+is (``-p1``), so a patch written without ``a/``/``b/`` prefixes is judged
+where git would put it.
 """
 
 from __future__ import annotations
 
-import posixpath
 import re
 from typing import Final
 
 import attrs
 
-from ._scopes import in_scope, normalize_path
+from ._gate import describe_path, path_problem, resolve_link
+from ._scopes import in_scope
 
 __all__ = ["FileChange", "patch_changes", "scope_problems"]
 
@@ -64,13 +69,11 @@ def _unquote(text: str) -> str:
 
 
 def _strip_prefix(path: str) -> str | None:
+    """A header's name as ``git apply -p1`` reads it: the first component dropped."""
     path = _unquote(path.split("\t", maxsplit=1)[0].rstrip())
     if path == "/dev/null":
         return None
-    for prefix in ("a/", "b/"):
-        if path.startswith(prefix):
-            return path[len(prefix) :]
-    return path
+    return path.split("/", 1)[1] if "/" in path else path
 
 
 def _header_paths(rest: str) -> tuple[str | None, str | None]:
@@ -124,7 +127,8 @@ def patch_changes(patch: str) -> tuple[FileChange, ...]:  # noqa: C901, PLR0912 
     # Lines left in the current hunk (old side, new side), so that content such
     # as "--- x" inside a hunk is never read as a header.
     old_left = new_left = 0
-    for line in patch.splitlines():
+    # git ends lines at "\n" only: a CR, form feed or U+2028 is part of the line.
+    for line in patch.split("\n"):
         if (old_left or new_left) and current is not None:
             marker = line[:1]
             if marker == "+":
@@ -170,26 +174,14 @@ def patch_changes(patch: str) -> tuple[FileChange, ...]:  # noqa: C901, PLR0912 
     return tuple(section.change() for section in sections)
 
 
-def _path_problem(path: str) -> str | None:
-    if path.startswith("/") or re.match(r"^[A-Za-z]:", path):
-        return "is an absolute path"
-    parts = path.replace("\\", "/").split("/")
-    if ".." in parts:
-        return "climbs out with '..'"
-    if ".git" in parts:
-        return "writes into git's own files"
-    if not normalize_path(path):
-        return "is empty"
-    return None
-
-
 def scope_problems(patch: str, write_scope: tuple[str, ...]) -> list[str]:
     """
     Why a patch may not be applied for a unit with ``write_scope``; empty when it may.
 
-    Every path the patch writes (and the source of a rename, which it deletes)
-    must be a plain relative path inside the scope; a symlink must point at a
-    path inside the scope.
+    Every path the patch's text names as written (and the source of a rename,
+    which it deletes) must be a plain relative path inside the scope, and a
+    symlink must not point out of the worktree. This is a first filter on
+    the text: `mesh.gate_problems` on what git reports decides.
 
     .. versionadded:: 0.1.0
     """
@@ -203,22 +195,20 @@ def scope_problems(patch: str, write_scope: tuple[str, ...]) -> list[str]:
             "delete": [change.old_path],
         }.get(change.kind, [change.new_path])
         for path in filter(None, written):
-            if problem := _path_problem(path):
-                problems.append(f"{path} {problem}")
+            shown = describe_path(path)
+            if problem := path_problem(path):
+                problems.append(f"{shown} {problem}")
             elif not in_scope(path, write_scope):
                 verb = "renames" if change.kind == "rename" else "touches"
-                problems.append(f"{verb} {path}, outside write_scope {list(write_scope)}")
-        problems.extend(_symlink_problems(change, write_scope))
+                problems.append(f"{verb} {shown}, outside write_scope {list(write_scope)}")
+        problems.extend(_symlink_problems(change))
     return problems
 
 
-def _symlink_problems(change: FileChange, write_scope: tuple[str, ...]) -> list[str]:
+def _symlink_problems(change: FileChange) -> list[str]:
     if change.symlink_target is None or change.new_path is None:
         return []
-    target = change.symlink_target
-    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(change.new_path), target))
-    if target.startswith("/") or resolved.split("/")[0] == "..":
-        return [f"{change.new_path} is a symlink out of the repository ({target})"]
-    if not in_scope(resolved, write_scope):
-        return [f"{change.new_path} is a symlink out of write_scope ({target})"]
+    if resolve_link(change.new_path, change.symlink_target, {}) is None:
+        target = describe_path(change.symlink_target)
+        return [f"{describe_path(change.new_path)} is a symlink out of the worktree ({target})"]
     return []

@@ -6,13 +6,26 @@ import graphlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
+import attrs
+
 from ._convert import structure, type_name
 from ._enums import StepStatus
 from ._errors import InputError, PlanError, ValidationError
-from ._records import Plan, PlanStep, PlanSummary, SliceResult, Unit, split_scope
+from ._records import (
+    SCOPE_SEPARATOR,
+    Plan,
+    PlanStep,
+    PlanSummary,
+    SliceResult,
+    Unit,
+    split_scope,
+)
+from ._text import TextLevel, one_line, text_problem
 
 __all__ = [
     "check_dependencies",
+    "check_plan",
+    "check_units",
     "parse_plan",
     "parse_units",
     "plan_sync",
@@ -24,6 +37,78 @@ _PLAN_KEYS: Final = frozenset({"plan", "steps", "explanation"})
 _UNIT_DEFAULTS: Final = Unit(id="-", objective="-")
 # A units document is what `slice` writes: its own bookkeeping keys are allowed back in.
 _UNITS_DOCUMENT_KEYS: Final = frozenset({"units", "unit_count", "command"})
+
+_STRICT: Final = TextLevel.STRICT
+_PROSE: Final = TextLevel.PROSE
+# Authors write these fields; each is checked where it is read, at its level.
+# Everything else is a number or a closed vocabulary, which the parsers check.
+_STEP_TEXT: Final = {
+    "step": _STRICT,
+    "title": _STRICT,
+    "status": _STRICT,
+    "id": _STRICT,
+    "deps": _STRICT,
+    "unit_scope": _STRICT,
+    "write_scope": _STRICT,
+    "constraints": _PROSE,
+    "invariants": _PROSE,
+    "proof_command": _STRICT,
+    "base_sha": _STRICT,
+    "variant": _STRICT,
+    "budget_tier": _STRICT,
+}
+_UNIT_TEXT: Final = {
+    "id": _STRICT,
+    "objective": _STRICT,
+    **{key: level for key, level in _STEP_TEXT.items() if key not in {"step", "title", "status"}},
+}
+_EMPTY_SCOPE: Final = "must name at least one path; leave write_scope out to allow the whole tree"
+_BLANK_ROOT: Final = "must not be blank; name a path or remove the entry"
+_ID_IN_PATH: Final = 80
+"""How much of a unit's id a problem's path shows: the id itself may be the hostile text."""
+
+
+def _text_problems(
+    entry: Mapping[str, object], path: str, levels: Mapping[str, TextLevel]
+) -> list[str]:
+    """Every forbidden character and empty write scope in an entry's text fields."""
+    problems: list[str] = []
+    for key, value in entry.items():
+        level = levels.get(key)
+        if level is None:
+            continue
+        where = f"{path}.{key}"
+        if key == "write_scope":
+            problems += _scope_problems(value, where)
+        if isinstance(value, str):
+            texts = [(where, value)]
+        elif isinstance(value, list | tuple):
+            texts = [(f"{where}[{i}]", v) for i, v in enumerate(value) if isinstance(v, str)]
+        else:
+            continue  # a wrong type: the parser reports it
+        problems += [
+            f"{at}: {problem}" for at, text in texts if (problem := text_problem(text, level))
+        ]
+    return problems
+
+
+def _scope_problems(scope: object, path: str) -> list[str]:
+    # An explicitly empty scope must not fall back to the default, which is the
+    # whole tree: an author who wrote [] or "" meant "nothing", not "everything".
+    if isinstance(scope, str):
+        named = any(root.strip() for root in scope.split(SCOPE_SEPARATOR))
+        return [] if named else [f"{path}: {_EMPTY_SCOPE}"]
+    if not isinstance(scope, list | tuple):
+        return []
+    blank = [i for i, root in enumerate(scope) if isinstance(root, str) and not root.strip()]
+    if len(blank) == len(scope):
+        return [f"{path}: {_EMPTY_SCOPE}"]
+    # A blank root among real ones would mean the whole tree (see _scopes).
+    return [f"{path}[{i}]: {_BLANK_ROOT}" for i in blank]
+
+
+def _fields(record: attrs.AttrsInstance) -> dict[str, object]:
+    return {field.name: getattr(record, field.name) for field in attrs.fields(type(record))}
 
 
 def _normalize_scope(entry: dict[str, object]) -> dict[str, object]:
@@ -67,7 +152,11 @@ def parse_plan(payload: object) -> Plan:
     optional ``explanation``); an object with ``steps``. Non-object entries in the
     step list are skipped, as ``update_plan`` consumers always have. Every other
     problem is an error: wrong types and unknown keys (each with its JSON path),
-    duplicate step ids, dependencies on unknown ids, and dependency cycles.
+    control characters, line separators, bidi controls or lone surrogates in
+    text (tab and newline are allowed in ``constraints``, ``invariants`` and
+    ``explanation`` only), an explicitly empty ``write_scope`` (leave it out
+    for the whole tree), duplicate step ids, dependencies on unknown ids, and
+    dependency cycles.
 
     Raises:
         ValidationError: Listing every type, key and shape problem.
@@ -78,7 +167,7 @@ def parse_plan(payload: object) -> Plan:
     base, entries, explanation = _steps_payload(payload)
     steps: list[PlanStep] = []
     paths: list[str] = []
-    problems: list[str] = []
+    problems = _text_problems({"explanation": explanation}, "$", {"explanation": _PROSE})
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict):
             continue
@@ -88,6 +177,7 @@ def parse_plan(payload: object) -> Plan:
             paths.append(path)
         except ValidationError as exc:
             problems.extend(exc.problems)
+        problems += _text_problems(entry, path, _STEP_TEXT)
     if problems:
         raise ValidationError("plan", problems)
     check_dependencies((step.id, step.deps, path) for step, path in zip(steps, paths, strict=True))
@@ -219,6 +309,7 @@ def _unit_from_step(step: PlanStep, unit_id: str, deps: tuple[str, ...]) -> Unit
         delivery_mode=step.delivery_mode or defaults.delivery_mode,
         variant=step.variant if step.variant is not None else defaults.variant,
         budget_tier=step.budget_tier if step.budget_tier is not None else defaults.budget_tier,
+        allow_special=step.allow_special or defaults.allow_special,
     )
 
 
@@ -227,10 +318,11 @@ def parse_units(payload: object) -> tuple[Unit, ...]:
     Parse a units document (``{"units": [...]}``, as ``slice`` writes it).
 
     Entries that are not objects, or have no string ``id``, are skipped (the
-    helper CLI's contract); every other entry is parsed strictly. ``write_scope``
-    may be a ``;``-separated string or an array; ``attempt`` a number or a
-    numeric string. Missing fields take the `Unit` defaults; a missing objective
-    is ``untitled-step``.
+    helper CLI's contract); every other entry is parsed strictly, its text as
+    `parse_plan` checks it. ``write_scope`` may be a ``;``-separated string or
+    an array, but not an empty one; ``attempt`` a number or a numeric string.
+    Missing fields take the `Unit` defaults; a missing objective is
+    ``untitled-step``.
 
     Raises:
         ValidationError: Listing every problem with its JSON path.
@@ -250,6 +342,7 @@ def parse_units(payload: object) -> tuple[Unit, ...]:
         if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
             continue
         path = f"$.units[{index}]"
+        problems += _text_problems(entry, path, _UNIT_TEXT)
         normalized = _normalize_scope({"objective": "untitled-step", **entry})
         attempt = normalized.get("attempt", 1)
         if isinstance(attempt, str) and attempt.isascii() and attempt.isdigit():
@@ -264,3 +357,51 @@ def parse_units(payload: object) -> tuple[Unit, ...]:
     if problems:
         raise ValidationError("units", problems)
     return tuple(units)
+
+
+def check_units(units: Sequence[Unit]) -> None:
+    """
+    Check `Unit` records built in Python as `parse_units` checks a units document.
+
+    Problems are addressed as ``unit u1.objective``; dependencies are then
+    checked as `check_dependencies` does.
+
+    Raises:
+        ValidationError: Listing every forbidden character and empty write scope.
+        PlanError: On duplicate ids, unknown dependencies or cycles.
+
+    .. versionadded:: 0.1.0
+    """
+    problems = [
+        problem
+        for unit in units
+        for problem in _text_problems(
+            _fields(unit), f"unit {one_line(str(unit.id), _ID_IN_PATH)}", _UNIT_TEXT
+        )
+    ]
+    if problems:
+        raise ValidationError("units", problems)
+    check_dependencies((unit.id, unit.deps, f"unit {unit.id}") for unit in units)
+
+
+def check_plan(plan: Plan) -> None:
+    """
+    Check a `Plan` record built in Python as `parse_plan` checks a plan document.
+
+    Problems are addressed as ``plan.steps[0].step``.
+
+    Raises:
+        ValidationError: Listing every forbidden character and empty write scope.
+        PlanError: On duplicate ids, unknown dependencies or cycles.
+
+    .. versionadded:: 0.1.0
+    """
+    paths = [f"plan.steps[{index}]" for index in range(len(plan.steps))]
+    problems = _text_problems({"explanation": plan.explanation}, "plan", {"explanation": _PROSE})
+    for step, path in zip(plan.steps, paths, strict=True):
+        problems += _text_problems(_fields(step), path, _STEP_TEXT)
+    if problems:
+        raise ValidationError("plan", problems)
+    check_dependencies(
+        (step.id, step.deps, path) for step, path in zip(plan.steps, paths, strict=True)
+    )

@@ -24,6 +24,7 @@ from ._enums import (
     Lane,
     ProofStatus,
     RiskTier,
+    SpecialPath,
 )
 
 __all__ = [
@@ -100,6 +101,8 @@ class PlanStep:
     """Free-form variant label."""
     budget_tier: str | None = None
     """Free-form budget label."""
+    allow_special: tuple[SpecialPath, ...] | None = None
+    """Special kinds of path the unit may write (symlinks, gitlinks, git control files)."""
 
     @property
     def objective(self) -> str:
@@ -160,10 +163,13 @@ class Unit:
     """Free-form variant label."""
     budget_tier: str = "unknown"
     """Free-form budget label."""
+    allow_special: tuple[SpecialPath, ...] = ()
+    """Special kinds of path the unit may write: symlinks, gitlinks, ``.gitattributes``,
+    ``.gitmodules`` (none by default; the scope gate refuses them)."""
 
     def to_document(self) -> dict[str, object]:
         """The unit as the ``slice`` command writes it (scope and attempt as strings)."""
-        return {
+        document: dict[str, object] = {
             "id": self.id,
             "objective": self.objective,
             "unit_scope": self.unit_scope,
@@ -179,6 +185,10 @@ class Unit:
             "variant": self.variant,
             "budget_tier": self.budget_tier,
         }
+        # Only when set: the slice contract's document stays as it was for every other unit.
+        if self.allow_special:
+            document["allow_special"] = [kind.value for kind in self.allow_special]
+        return document
 
 
 @attrs.frozen(kw_only=True)

@@ -9,7 +9,6 @@ the patches in an output folder.
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -19,16 +18,20 @@ from typing import Any
 import anyio
 import attrs
 
-from ._adapters import CommandProver, GitApplier, GitIntegrator, MechanicalFixer
+from ._adapters import CommandProver, GitApplier, MechanicalFixer
 from ._enums import DeliveryMode
-from ._events import CallbackSink, LedgerEvent, LedgerSink
+from ._errors import InputError
+from ._events import CallbackSink, LedgerEvent, LedgerSink, ledger_text
 from ._executors import Executor, LocalExecutor
 from ._files import atomic_write_text
+from ._integrator import GitIntegrator
 from ._records import BudgetDecision, Plan, Unit
 from ._resume import resume_point
 from ._roles import Adapter, AuthorRequest, LeaseTable, Roles
-from ._scheduler import Orchestrator, ResumePoint, RunResult
+from ._sandbox import Sandbox
+from ._scheduler import Orchestrator, ResumePoint, RunResult, _plan_units
 from ._store import STORE_FILE, RunStore
+from ._text import one_line, text_problem
 from ._workspaces import WorkspaceManager, WorkspaceSource
 
 __all__ = ["RepositoryRun", "git_roles", "resume_in_repository", "run_in_repository"]
@@ -44,6 +47,7 @@ def git_roles(
     proof_timeout: float = 600.0,
     tracked_files: Sequence[str] | None = None,
     portable: bool = False,
+    sandbox: Sandbox | None = None,
 ) -> Roles:
     """
     The built-in roles around your coders: leases, applier, prover, fixer, integrator.
@@ -59,6 +63,7 @@ def git_roles(
         portable: Give the applier and prover the repository's path instead of
             the open manager: they can then be pickled and run on other
             machines (`RayExecutor`), making their worktrees where they run.
+        sandbox: Run proofs in this bubblewrap sandbox (`mesh.Sandbox`).
 
     .. versionadded:: 0.1.0
     """
@@ -68,7 +73,7 @@ def git_roles(
         reducer=reducer,
         locksmith=LeaseTable(tracked_files=tracked_files),
         applier=GitApplier(source),
-        prover=CommandProver(source, timeout=proof_timeout),
+        prover=CommandProver(source, timeout=proof_timeout, sandbox=sandbox),
         fixer=fixer or MechanicalFixer(),
         integrator=integrator,
     )
@@ -124,6 +129,7 @@ async def run_in_repository(
     run_id: str | None = None,
     extra_config: Mapping[str, Any] | None = None,
     executor: Executor | None = None,
+    sandbox: Sandbox | None = None,
 ) -> RepositoryRun:
     """
     Run ``plan`` on ``repo`` with real worktrees, proofs and delivery, durably.
@@ -141,11 +147,18 @@ async def run_in_repository(
     the applier and prover make their worktrees where they run; the
     integrator and the leases stay here.
 
+    With a ``sandbox`` (`mesh.Sandbox`), proofs run in bubblewrap; pass the
+    same sandbox to your `CommandCoder` for the coders.
+
     .. versionadded:: 0.1.0
     """
+    # Read and check the plan before anything (folder, store, ledger, workspaces) exists.
+    _plan_units(plan)
+    identifier = run_id or uuid.uuid4().hex[:12]
+    if problem := text_problem(identifier):
+        raise InputError(f"run_id {one_line(identifier)!r} {problem}")
     folder = Path(out)
     await anyio.Path(folder).mkdir(parents=True, exist_ok=True)
-    identifier = run_id or uuid.uuid4().hex[:12]
     top = (await anyio.Path(repo).resolve()) if await anyio.Path(repo).is_dir() else Path(repo)
     config = {
         "plan": _plan_document(plan),
@@ -171,6 +184,7 @@ async def run_in_repository(
             on_event=on_event,
             resume=None,
             executor=executor,
+            sandbox=sandbox,
         )
 
 
@@ -183,6 +197,7 @@ async def resume_in_repository(
     budget: BudgetDecision | None = None,
     on_event: Callable[[LedgerEvent], object] | None = None,
     executor: Executor | None = None,
+    sandbox: Sandbox | None = None,
 ) -> RepositoryRun:
     """
     Continue a run of `run_in_repository` that stopped (a crash, a kill, a reboot).
@@ -217,12 +232,12 @@ async def resume_in_repository(
             on_event=on_event,
             resume=point,
             executor=executor,
+            sandbox=sandbox,
         )
 
 
 def _rewrite_ledger(path: Path, events: Sequence[LedgerEvent]) -> None:
-    text = "".join(json.dumps(e.to_document(), ensure_ascii=False) + "\n" for e in events)
-    atomic_write_text(path, text, what="ledger")
+    atomic_write_text(path, ledger_text(events), what="ledger")
 
 
 async def _execute(
@@ -237,6 +252,7 @@ async def _execute(
     on_event: Callable[[LedgerEvent], object] | None,
     resume: ResumePoint | None,
     executor: Executor | None,
+    sandbox: Sandbox | None,
 ) -> RepositoryRun:
     config = store.config
     ledger_path = folder / "ledger.jsonl"
@@ -250,8 +266,8 @@ async def _execute(
         integrator = GitIntegrator(
             workspaces, artifacts=patches, plan_path=plan_path, branch=config.get("branch")
         )
-        if resume is not None:
-            await integrator.recover()
+        # The target as it is now is what every delivery is checked against.
+        await (integrator.recover() if resume is not None else integrator.prepare())
         portable = executor is not None and not isinstance(executor, LocalExecutor)
         source: WorkspaceSource = str(workspaces.repo) if portable else workspaces
         roles = git_roles(
@@ -263,6 +279,7 @@ async def _execute(
             proof_timeout=config["proof_timeout"],
             tracked_files=await workspaces.tracked_files(),
             portable=portable,
+            sandbox=sandbox,
         )
         async with Orchestrator(
             roles=roles,

@@ -20,6 +20,7 @@ from ._enums import Lane
 from ._events import LedgerEvent
 from ._resume import resume_point
 from ._summary import MetricsCollector, render_ledger
+from ._text import one_line
 
 __all__ = ["prose_ledger", "render_report"]
 
@@ -37,6 +38,7 @@ _GOOD: Final = frozenset(
     {"accept", "applied", "pass", "accepted", "integrated_patch", "integrated_commit"}
 )
 _REFUSED: Final = frozenset({"no_diff", "reject", "rework", "deny"})
+_UNIT_STATES: Final = frozenset({"completed", "failed", "blocked"})
 _COLOURS: Final = {
     "ok": "#2e9d5b",
     "refused": "#e0a526",
@@ -94,6 +96,16 @@ def prose_ledger(events: Iterable[LedgerEvent]) -> str:
     return render_ledger(collector.metrics(), outcomes).rstrip("\n")
 
 
+def _text(value: str) -> str:
+    """
+    Untrusted text as one line of HTML text.
+
+    Escaping alone keeps markup out, but a label or tooltip must also stay one
+    line, without bidi controls reordering it or characters HTML forbids.
+    """
+    return html.escape(one_line(value))
+
+
 def _call_outcome(event: LedgerEvent) -> str:
     if event.data.get("outcome") != "ok":
         return "failed"
@@ -134,7 +146,9 @@ def _rows(events: Sequence[LedgerEvent]) -> list[_Row]:
             started.setdefault(unit_id, event.at)
         elif event.event == "unit_finished":
             state = str(event.data.get("state", "failed"))
-            ended[unit_id] = (event.at, state, str(event.data.get("failure_code") or state))
+            detail = str(event.data.get("failure_code") or state)
+            # The state picks a colour and a CSS class: only a known one may.
+            ended[unit_id] = (event.at, state if state in _UNIT_STATES else "failed", detail)
         elif event.event == "unit_blocked":
             ended[unit_id] = (event.at, "blocked", f"blocked by {event.data.get('blocked_by')}")
         elif event.event == "adapter_call" and event.lane in STAGES and event.candidate_id:
@@ -195,7 +209,7 @@ def _timeline(rows: Sequence[_Row], scale: _Scale) -> str:
         style = "unit" if row.is_unit else "lane"
         parts.append(
             f'<text x="{_LABEL_WIDTH - 6}" y="{y + _BAR}" class="label {style}">'
-            f"{html.escape(row.label)}</text>"
+            f"{_text(row.label)}</text>"
         )
         for segment in row.segments:
             x = scale.x(segment.start)
@@ -209,7 +223,7 @@ def _timeline(rows: Sequence[_Row], scale: _Scale) -> str:
                 f'<rect x="{x:.1f}" y="{y + 2}" width="{width:.1f}" height="{_BAR}" '
                 f'class="{" ".join(filter(None, (style, segment.outcome, segment.stage)))}" '
                 f'fill="{_COLOURS[segment.outcome]}"{outline}>'
-                f"<title>{html.escape(segment.title)}</title></rect>"
+                f"<title>{_text(segment.title)}</title></rect>"
             )
     parts.append("</svg>")
     return "".join(parts)
@@ -326,8 +340,8 @@ def render_report(events: Iterable[LedgerEvent], *, title: str = "mesh run") -> 
     ledger = prose_ledger(history) or "Nothing ran."
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1>"
+        f"<title>{_text(title)}</title><style>{_STYLE}</style></head><body>"
+        f"<h1>{_text(title)}</h1>"
         f'<p class="meta">{units} units, {len(history)} events, '
         f"{end - start:.1f} s from first to last event</p>"
         f'<h2>Timeline</h2><p class="legend-row">{legend}</p>'

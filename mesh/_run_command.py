@@ -13,6 +13,7 @@ from typing import Any, Final
 import anyio
 import attrs
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ._budget import budget_policy
@@ -28,8 +29,10 @@ from ._ray import RayExecutor
 from ._repo_run import RepositoryRun, resume_in_repository, run_in_repository
 from ._report import prose_ledger, render_report
 from ._resume import UNIT_STATES, resume_point, states_at
+from ._sandbox import Sandbox, require_sandbox
 from ._scheduler import _plan_units
 from ._store import STORE_FILE, RunStore
+from ._text import one_line
 
 __all__ = ["RunReport", "demo", "report", "resume", "run", "status", "stored_ledger"]
 
@@ -50,7 +53,11 @@ class RunReport:
 
 
 class _Refusals:
-    """Candidates the run refused, and why: a failed apply (scope or conflict) or a failed proof."""
+    """
+    Candidates the run refused, and why: a failed apply (scope or conflict) or a failed proof.
+
+    Ids and reasons are kept as the adapters gave them; `_report` escapes them.
+    """
 
     def __init__(self) -> None:
         self.reasons: dict[str, str] = {}
@@ -95,7 +102,10 @@ class ProgressBar:
         elif event.event in _FINISHING_EVENTS:
             self.finished += 1
             self._progress.update(
-                self._task, advance=1, description=f"{event.unit_id} {event.event.split('_')[1]}"
+                self._task,
+                advance=1,
+                # Unit ids are plan text: never markup, never more than one line.
+                description=escape(f"{one_line(event.unit_id or '?')} {event.event.split('_')[1]}"),
             )
 
     @contextlib.contextmanager
@@ -119,13 +129,19 @@ def _report(finished: RepositoryRun, refusals: _Refusals) -> RunReport:
             f"plan state {finished.plan_path}, patches {finished.patches}."
         ),
     ]
+    # Ids, evidence and failure evidence come from adapters and agents: each goes
+    # through one_line, so that none can print a line of its own or rewrite one.
     if refusals.reasons:
         lines += ["", "Candidates refused:"]
-        lines += [f"  {cid}: {reason}" for cid, reason in sorted(refusals.reasons.items())]
+        lines += [
+            f"  {one_line(cid)}: {one_line(reason)}"
+            for cid, reason in sorted(refusals.reasons.items())
+        ]
     for outcome in result.outcomes:
         if outcome.state != "completed":
             lines.append(
-                f"{outcome.unit_id} {outcome.state}: {outcome.failure_code} ({outcome.evidence})"
+                f"{one_line(outcome.unit_id)} {outcome.state}: {outcome.failure_code} "
+                f"({one_line(outcome.evidence)})"
             )
     incomplete = len(result.outcomes) - len(result.completed)
     return RunReport(text="\n".join(lines), exit_code=1 if incomplete else 0, run=finished)
@@ -147,6 +163,8 @@ def run(
     proof_timeout: float = 600.0,
     call_timeout: float = 3600.0,
     ray: str | None = None,
+    sandbox: bool = False,
+    no_network: bool = False,
     console: Console | None = None,
 ) -> RunReport:
     """
@@ -158,12 +176,16 @@ def run(
     plan state and patches go to ``out`` (default ``mesh-runs/<run id>``).
     With ``ray`` (``local``, ``auto`` or ``ray://HEAD:10001``) the coder,
     applier, prover and fixer calls run on that Ray cluster (`RayExecutor`).
+    With ``sandbox``, coder commands and proofs run in bubblewrap (the system
+    read-only, only their workspace writable; ``no_network``: no network
+    either); bubblewrap is checked before anything is created.
 
     .. versionadded:: 0.1.0
     """
-    # Fail on a bad template before anything is read or created.
+    # Fail on a bad template or a missing sandbox before anything is read or created.
     check_command_template(coder_command)
     check_command_template(reducer_command or coder_command)
+    box = _sandbox(sandbox=sandbox, no_network=no_network)
     document = loads_json(read_text(plan, what="plan"), subject="plan")
     budget = budget_policy(
         remaining_five_hour=remaining_five_hour,
@@ -180,8 +202,10 @@ def run(
             document,
             repo=repo,
             out=folder,
-            coder=lambda workspaces: CommandCoder(workspaces, coder_command),
-            reducer=lambda workspaces: CommandCoder(workspaces, reducer_command or coder_command),
+            coder=lambda workspaces: CommandCoder(workspaces, coder_command, sandbox=box),
+            reducer=lambda workspaces: CommandCoder(
+                workspaces, reducer_command or coder_command, sandbox=box
+            ),
             budget=budget,
             delivery_mode=mode,
             default_proof_command=proof_command,
@@ -198,12 +222,25 @@ def run(
                     "remaining_weekly": remaining_weekly,
                     "max_threads": max_threads,
                     "ray": ray,
+                    "sandbox": sandbox,
+                    "no_network": no_network,
                 }
             },
             executor=executor,
+            sandbox=box,
         )
 
     return _watched(console, main)
+
+
+def _sandbox(*, sandbox: bool, no_network: bool) -> Sandbox | None:
+    """``--sandbox`` (and ``--no-network``): bubblewrap, checked to work here, or an error."""
+    if no_network and not sandbox:
+        raise OptionError("InvalidOptionValue", "--no-network needs --sandbox")
+    if not sandbox:
+        return None
+    require_sandbox()
+    return Sandbox(network=not no_network)
 
 
 def _ray_executor(address: str | None) -> RayExecutor | None:
@@ -259,7 +296,8 @@ def resume(
     Finished units stay as they were; in-flight units restart from their
     recorded state; nothing is integrated twice (see `resume_in_repository`).
     The calls run where the first ``mesh run`` sent them (its ``--ray``), or
-    on the cluster ``ray`` names.
+    on the cluster ``ray`` names; a run started with ``--sandbox`` resumes in
+    the sandbox.
 
     .. versionadded:: 0.1.0
     """
@@ -277,15 +315,17 @@ def resume(
     )
     stored_ray = options.get("ray")
     executor = _ray_executor(ray if ray is not None else stored_ray and str(stored_ray))
+    box = _sandbox(sandbox=bool(options.get("sandbox")), no_network=bool(options.get("no_network")))
 
     async def main(follow: Callable[[LedgerEvent], None]) -> RepositoryRun:
         return await resume_in_repository(
             path,
-            coder=lambda workspaces: CommandCoder(workspaces, coder_command),
-            reducer=lambda workspaces: CommandCoder(workspaces, reducer_command),
+            coder=lambda workspaces: CommandCoder(workspaces, coder_command, sandbox=box),
+            reducer=lambda workspaces: CommandCoder(workspaces, reducer_command, sandbox=box),
             budget=budget,
             on_event=follow,
             executor=executor,
+            sandbox=box,
         )
 
     return _watched(console, main)

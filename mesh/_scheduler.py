@@ -47,7 +47,14 @@ from ._lifecycle import (
     enough_candidates,
 )
 from ._machine import UnitMachine
-from ._plan import check_dependencies, parse_plan, parse_units, slice_plan
+from ._plan import (
+    check_dependencies,
+    check_plan,
+    check_units,
+    parse_plan,
+    parse_units,
+    slice_plan,
+)
 from ._records import BudgetDecision, Plan, Unit, WorkerResult
 from ._roles import (
     AdjudicationRequest,
@@ -248,11 +255,14 @@ def append_learning(
 
 
 def _plan_units(plan: Plan | Sequence[Unit] | object) -> tuple[tuple[Unit, ...], Plan | None]:
+    # Every plan form is checked here, before anything runs: records built in
+    # Python carry author text too, and attrs does not look at it.
     if isinstance(plan, Plan):
+        check_plan(plan)
         return slice_plan(plan).units, plan
     if isinstance(plan, list | tuple) and plan and all(isinstance(u, Unit) for u in plan):
         units = tuple(plan)
-        check_dependencies((u.id, u.deps, f"unit {u.id}") for u in units)
+        check_units(units)
         return units, None
     if isinstance(plan, Mapping) and "units" in plan:
         units = parse_units(plan)
@@ -987,7 +997,9 @@ class Orchestrator:
             return applied
         if applied.decision is not Decision.APPLIED:
             key_line = applied.proof_evidence.key_line or (applied.notes or "did not apply")
-            return _CallFailure(code=FailureCode.PROOF_MISSING, evidence=f"{cid}: {key_line}")
+            # The applier names why (scope_violation for the scope gate); else no proof can run.
+            code = applied.failure_code or FailureCode.PROOF_MISSING
+            return _CallFailure(code=code, evidence=f"{cid}: {key_line}")
         for proof_attempt in (1, 2):
             proof = await self._call(
                 Lane.PROVER,
@@ -1177,7 +1189,8 @@ class Orchestrator:
             evidence = (
                 result.notes or result.proof_evidence.key_line or "integrator blocked delivery"
             )
-            return _CallFailure(code=FailureCode.DELIVERY_BLOCKED, evidence=evidence)
+            code = result.failure_code or FailureCode.DELIVERY_BLOCKED
+            return _CallFailure(code=code, evidence=evidence)
         # The integrator wrote it; the engine only records what was written.
         self._plan_state = plan_state
         return result

@@ -1,19 +1,23 @@
 """
 Write scopes: which paths a scope covers, and whether two scopes overlap. Pure: no I/O.
 
-Without more knowledge the rule is conservative: when in doubt, two scopes
-overlap, so two units that might touch the same file are never leased at once.
-A glob is compared by its literal leading directories; ``unknown``, ``.``,
-``*`` and ``**`` mean the whole tree. Given the repository's tracked files, a
-glob is judged by the files it matches instead (wcmatch glob semantics, ``**``
-crossing directories): two scopes overlap when they cover a common tracked
-file, or when one's literal path is matched by the other's glob.
+A literal root covers itself and everything under it. A glob covers the
+paths it matches, and only those (wcmatch glob semantics, ``**`` crossing
+directories): ``src/*.py`` covers ``src/x.py`` but nothing inside a folder
+named ``src/x.py``; ``docs/**`` covers everything under ``docs``.
+``unknown``, ``.``, ``*``, ``**`` and the empty root mean the whole tree.
+
+Without more knowledge the overlap rule is conservative: when in doubt, two
+scopes overlap, so two units that might touch the same file are never leased
+at once. A glob is compared by its literal leading directories. Given the
+repository's tracked files, two globs are judged by the files they match
+instead: they overlap when they cover a common tracked file. A glob and a
+literal root overlap when the glob may match the root or a path under it.
 """
 
 from __future__ import annotations
 
 import functools
-import posixpath
 from collections.abc import Collection, Hashable, Iterable
 from typing import Final, Generic, TypeVar
 
@@ -67,19 +71,15 @@ def _roots_overlap(first: str, second: str) -> bool:
 
 
 def _covers(root: str, path: str) -> bool:
-    """Whether one scope root covers ``path``: itself, anything under it, or a glob match."""
+    """Whether one scope root covers ``path``: a literal root, itself or anything under it."""
     if _is_whole_tree(root):
         return True
     pattern = normalize_path(root)
     if not _is_glob(pattern):
         return path == pattern or path.startswith(pattern + "/")
-    # A glob matching a directory covers what is inside it.
-    candidate = path
-    while candidate:
-        if glob.globmatch(candidate, pattern, flags=_GLOB_FLAGS):
-            return True
-        candidate = posixpath.dirname(candidate)
-    return False
+    # A glob names files. If it also covered what lies inside a folder it
+    # matches, an author could reach past "src/*.py" by creating "src/x.py/run.sh".
+    return glob.globmatch(path, pattern, flags=_GLOB_FLAGS)
 
 
 def in_scope(path: str, write_scope: Iterable[str]) -> bool:
@@ -92,6 +92,8 @@ def in_scope(path: str, write_scope: Iterable[str]) -> bool:
     False
     >>> in_scope("docs/guide/intro.md", ["docs/**/*.md"])
     True
+    >>> in_scope("src/x.py/payload.sh", ["src/*.py"])
+    False
 
     .. versionadded:: 0.1.0
     """
@@ -99,10 +101,29 @@ def in_scope(path: str, write_scope: Iterable[str]) -> bool:
     return any(_covers(root, normalized) for root in write_scope)
 
 
+def _reaches(pattern: str, literal: str) -> bool:
+    """Whether a glob may match a literal root or a path under it (True when unsure)."""
+    path = normalize_path(literal)
+    if _covers(pattern, path):
+        return True
+    # "**" may match at any depth, and braces may hold a "/": do not try to be clever.
+    if "**" in pattern or "{" in pattern:
+        return True
+    components = normalize_path(pattern).split("/")
+    depth = path.count("/") + 1
+    # Without "**" a glob matches paths of exactly its own depth: under the root
+    # means deeper, so the glob must be deeper and its leading part match the root.
+    if len(components) <= depth:
+        return False
+    return glob.globmatch(path, "/".join(components[:depth]), flags=_GLOB_FLAGS)
+
+
 def _share_a_path(first: str, second: str, tracked_files: Collection[str]) -> bool:
     for literal, other in ((first, second), (second, first)):
-        if not _is_glob(literal) and _covers(other, normalize_path(literal)):
-            return True
+        if not _is_glob(literal):
+            # Files not tracked yet count too: a glob reaching under a literal root
+            # may match a file either author creates.
+            return _reaches(other, literal)
     return any(_covers(first, path) and _covers(second, path) for path in tracked_files)
 
 

@@ -24,7 +24,7 @@ from typing import Any, Final, Literal, Self
 
 from ._enums import FailureCode, Lane
 from ._errors import MeshError
-from ._events import LedgerEvent
+from ._events import LedgerEvent, json_line
 
 __all__ = ["STORE_FILE", "RunStore", "StoreError"]
 
@@ -158,7 +158,7 @@ class RunStore:
                 connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 connection.execute(
                     "INSERT INTO run (run_id, config) VALUES (?, ?)",
-                    (run_id, json.dumps(config, ensure_ascii=False)),
+                    (run_id, json_line(config).removesuffix("\n")),
                 )
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot create the run store {target}: {exc}") from exc
@@ -205,7 +205,7 @@ class RunStore:
                 event.lane.value if event.lane else None,
                 event.attempt,
                 event.duration_ms,
-                json.dumps(dict(event.data), ensure_ascii=False),
+                json_line(dict(event.data)).removesuffix("\n"),
             )
         )
         if event.event in _BARRIERS or len(self._pending) >= self.batch_size:

@@ -17,6 +17,7 @@ import attrs
 
 from ._enums import Decision, FailureCode, Lane
 from ._events import LedgerEvent
+from ._text import one_line
 
 __all__ = ["MetricsCollector", "RunMetrics", "UnitOutcome", "pick_learning", "render_ledger"]
 
@@ -224,7 +225,7 @@ def _instances_line(metrics: RunMetrics) -> str:
     line = f"CAS instances: {_plural(metrics.cas_instances, 'worker instance')} in use"
     if metrics.executor:
         slots = " → ".join(map(str, metrics.executor_slots))
-        line += f" ({metrics.executor} executor{', slots ' + slots if slots else ''})"
+        line += f" ({one_line(metrics.executor)} executor{', slots ' + slots if slots else ''})"
     return line + "."
 
 
@@ -238,7 +239,9 @@ def render_ledger(metrics: RunMetrics, outcomes: Sequence[UnitOutcome]) -> str: 
 
     Lines, in this order, each left out when empty: Skills used, Wave summary,
     Subagents, Budget and scaling, CAS instances, Retry/replacement events,
-    Delivery/join status.
+    Delivery/join status. Text that came from events (unit ids, the budget
+    mode, the executor's name) is printed through `one_line`, so no value
+    can add a line or rewrite one on a terminal.
 
     .. versionadded:: 0.1.0
     """
@@ -267,7 +270,8 @@ def render_ledger(metrics: RunMetrics, outcomes: Sequence[UnitOutcome]) -> str: 
         lines.append(f"Subagents: {_plural(total_calls, 'adapter call')}{tail}.")
     if metrics.targets_seen:
         budget = (
-            f"Budget and scaling: active-unit target {metrics.target} ({metrics.budget_mode}, "
+            f"Budget and scaling: active-unit target {metrics.target} "
+            f"({one_line(metrics.budget_mode)}, "
             f"strict remaining {metrics.strict_remaining:.1f}%)"
         )
         if len(metrics.targets_seen) > 1:
@@ -306,20 +310,25 @@ def render_ledger(metrics: RunMetrics, outcomes: Sequence[UnitOutcome]) -> str: 
 def _delivery_line(outcomes: Sequence[UnitOutcome]) -> str:
     parts = []
     delivered = [
-        f"{o.unit_id} as {'commit' if o.delivery is Decision.INTEGRATED_COMMIT else 'patch'}"
+        f"{one_line(o.unit_id)} as "
+        f"{'commit' if o.delivery is Decision.INTEGRATED_COMMIT else 'patch'}"
         for o in outcomes
         if o.state == "completed"
     ]
     if delivered:
         parts.append(f"{len(delivered)} delivered ({_listing(delivered)})")
     failed = [
-        f"{o.unit_id} ({o.failure_code.value if o.failure_code else 'unknown'})"
+        f"{one_line(o.unit_id)} ({o.failure_code.value if o.failure_code else 'unknown'})"
         for o in outcomes
         if o.state == "failed"
     ]
     if failed:
         parts.append(f"failed: {_listing(failed)}")
-    blocked = [f"{o.unit_id} by {o.blocked_by}" for o in outcomes if o.state == "blocked"]
+    blocked = [
+        f"{one_line(o.unit_id)} by {one_line(str(o.blocked_by))}"
+        for o in outcomes
+        if o.state == "blocked"
+    ]
     if blocked:
         parts.append(f"blocked: {_listing(blocked)}")
     return f"Delivery/join status: {'; '.join(parts)}." if parts else ""
@@ -355,5 +364,5 @@ def pick_learning(metrics: RunMetrics, outcomes: Sequence[UnitOutcome]) -> str |
         return f"{_plural(count, 'unit')} failed with {code}: address that first."
     return (
         f"All {_plural(metrics.completed, 'unit')} completed at target {metrics.target} "
-        f"({metrics.budget_mode}); this plan shape streams cleanly."
+        f"({one_line(metrics.budget_mode)}); this plan shape streams cleanly."
     )

@@ -1,12 +1,26 @@
 """
-Isolated git worktrees for candidates: created safely under concurrency, pooled, always removed.
+Workspaces for candidates: folders of files that share nothing writable with the target repository.
 
-``git worktree add`` updates shared administrative files (``.git/worktrees``,
-the config lock), so parallel adds in one repository race. Only those admin
-steps run under a lock; filling a worktree (``git reset --hard``) writes to its
-own index and files and runs in parallel. Every worktree lives in a folder
-owned by this process; a later manager on the same repository removes the
-folders of owners that died (a crash), then prunes git's records.
+A coder or a proof is an untrusted process: whatever git state it can reach,
+it may rewrite (hooks, config, refs, index, a worktree's ``.git`` file). So a
+workspace is not a linked worktree of the target (those share the target's
+config, hooks and refs); it is a plain folder checked out by mesh, plus:
+
+- mesh's **shadow repository** (one per manager, outside every workspace): a
+  private git directory whose objects fall back on the target's (read-only,
+  through git's alternates). mesh reads and writes a workspace only through
+  it, each workspace with an index of its own, so nothing an agent does to a
+  workspace's git state is ever used or executed by mesh;
+- a small standalone repository in the workspace's own ``.git`` for the agent
+  (``git status``, ``git diff`` work as usual), detached at the workspace's
+  commit. The agent may change it at will: mesh never reads it, and throws it
+  away when the workspace is reused.
+
+A patch is judged by the shadow repository: applied to an index built from
+its base commit, then read back as the paths and modes git changed (see
+`mesh.gate_problems`). Every workspace lives in a folder owned by this
+process; a later manager on the same repository removes the folders of
+owners that died.
 """
 
 from __future__ import annotations
@@ -19,6 +33,7 @@ import os
 import secrets
 import shutil
 import socket
+import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Final, Self, TypeAlias
@@ -27,26 +42,66 @@ import anyio
 import attrs
 
 from ._errors import InputError
-from ._git import GitError, git, git_result
+from ._gate import SYMLINK_MODE, PathChange, parse_raw_diff
+from ._git import Git, GitError
 
-__all__ = ["Workspace", "WorkspaceManager", "WorkspaceSource", "checkout_at", "opened"]
+__all__ = [
+    "ChangeReading",
+    "Workspace",
+    "WorkspaceManager",
+    "WorkspaceSource",
+    "checkout_at",
+    "opened",
+]
 
 _OWNER_FILE: Final = "owner.pid"
 _LOCK_FILE: Final = "mesh-worktrees.lock"
 _LOCK_POLL: Final = 0.005
 _FOLDER: Final = "mesh-worktrees"
+_SHADOW: Final = "shadow.git"
+_INDEXES: Final = "indexes"
 
 
 @attrs.frozen(kw_only=True)
 class Workspace:
     """
-    One detached worktree, checked out at ``sha``.
+    One workspace: a folder of files checked out at ``sha``.
+
+    ``index`` and ``shadow`` are how mesh itself reads the folder (its own
+    index, its private git directory); the folder's ``.git`` belongs to the
+    agent and is never trusted.
 
     .. versionadded:: 0.1.0
     """
 
     path: Path
     sha: str
+    index: Path | None = attrs.field(default=None, eq=False, repr=False)
+    shadow: Path | None = attrs.field(default=None, eq=False, repr=False)
+
+    def git(self) -> Git:
+        """Git on this workspace's files through mesh's own index and git directory."""
+        if self.index is None or self.shadow is None:
+            raise InputError(f"{self.path} is not a workspace of an open WorkspaceManager")
+        return Git(cwd=self.path, git_dir=self.shadow, work_tree=self.path, index_file=self.index)
+
+
+@attrs.frozen(kw_only=True)
+class ChangeReading:
+    """
+    What git says a change does: every path with its modes, and the symlinks of the result.
+
+    ``applies`` is False (with git's own words in ``evidence``) when a patch
+    does not apply to its base.
+    """
+
+    applies: bool
+    evidence: str = ""
+    changes: tuple[PathChange, ...] = ()
+    links: dict[str, str] = attrs.field(factory=dict, hash=False)
+    """Every symlink of the resulting tree (path → target), when the change makes one."""
+    tree: str = ""
+    """The resulting tree's id."""
 
 
 def _process_state(pid: int) -> str:
@@ -90,18 +145,20 @@ def _dead_owner_folders(base: Path) -> list[Path]:
     return dead
 
 
-def _remove_admin_entries(common: Path, dead: list[Path]) -> None:
+def _remove_admin_entries(common: Path, dead: list[Path]) -> bool:
     """
-    Remove git's records of the worktrees in ``dead`` folders, locked ones too.
+    Remove git's records of linked worktrees in ``dead`` folders; True when there were some.
 
-    A ``git worktree add`` killed half way leaves a record that is locked
-    ("initializing") and can lack files that ``git worktree list`` needs, so
-    ``git worktree prune`` keeps it and every later list fails. The owner is
-    dead, so nothing is still writing it.
+    Workspaces are no longer linked worktrees, but a folder left by an earlier
+    mesh may still have them: a ``git worktree add`` killed half way leaves a
+    record that is locked ("initializing") and can lack files that ``git
+    worktree list`` needs, so ``git worktree prune`` keeps it and every later
+    list fails. The owner is dead, so nothing is still writing it.
     """
     records = common / "worktrees"
     if not dead or not records.is_dir():
-        return
+        return False
+    removed = False
     for record in records.iterdir():
         try:
             checkout = Path((record / "gitdir").read_text().strip())
@@ -109,20 +166,48 @@ def _remove_admin_entries(common: Path, dead: list[Path]) -> None:
             continue  # not written yet: nothing says whose it is
         if any(checkout.is_relative_to(folder) for folder in dead):
             shutil.rmtree(record, ignore_errors=True)
+            removed = True
+    return removed
+
+
+def _force_remove(path: Path) -> None:
+    """Remove a file or folder, even one an agent made hard to remove (read-only, unreadable)."""
+    if path.is_symlink() or not path.is_dir():
+        path.unlink(missing_ok=True)
+        return
+    with contextlib.suppress(OSError):
+        path.chmod(stat.S_IRWXU)
+    # Top-down: each folder is opened up before the walk looks inside it.
+    for folder, names, _ in os.walk(path):
+        for name in names:
+            child = Path(folder) / name
+            if not child.is_symlink():
+                with contextlib.suppress(OSError):
+                    child.chmod(stat.S_IRWXU)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _remove_nested_git(root: Path) -> None:
+    """Remove every ``.git`` below ``root`` (git's own walks skip them, so ``clean`` cannot)."""
+    for folder, names, files in os.walk(root):
+        for name in [*names, *files]:
+            if name == ".git":
+                _force_remove(Path(folder) / name)
+        names[:] = [name for name in names if name != ".git"]
 
 
 async def _remove_tree(folder: Path) -> None:
-    await anyio.to_thread.run_sync(functools.partial(shutil.rmtree, folder, ignore_errors=True))
+    await anyio.to_thread.run_sync(functools.partial(_force_remove, folder))
 
 
 class WorkspaceManager:
     """
-    Worktrees of one repository for one run: ``async with WorkspaceManager(repo) as workspaces``.
+    Workspaces of one repository for one run: ``async with WorkspaceManager(repo) as workspaces``.
 
     Args:
         repo: Any path inside the repository.
-        pool_size: Clean worktrees kept for reuse instead of being removed.
-        root: Where this manager's worktrees go (default: inside the
+        pool_size: Workspaces kept for reuse instead of being removed.
+        root: Where this manager's workspaces go (default: inside the
             repository's git directory, out of the way of its files).
 
     .. versionadded:: 0.1.0
@@ -135,21 +220,23 @@ class WorkspaceManager:
         self.pool_size = pool_size
         self._root_arg = root
         self._admin = anyio.Lock()
-        """This manager's turn at git's worktree records (see `_admin_steps`)."""
+        """This manager's turn at its pool, and at the folder shared with other processes."""
         self._pool: list[Workspace] = []
         self._leased: dict[Path, Workspace] = {}
         self._names = itertools.count(1)
         self._tracked: tuple[str, ...] | None = None
         self._repo: Path | None = None
         self._common = Path()
+        self._objects = Path()
+        self._object_format = "sha1"
         self._owned: Path | None = None
         self.created = 0
-        """Worktrees added (a pool hit adds none)."""
+        """Workspaces made (a pool hit makes none)."""
         self.reused = 0
         """Acquisitions served from the pool."""
 
     def __reduce__(self) -> str | tuple[object, ...]:
-        # A copy in another process would add worktrees to this process's folder
+        # A copy in another process would add workspaces to this process's folder
         # and pool behind its back; adapters that travel take the repository's path.
         raise TypeError(
             "a WorkspaceManager belongs to the process that opened it and cannot be "
@@ -165,21 +252,39 @@ class WorkspaceManager:
 
     @property
     def folder(self) -> Path:
-        """The folder holding this manager's worktrees."""
+        """The folder holding this manager's workspaces."""
         if self._owned is None:
             raise InputError("the workspace manager is not open: use `async with`")
         return self._owned
 
+    @property
+    def common_dir(self) -> Path:
+        """The repository's git directory (shared by all its worktrees)."""
+        _ = self.repo
+        return self._common
+
+    def target(self) -> Git:
+        """Git on the repository itself, as mesh runs it."""
+        return Git(cwd=self.repo)
+
+    def shadow(self) -> Git:
+        """Git on this manager's private shadow repository (no work tree)."""
+        return Git(cwd=self.folder, git_dir=self.folder / _SHADOW)
+
     async def __aenter__(self) -> Self:
         if not await anyio.Path(self._repo_arg).is_dir():
             raise InputError(f"--repo {self._repo_arg}: not a folder")
+        probe = Git(cwd=self._repo_arg)
         try:
-            top = await git("rev-parse", "--show-toplevel", cwd=self._repo_arg)
-            common = await git("rev-parse", "--git-common-dir", cwd=self._repo_arg)
+            top = await probe("rev-parse", "--show-toplevel")
+            common = await probe("rev-parse", "--git-common-dir")
+            objects = await probe("rev-parse", "--git-path", "objects")
+            self._object_format = await probe("rev-parse", "--show-object-format")
         except GitError as exc:
             raise InputError(f"{self._repo_arg} is not a git repository: {exc.message}") from exc
         self._repo = Path(top)
-        self._common = (self._repo / common).resolve()
+        self._common = (self._repo_arg / common).resolve()
+        self._objects = (self._repo_arg / objects).resolve()
         base = self._root_arg or self._common / _FOLDER
         owned = base / f"{os.getpid()}-{secrets.token_hex(4)}"
         # One turn for both: another process's cleanup must not see this folder
@@ -189,7 +294,28 @@ class WorkspaceManager:
             await anyio.Path(owned).mkdir(parents=True)
             await anyio.Path(owned / _OWNER_FILE).write_text(_owner_record())
         self._owned = owned
+        try:
+            await self._make_shadow()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.close()
+            raise
         return self
+
+    async def _make_shadow(self) -> None:
+        shadow = self.folder / _SHADOW
+        await Git(cwd=self.folder)(
+            "init",
+            "--quiet",
+            "--bare",
+            "--template=",
+            f"--object-format={self._object_format}",
+            str(shadow),
+        )
+        alternates = anyio.Path(shadow / "objects" / "info")
+        await alternates.mkdir(parents=True, exist_ok=True)
+        await (alternates / "alternates").write_text(f"{self._objects}\n")
+        await anyio.Path(self.folder / _INDEXES).mkdir()
 
     async def __aexit__(self, *exc_info: object) -> None:
         with anyio.CancelScope(shield=True):
@@ -198,11 +324,11 @@ class WorkspaceManager:
     @contextlib.asynccontextmanager
     async def _admin_steps(self) -> AsyncIterator[None]:
         """
-        Exclusive use of git's worktree records: within this process, then across processes.
+        Exclusive use of the folder of workspaces: within this process, then across processes.
 
-        git fails when one process lists, adds, removes or prunes worktrees while
-        another writes the records (several Ray workers proving on one machine do).
-        The file lock is taken by polling, so waiting for it stays cancellable.
+        Two managers opening at once must not take each other's new folders
+        for a dead owner's. The file lock is taken by polling, so waiting for
+        it stays cancellable.
         """
         async with self._admin:
             descriptor = os.open(self._common / _LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
@@ -218,49 +344,38 @@ class WorkspaceManager:
                 os.close(descriptor)  # and with it the lock
 
     async def _remove_dead_owners(self, base: Path) -> None:
-        """Crash recovery: folders whose owner process is gone are removed, then git prunes."""
+        """Crash recovery: folders whose owner process is gone are removed."""
         dead = await anyio.to_thread.run_sync(_dead_owner_folders, base)
         for folder in dead:
             await _remove_tree(folder)
-        await anyio.to_thread.run_sync(_remove_admin_entries, self._common, dead)
-        await git("worktree", "prune", cwd=self.repo)
+        if await anyio.to_thread.run_sync(_remove_admin_entries, self._common, dead):
+            await self.target()("worktree", "prune")
 
     async def close(self) -> None:
-        """Remove every worktree of this manager (pooled and still leased) and its folder."""
+        """Remove every workspace of this manager (pooled and still leased) and its folder."""
         if self._owned is None or self._repo is None:
             return
         async with self._admin_steps():
-            for workspace in [*self._pool, *self._leased.values()]:
-                await git_result(
-                    "worktree", "remove", "--force", str(workspace.path), cwd=self._repo
-                )
             self._pool.clear()
             self._leased.clear()
             await _remove_tree(self._owned)
-            await git("worktree", "prune", cwd=self._repo)
         self._owned = None
 
     async def resolve(self, revision: str) -> str:
         """The commit sha a revision names (``HEAD``, a branch, a sha)."""
         try:
-            return await git(
-                "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}", cwd=self.repo
+            return await self.target()(
+                "rev-parse", "--verify", "--quiet", "--end-of-options", f"{revision}^{{commit}}"
             )
         except GitError as exc:
             raise InputError(f"{revision!r} is not a commit of {self.repo}") from exc
 
     async def worktrees(self) -> dict[Path, str | None]:
-        """
-        Every worktree of the repository and the branch checked out there (None: detached).
-
-        Listed under the same lock as this manager's adds and removes: a list
-        read while ``git worktree add`` writes its records fails.
-        """
-        async with self._admin_steps():
-            listing = await git("worktree", "list", "--porcelain", cwd=self.repo)
+        """Every worktree of the repository and the branch checked out there (None: detached)."""
+        listing = await self.target()("worktree", "list", "--porcelain", "-z")
         found: dict[Path, str | None] = {}
         path: Path | None = None
-        for line in listing.splitlines():
+        for line in listing.split("\0"):
             if line.startswith("worktree "):
                 path = Path(line.removeprefix("worktree "))
                 found[path] = None
@@ -271,59 +386,93 @@ class WorkspaceManager:
     async def tracked_files(self) -> tuple[str, ...]:
         """The repository's tracked files (read once per manager)."""
         if self._tracked is None:
-            listing = await git("ls-files", "-z", cwd=self.repo)
+            listing = await self.target()("ls-files", "-z")
             self._tracked = tuple(name for name in listing.split("\0") if name)
         return self._tracked
 
     async def acquire(self, revision: str = "HEAD") -> Workspace:
-        """A clean worktree at ``revision``: from the pool when one is free, else a new one."""
+        """A clean workspace at ``revision``: from the pool when one is free, else a new one."""
         sha = await self.resolve(revision)
-        async with self._admin_steps():
+        async with self._admin:
             pooled = self._pool.pop() if self._pool else None
+            name = pooled.path.name if pooled is not None else f"wt-{next(self._names)}"
+            workspace = Workspace(
+                path=self.folder / name,
+                sha=sha,
+                index=self.folder / _INDEXES / name,
+                shadow=self.folder / _SHADOW,
+            )
+            self._leased[workspace.path] = workspace
             if pooled is None:
-                path = self.folder / f"wt-{next(self._names)}"
-                await git(
-                    "worktree", "add", "--detach", "--no-checkout", str(path), sha, cwd=self.repo
-                )
                 self.created += 1
             else:
-                path = pooled.path
                 self.reused += 1
-            workspace = Workspace(path=path, sha=sha)
-            self._leased[path] = workspace
         try:
-            await git("reset", "--hard", "--quiet", sha, cwd=path)
-            if pooled is not None:
-                await git("clean", "-ffdxq", cwd=path)
+            await self._fill(workspace, reused=pooled is not None)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self._discard(workspace)
             raise
         return workspace
 
+    async def _fill(self, workspace: Workspace, *, reused: bool) -> None:
+        """Check ``workspace.sha`` out into the folder, whatever a previous occupant left there."""
+        path = anyio.Path(workspace.path)
+        assert workspace.index is not None  # noqa: S101 - made just above
+        if reused:
+            # The agent's git directory is untrusted: it is never read, only replaced.
+            await anyio.to_thread.run_sync(_force_remove, workspace.path / ".git")
+        await path.mkdir(exist_ok=True)
+        # Without an index every file is written again: a file an agent edited
+        # and gave back its old size and time would otherwise look untouched.
+        await anyio.Path(workspace.index).unlink(missing_ok=True)
+        git = workspace.git()
+        await git("read-tree", "--reset", "-u", workspace.sha)
+        if reused:
+            await git("clean", "-ffdxq")
+            await anyio.to_thread.run_sync(_remove_nested_git, workspace.path)
+        await anyio.to_thread.run_sync(self._agent_repository, workspace)
+
+    def _agent_repository(self, workspace: Workspace) -> None:
+        """The standalone repository in the workspace's ``.git``, for the agent's own git use."""
+        assert workspace.index is not None  # noqa: S101 - workspaces come from acquire
+        dot_git = workspace.path / ".git"
+        for folder in ("objects/info", "refs/heads", "refs/tags"):
+            (dot_git / folder).mkdir(parents=True, exist_ok=True)
+        (dot_git / "objects" / "info" / "alternates").write_text(f"{self._objects}\n")
+        (dot_git / "HEAD").write_text(f"{workspace.sha}\n")
+        sha256 = self._object_format != "sha1"
+        (dot_git / "config").write_text(
+            "[core]\n"
+            f"\trepositoryformatversion = {1 if sha256 else 0}\n"
+            "\tfilemode = true\n\tbare = false\n"
+            + (f"[extensions]\n\tobjectformat = {self._object_format}\n" if sha256 else "")
+        )
+        # mesh's index describes exactly these files, so the agent starts clean.
+        shutil.copyfile(workspace.index, dot_git / "index")
+
     async def release(self, workspace: Workspace | str | os.PathLike[str]) -> None:
-        """Give a worktree back: cleaned into the pool, or removed when the pool is full."""
+        """Give a workspace back: kept for reuse, or removed when the pool is full."""
         path = workspace.path if isinstance(workspace, Workspace) else Path(workspace)
-        held = self._leased.get(path)
-        if held is None:
-            return  # released already (a retry may release twice)
-        if len(self._pool) < self.pool_size:
-            exit_code, _ = await git_result("clean", "-ffdxq", cwd=path)
-            async with self._admin_steps():
-                self._leased.pop(path, None)
-                if exit_code == 0:
-                    self._pool.append(held)
-                    return
+        async with self._admin:
+            held = self._leased.pop(path, None)
+            if held is None:
+                return  # released already (a retry may release twice)
+            if len(self._pool) < self.pool_size:
+                self._pool.append(held)
+                return
         await self._discard(held)
 
     async def _discard(self, workspace: Workspace) -> None:
-        async with self._admin_steps():
+        async with self._admin:
             self._leased.pop(workspace.path, None)
-            await git_result("worktree", "remove", "--force", str(workspace.path), cwd=self.repo)
+        await _remove_tree(workspace.path)
+        if workspace.index is not None:
+            await anyio.Path(workspace.index).unlink(missing_ok=True)
 
     @contextlib.asynccontextmanager
     async def checkout(self, revision: str = "HEAD") -> AsyncIterator[Workspace]:
-        """A worktree for the length of a ``with`` block."""
+        """A workspace for the length of a ``with`` block."""
         workspace = await self.acquire(revision)
         try:
             yield workspace
@@ -333,8 +482,72 @@ class WorkspaceManager:
 
     @property
     def in_use(self) -> int:
-        """Worktrees handed out and not yet released."""
+        """Workspaces handed out and not yet released."""
         return len(self._leased)
+
+    # -- reading changes as git does ---------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def scratch_index(self) -> AsyncIterator[Git]:
+        """The shadow repository with an index file of its own, removed after the block."""
+        index = self.folder / _INDEXES / f"scratch-{secrets.token_hex(6)}"
+        try:
+            yield Git(cwd=self.folder, git_dir=self.folder / _SHADOW, index_file=index)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.Path(index).unlink(missing_ok=True)
+
+    async def read_patch(self, base: str, patch: str) -> ChangeReading:
+        """
+        What ``patch`` does to ``base``, as git reads it: applied to an index, then compared.
+
+        Nothing is written anywhere but this manager's shadow repository. A
+        patch that does not apply (or is not a patch) reads as ``applies=False``.
+        """
+        sha = await self.resolve(base)
+        async with self.scratch_index() as git:
+            await git("read-tree", sha)
+            result = await git.run(
+                "apply", "--cached", "--whitespace=nowarn", "-", stdin=patch.encode()
+            )
+            if result.exit_code != 0:
+                return ChangeReading(applies=False, evidence=result.errors.strip())
+            tree = await git("write-tree")
+        return await self.read_trees(f"{sha}^{{tree}}", tree)
+
+    async def read_trees(self, old: str, new: str) -> ChangeReading:
+        """Every path that differs between two trees (or commits), with its modes."""
+        shadow = self.shadow()
+        raw = await shadow.raw("diff-tree", "-r", "-z", "--raw", "--no-renames", old, new)
+        changes = parse_raw_diff(raw)
+        tree = await shadow("rev-parse", "--verify", f"{new}^{{tree}}")
+        links = await self._links(tree) if any(c.new_mode == SYMLINK_MODE for c in changes) else {}
+        return ChangeReading(applies=True, changes=changes, links=links, tree=tree)
+
+    async def _links(self, tree: str) -> dict[str, str]:
+        """Every symlink in ``tree`` and where it points."""
+        shadow = self.shadow()
+        listing = await shadow.raw("ls-tree", "-r", "-z", "--full-tree", tree)
+        entries: list[tuple[str, str]] = []
+        for entry in listing.split(b"\0"):
+            meta, _, raw_name = entry.partition(b"\t")
+            fields = meta.split(b" ")
+            if len(fields) == 3 and fields[0].decode() == SYMLINK_MODE:  # noqa: PLR2004 - mode type id
+                entries.append((raw_name.decode("utf-8", "surrogateescape"), fields[2].decode()))
+        if not entries:
+            return {}
+        batch = await shadow.raw(
+            "cat-file", "--batch", stdin="".join(f"{obj}\n" for _, obj in entries).encode()
+        )
+        links: dict[str, str] = {}
+        position = 0
+        for name, _ in entries:
+            header_end = batch.index(b"\n", position)
+            size = int(batch[position:header_end].split(b" ")[2])
+            body = batch[header_end + 1 : header_end + 1 + size]
+            links[name] = body.decode("utf-8", "surrogateescape")
+            position = header_end + 1 + size + 1
+        return links
 
 
 WorkspaceSource: TypeAlias = "WorkspaceManager | str | os.PathLike[str]"
@@ -347,7 +560,7 @@ async def opened(source: WorkspaceSource) -> AsyncIterator[WorkspaceManager]:
     ``source`` itself when it is a manager; else a manager on that repository for the block.
 
     Adapters given a repository path instead of a manager can be pickled, and
-    make their worktrees where they run: on a Ray worker, in that machine's clone.
+    make their workspaces where they run: on a Ray worker, in that machine's clone.
     """
     if isinstance(source, WorkspaceManager):
         yield source
@@ -360,6 +573,6 @@ async def opened(source: WorkspaceSource) -> AsyncIterator[WorkspaceManager]:
 async def checkout_at(
     source: WorkspaceSource, revision: str
 ) -> AsyncIterator[tuple[WorkspaceManager, Workspace]]:
-    """A worktree at ``revision`` for the block, and the manager it came from."""
+    """A workspace at ``revision`` for the block, and the manager it came from."""
     async with opened(source) as manager, manager.checkout(revision) as workspace:
         yield manager, workspace

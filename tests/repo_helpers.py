@@ -66,6 +66,7 @@ def unit(
     mode: str = "patch_first",
     deps: tuple[str, ...] = (),
     risk: str = "low",
+    allow: tuple[str, ...] = (),
 ) -> mesh.Unit:
     return mesh.Unit(
         id=unit_id,
@@ -75,6 +76,7 @@ def unit(
         delivery_mode=mesh.DeliveryMode(mode),
         deps=deps,
         risk_tier=mesh.RiskTier(risk),
+        allow_special=tuple(mesh.SpecialPath(kind) for kind in allow),
     )
 
 

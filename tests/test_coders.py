@@ -12,6 +12,7 @@ import anyio
 import pytest
 
 import mesh
+from mesh._coders import render_command
 
 from repo_helpers import git, unit
 
@@ -136,6 +137,114 @@ class TestCommandCoder:
         with pytest.raises(mesh.OptionError, match=r"command template 'agent \{'"):
             mesh.check_command_template("agent {")
         mesh.check_command_template("agent {objective} --scope {write_scope}")
+
+    async def test_glued_placeholders_stay_one_argument(
+        self, workspaces: mesh.WorkspaceManager, tmp_path: Path
+    ) -> None:
+        """Placeholders glued to words, or to quoted text, pass hostile values as they are."""
+        record = tmp_path / "args.json"
+        script = "import json, sys; json.dump(sys.argv[1:], open(sys.argv[1], 'w'))"
+        command = (
+            f"{shlex.quote(sys.executable)} -c {shlex.quote(script)} {record} "
+            '--prompt={objective} x{unit_id}y "fix: "{objective} \\"{lane}\\" {{literal}}'
+        )
+        hostile = 'say "hi" $(touch pwned) `id` \'; rm -rf / #'
+        the_unit = mesh.Unit(id="u1", objective=hostile)
+        await mesh.CommandCoder(workspaces, command)(author(the_unit))
+        assert json.loads(record.read_text())[1:] == [
+            f"--prompt={hostile}",
+            "xu1y",
+            f"fix: {hostile}",
+            '"coder"',
+            "{literal}",
+        ]
+        assert not (tmp_path / "pwned").exists()
+
+    @pytest.mark.parametrize(
+        ("template", "problem"),
+        [
+            (
+                'agent "{objective}"',
+                "{objective} is inside double quotes: write the placeholder bare",
+            ),
+            (
+                "agent '{objective}'",
+                "{objective} is inside single quotes: write the placeholder bare",
+            ),
+            ('agent --prompt="fix: {objective}"', "{objective} is inside double quotes"),
+            ("agent $'{objective}'", "{objective} is inside $'...' quotes"),
+            ('agent $"{objective}"', "{objective} is inside double quotes"),
+            ('agent "a\\"{objective}"', "{objective} is inside double quotes"),
+            ("agent `echo {objective}`", "{objective} is inside a command substitution"),
+            ("agent $(echo {objective})", "{objective} is inside a command substitution"),
+            ('agent "$(cat {worktree})"', "{worktree} is inside a command substitution"),
+            ("agent $(( {attempt} + 1 ))", "{attempt} is inside a command substitution"),
+            ("diff <(cat {worktree}) x", "{worktree} is inside a command substitution"),
+            ("agent # {objective}", "{objective} is inside a # comment"),
+            ("cat <<EOF\n{objective}\nEOF", "{objective} comes after a here-document (<<)"),
+            ("agent \\{objective}", "a backslash right before {objective} undoes mesh's quoting"),
+            ("agent ${objective}", "a $ right before {objective} makes the shell expand the value"),
+            (
+                "agent {objective!r}",
+                "{objective!r}: conversions are not allowed; write {objective}",
+            ),
+            ("agent {objective:>10}", "{objective:>10}: format specs are not allowed"),
+            ("agent {objective.upper}", "{objective.upper}: attribute and index access"),
+            ("agent {objective[0]}", "{objective[0]}: attribute and index access"),
+            ("agent {}", "{} is not a placeholder: name one (placeholders: {unit_id}"),
+            ("agent {0}", "{0} is not a placeholder"),
+        ],
+    )
+    def test_unsafe_placeholders_are_refused(self, template: str, problem: str) -> None:
+        """A field the shell would not read as one quoted word is refused, saying what to write."""
+        with pytest.raises(mesh.OptionError) as caught:
+            mesh.check_command_template(template)
+        message = str(caught.value)
+        assert caught.value.kind == "InvalidOptionValue"
+        assert message.startswith(f"command template {template!r}: {problem}")
+        assert len(message.splitlines()) == 1
+
+    def test_quoting_advice_names_the_fix(self) -> None:
+        """The quotes message says why and how: bare placeholders, quoted text beside them."""
+        with pytest.raises(mesh.OptionError) as caught:
+            mesh.check_command_template('agent "{objective}"')
+        assert str(caught.value) == (
+            "command template 'agent \"{objective}\"': {objective} is inside double quotes: "
+            "write the placeholder bare, as in agent {objective}, because mesh shell-quotes "
+            'every value (to add text around it, quote only the text: --prompt="fix: "{objective})'
+        )
+
+    @pytest.mark.parametrize(
+        "template",
+        [
+            "agent {objective}",
+            "agent --prompt={objective}",
+            "x{unit_id}y",
+            'agent \\"{objective}\\"',
+            "agent \\'{objective}\\'",
+            "echo '{{oops' > \"$MESH_REDUCE_RECORD\" && agent {objective}",
+            "agent 'it''s' \"a\\\"b\" $'c\\'d' {objective}",
+            "agent $(true) `true` {objective}",
+            "( cd src && agent {objective} )",
+            "agent # it's fine\nagent {objective}",
+            "a#b {objective}",
+            "echo $# {objective}",
+            "cat <<< {objective}",
+            'agent "$" "--x=$HOME" {objective}',
+            "agent '\\' {objective}",
+        ],
+    )
+    def test_safe_placeholders_are_accepted(self, template: str) -> None:
+        """Bare and glued placeholders, literal braces and escaped quotes are fine."""
+        mesh.check_command_template(template)
+
+    def test_render_checks_the_template_and_needs_every_value(self) -> None:
+        """Rendering refuses what the check refuses, and a missing value is named."""
+        assert render_command("agent {objective}", {"objective": "a b"}) == "agent 'a b'"
+        with pytest.raises(mesh.OptionError, match="inside double quotes"):
+            render_command('agent "{objective}"', {"objective": "x"})
+        with pytest.raises(mesh.OptionError, match="no value for placeholder 'objective'"):
+            render_command("agent {objective}", {})
 
 
 class TestCallableCoder:

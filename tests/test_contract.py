@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -15,6 +16,9 @@ import mesh
 from mesh._contract import recheck_worker_result
 from mesh._convert import fast_structure, structure
 from mesh._errors import ValidationError
+from mesh.testing import FakeAdapter, answer, capture_ledger, fake_roles
+
+from engine_helpers import execute, unit
 
 LANE_EXTRAS: dict[str, dict[str, object]] = {
     "coder": {"decision": "accept", "patch": "--- a/x\n+++ b/x\n"},
@@ -188,8 +192,9 @@ class TestInvalidResults:
                 result(failure_code="oops"),
                 (
                     "$.failure_code: expected one of safety_regression_risk, proof_missing, "
-                    "invalid_output_schema, scope_overlap_conflict, timeout_retry_exhausted, "
-                    "delivery_blocked, requires_clarification, tooling_unavailable; got 'oops'"
+                    "invalid_output_schema, scope_overlap_conflict, scope_violation, "
+                    "timeout_retry_exhausted, delivery_blocked, requires_clarification, "
+                    "tooling_unavailable; got 'oops'"
                 ),
             ),
             (result(base_sha=" "), "$.base_sha: must not be blank"),
@@ -300,6 +305,106 @@ class TestFastPath:
         checked = recheck_worker_result(built)
         assert checked.lane is mesh.Lane.CODER
         assert checked.write_scope == ("a",)
+
+
+NOT_UNICODE = "not valid Unicode (lone surrogate U+D800 at offset 0)"
+
+
+class TestLoneSurrogates:
+    @pytest.mark.parametrize(
+        ("changes", "problem"),
+        [
+            ({"patch": "\ud800"}, "$.patch: not valid Unicode (lone surrogate U+D800 at offset 0)"),
+            (
+                {"patch": "--- a/é\n+\udc80x"},
+                "$.patch: not valid Unicode (lone surrogate U+DC80 at offset 9)",
+            ),
+            (
+                {"proof_evidence": {"command": "x", "key_line": "ok \udfff", "exit_code": 0}},
+                "$.proof_evidence.key_line: not valid Unicode (lone surrogate U+DFFF at offset 3)",
+            ),
+            (
+                {"challenge_findings": ["fine", "\ud801"]},
+                "$.challenge_findings[1]: not valid Unicode (lone surrogate U+D801 at offset 0)",
+            ),
+            (
+                {"notes": "x\udbff", "write_scope": ["src/\udc00"]},
+                "$.write_scope[0]: not valid Unicode (lone surrogate U+DC00 at offset 4)",
+            ),
+        ],
+    )
+    def test_documents_and_typed_results_are_refused(
+        self, changes: dict[str, Any], problem: str
+    ) -> None:
+        """A string that is not Unicode fails the answer with its path, typed or not."""
+        assert problem in problems_of(result(**changes))
+        fields: dict[str, Any] = {
+            key: mesh.ProofEvidence(**value) if key == "proof_evidence" else value
+            for key, value in changes.items()
+        }
+        typed = attrs.evolve(mesh.parse_worker_result(result()), **fields)
+        with pytest.raises(mesh.InvalidOutputSchema) as caught:
+            recheck_worker_result(typed)
+        assert problem in caught.value.problems
+
+    def test_every_string_is_looked_at(self) -> None:
+        """Surrogates in several fields, nested records and slow-path documents are all listed."""
+        problems = problems_of(
+            result(
+                "reducer",
+                notes="\ud800",
+                triplet_index="1",
+                reduce_record={
+                    "target_abstraction": "a",
+                    "replacement_primitive": "b",
+                    "complexity_delta": "c",
+                    "invariants_preserved": ["ok", "\ud800"],
+                    "rollback_plan": "d",
+                },
+            )
+        )
+        assert {
+            "$.triplet_index: expected integer, got string",
+            f"$.notes: {NOT_UNICODE}",
+            f"$.reduce_record.invariants_preserved[1]: {NOT_UNICODE}",
+        } <= set(problems)
+
+    def test_valid_unicode_passes(self) -> None:
+        """Accents, emoji and non-BMP characters (real surrogate pairs in JSON) are fine."""
+        text = json.dumps(result(notes="é 😀 \U0001f600"))
+        assert "\\ud83d\\ude00" in text
+        assert mesh.parse_worker_result(text).notes == "é 😀 \U0001f600"
+
+    @pytest.mark.anyio
+    async def test_the_run_survives_and_only_that_candidate_fails(self, tmp_path: Path) -> None:
+        """A coder patch with a lone surrogate fails its candidate; the run goes on to the end."""
+
+        def coder(request: mesh.AuthorRequest) -> object:
+            if request.triplet_index == 1:
+                return attrs.evolve(
+                    mesh.parse_worker_result(answer(request)), patch="+\ud800 broken\n"
+                )
+            return answer(request)
+
+        with capture_ledger() as events:
+            outcome = await execute(
+                [unit("u1"), unit("u2")],
+                fake_roles(coder=FakeAdapter(coder)),
+                ledger_path=tmp_path / "ledger.jsonl",
+            )
+        assert [o.state for o in outcome.outcomes] == ["completed", "completed"]
+        invalid = [
+            e
+            for e in events
+            if e.event == "adapter_call" and e.data.get("outcome") == "invalid_output_schema"
+        ]
+        assert sorted(str(e.candidate_id) for e in invalid) == ["u1-coder-1", "u2-coder-1"]
+        assert invalid[0].data["problems"] == [
+            "$.patch: not valid Unicode (lone surrogate U+D800 at offset 1)"
+        ]
+        lines = (tmp_path / "ledger.jsonl").read_text(encoding="utf-8").splitlines()
+        assert len(lines) == len(events)
+        assert outcome.metrics.invalid_outputs == 2
 
 
 class _Text(str):

@@ -364,7 +364,7 @@ class TestPortableGitAdapters:
         assert failing.proof_status is mesh.ProofStatus.FAIL
         broken = await prove(diff_of(repo, {"src/app.py": "x\n"}).replace("return 1", "return 9"))
         assert broken.proof_status is mesh.ProofStatus.FAIL
-        assert broken.proof_evidence.command == "git apply --check"
+        assert broken.proof_evidence.command == "git apply --cached"
         assert git(repo, "worktree", "list").count("\n") == 0
 
     async def test_coders_write_in_a_worktree_of_their_own(self, repo: Path) -> None:

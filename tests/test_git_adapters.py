@@ -259,7 +259,7 @@ class TestGitIntegrator:
         assert result.decision is mesh.Decision.INTEGRATED_PATCH
         artifact = Path(result.artifact_ref or "")
         assert artifact == tmp_path / "out" / "u1" / "u1-c1.patch"
-        assert "Subject: [PATCH] change u1" in artifact.read_text()
+        assert "Subject: change u1\n" in artifact.read_text()
         assert json.loads((tmp_path / "plan.json").read_text())["plan"][0]["status"] == "completed"
         assert git(repo, "log", "--format=%s") == "initial"
 
@@ -306,13 +306,27 @@ class TestGitIntegrator:
         assert result.decision is mesh.Decision.BLOCKED_DELIVERY
         assert git(repo, "log", "--format=%s") == "initial"
 
-    async def test_branch_not_checked_out(
+    async def test_a_branch_not_checked_out_moves_alone(
         self, repo: Path, workspaces: mesh.WorkspaceManager, tmp_path: Path
     ) -> None:
-        """commit_first needs the target branch checked out somewhere."""
+        """A branch checked out nowhere gets the commit; the checkout of another is untouched."""
         git(repo, "branch", "side")
         the_unit = unit(mode="commit_first")
         found = candidate(the_unit, diff_of(repo, {"src/util.py": "VALUE = 2\n"}), "HEAD")
         integrator = mesh.GitIntegrator(workspaces, artifacts=tmp_path / "out", branch="side")
-        with pytest.raises(mesh.GitError, match="branch side is not checked out"):
-            await integrator(delivery(the_unit, found))
+        result = mesh.parse_worker_result(await integrator(delivery(the_unit, found)))
+        assert result.decision is mesh.Decision.INTEGRATED_COMMIT
+        assert git(repo, "rev-parse", "side") == result.artifact_ref
+        assert git(repo, "log", "-1", "--format=%s", "main") == "initial"
+        assert (repo / "src" / "util.py").read_text() == "VALUE = 1\n"
+
+    async def test_a_missing_branch_is_blocked(
+        self, repo: Path, workspaces: mesh.WorkspaceManager, tmp_path: Path
+    ) -> None:
+        """A target branch that does not exist is a blocked delivery that says so."""
+        the_unit = unit(mode="commit_first")
+        found = candidate(the_unit, diff_of(repo, {"src/util.py": "VALUE = 2\n"}), "HEAD")
+        integrator = mesh.GitIntegrator(workspaces, artifacts=tmp_path / "out", branch="nope")
+        result = mesh.parse_worker_result(await integrator(delivery(the_unit, found)))
+        assert result.decision is mesh.Decision.BLOCKED_DELIVERY
+        assert result.proof_evidence.key_line == "branch nope has no commit to deliver onto"

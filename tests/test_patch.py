@@ -137,16 +137,15 @@ class TestScopeProblems:
         assert mesh.scope_problems(patch, ("unknown",)) == [problem]
 
     def test_symlinks_pointing_out(self, repo: Path) -> None:
-        """A symlink may only point inside the scope (and never out of the repository)."""
+        """The text filter refuses a symlink pointing out of the worktree (the gate judges more)."""
         (repo / "src" / "out").symlink_to("../../../etc/passwd")
         (repo / "src" / "abs").symlink_to("/etc/passwd")
         (repo / "src" / "docs").symlink_to("../docs/guide.md")
         (repo / "src" / "fine").symlink_to("util.py")
         patch = diff_of(repo, {})
         assert sorted(mesh.scope_problems(patch, ("src",))) == [
-            "src/abs is a symlink out of the repository (/etc/passwd)",
-            "src/docs is a symlink out of write_scope (../docs/guide.md)",
-            "src/out is a symlink out of the repository (../../../etc/passwd)",
+            "src/abs is a symlink out of the worktree (/etc/passwd)",
+            "src/out is a symlink out of the worktree (../../../etc/passwd)",
         ]
 
     def test_empty_patch(self) -> None:
@@ -184,14 +183,30 @@ class TestScopeProblems:
 
 class TestScopes:
     def test_in_scope(self) -> None:
-        """Roots cover themselves and what is under them; globs match files or their folders."""
+        """Roots cover themselves and what is under them; globs cover the paths they match."""
         assert mesh.in_scope("src/a.py", ["src"])
         assert mesh.in_scope("./src//a.py", ["src/"])
         assert not mesh.in_scope("srcx/a.py", ["src"])
         assert mesh.in_scope("docs/a/b.md", ["docs/**/*.md"])
-        assert mesh.in_scope("pkg/mod/deep/x.py", ["pkg/*"])
+        assert mesh.in_scope("docs/a.md", ["docs/**/*.md"])
+        assert mesh.in_scope("pkg/mod", ["pkg/*"])
+        assert not mesh.in_scope("pkg/mod/deep/x.py", ["pkg/*"])
+        assert mesh.in_scope("pkg/mod/deep/x.py", ["pkg/**"])
         assert not mesh.in_scope("docs/a/b.txt", ["docs/**/*.md"])
-        assert mesh.in_scope("anything", ["unknown"])
+        for whole_tree in ("unknown", ".", "*", "**", ""):
+            assert mesh.in_scope("any/deep/thing", [whole_tree])
+
+    @pytest.mark.parametrize(
+        "path",
+        ["src/x.py/payload.sh", "src/x.py/deep/run.sh", "./src/x.py//payload.sh"],
+    )
+    def test_a_folder_named_like_a_glob_match_is_not_in_scope(self, path: str) -> None:
+        """A glob names files: a folder that happens to match it does not open its inside."""
+        assert mesh.in_scope("src/x.py", ["src/*.py"])
+        assert not mesh.in_scope(path, ["src/*.py"])
+        assert mesh.scope_problems(
+            f"--- /dev/null\n+++ b/{path}\n@@ -0,0 +1 @@\n+x\n", ("src/*.py",)
+        )
 
     def test_globs_judged_by_tracked_files(self) -> None:
         """Given the tracked files, globs overlap only when they could touch a common file."""
@@ -203,6 +218,30 @@ class TestScopes:
         assert mesh.scopes_overlap(["unknown"], ["src/*.py"], tracked_files=files)
         assert mesh.scopes_overlap(["src/a.py"], ["src"], tracked_files=files)
         assert not mesh.scopes_overlap(["docs/*"], ["src/*"], tracked_files=files)
+
+    @pytest.mark.parametrize(
+        ("glob", "literal", "expected"),
+        [
+            # The glob can only match inside the literal root: a new file there is shared.
+            ("src/*.py", "src", True),
+            ("src/api/*.py", "src", True),
+            ("src/**/*.py", "src/new", True),
+            ("src/{a,b}/x.py", "src/a", True),
+            # Deeper than the glob reaches: it matches the root's parents only, never a file inside.
+            ("src/*", "src/a/b.py", False),
+            ("src/*.py", "src/pkg/mod.py", False),
+            ("src/*.py", "src/x.py/payload.sh", False),
+            # Deeper than the root, but a leading part that does not match it.
+            ("src/a*/x.py", "src/b", False),
+            ("src/a*/x.py", "src/api", True),
+            ("src/*.py", "src/x.py", True),
+        ],
+    )
+    def test_a_glob_and_a_literal_root(self, glob: str, literal: str, expected: bool) -> None:  # noqa: FBT001
+        """Given tracked files, a glob overlaps a root when it may match a path under it."""
+        files = ["README.md"]
+        assert mesh.scopes_overlap([glob], [literal], tracked_files=files) is expected
+        assert mesh.scopes_overlap([literal], [glob], tracked_files=files) is expected
 
     @pytest.mark.anyio
     async def test_lease_table_uses_tracked_files(self) -> None:
@@ -222,7 +261,7 @@ class TestOddHeaders:
         [
             ('diff --git "a/src/t\\303\\244.py" b/src/plain.py', ("src/tä.py", "src/plain.py")),
             ('diff --git a/src/plain.py "b/src/q\\"x.py"', ("src/plain.py", 'src/q"x.py')),
-            ('diff --git "a/src/unclosed b/src/x', ('"a/src/uncl', "sed b/src/x")),
+            ('diff --git "a/src/unclosed b/src/x', ("src/uncl", "src/x")),
             ('diff --git "a/src/\\9\\t.py" "b/src/\\9\\t.py"', ("src/9\t.py", "src/9\t.py")),
         ],
     )
@@ -232,9 +271,9 @@ class TestOddHeaders:
         assert (change.old_path, change.new_path) == expected
 
     def test_empty_path(self) -> None:
-        """A path that normalizes to nothing is refused."""
+        """A path that is not plain (``./``) is refused."""
         patch = "--- a/./\n+++ b/./\n@@ -1 +1 @@\n-a\n+b\n"
-        assert mesh.scope_problems(patch, ("unknown",)) == ["./ is empty"]
+        assert mesh.scope_problems(patch, ("unknown",)) == ["./ is not a plain relative path"]
 
 
 def test_a_missing_final_newline_marker_is_not_a_line() -> None:

@@ -204,12 +204,19 @@ class TestSlice:
             mesh.slice_plan([step("a")], max_slices=-1)
 
     def test_text_stays_exact(self) -> None:
-        """Quotes, backslashes and control characters survive as valid JSON."""
-        tricky = 'say "hi"\\ \n\t\x00 é 😀'
-        (unit,) = mesh.slice_plan([step(tricky)]).units
-        text = json.dumps(mesh.slice_plan([step(tricky)]).to_document())
-        assert tricky == unit.objective
-        assert tricky == json.loads(text)["units"][0]["objective"]
+        """Quotes, backslashes, any Unicode, and tabs and newlines in prose stay exact in JSON."""
+        tricky = 'say "hi"\\ é 😀 \u200f'
+        prose = 'line "one"\\\n\tline two'
+        (unit,) = mesh.slice_plan([step(tricky, constraints=prose)]).units
+        text = json.dumps(mesh.slice_plan([step(tricky, constraints=prose)]).to_document())
+        assert (tricky, prose) == (unit.objective, unit.constraints)
+        document = json.loads(text)["units"][0]
+        assert (tricky, prose) == (document["objective"], document["constraints"])
+
+    def test_control_characters_in_a_step_are_refused(self) -> None:
+        """A step with control characters is a plan error, not text copied into units."""
+        with pytest.raises(mesh.ValidationError, match="contains control character U\\+000A"):
+            mesh.slice_plan([step('say "hi"\\ \n\t\x00 é 😀')])
 
 
 class TestParseUnits:

@@ -15,6 +15,7 @@ import pytest
 
 import mesh
 import mesh.commands
+from mesh._text import one_line
 from mesh.testing import FakeAdapter, answer, fake_roles
 
 from engine_helpers import unit
@@ -122,6 +123,44 @@ class TestRenderReport:
         )
         assert 'class="lane refused generation"' in page
         assert 'class="lane failed proof"' in page
+
+    def test_untrusted_text_stays_one_escaped_line(self) -> None:
+        """Labels, tooltips and the title are escaped and one line; a bad state picks no class."""
+        forged = 'ok\nunit-009 completed\r\x1b[2K\u2028\u202e<b>"\ud800'
+        state = 'completed" onmouseover="alert(1)'
+
+        def event(seq: int, name: str, **data: object) -> mesh.LedgerEvent:
+            return mesh.LedgerEvent(
+                event=name,
+                run_id="r1",
+                seq=seq,
+                at=float(seq),
+                unit_id=f"u{forged}",
+                candidate_id=f"c{forged}" if name == "adapter_call" else None,
+                lane=mesh.Lane.PROVER if name == "adapter_call" else None,
+                duration_ms=100.0 if name == "adapter_call" else None,
+                data=data,
+            )
+
+        events = [
+            event(1, "unit_started"),
+            event(2, "adapter_call", outcome="ok", decision="fail", evidence=forged),
+            event(3, "unit_finished", state=state, failure_code="proof_missing"),
+        ]
+        page = mesh.render_report(events, title=f"run {forged}")
+        page.encode("utf-8")  # a lone surrogate would make the page unwritable
+        parsed_page = parsed(page)
+        texts = "".join(parsed_page.text)
+        assert not any(char in texts for char in "\r\x1b\u2028\u202e\ud800")
+        assert "onmouseover" not in {
+            name for _, attributes in parsed_page.tags for name in attributes
+        }
+        classes = [str(a["class"]).split() for tag, a in parsed_page.tags if tag == "rect"]
+        assert ["unit", "failed"] in classes
+        escaped = one_line(forged)
+        assert f"run {escaped}" in texts
+        assert f"u{escaped} (proof_missing)" in texts  # the unit's label
+        assert f"proof c{escaped}: fail in 100 ms ({escaped})" in texts  # the call's tooltip
 
     def test_a_run_that_stopped_and_one_that_never_ran(self) -> None:
         """Units without an end are drawn as in flight; no events is a page that says so."""

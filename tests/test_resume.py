@@ -18,7 +18,6 @@ import pytest
 
 import mesh
 import mesh.commands
-from mesh._adapters import mailbox as mesh_mailbox
 from mesh.testing import FakeAdapter, answer, fake_roles
 
 from engine_helpers import unit
@@ -229,31 +228,69 @@ class TestExactlyOnceDelivery:
         assert result.proof_evidence.key_line.startswith("committed ")
         assert git(repo, "log", "--format=%s").splitlines() == ["change", "change", "initial"]
 
-    async def test_recover_after_a_kill_during_git_am(
+    async def test_recover_after_a_kill_between_branch_and_checkout(
         self, repo: Path, workspaces: mesh.WorkspaceManager, tmp_path: Path
     ) -> None:
-        """A dead process's index lock and half-done git am are cleaned before resuming."""
-        conflicting = delivered(repo, {"src/util.py": "VALUE = 3\n"}, "k")
-        git(repo, "commit", "--quiet", "--allow-empty", "-m", "base")
-        (repo / "src" / "util.py").write_text("VALUE = 2\n")
-        git(repo, "commit", "--quiet", "-am", "moved")
-        # A git am left half done (it stopped on a conflict), and a stale lock.
-        mailbox = mesh_mailbox(conflicting, author="a <a@b>")
-        subprocess.run(
-            ["git", "am"], cwd=repo, input=mailbox, text=True, capture_output=True, check=False
-        )
-        assert (repo / ".git" / "rebase-apply").exists()
-        (repo / ".git" / "index.lock").write_text("")
+        """A branch moved by mesh but a checkout left behind (and a stale lock) are put right."""
         integrator = mesh.GitIntegrator(workspaces, artifacts=tmp_path / "out")
+        first = mesh.parse_worker_result(
+            await integrator(delivered(repo, {"src/util.py": "VALUE = 2\n"}, "run/a"))
+        )
+        behind = killed_after_the_branch_moved(repo, first.artifact_ref or "", "run/b")
+        (repo / ".git" / "index.lock").write_text("")
         await integrator.recover()
-        assert not (repo / ".git" / "rebase-apply").exists()
         assert not (repo / ".git" / "index.lock").exists()
         assert git(repo, "status", "--porcelain") == ""
-        fresh = delivered(repo, {"src/fresh.py": "x = 1\n"}, "k2")
+        assert (repo / "src" / "util.py").read_text() == "VALUE = 3\n"
+        assert git(repo, "rev-parse", "HEAD") == behind
+        fresh = delivered(repo, {"src/fresh.py": "x = 1\n"}, "run/c")
         result = mesh.parse_worker_result(await integrator(fresh))
         assert result.decision is mesh.Decision.INTEGRATED_COMMIT
-        assert git(repo, "log", "--format=%s").splitlines()[:2] == ["change", "moved"]
-        await integrator.recover()  # nothing to clean is fine
+        await integrator.recover()  # nothing to put right is fine
+
+    async def test_recover_after_a_kill_while_files_were_written(
+        self, repo: Path, workspaces: mesh.WorkspaceManager, tmp_path: Path
+    ) -> None:
+        """Files already at the new version are fine; a file nobody wrote is never overwritten."""
+        integrator = mesh.GitIntegrator(workspaces, artifacts=tmp_path / "out")
+        base = git(repo, "rev-parse", "HEAD")
+        killed_after_the_branch_moved(repo, base, "run/b")
+        (repo / "src" / "util.py").write_text("VALUE = 3\n")  # written before the kill
+        await integrator.recover()
+        assert git(repo, "status", "--porcelain") == ""
+        killed_after_the_branch_moved(repo, git(repo, "rev-parse", "HEAD"), "run/c", "VALUE = 4\n")
+        (repo / "src" / "util.py").write_text("the user's own edit\n")
+        with pytest.raises(mesh.MeshError, match="neither the version before nor after"):
+            await integrator.recover()
+        assert (repo / "src" / "util.py").read_text() == "the user's own edit\n"
+
+    async def test_a_checkout_with_its_own_changes_is_not_touched(
+        self, repo: Path, workspaces: mesh.WorkspaceManager, tmp_path: Path
+    ) -> None:
+        """Recovery leaves a checkout alone unless it is exactly one mesh commit behind."""
+        integrator = mesh.GitIntegrator(workspaces, artifacts=tmp_path / "out")
+        (repo / "README.md").write_text("staged by the user\n")
+        git(repo, "add", "README.md")
+        await integrator.recover()
+        assert git(repo, "status", "--porcelain") == "M  README.md"
+        git(repo, "commit", "-qm", "the user's own commit")
+        git(repo, "update-ref", "refs/heads/main", git(repo, "rev-parse", "HEAD~1"))
+        await integrator.recover()  # behind by a commit that is not mesh's: left alone
+        assert git(repo, "status", "--porcelain") == "M  README.md"
+
+
+def killed_after_the_branch_moved(
+    repo: Path, parent: str, key: str, value: str = "VALUE = 3\n"
+) -> str:
+    """A mesh commit on ``parent`` put on the branch, with the checkout not yet updated."""
+    scratch = repo.parent / f"scratch-{key.replace('/', '-')}"
+    git(repo, "worktree", "add", "--quiet", "--detach", str(scratch), parent)
+    (scratch / "src" / "util.py").write_text(value)
+    git(scratch, "commit", "--quiet", "-am", f"change\n\nMesh-Unit: u1\nMesh-Delivery: {key}")
+    commit = git(scratch, "rev-parse", "HEAD")
+    git(repo, "worktree", "remove", "--force", str(scratch))
+    git(repo, "update-ref", "refs/heads/main", commit, parent)
+    return commit
 
 
 CODER = (

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 import mesh
@@ -21,6 +21,8 @@ class TestScopesOverlap:
             (["src/api"], ["src/apiary"], False),
             (["docs/**/*.md"], ["src/app.py"], False),
             (["docs/**/*.md"], ["docs/index.md"], True),
+            # Without tracked files a glob is judged by its literal base: still overlapping,
+            # although src/*.py itself never covers src/pkg/mod.py (see test_patch.TestScopes).
             (["src/*.py"], ["src/pkg/mod.py"], True),
             (["unknown"], ["anything"], True),
             (["**"], ["a/b"], True),
@@ -39,6 +41,43 @@ class TestScopesOverlap:
     def test_symmetric(self, first: list[str], second: list[str]) -> None:
         """Overlap does not depend on argument order."""
         assert mesh.scopes_overlap(first, second) == mesh.scopes_overlap(second, first)
+
+
+FOLDER_GLOBS = ["a/*", "a/*.py", "a/*/y.py", "*/x", "b/*", "{a,b}/*.py"]
+"""Globs that cannot cross a folder (no ``**``)."""
+SCOPE_ROOTS = st.sampled_from(
+    [*FOLDER_GLOBS, "a", "a/x", "a/x/y.py", "a/**", "a/**/*.py", "b/**/*.py", "c/d", "unknown"]
+)
+SCOPE_PATHS = st.sampled_from(
+    ["a", "a/x", "a/x/y", "a/x/y.py", "a/b.py", "a/b.py/c", "b/z.py", "b/q/z.py", "c/d/e"]
+)
+
+
+class TestCoveredPaths:
+    @given(SCOPE_ROOTS, SCOPE_ROOTS, SCOPE_PATHS, st.lists(SCOPE_PATHS, max_size=3))
+    @example("a", "a/*.py", "a/b.py", [])  # a new file both may write: not tracked yet
+    @example("a/x", "a/**/*.py", "a/x/y.py", ["c/d/e"])
+    def test_a_shared_path_is_always_an_overlap(
+        self, first: str, second: str, path: str, tracked: list[str]
+    ) -> None:
+        """
+        Two scopes that cover one path overlap: conservative, tracked files or not.
+
+        Two globs are judged by the tracked files (by design), so there the path is tracked.
+        """
+        if not (mesh.in_scope(path, [first]) and mesh.in_scope(path, [second])):
+            return
+        both_globs = all(any(c in root for c in "*?[{") for root in (first, second))
+        files = [*tracked, path] if both_globs else tracked
+        assert mesh.scopes_overlap([first], [second])
+        assert mesh.scopes_overlap([first], [second], tracked_files=files)
+
+    @given(st.sampled_from(FOLDER_GLOBS), SCOPE_PATHS)
+    def test_a_glob_match_is_not_a_folder_of_the_scope(self, root: str, path: str) -> None:
+        """What lies inside a path a glob matches is outside the scope (src/x.py/run.sh)."""
+        if mesh.in_scope(path, [root]):
+            assert not mesh.in_scope(f"{path}/payload.sh", [root])
+            assert not mesh.in_scope(f"{path}/deep/payload.sh", [root])
 
 
 ROOTS = st.sampled_from(["a", "b", "a/x", "a/x/y", "./a/", "b/*", "a/*/z", "**", "unknown", "c/d"])

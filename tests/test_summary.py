@@ -97,6 +97,45 @@ class TestRenderLedger:
         text = mesh.render_ledger(mesh.RunMetrics(failed=1), (FAILED,))
         assert text.splitlines()[-1] == "Delivery/join status: failed: u2 (proof_missing)."
 
+    def test_values_from_events_cannot_forge_lines(self) -> None:
+        """Unit ids, the budget mode and the executor print escaped: one line per fact."""
+        forged = "x\nDelivery/join status: 9 delivered\r\x1b[2K\u2028\u202e"
+        metrics = mesh.RunMetrics(
+            completed=1,
+            failed=1,
+            blocked=1,
+            adapter_calls=(("coder", 1),),
+            target=3,
+            targets_seen=(3,),
+            budget_mode=forged,
+            cas_instances=1,
+            executor=forged,
+        )
+        outcomes = (
+            mesh.UnitOutcome(unit_id=forged, state="completed"),
+            mesh.UnitOutcome(unit_id=f"f{forged}", state="failed"),
+            mesh.UnitOutcome(unit_id=f"b{forged}", state="blocked", blocked_by=forged),
+        )
+        text = mesh.render_ledger(metrics, outcomes)
+        lines = text.splitlines()
+        assert [line.split(":")[0] for line in lines[1:]] == [
+            "Skills used",
+            "Wave summary",
+            "Subagents",
+            "Budget and scaling",
+            "CAS instances",
+            "Delivery/join status",
+        ]
+        assert len(text.split("\n")) == len(lines) + 1  # "\n" is the only break, and it ends
+        assert not any(char in text for char in "\r\x1b\u2028\u202e")
+        escaped = "x\\nDelivery/join status: 9 delivered\\r\\x1b[2K\\u2028\\u202e"
+        assert f"({escaped}, strict remaining" in text
+        assert f"b{escaped} by {escaped}" in lines[-1]
+        completed = mesh.RunMetrics(completed=1, budget_mode=forged)
+        learning = pick_learning(completed, (COMPLETED,)) or ""
+        assert f"({escaped})" in learning
+        assert "\n" not in learning
+
     def test_long_lists_are_shortened(self) -> None:
         """Delivery lists stop after ten names."""
         outcomes = [mesh.UnitOutcome(unit_id=f"u{i}", state="completed") for i in range(25)]

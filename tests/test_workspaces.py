@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -27,8 +28,8 @@ def worktrees(repo: Path) -> list[str]:
 
 
 class TestWorkspaceManager:
-    async def test_concurrent_worktrees(self, repo: Path) -> None:
-        """Eight worktrees made at once are distinct, at the right commit, and removed at close."""
+    async def test_concurrent_workspaces(self, repo: Path) -> None:
+        """Eight workspaces made at once are distinct, at the right commit, and removed at close."""
         head = git(repo, "rev-parse", "HEAD")
         async with mesh.WorkspaceManager(repo, pool_size=2) as workspaces:
             got: list[mesh.Workspace] = []
@@ -41,17 +42,21 @@ class TestWorkspaceManager:
                     group.start_soon(take)
             assert len({w.path for w in got}) == 8
             assert {git(w.path, "rev-parse", "HEAD") for w in got} == {head}
+            assert {git(w.path, "status", "--porcelain") for w in got} == {""}
             assert all((w.path / "src" / "app.py").is_file() for w in got)
-            assert (workspaces.created, workspaces.in_use, len(worktrees(repo))) == (8, 8, 9)
+            assert (workspaces.created, workspaces.in_use) == (8, 8)
             for workspace in got:
                 await workspaces.release(workspace)
-            assert (workspaces.in_use, len(worktrees(repo))) == (0, 3)  # the pool keeps two
+            assert workspaces.in_use == 0
+            kept = [w for w in got if w.path.exists()]
+            assert len(kept) == 2  # the pool keeps two
             folder = workspaces.folder
+        # Workspaces are never linked worktrees: the repository's records are untouched.
         assert worktrees(repo) == [f"worktree {repo}"]
         assert not folder.exists()
 
     async def test_pool_reuse_is_clean(self, repo: Path) -> None:
-        """A pooled worktree comes back reset: no edits, no untracked or ignored files."""
+        """A pooled workspace comes back reset: no edits, no untracked or ignored files."""
         first_commit = git(repo, "rev-parse", "HEAD")
         second_commit = commit_files(repo, {"src/app.py": "changed\n"}, "second")
         async with mesh.WorkspaceManager(repo, pool_size=1) as workspaces:
@@ -64,10 +69,11 @@ class TestWorkspaceManager:
                 assert again.sha == second_commit
                 assert (again.path / "src" / "app.py").read_text() == "changed\n"
                 assert not (again.path / "junk.pyc").exists()
+                assert git(again.path, "rev-parse", "HEAD") == second_commit
             assert (workspaces.created, workspaces.reused) == (1, 1)
 
     async def test_release_twice_and_by_path(self, repo: Path) -> None:
-        """Releasing is idempotent and accepts the worktree's path."""
+        """Releasing is idempotent and accepts the workspace's path."""
         async with mesh.WorkspaceManager(repo, pool_size=0) as workspaces:
             workspace = await workspaces.acquire()
             await workspaces.release(str(workspace.path))
@@ -75,7 +81,7 @@ class TestWorkspaceManager:
             assert not workspace.path.exists()
 
     async def test_crash_leftovers_are_removed(self, repo: Path, tmp_path: Path) -> None:
-        """Worktrees of a process that died are removed and pruned by the next manager."""
+        """Workspaces of a process that died are removed by the next manager."""
         script = (
             "import anyio, os, sys, mesh\n"
             "async def main():\n"
@@ -96,14 +102,13 @@ class TestWorkspaceManager:
         assert crashed.returncode == 9
         leftover = Path(crashed.stdout.strip())
         assert leftover.is_dir()
-        assert len(worktrees(repo)) == 2
         async with mesh.WorkspaceManager(repo) as workspaces:
             assert not leftover.exists()
-            assert worktrees(repo) == [f"worktree {repo}"]
+            assert not leftover.parent.exists()
             assert workspaces.in_use == 0
 
     async def test_live_owners_are_left_alone(self, repo: Path) -> None:
-        """Two managers on one repository do not remove each other's worktrees."""
+        """Two managers on one repository do not remove each other's workspaces."""
         async with mesh.WorkspaceManager(repo) as first, mesh.WorkspaceManager(repo) as second:
             mine = await first.acquire()
             async with second.checkout():
@@ -119,9 +124,12 @@ class TestWorkspaceManager:
                 "src/app.py",
                 "src/util.py",
             )
+            assert await workspaces.tracked_files() is await workspaces.tracked_files()
             assert await workspaces.resolve("main") == git(repo, "rev-parse", "HEAD")
             with pytest.raises(mesh.InputError, match="'nope' is not a commit"):
                 await workspaces.resolve("nope")
+            with pytest.raises(mesh.InputError, match="is not a commit"):
+                await workspaces.resolve("--output=/tmp/x")  # never read as an option
 
     async def test_bad_repositories(self, tmp_path: Path) -> None:
         """A missing folder, a folder outside git, and a manager not yet open are clear errors."""
@@ -137,18 +145,100 @@ class TestWorkspaceManager:
             _ = manager.repo
         with pytest.raises(mesh.InputError, match="not open"):
             _ = manager.folder
+        with pytest.raises(mesh.InputError, match="not a workspace of an open"):
+            mesh.Workspace(path=tmp_path, sha="0" * 40).git()
         await manager.close()  # closing a manager that never opened does nothing
 
     async def test_failed_checkout_is_discarded(self, repo: Path) -> None:
-        """When filling a worktree fails, it is removed, not leaked."""
+        """When filling a workspace fails, it is removed, not leaked."""
         async with mesh.WorkspaceManager(repo, pool_size=1) as workspaces:
-            async with workspaces.checkout() as workspace:
-                pass
-            # Break the pooled worktree so that the next reset fails.
-            (workspace.path / ".git").write_text("gitdir: /nonexistent\n")
+            alternates = workspaces.folder / "shadow.git" / "objects" / "info" / "alternates"
+            alternates.write_text("/nowhere\n")  # the shadow cannot read the commit any more
             with pytest.raises(mesh.GitError):
                 await workspaces.acquire()
             assert workspaces.in_use == 0
+            assert not (workspaces.folder / "wt-1").exists()
+
+    async def test_a_shadow_that_cannot_be_made_closes_the_manager(
+        self, repo: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A failure while opening removes the manager's folder instead of leaking it."""
+        from mesh import _workspaces  # noqa: PLC0415 - the private step under test
+
+        async def broken(self: mesh.WorkspaceManager) -> None:
+            raise mesh.GitError("git init", "fatal: no room", 1)
+
+        monkeypatch.setattr(_workspaces.WorkspaceManager, "_make_shadow", broken)
+        with pytest.raises(mesh.GitError, match="no room"):
+            async with mesh.WorkspaceManager(repo):
+                pass
+        assert list((repo / ".git" / "mesh-worktrees").iterdir()) == []
+
+
+class TestWhatAnAgentLeaves:
+    async def test_an_edit_that_keeps_size_and_time_is_undone(self, repo: Path) -> None:
+        """A file edited to the same size with its old time back is rewritten on reuse."""
+        async with mesh.WorkspaceManager(repo, pool_size=1) as workspaces:
+            async with workspaces.checkout() as workspace:
+                target = workspace.path / "src" / "util.py"
+                before = target.stat()
+                target.write_text("VALUE = 9\n")
+                os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+            async with workspaces.checkout() as again:
+                assert (again.path / "src" / "util.py").read_text() == "VALUE = 1\n"
+
+    async def test_links_folders_and_locks_left_behind(self, repo: Path, tmp_path: Path) -> None:
+        """Symlinks out, nested repositories, stray .git entries and locked folders are cleared."""
+        outside = tmp_path / "outside"
+        outside.mkdir()
+        (outside / "keep.txt").write_text("mine\n")
+        async with mesh.WorkspaceManager(repo, pool_size=1) as workspaces:
+            async with workspaces.checkout() as workspace:
+                root = workspace.path
+                shutil.rmtree(root / "src")
+                (root / "src").symlink_to(outside)  # a tracked folder replaced by a link out
+                (root / "docs" / ".git").write_text("gitdir: /nowhere\n")
+                git(root, "init", "--quiet", "nested")
+                (root / "locked").mkdir()
+                (root / "locked" / "f").write_text("x")
+                (root / "locked").chmod(0)
+                shutil.rmtree(root / ".git")
+                (root / ".git").write_text(f"gitdir: {repo / '.git'}\n")
+            async with workspaces.checkout() as again:
+                assert again.path == root
+                assert (root / "src").is_dir()
+                assert not (root / "src").is_symlink()
+                assert (root / "src" / "util.py").read_text() == "VALUE = 1\n"
+                assert not (root / "docs" / ".git").exists()
+                assert not (root / "nested").exists()
+                assert not (root / "locked").exists()
+                assert (root / ".git").is_dir()
+                assert git(root, "status", "--porcelain") == ""
+        assert sorted(p.name for p in outside.iterdir()) == ["keep.txt"]
+        assert (outside / "keep.txt").read_text() == "mine\n"
+
+    async def test_the_agents_git_is_its_own(self, repo: Path) -> None:
+        """What an agent does with git in its workspace stays in the workspace's repository."""
+        before = {
+            "config": (repo / ".git" / "config").read_text(),
+            "refs": git(repo, "for-each-ref"),
+            "index": (repo / ".git" / "index").read_bytes(),
+        }
+        async with mesh.WorkspaceManager(repo) as workspaces, workspaces.checkout() as workspace:
+            root = workspace.path
+            git(root, "config", "core.hooksPath", str(root))
+            git(root, "config", "user.name", "agent")
+            git(root, "config", "user.email", "agent@example.invalid")
+            (root / "src" / "new.py").write_text("x = 1\n")
+            git(root, "add", "--all")
+            git(root, "commit", "--quiet", "-m", "agent commit")
+            git(root, "update-ref", "refs/heads/main", "HEAD")
+            git(root, "branch", "agent-branch")
+        assert before == {
+            "config": (repo / ".git" / "config").read_text(),
+            "refs": git(repo, "for-each-ref"),
+            "index": (repo / ".git" / "index").read_bytes(),
+        }
 
 
 class TestOwnership:
@@ -180,21 +270,6 @@ class TestOwnership:
         (base / "empty").mkdir()
         async with mesh.WorkspaceManager(repo) as workspaces:
             assert sorted(p.name for p in base.iterdir()) == [workspaces.folder.name]
-
-    async def test_listing_waits_for_worktree_admin_steps(self, repo: Path) -> None:
-        """``git worktree list`` fails on records an add is writing: it waits its turn."""
-        async with mesh.WorkspaceManager(repo) as workspaces:
-            listed: list[dict[Path, str | None]] = []
-
-            async def list_them() -> None:
-                listed.append(await workspaces.worktrees())
-
-            # The lock (as if an add were writing its records) is let go before the group ends.
-            async with anyio.create_task_group() as group, workspaces._admin_steps():
-                group.start_soon(list_them)
-                await anyio.sleep(0.2)
-                assert listed == []
-            assert listed == [{repo: "main"}]
 
     async def test_another_process_holding_the_records_is_waited_for(self, repo: Path) -> None:
         """Worktree admin steps of two processes on one repository never overlap."""
@@ -242,19 +317,5 @@ class TestOwnership:
         async with mesh.WorkspaceManager(repo) as workspaces:
             # Another owner's record (a prunable one) is listed, not removed.
             assert await workspaces.worktrees() == {repo: "main", foreign.parent: None}
-            async with workspaces.checkout() as workspace:
-                assert (await workspaces.worktrees())[workspace.path] is None  # detached
         # Records that are not a dead owner's, or do not say whose they are, stay.
         assert sorted(p.name for p in records.iterdir()) == ["foreign", "unknown"]
-
-    async def test_unclean_worktree_is_not_pooled(self, repo: Path) -> None:
-        """A worktree that cannot be cleaned is removed instead of pooled."""
-        async with mesh.WorkspaceManager(repo, pool_size=1) as workspaces:
-            workspace = await workspaces.acquire()
-            (workspace.path / ".git").write_text("gitdir: /nonexistent\n")
-            await workspaces.release(workspace)
-            assert workspaces.in_use == 0
-            assert await workspaces.tracked_files() is await workspaces.tracked_files()
-            again = await workspaces.acquire()
-            assert workspaces.created == 2
-            await workspaces.release(again)

@@ -1,0 +1,697 @@
+"""
+The integrator: the only writer of the target repository and of plan state.
+
+Delivery is where untrusted work meets the user's repository, so nothing is
+taken on trust, not even mesh's own description of the change:
+
+1. The candidate's patch goes through the scope gate again (git's reading of
+   it, judged against the unit's scope and ``allow_special``).
+2. The accepted candidate becomes a ``git am`` mailbox. Untrusted text in it
+   (the objective, the proof's command and key line) is kept to single lines
+   behind fixed prefixes, so it can neither end the message nor start a
+   patch or a trailer; git's own ``mailinfo`` then reads the mailbox back and
+   must find exactly the message and the patch mesh meant.
+3. ``commit_first``: the commit is made with ``git am`` in mesh's private
+   shadow repository, never in the user's checkout, with no hooks and no
+   user config. The commit git produced is judged before the branch moves:
+   its one parent is the branch tip, its message is exactly the expected
+   one, and the paths and modes it changes pass the gate.
+4. The target is checked: its git settings (config, hooks, attributes,
+   alternates, replace refs, worktree links) are as they were when the run
+   started, the branch tip is where mesh last left it (no foreign commits),
+   and every checkout of the branch is clean with no git operation under
+   way. Then the branch moves by compare-and-swap (``git update-ref NEW
+   OLD``) and each checkout of the branch is brought forward.
+
+Anything that does not hold is ``blocked_delivery`` with evidence (failure
+code ``delivery_blocked``, or ``scope_violation`` for a patch the gate
+refuses), never a silent success. Plan state is written only after delivery.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+from datetime import UTC, datetime
+from email.header import Header
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Final
+
+import anyio
+import attrs
+
+from ._adapters import judge_patch
+from ._enums import Decision, DeliveryMode, FailureCode, Lane
+from ._errors import MeshError
+from ._files import atomic_write_text
+from ._gate import gate_problems
+from ._git import Git
+from ._process import key_line
+from ._roles import DeliveryRequest, result_document
+from ._text import one_line
+from ._workspaces import WorkspaceManager
+
+__all__ = ["GitIntegrator", "commit_message", "mailbox", "parse_trailers"]
+
+_SUBJECT_LIMIT: Final = 200
+_FIELD_LIMIT: Final = 500
+_TRAILER: Final = re.compile(r"([A-Za-z0-9][A-Za-z0-9-]*): (.*)")
+_PLAIN_SUBJECT: Final = re.compile(r"[ -~]*")
+_OPERATIONS: Final = (
+    "index.lock",
+    "rebase-apply",
+    "rebase-merge",
+    "MERGE_HEAD",
+    "CHERRY_PICK_HEAD",
+    "REVERT_HEAD",
+    "BISECT_LOG",
+)
+_HOOK_FILE_LIMIT: Final = 1 << 20
+
+
+def _evidence(command: str, line: str, exit_code: int | None) -> dict[str, object]:
+    return {
+        "command": command,
+        "key_line": line,
+        "exit_code": -1 if exit_code is None else exit_code,
+    }
+
+
+def _subject(request: DeliveryRequest) -> str:
+    unit = request.unit
+    return " ".join(one_line(unit.objective, _SUBJECT_LIMIT).split()) or unit.id
+
+
+def _body(request: DeliveryRequest) -> str:
+    proof = request.proof.proof_evidence
+    return (
+        f"Proof: {one_line(proof.command, _FIELD_LIMIT)} -> "
+        f"{one_line(proof.key_line, _FIELD_LIMIT)}\n"
+        f"Approvals: {request.approvals}\n\n"
+        f"Mesh-Unit: {one_line(request.unit.id)}\n"
+        f"Mesh-Candidate: {one_line(request.candidate_id)}\n"
+        + (
+            f"Mesh-Delivery: {one_line(request.idempotency_key)}\n"
+            if request.idempotency_key
+            else ""
+        )
+    )
+
+
+def commit_message(request: DeliveryRequest) -> str:
+    """
+    The exact message of the commit that delivers ``request``.
+
+    .. versionadded:: 0.1.0
+    """
+    return f"{_subject(request)}\n\n{_body(request)}"
+
+
+def _encoded_subject(subject: str) -> str:
+    # Plain ASCII goes as it is; anything else (or text that looks like an
+    # encoded word) is encoded, so that mailinfo decodes exactly this text.
+    if _PLAIN_SUBJECT.fullmatch(subject) and "=?" not in subject:
+        return subject
+    return Header(subject, "utf-8", maxlinelen=998).encode()
+
+
+def mailbox(request: DeliveryRequest, *, author: str, when: datetime | None = None) -> str:
+    """
+    The accepted candidate as one ``git am -k`` message, trailers naming unit and candidate.
+
+    Untrusted text stays on lines that start with mesh's own words: it can
+    neither end the message, nor start a patch, nor add a trailer.
+
+    .. versionadded:: 0.1.0
+    """
+    moment = format_datetime(when or datetime.now(UTC))
+    patch = request.candidate.patch or ""
+    return (
+        "From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001\n"
+        f"From: {one_line(author)}\nDate: {moment}\n"
+        f"Subject: {_encoded_subject(_subject(request))}\n"
+        "MIME-Version: 1.0\nContent-Type: text/plain; charset=UTF-8\n"
+        "Content-Transfer-Encoding: 8bit\n\n"
+        f"{_body(request)}---\n{patch}" + ("" if patch.endswith("\n") else "\n")
+    )
+
+
+def parse_trailers(message: str) -> dict[str, list[str]]:
+    r"""
+    The trailers of a commit message, found strictly.
+
+    Only the last paragraph counts, and only when every one of its lines is
+    ``Key: value``; anything else means the message has no trailers.
+
+    >>> parse_trailers("Fix\n\nMesh-Unit: u1\nMesh-Delivery: run/u1\n")["Mesh-Unit"]
+    ['u1']
+    >>> parse_trailers("Fix\n\nMesh-Unit: u1\nnot a trailer\n")
+    {}
+
+    .. versionadded:: 0.1.0
+    """
+    paragraphs = message.rstrip("\n").split("\n\n")
+    if len(paragraphs) < 2:  # noqa: PLR2004 - a subject, then trailers at the least
+        return {}
+    found: dict[str, list[str]] = {}
+    for line in paragraphs[-1].split("\n"):
+        match = _TRAILER.fullmatch(line)
+        if match is None:
+            return {}
+        found.setdefault(match[1], []).append(match[2])
+    return found
+
+
+@attrs.frozen(kw_only=True)
+class _Blocked(Exception):
+    """Why this delivery cannot happen."""
+
+    line: str
+    notes: str | None = None
+    code: FailureCode = FailureCode.DELIVERY_BLOCKED
+
+
+async def _file_digest(path: Path) -> str:
+    """A file's content digest ("" when absent); a folder's listing and contents."""
+    target = anyio.Path(path)
+    if await target.is_file():
+        return hashlib.sha256(await target.read_bytes()).hexdigest()
+    if not await target.is_dir():
+        return ""
+    digest = hashlib.sha256()
+    for entry in sorted([p async for p in target.iterdir()], key=lambda p: p.name):
+        digest.update(entry.name.encode("utf-8", "surrogateescape") + b"\0")
+        stat = await entry.stat()
+        digest.update(f"{stat.st_mode:o}\0".encode())
+        if await entry.is_file() and stat.st_size <= _HOOK_FILE_LIMIT:
+            digest.update(await entry.read_bytes())
+    return digest.hexdigest()
+
+
+class GitIntegrator:
+    """
+    The only writer: delivers the accepted candidate, then writes plan state.
+
+    ``patch_first`` units: the patch is written as a ``git am``-ready artifact
+    under ``artifacts``. ``commit_first`` units: the patch becomes a commit on
+    ``branch`` (default: the branch checked out in the repository), made with
+    ``git am -3`` in mesh's private shadow repository, judged, and then put on
+    the branch by compare-and-swap; every checkout of the branch is brought
+    forward. See the module ``mesh._integrator`` for every check. A delivery
+    that cannot happen is ``blocked_delivery`` with evidence. Only after
+    delivery is ``plan_state`` written to ``plan_path``.
+
+    Delivery is idempotent: each commit carries a ``Mesh-Delivery`` trailer
+    with the request's idempotency key, and a key already on the branch is
+    answered with that commit instead of a second one.
+
+    The target is checked against the state this integrator first saw (at
+    `prepare`, called by the first delivery when nobody called it before).
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        workspaces: WorkspaceManager,
+        *,
+        artifacts: str | os.PathLike[str],
+        plan_path: str | os.PathLike[str] | None = None,
+        branch: str | None = None,
+        author: str = "mesh <mesh@localhost>",
+    ) -> None:
+        self.workspaces = workspaces
+        self.artifacts = Path(artifacts)
+        self.plan_path = Path(plan_path) if plan_path is not None else None
+        self.branch = branch
+        self.author = author
+        self._lock = anyio.Lock()
+        self._prepared = False
+        self._branch = ""
+        self._tip: str | None = None
+        self._baseline: dict[str, str] = {}
+
+    # -- the target's state --------------------------------------------------------
+
+    async def prepare(self) -> None:
+        """Take the target as it is now as the state every delivery is checked against."""
+        target = self.workspaces.target()
+        self._branch = self.branch or await target("symbolic-ref", "--short", "HEAD")
+        if (await target.run("check-ref-format", "--branch", self._branch)).exit_code != 0:
+            raise MeshError(
+                f"{self._branch!r} is not a branch name", code=FailureCode.DELIVERY_BLOCKED
+            )
+        self._tip = await self._branch_tip()
+        self._baseline = await self._git_state()
+        self._prepared = True
+
+    async def _branch_tip(self) -> str | None:
+        result = await self.workspaces.target().run(
+            "rev-parse", "--verify", "--quiet", f"refs/heads/{self._branch}^{{commit}}"
+        )
+        return result.text.strip() if result.exit_code == 0 else None
+
+    async def _git_state(self) -> dict[str, str]:
+        """A digest of everything in the target's git directories that changes what git runs."""
+        target = self.workspaces.target()
+        common = self.workspaces.common_dir
+        state = {
+            "hooks": await _file_digest(common / "hooks"),
+            "replace refs": await target(
+                "for-each-ref", "--format=%(refname) %(objectname)", "refs/replace"
+            ),
+        }
+        for name in (
+            "config",
+            "config.worktree",
+            "info/attributes",
+            "info/grafts",
+            "shallow",
+            "objects/info/alternates",
+            "commondir",
+        ):
+            state[name] = await _file_digest(common / name)
+        # mesh's own git ignores hooks; the user's next commit would not.
+        configured = await target.run("config", "--file", str(common / "config"), "core.hooksPath")
+        if configured.exit_code == 0 and configured.text.strip():
+            expanded = await anyio.to_thread.run_sync(os.path.expanduser, configured.text.strip())
+            hooks = self.workspaces.repo / expanded
+            state["core.hooksPath"] = await _file_digest(hooks)
+        for worktree in await self.workspaces.worktrees():
+            dot_git = worktree / ".git"
+            linked = await anyio.Path(dot_git).is_file()
+            state[f"{worktree}/.git"] = await _file_digest(dot_git) if linked else "folder"
+            admin = await self._admin_dir(worktree)
+            if admin is not None and admin != common:
+                for name in ("config.worktree", "gitdir", "commondir"):
+                    state[f"{worktree}: {name}"] = await _file_digest(admin / name)
+        return state
+
+    async def _admin_dir(self, worktree: Path) -> Path | None:
+        result = await Git(cwd=worktree).run("rev-parse", "--path-format=absolute", "--git-dir")
+        return Path(result.text.strip()) if result.exit_code == 0 else None
+
+    async def _checkouts(self) -> list[Path]:
+        """The worktrees where the target branch is checked out."""
+        return [
+            path
+            for path, branch in (await self.workspaces.worktrees()).items()
+            if branch == self._branch
+        ]
+
+    async def _target_problems(self, tip: str | None) -> list[str]:
+        """What stops a delivery onto ``tip``: changed settings, a moved branch, dirty checkouts."""
+        problems: list[str] = []
+        state = await self._git_state()
+        changed = sorted(
+            name
+            for name in self._baseline.keys() | state.keys()
+            if self._baseline.get(name) != state.get(name)
+        )
+        if changed:
+            problems.append(
+                "the repository's git settings changed during the run: " + ", ".join(changed)
+            )
+        current = await self._branch_tip()
+        if current != tip:
+            problems.append(await self._moved(tip, current))
+        for checkout in await self._checkouts():
+            problem = await self._checkout_problem(checkout)
+            problems.extend([problem] if problem else [])
+        return problems
+
+    async def _moved(self, expected: str | None, current: str | None) -> str:
+        branch = self._branch
+        if current is None:
+            return f"branch {branch} no longer exists"
+        if expected is None:
+            return f"branch {branch} was created outside mesh at {current[:12]}"
+        foreign = await self.workspaces.target()(
+            "log", "--format=%h %s", "-3", f"{expected}..{current}"
+        )
+        shown = (
+            "; ".join(one_line(line, 120) for line in foreign.splitlines()) or "history rewritten"
+        )
+        return (
+            f"branch {branch} moved outside mesh from {expected[:12]} to {current[:12]} ({shown})"
+        )
+
+    async def _checkout_problem(self, checkout: Path) -> str | None:
+        git = Git(cwd=checkout)
+        admin = await self._admin_dir(checkout)
+        if admin is None:
+            return f"the checkout {one_line(str(checkout))} cannot be read"
+        busy = [name for name in _OPERATIONS if (admin / name).exists()]
+        if busy:
+            return f"a git operation is under way in {one_line(str(checkout))} ({busy[0]})"
+        # Stat data goes stale without a change (a copied or touched checkout): refresh it,
+        # as any `git status` would, so that only real changes count.
+        await git.run("update-index", "-q", "--refresh")
+        staged = await git.run("diff-index", "--cached", "--quiet", "HEAD", "--")
+        edited = await git.run("diff-files", "--quiet")
+        if staged.exit_code != 0 or edited.exit_code != 0:
+            return f"the checkout {one_line(str(checkout))} has uncommitted changes"
+        return None
+
+    # -- delivering ----------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """
+        Before resuming a run: finish bringing checkouts forward, then `prepare`.
+
+        A process killed between moving the branch and updating a checkout of
+        it leaves that checkout's index one mesh commit behind (and maybe
+        some of its files written). Such a checkout is brought forward when
+        every file involved is either the old or the new version; otherwise
+        this raises, naming the checkout, and nothing is touched.
+        """
+        target = self.workspaces.target()
+        self._branch = self.branch or await target("symbolic-ref", "--short", "HEAD")
+        tip = await self._branch_tip()
+        for checkout in await self._checkouts():
+            admin = await self._admin_dir(checkout)
+            if admin is not None:
+                # The dead process's lock: nothing else writes a checkout mesh delivers to.
+                (admin / "index.lock").unlink(missing_ok=True)
+            if tip is not None:
+                await self._bring_forward_after_crash(checkout, tip)
+        await self.prepare()
+
+    async def _bring_forward_after_crash(self, checkout: Path, tip: str) -> None:
+        git = Git(cwd=checkout)
+        if (await git.run("diff-index", "--cached", "--quiet", tip, "--")).exit_code == 0:
+            return  # the index is at the tip already
+        message = await git("log", "-1", "--format=%B", tip)
+        parent = (await git.run("rev-parse", "--verify", "--quiet", f"{tip}^1")).text.strip()
+        ours = "Mesh-Delivery" in parse_trailers(message)
+        if not (ours and parent):
+            return
+        if (await git.run("diff-index", "--cached", "--quiet", parent, "--")).exit_code != 0:
+            return  # not the state mesh leaves: the user's own changes
+        if (await git.run("read-tree", "-m", "-u", parent, tip)).exit_code == 0:
+            return
+        # Killed while writing files: each one must be the old or the new version.
+        raw = await git.raw("diff-tree", "-r", "-z", "--no-renames", "--name-only", parent, tip)
+        for name in filter(None, raw.decode("utf-8", "surrogateescape").split("\0")):
+            if not await self._old_or_new(git, checkout, name, parent, tip):
+                raise MeshError(
+                    f"{one_line(str(checkout))}: {one_line(name)} is neither the version "
+                    f"before nor after mesh's commit {tip[:12]}: bring the checkout to "
+                    "the branch tip by hand, then resume",
+                    code=FailureCode.DELIVERY_BLOCKED,
+                )
+        await git("read-tree", "--reset", "-u", tip)
+
+    @staticmethod
+    async def _old_or_new(git: Git, checkout: Path, name: str, parent: str, tip: str) -> bool:
+        versions = set()
+        for commit in (parent, tip):
+            result = await git.run("rev-parse", "--verify", "--quiet", f"{commit}:{name}")
+            versions.add(result.text.strip() if result.exit_code == 0 else "")
+        path = checkout / name
+        if not (path.exists() or path.is_symlink()):
+            return "" in versions
+        if path.is_symlink() or not path.is_file():
+            return False
+        found = await git.run("hash-object", f"--path={name}", "--", str(path))
+        return found.exit_code == 0 and found.text.strip() in versions
+
+    async def _earlier(self, request: DeliveryRequest) -> str | None:
+        """The commit that already delivered this request (a retry, a resume), if any."""
+        if not self._prepared:
+            await self.prepare()
+        earlier = await self._delivered(request)
+        if earlier is not None and earlier == await self._branch_tip():
+            self._tip = earlier  # a retry after the branch moved: mesh left it there
+        return earlier
+
+    async def _delivered(self, request: DeliveryRequest) -> str | None:
+        """The commit on the branch that delivered this key, found strictly, if any."""
+        key = request.idempotency_key
+        if not key or await self._branch_tip() is None:
+            return None
+        found = await self.workspaces.target().raw(
+            "log",
+            "-z",
+            "--format=%H%n%B",
+            "--fixed-strings",
+            f"--grep=Mesh-Delivery: {key}",
+            f"refs/heads/{self._branch}",
+            "--",
+        )
+        for record in found.decode(errors="replace").split("\0"):
+            sha, _, message = record.partition("\n")
+            trailers = parse_trailers(message)
+            if trailers.get("Mesh-Delivery") == [key] and trailers.get("Mesh-Unit") == [
+                request.unit.id
+            ]:
+                return sha
+        return None
+
+    async def _committer(self) -> dict[str, str]:
+        """Who commits: the repository's configured identity, else the author."""
+        name, _, email = self.author.partition(" <")
+        identity = {"name": name, "email": email.rstrip(">")}
+        for field in ("name", "email"):
+            # The user's own config holds the identity; reading a value runs nothing.
+            result = await anyio.run_process(
+                ["git", "config", "--get", f"user.{field}"],
+                cwd=self.workspaces.repo,
+                check=False,
+                env={
+                    k: v
+                    for k, v in os.environ.items()
+                    if not k.startswith("GIT_") or k == "GIT_EXEC_PATH"
+                },
+            )
+            value = result.stdout.decode(errors="replace").strip()
+            if result.returncode == 0 and value and one_line(value) == value:
+                identity[field] = value
+        return {
+            "GIT_COMMITTER_NAME": identity["name"],
+            "GIT_COMMITTER_EMAIL": identity["email"],
+        }
+
+    async def _check_mailbox(self, message: str, request: DeliveryRequest) -> str | None:
+        """Read the mailbox as ``git am -k`` will: it must say exactly what mesh meant."""
+        folder = self.workspaces.folder / f"mailinfo-{secrets.token_hex(6)}"
+        await anyio.Path(folder).mkdir()
+        try:
+            shadow = self.workspaces.shadow()
+            result = await shadow.run(
+                "mailinfo",
+                "-k",
+                "-u",
+                str(folder / "msg"),
+                str(folder / "patch"),
+                stdin=message.encode(),
+            )
+            if result.exit_code != 0:
+                return f"git mailinfo cannot read the mailbox: {key_line(result.errors)}"
+            read_body = await anyio.Path(folder / "msg").read_text(errors="replace")
+            read_patch = await anyio.Path(folder / "patch").read_text(errors="replace")
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(_remove_folder, folder)
+        info = dict(line.partition(": ")[::2] for line in result.text.splitlines() if ": " in line)
+        patch = request.candidate.patch or ""
+        patch = patch if patch.endswith("\n") else patch + "\n"
+        if info.get("Subject") != _subject(request):
+            return "git reads a different subject from the mailbox"
+        if read_body != _body(request):
+            return "git reads a different message from the mailbox"
+        if read_patch != "---\n" + patch:
+            return "git reads a different patch from the mailbox"
+        return None
+
+    async def _commit(self, message: str, tip: str) -> str:
+        """``git am -k -3`` in the shadow repository, on ``tip``; the commit it made."""
+        folder = self.workspaces.folder
+        delivery = folder / "delivery"
+        await anyio.Path(delivery).mkdir(exist_ok=True)
+        git = Git(
+            cwd=folder,
+            git_dir=folder / "shadow.git",
+            work_tree=delivery,
+            index_file=folder / "indexes" / "delivery",
+            environment=await self._committer(),
+        )
+        await git("read-tree", "--reset", "-u", tip)
+        await git("clean", "-ffdxq")
+        await git("update-ref", "--no-deref", "HEAD", tip)
+        applied = await git.run("am", "-k", "-3", "--keep-cr", stdin=message.encode())
+        if applied.exit_code != 0:
+            await git.run("am", "--abort")
+            raise _Blocked(
+                line=f"git am on {self._branch}: {key_line(applied.errors)}",
+                notes=applied.errors.strip(),
+            )
+        return await git("rev-parse", "--verify", "HEAD^{commit}")
+
+    async def _judge_commit(self, commit: str, tip: str, request: DeliveryRequest) -> None:
+        """The commit git made must be exactly the one mesh meant, before the branch moves."""
+        shadow = self.workspaces.shadow()
+        raw = await shadow("cat-file", "commit", commit)
+        headers, _, text = raw.partition("\n\n")
+        parents = [line[7:] for line in headers.splitlines() if line.startswith("parent ")]
+        if commit == tip:
+            raise _Blocked(line=f"the patch changes nothing on {self._branch}")
+        if parents != [tip]:
+            raise _Blocked(line=f"git am made {len(parents)} parents, not one on {tip[:12]}")
+        if text + "\n" != commit_message(request):
+            raise _Blocked(line="the commit's message is not the one mesh wrote")
+        reading = await self.workspaces.read_trees(tip, commit)
+        unit = request.unit
+        problems = gate_problems(
+            reading.changes,
+            write_scope=unit.write_scope,
+            allow_special=unit.allow_special,
+            links=reading.links,
+        )
+        if problems:
+            raise _Blocked(
+                line=f"scope: {problems[0]}",
+                notes="; ".join(problems),
+                code=FailureCode.SCOPE_VIOLATION,
+            )
+
+    async def _copy_objects(self, commit: str, tip: str) -> None:
+        """The new commit's objects into the target's object store (nothing refers to them yet)."""
+        pack = await self.workspaces.shadow().raw(
+            "pack-objects", "--revs", "--stdout", "-q", stdin=f"{commit}\n^{tip}\n".encode()
+        )
+        await self.workspaces.target().raw("unpack-objects", "-q", stdin=pack)
+
+    async def _move_branch(self, commit: str, tip: str, key: str) -> list[str]:
+        """Compare-and-swap the branch, then bring its checkouts forward; what could not be."""
+        checkouts = await self._checkouts()
+        for checkout in checkouts:
+            dry = await Git(cwd=checkout).run("read-tree", "-m", "-u", "-n", tip, commit)
+            if dry.exit_code != 0:
+                raise _Blocked(
+                    line=f"the checkout {one_line(str(checkout))} is in the way: "
+                    f"{key_line(dry.errors)}"
+                )
+        moved = await self.workspaces.target().run(
+            "update-ref", "-m", f"mesh: deliver {key}", f"refs/heads/{self._branch}", commit, tip
+        )
+        if moved.exit_code != 0:
+            raise _Blocked(
+                line=f"branch {self._branch} moved while delivering: {key_line(moved.errors)}"
+            )
+        self._tip = commit
+        behind = []
+        for checkout in checkouts:
+            updated = await Git(cwd=checkout).run("read-tree", "-m", "-u", tip, commit)
+            if updated.exit_code != 0:
+                behind.append(f"{one_line(str(checkout))}: {key_line(updated.errors)}")
+        return behind
+
+    async def __call__(self, request: DeliveryRequest) -> dict[str, object]:
+        """Deliver as the unit's delivery mode says; write plan state after success."""
+        unit = request.unit
+        candidate = request.candidate
+
+        def answer(decision: Decision, line: str, **fields: object) -> dict[str, object]:
+            return result_document(
+                unit,
+                candidate_id=request.candidate_id,
+                lane=Lane.INTEGRATOR,
+                decision=decision,
+                triplet_index=candidate.triplet_index,
+                base_sha=candidate.base_sha,
+                proof_status="pass",
+                proof_attempts=request.proof.proof_attempts,
+                proof_evidence=_evidence(
+                    "deliver", line, 0 if decision is not Decision.BLOCKED_DELIVERY else 1
+                ),
+                **fields,
+            )
+
+        try:
+            async with self._lock:
+                decision, reference, line, notes = await self._deliver(request)
+        except _Blocked as blocked:
+            return answer(
+                Decision.BLOCKED_DELIVERY,
+                blocked.line,
+                notes=blocked.notes,
+                failure_code=blocked.code.value,
+            )
+        if self.plan_path is not None:
+            await _write(self.plan_path, json.dumps(request.plan_state, indent=2) + "\n")
+        return answer(
+            decision,
+            line,
+            artifact_ref=reference,
+            scope_assertion=f"within write_scope {list(unit.write_scope)}",
+            patch_sha256=hashlib.sha256((candidate.patch or "").encode()).hexdigest(),
+            notes=notes,
+        )
+
+    async def _deliver(self, request: DeliveryRequest) -> tuple[Decision, str, str, str | None]:
+        unit = request.unit
+        commit_first = unit.delivery_mode is DeliveryMode.COMMIT_FIRST
+        if commit_first and (earlier := await self._earlier(request)) is not None:
+            line = f"already delivered as {earlier[:12]} on {self._branch}"
+            return Decision.INTEGRATED_COMMIT, earlier, line, None
+        patch = request.candidate.patch or ""
+        verdict = await judge_patch(self.workspaces, unit, request.candidate.base_sha, patch)
+        if verdict.problems:
+            raise _Blocked(
+                line=f"scope: {verdict.problems[0]}",
+                notes="; ".join(verdict.problems),
+                code=FailureCode.SCOPE_VIOLATION,
+            )
+        applies = verdict.reading is not None and verdict.reading.applies
+        if not (applies or commit_first):
+            # A commit is judged as git made it; an artifact only as git reads it at its base.
+            evidence = verdict.reading.evidence if verdict.reading else ""
+            raise _Blocked(line=f"the patch does not apply: {key_line(evidence)}", notes=evidence)
+        message = mailbox(request, author=self.author)
+        if problem := await self._check_mailbox(message, request):
+            raise _Blocked(line=problem)
+        artifact = self.artifacts / unit.id / f"{request.candidate_id}.patch"
+        await _write(artifact, message)
+        if not commit_first:
+            return Decision.INTEGRATED_PATCH, str(artifact), f"patch at {artifact}", None
+        return await self._deliver_commit(request, message)
+
+    async def _deliver_commit(
+        self, request: DeliveryRequest, message: str
+    ) -> tuple[Decision, str, str, str | None]:
+        tip = self._tip
+        if tip is None:
+            raise _Blocked(line=f"branch {self._branch} has no commit to deliver onto")
+        if problems := await self._target_problems(tip):
+            raise _Blocked(line=problems[0], notes="; ".join(problems))
+        commit = await self._commit(message, tip)
+        await self._judge_commit(commit, tip, request)
+        await self._copy_objects(commit, tip)
+        # From here the branch moves: a cancelled call must not leave it half recorded.
+        with anyio.CancelScope(shield=True):
+            key = request.idempotency_key or request.unit.id
+            behind = await self._move_branch(commit, tip, key)
+        notes = ("checkout not brought forward: " + "; ".join(behind)) if behind else None
+        return (
+            Decision.INTEGRATED_COMMIT,
+            commit,
+            f"committed {commit[:12]} on {self._branch}",
+            notes,
+        )
+
+
+def _remove_folder(folder: Path) -> None:
+    for entry in folder.iterdir():
+        entry.unlink()
+    folder.rmdir()
+
+
+async def _write(path: Path, text: str) -> None:
+    await anyio.to_thread.run_sync(
+        lambda: atomic_write_text(path, text, what="delivery output", create_parents=True)
+    )
