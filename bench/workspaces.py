@@ -1,4 +1,9 @@
-"""Workspaces: time per candidate worktree, pooled and not, against bare ``git worktree``."""
+"""
+Workspaces and the scope gate: what isolation and git's own reading of patches cost.
+
+Time per candidate workspace, pooled and not, against bare ``git worktree``;
+and the scope gate per patch, against the text filter and ``git apply --check``.
+"""
 
 from __future__ import annotations
 
@@ -58,9 +63,47 @@ def managed(repo: Path, rounds: int, pool_size: int) -> float:
     return anyio.run(main)
 
 
+def patch_of(repo: Path) -> str:
+    """A one-file change of ``repo``, as git writes it."""
+    target = next(repo.glob("pkg0/*.py"))
+    original = target.read_text()
+    target.write_text(original + "EXTRA = 1\n")
+    patch = subprocess.run(
+        ["git", "diff", "--full-index"], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout
+    target.write_text(original)
+    return patch
+
+
+def gate_costs(repo: Path, rounds: int) -> tuple[float, float, float]:
+    """Seconds per patch: bare ``git apply --check``, the text filter, the whole scope gate."""
+    patch = patch_of(repo)
+    started = time.perf_counter()
+    for _ in range(rounds):
+        subprocess.run(
+            ["git", "apply", "--check", "-"], cwd=repo, input=patch, text=True, check=True
+        )
+    bare = (time.perf_counter() - started) / rounds
+    started = time.perf_counter()
+    for _ in range(rounds):
+        assert not mesh.scope_problems(patch, ("pkg0",))
+    text = (time.perf_counter() - started) / rounds
+
+    async def main() -> float:
+        async with mesh.WorkspaceManager(repo, pool_size=0) as workspaces:
+            begun = time.perf_counter()
+            for _ in range(rounds):
+                reading = await workspaces.read_patch("HEAD", patch)
+                assert not mesh.gate_problems(reading.changes, write_scope=("pkg0",))
+            return (time.perf_counter() - begun) / rounds
+
+    return bare, text, anyio.run(main)
+
+
 def run(sizes: tuple[int, ...], rounds: int) -> str:
     """The workspaces section of the report."""
     rows = []
+    gates: list[list[object]] = []
     with tempfile.TemporaryDirectory(prefix="mesh-bench-") as scratch:
         for files in sizes:
             repo = make_repository(Path(scratch) / f"repo-{files}", files)
@@ -70,15 +113,32 @@ def run(sizes: tuple[int, ...], rounds: int) -> str:
             rows.append(
                 [files, floor * 1000, fresh * 1000, pooled * 1000, fresh / floor, pooled / floor]
             )
-    return table(
-        f"Workspaces: ms per candidate worktree (acquire + release), {rounds} rounds",
-        [
-            "files",
-            "bare git add/remove",
-            "mesh add/remove",
-            "mesh pool",
-            "add/remove / bare",
-            "pool / bare",
-        ],
-        rows,
+            bare, text, gate = gate_costs(repo, rounds)
+            gates.append([files, bare * 1000, text * 1000, gate * 1000, gate / bare])
+    return "\n\n".join(
+        (
+            table(
+                f"Workspaces: ms per candidate workspace (acquire + release), {rounds} rounds",
+                [
+                    "files",
+                    "bare git worktree add/remove",
+                    "mesh new",
+                    "mesh pool",
+                    "new / bare",
+                    "pool / bare",
+                ],
+                rows,
+            ),
+            table(
+                f"Scope gate: ms per one-file patch, {rounds} rounds",
+                [
+                    "files",
+                    "bare git apply --check",
+                    "text filter",
+                    "whole gate (git's reading)",
+                    "gate / bare",
+                ],
+                gates,
+            ),
+        )
     )

@@ -15,6 +15,7 @@ import inspect
 import json
 import os
 import shlex
+import stat
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Final
@@ -37,6 +38,7 @@ __all__ = [
     "diff_candidate",
 ]
 
+_RECORD_LIMIT: Final = 1 << 20
 FileEdits = Mapping[str, str | None]
 """Repository-relative path → new content (``None`` deletes the file)."""
 
@@ -242,7 +244,7 @@ class CommandCoder:
                     sandbox=self.sandbox,
                     writable=(records,),
                 )
-                record = _read_record(record_file)
+                record = await anyio.to_thread.run_sync(_read_record, record_file)
             finally:
                 record_file.unlink(missing_ok=True)
             if not result.ok:
@@ -257,16 +259,33 @@ class CommandCoder:
             )
 
 
-def _read_record(path: Path) -> dict[str, object] | str | None:
-    """The reduce record a command wrote: a mapping, None when absent, or why it is unusable."""
+def _record_bytes(path: Path) -> bytes | str | None:
+    """What a command wrote as its reduce record: bytes, None when absent, or why not."""
     try:
-        text = path.read_text()
+        # Never blocks (a FIFO), never follows a link: the command chose what is there.
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
     except FileNotFoundError:
         return None
-    except (OSError, UnicodeDecodeError) as exc:
-        return f"MESH_REDUCE_RECORD cannot be read: {type(exc).__name__}"
+    except OSError as exc:
+        return f"MESH_REDUCE_RECORD cannot be read: {exc.strerror}"
+    with os.fdopen(descriptor, "rb") as stream:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            return "MESH_REDUCE_RECORD is not a regular file"
+        data = stream.read(_RECORD_LIMIT + 1)
+    if len(data) > _RECORD_LIMIT:
+        return f"MESH_REDUCE_RECORD is larger than {_RECORD_LIMIT} bytes"
+    return data
+
+
+def _read_record(path: Path) -> dict[str, object] | str | None:
+    """The reduce record a command wrote: a mapping, None when absent, or why it is unusable."""
+    data = _record_bytes(path)
+    if not isinstance(data, bytes):
+        return data
     try:
-        record = json.loads(text)
+        record = json.loads(data.decode())
+    except UnicodeDecodeError:
+        return "MESH_REDUCE_RECORD is not UTF-8 text"
     except json.JSONDecodeError as exc:
         return f"MESH_REDUCE_RECORD is not JSON: {exc}"
     return record if isinstance(record, dict) else "MESH_REDUCE_RECORD is not a JSON object"
@@ -307,7 +326,9 @@ def _apply_edits(root: Path, edits: FileEdits) -> None:
     for name, content in edits.items():
         target = root / name
         if content is None:
-            target.unlink(missing_ok=True)
+            # Looked at first: an exception caught in a worker thread upsets coverage.
+            if os.path.lexists(target):
+                target.unlink()
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(content)

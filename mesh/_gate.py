@@ -84,9 +84,8 @@ def parse_raw_diff(output: bytes) -> tuple[PathChange, ...]:
     """
     fields = output.split(b"\0")
     changes: list[PathChange] = []
+    # The output ends in a NUL: the last, empty field has no name to pair with.
     for header, name in zip(fields[0::2], fields[1::2], strict=False):
-        if not header.startswith(b":"):
-            continue
         old_mode, new_mode, old_object, new_object, status = header[1:].decode().split(" ")
         changes.append(
             PathChange(

@@ -36,7 +36,7 @@ from ._enums import FailureCode
 from ._errors import MeshError
 from ._process import key_line
 
-__all__ = ["Git", "GitError", "GitResult", "git", "git_result", "safe_git_environment"]
+__all__ = ["Git", "GitError", "GitResult", "git", "safe_git_environment"]
 
 GIT_TIMEOUT: Final = 300.0
 _KEPT_GIT_VARIABLES: Final = frozenset({"GIT_EXEC_PATH"})
@@ -131,17 +131,13 @@ class Git:
     git on one repository, as mesh runs it (see the module docstring).
 
     ``git_dir``/``work_tree``/``index_file`` point git at a private git
-    directory, a folder of files and an index of mesh's choosing;
-    ``object_directory`` and ``alternates`` say where objects are written
-    and which other object stores may be read.
+    directory, a folder of files and an index of mesh's choosing.
     """
 
     cwd: Path
     git_dir: Path | None = None
     work_tree: Path | None = None
     index_file: Path | None = None
-    object_directory: Path | None = None
-    alternates: tuple[Path, ...] = ()
     environment: Mapping[str, str] = attrs.field(factory=dict, hash=False)
     """Extra variables (an identity for commits)."""
 
@@ -159,10 +155,6 @@ class Git:
         extra = dict(self.environment)
         if self.index_file is not None:
             extra["GIT_INDEX_FILE"] = str(self.index_file)
-        if self.object_directory is not None:
-            extra["GIT_OBJECT_DIRECTORY"] = str(self.object_directory)
-        if self.alternates:
-            extra["GIT_ALTERNATE_OBJECT_DIRECTORIES"] = os.pathsep.join(map(str, self.alternates))
         return safe_git_environment(extra)
 
     async def run(self, *args: str, stdin: bytes | None = None) -> GitResult:
@@ -194,17 +186,6 @@ class Git:
     async def __call__(self, *args: str, stdin: bytes | None = None) -> str:
         """Run git; its output as text without the final newline. Raises `GitError`."""
         return (await self.raw(*args, stdin=stdin)).decode(errors="replace").removesuffix("\n")
-
-
-async def git_result(
-    *args: str,
-    cwd: str | os.PathLike[str],
-    stdin: bytes | None = None,
-    env: Mapping[str, str] | None = None,
-) -> tuple[int | None, str]:
-    """Run git; return its exit code and output (errors first on failure) without judging them."""
-    result = await Git(cwd=Path(cwd), environment=env or {}).run(*args, stdin=stdin)
-    return result.exit_code, result.text if result.exit_code == 0 else result.errors
 
 
 async def git(

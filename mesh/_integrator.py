@@ -48,7 +48,7 @@ from ._adapters import judge_patch
 from ._enums import Decision, DeliveryMode, FailureCode, Lane
 from ._errors import MeshError
 from ._files import atomic_write_text
-from ._gate import gate_problems
+from ._gate import describe_path, gate_problems
 from ._git import Git
 from ._process import key_line
 from ._roles import DeliveryRequest, result_document
@@ -167,6 +167,14 @@ def parse_trailers(message: str) -> dict[str, list[str]]:
 
 
 @attrs.frozen(kw_only=True)
+class _CheckoutState:
+    """What a clean-looking checkout may still hide: flagged index entries, untracked files."""
+
+    hidden: frozenset[bytes]
+    untracked: frozenset[str]
+
+
+@attrs.frozen(kw_only=True)
 class _Blocked(Exception):
     """Why this delivery cannot happen."""
 
@@ -233,23 +241,43 @@ class GitIntegrator:
         self._prepared = False
         self._branch = ""
         self._tip: str | None = None
+        self._start_tip: str | None = None
+        """The branch tip when the target was taken: the history a resume may find keys in."""
+        self._made: dict[str, str] = {}
+        """Delivery keys this integrator committed, and their commits."""
         self._baseline: dict[str, str] = {}
+        self._checkout_baseline: dict[Path, _CheckoutState] = {}
 
     # -- the target's state --------------------------------------------------------
 
     async def prepare(self) -> None:
         """Take the target as it is now as the state every delivery is checked against."""
-        target = self.workspaces.target()
-        self._branch = self.branch or await target("symbolic-ref", "--short", "HEAD")
-        if (await target.run("check-ref-format", "--branch", self._branch)).exit_code != 0:
-            raise MeshError(
-                f"{self._branch!r} is not a branch name", code=FailureCode.DELIVERY_BLOCKED
-            )
-        self._tip = await self._branch_tip()
+        self._branch = await self._target_branch()
+        self._tip = self._start_tip = await self._branch_tip()
         self._baseline = await self._git_state()
+        self._checkout_baseline = {}
+        for checkout in await self._checkouts():
+            if await self._admin_dir(checkout) is not None:  # a broken one is refused later
+                self._checkout_baseline[checkout] = await self._checkout_state(checkout)
+        self._made = {}
         self._prepared = True
 
+    async def _target_branch(self) -> str:
+        """The branch to deliver to; "" when none is named and HEAD is detached."""
+        target = self.workspaces.target()
+        if self.branch is None:
+            current = await target.run("symbolic-ref", "--short", "-q", "HEAD")
+            return current.text.strip() if current.exit_code == 0 else ""
+        if (await target.run("check-ref-format", "--branch", self.branch)).exit_code != 0:
+            raise MeshError(
+                f"{one_line(self.branch)!r} is not a branch name",
+                code=FailureCode.DELIVERY_BLOCKED,
+            )
+        return self.branch
+
     async def _branch_tip(self) -> str | None:
+        if not self._branch:
+            return None
         result = await self.workspaces.target().run(
             "rev-parse", "--verify", "--quiet", f"refs/heads/{self._branch}^{{commit}}"
         )
@@ -269,6 +297,7 @@ class GitIntegrator:
             "config",
             "config.worktree",
             "info/attributes",
+            "info/exclude",
             "info/grafts",
             "shallow",
             "objects/info/alternates",
@@ -303,7 +332,7 @@ class GitIntegrator:
             if branch == self._branch
         ]
 
-    async def _target_problems(self, tip: str | None) -> list[str]:
+    async def _target_problems(self, tip: str) -> list[str]:
         """What stops a delivery onto ``tip``: changed settings, a moved branch, dirty checkouts."""
         problems: list[str] = []
         state = await self._git_state()
@@ -324,12 +353,10 @@ class GitIntegrator:
             problems.extend([problem] if problem else [])
         return problems
 
-    async def _moved(self, expected: str | None, current: str | None) -> str:
+    async def _moved(self, expected: str, current: str | None) -> str:
         branch = self._branch
         if current is None:
             return f"branch {branch} no longer exists"
-        if expected is None:
-            return f"branch {branch} was created outside mesh at {current[:12]}"
         foreign = await self.workspaces.target()(
             "log", "--format=%h %s", "-3", f"{expected}..{current}"
         )
@@ -355,7 +382,44 @@ class GitIntegrator:
         edited = await git.run("diff-files", "--quiet")
         if staged.exit_code != 0 or edited.exit_code != 0:
             return f"the checkout {one_line(str(checkout))} has uncommitted changes"
+        before = self._checkout_baseline.get(checkout)
+        now = await self._checkout_state(checkout)
+        if before is not None and now.hidden != before.hidden:
+            return (
+                f"files of the checkout {one_line(str(checkout))} were marked assume-unchanged "
+                "or skip-worktree during the run (edits to them would not show)"
+            )
+        if before is not None and (new := sorted(now.untracked - before.untracked)):
+            shown = ", ".join(describe_path(path) for path in new[:3])
+            return f"new untracked files in the checkout {one_line(str(checkout))}: {shown}"
         return None
+
+    async def _checkout_state(self, checkout: Path) -> _CheckoutState:
+        """What `git status` would not show: hidden index entries, and untracked files."""
+        git = Git(cwd=checkout)
+        flagged = await git.raw("ls-files", "-v", "-z")
+        hidden = frozenset(
+            entry for entry in flagged.split(b"\0") if entry[:1].islower() or entry[:1] == b"S"
+        )
+        others = await git.raw("ls-files", "--others", "--exclude-standard", "-z")
+        mine = [
+            path.relative_to(checkout).as_posix()
+            for path in self._own_outputs()
+            if path.is_relative_to(checkout)
+        ]
+        untracked = frozenset(
+            name
+            for name in others.decode("utf-8", "surrogateescape").split("\0")
+            if name and not any(name == own or name.startswith(own + "/") for own in mine)
+        )
+        return _CheckoutState(hidden=hidden, untracked=untracked)
+
+    def _own_outputs(self) -> list[Path]:
+        """Where this integrator writes (artifacts, plan state): not a checkout's new files."""
+        outputs = [self.artifacts.absolute()]
+        if self.plan_path is not None:
+            outputs.append(self.plan_path.absolute().parent)
+        return outputs
 
     # -- delivering ----------------------------------------------------------------
 
@@ -369,14 +433,14 @@ class GitIntegrator:
         every file involved is either the old or the new version; otherwise
         this raises, naming the checkout, and nothing is touched.
         """
-        target = self.workspaces.target()
-        self._branch = self.branch or await target("symbolic-ref", "--short", "HEAD")
+        self._branch = await self._target_branch()
         tip = await self._branch_tip()
         for checkout in await self._checkouts():
             admin = await self._admin_dir(checkout)
-            if admin is not None:
-                # The dead process's lock: nothing else writes a checkout mesh delivers to.
-                (admin / "index.lock").unlink(missing_ok=True)
+            if admin is None:
+                continue  # a broken checkout: the next delivery says so
+            # The dead process's lock: nothing else writes a checkout mesh delivers to.
+            (admin / "index.lock").unlink(missing_ok=True)
             if tip is not None:
                 await self._bring_forward_after_crash(checkout, tip)
         await self.prepare()
@@ -421,26 +485,39 @@ class GitIntegrator:
         return found.exit_code == 0 and found.text.strip() in versions
 
     async def _earlier(self, request: DeliveryRequest) -> str | None:
-        """The commit that already delivered this request (a retry, a resume), if any."""
+        """
+        The commit that already delivered this request, if any: a retry, or a resumed run.
+
+        A retry finds the commit this integrator made. Otherwise only the
+        branch as it was when the target was taken (`prepare`, `recover`) is
+        searched: a commit that appeared since was not made here, and is
+        foreign even if it carries the key. A commit found there must still
+        be exactly what mesh would make (message, and a change the gate passes).
+        """
         if not self._prepared:
             await self.prepare()
-        earlier = await self._delivered(request)
-        if earlier is not None and earlier == await self._branch_tip():
-            self._tip = earlier  # a retry after the branch moved: mesh left it there
+        key = request.idempotency_key
+        if not key:
+            return None
+        if key in self._made:
+            return self._made[key]
+        earlier = await self._delivered(request, self._start_tip)
+        if earlier is not None:
+            await self._judge_earlier(earlier, request)
         return earlier
 
-    async def _delivered(self, request: DeliveryRequest) -> str | None:
-        """The commit on the branch that delivered this key, found strictly, if any."""
-        key = request.idempotency_key
-        if not key or await self._branch_tip() is None:
+    async def _delivered(self, request: DeliveryRequest, tip: str | None) -> str | None:
+        """The commit in ``tip``'s history that delivered this key, found strictly, if any."""
+        if tip is None:
             return None
+        key = request.idempotency_key
         found = await self.workspaces.target().raw(
             "log",
             "-z",
             "--format=%H%n%B",
             "--fixed-strings",
             f"--grep=Mesh-Delivery: {key}",
-            f"refs/heads/{self._branch}",
+            tip,
             "--",
         )
         for record in found.decode(errors="replace").split("\0"):
@@ -451,6 +528,19 @@ class GitIntegrator:
             ]:
                 return sha
         return None
+
+    async def _judge_earlier(self, commit: str, request: DeliveryRequest) -> None:
+        """A commit that claims this delivery must be one mesh would have made."""
+        target = self.workspaces.target()
+        raw = await target("cat-file", "commit", commit)
+        headers, _, text = raw.partition("\n\n")
+        parents = [line[7:] for line in headers.splitlines() if line.startswith("parent ")]
+        if len(parents) != 1 or text + "\n" != commit_message(request):
+            raise _Blocked(
+                line=f"commit {commit[:12]} carries this delivery's key, "
+                "but it is not the commit mesh would have made"
+            )
+        await self._gate_commit(parents[0], commit, request)
 
     async def _committer(self) -> dict[str, str]:
         """Who commits: the repository's configured identity, else the author."""
@@ -513,9 +603,7 @@ class GitIntegrator:
         folder = self.workspaces.folder
         delivery = folder / "delivery"
         await anyio.Path(delivery).mkdir(exist_ok=True)
-        git = Git(
-            cwd=folder,
-            git_dir=folder / "shadow.git",
+        git = self.workspaces.shadow(
             work_tree=delivery,
             index_file=folder / "indexes" / "delivery",
             environment=await self._committer(),
@@ -544,7 +632,11 @@ class GitIntegrator:
             raise _Blocked(line=f"git am made {len(parents)} parents, not one on {tip[:12]}")
         if text + "\n" != commit_message(request):
             raise _Blocked(line="the commit's message is not the one mesh wrote")
-        reading = await self.workspaces.read_trees(tip, commit)
+        await self._gate_commit(tip, commit, request)
+
+    async def _gate_commit(self, parent: str, commit: str, request: DeliveryRequest) -> None:
+        """The scope gate on what ``commit`` changes against ``parent``."""
+        reading = await self.workspaces.read_trees(parent, commit)
         unit = request.unit
         problems = gate_problems(
             reading.changes,
@@ -584,6 +676,7 @@ class GitIntegrator:
                 line=f"branch {self._branch} moved while delivering: {key_line(moved.errors)}"
             )
         self._tip = commit
+        self._made[key] = commit
         behind = []
         for checkout in checkouts:
             updated = await Git(cwd=checkout).run("read-tree", "-m", "-u", tip, commit)
@@ -665,6 +758,8 @@ class GitIntegrator:
         self, request: DeliveryRequest, message: str
     ) -> tuple[Decision, str, str, str | None]:
         tip = self._tip
+        if not self._branch:
+            raise _Blocked(line="HEAD is detached: name the branch to deliver to (--branch)")
         if tip is None:
             raise _Blocked(line=f"branch {self._branch} has no commit to deliver onto")
         if problems := await self._target_problems(tip):

@@ -11,6 +11,7 @@ import attrs
 from ._convert import structure, type_name
 from ._enums import StepStatus
 from ._errors import InputError, PlanError, ValidationError
+from ._gate import path_problem
 from ._records import (
     SCOPE_SEPARATOR,
     Plan,
@@ -20,6 +21,7 @@ from ._records import (
     Unit,
     split_scope,
 )
+from ._scopes import is_whole_tree, normalize_path
 from ._text import TextLevel, one_line, text_problem
 
 __all__ = [
@@ -97,14 +99,32 @@ def _scope_problems(scope: object, path: str) -> list[str]:
     # whole tree: an author who wrote [] or "" meant "nothing", not "everything".
     if isinstance(scope, str):
         named = any(root.strip() for root in scope.split(SCOPE_SEPARATOR))
-        return [] if named else [f"{path}: {_EMPTY_SCOPE}"]
+        if not named:
+            return [f"{path}: {_EMPTY_SCOPE}"]
+        roots = split_scope(scope)
+        return [f"{path}: {problem}" for problem in map(_root_problem, roots) if problem]
     if not isinstance(scope, list | tuple):
         return []
     blank = [i for i, root in enumerate(scope) if isinstance(root, str) and not root.strip()]
     if len(blank) == len(scope):
         return [f"{path}: {_EMPTY_SCOPE}"]
     # A blank root among real ones would mean the whole tree (see _scopes).
-    return [f"{path}[{i}]: {_BLANK_ROOT}" for i in blank]
+    problems = [f"{path}[{i}]: {_BLANK_ROOT}" for i in blank]
+    for index, root in enumerate(scope):
+        if isinstance(root, str) and root.strip() and (problem := _root_problem(root)):
+            problems.append(f"{path}[{index}]: {problem}")
+    return problems
+
+
+def _root_problem(root: str) -> str | None:
+    """Why a write-scope root names what no candidate may ever write (None: it may)."""
+    text = root.strip()
+    if is_whole_tree(text) or text_problem(text) is not None:
+        return None  # the whole tree; control characters are reported on their own
+    if text.startswith("/") or (len(text) > 1 and text[1] == ":" and text[0].isalpha()):
+        return f"{one_line(root)!r} is an absolute path"
+    problem = path_problem(normalize_path(text))
+    return None if problem is None else f"{one_line(root)!r} {problem}"
 
 
 def _fields(record: attrs.AttrsInstance) -> dict[str, object]:

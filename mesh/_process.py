@@ -8,6 +8,11 @@ a small reaper (``_reaper.py``, a child subreaper on Linux) that adopts every or
 its subtree and kills whatever is left when the command exits, or when mesh asks it
 to stop. The reaper leads a new process group, which mesh kills as a last resort.
 
+Where bubblewrap can run, a contained command also gets its own pid namespace (the
+file system and network stay as they are): from inside it no process can name the
+reaper to kill it, and when the namespace's first process ends the kernel ends the
+rest.
+
 mesh's own trusted commands (git) skip the reaper with ``contain=False``: they run
 directly in a new process group, killed as a whole on timeout or cancellation.
 
@@ -34,7 +39,7 @@ import anyio
 import anyio.abc
 import attrs
 
-from ._sandbox import Sandbox, require_sandbox
+from ._sandbox import Sandbox, find_sandbox, pid_namespace, require_sandbox
 
 __all__ = ["CommandResult", "key_line", "run_command"]
 
@@ -227,6 +232,10 @@ async def _argv(
     if sandbox is not None:
         bwrap = await anyio.to_thread.run_sync(require_sandbox)
         argv = sandbox.prefix(cwd, writable=writable, bwrap=bwrap) + argv
+    elif contained and (found := await anyio.to_thread.run_sync(find_sandbox)) is not None:
+        # Where bubblewrap works, even an unsandboxed command gets its own pid namespace:
+        # it cannot kill its reaper (and so free its children) from there.
+        argv = pid_namespace(found) + argv
     if contained:
         reaper = [sys.executable, "-I", "-S", _REAPER, "--grace", str(_TERM_GRACE)]
         argv = [*reaper, "--parent", str(os.getpid()), "--", *argv]

@@ -32,7 +32,7 @@ from ._sandbox import Sandbox
 from ._scheduler import Orchestrator, ResumePoint, RunResult, _plan_units
 from ._store import STORE_FILE, RunStore
 from ._text import one_line, text_problem
-from ._workspaces import WorkspaceManager, WorkspaceSource
+from ._workspaces import WorkspaceManager, WorkspaceSource, repository_top
 
 __all__ = ["RepositoryRun", "git_roles", "resume_in_repository", "run_in_repository"]
 
@@ -157,9 +157,10 @@ async def run_in_repository(
     identifier = run_id or uuid.uuid4().hex[:12]
     if problem := text_problem(identifier):
         raise InputError(f"run_id {one_line(identifier)!r} {problem}")
+    await repository_top(repo)  # a missing folder or repository, before anything is made
+    top = await anyio.Path(repo).resolve()
     folder = Path(out)
     await anyio.Path(folder).mkdir(parents=True, exist_ok=True)
-    top = (await anyio.Path(repo).resolve()) if await anyio.Path(repo).is_dir() else Path(repo)
     config = {
         "plan": _plan_document(plan),
         "repo": str(top),

@@ -196,6 +196,9 @@ def run(
     executor = _ray_executor(ray)
     run_id = uuid.uuid4().hex[:12]
     folder = Path(out) if out is not None else Path("mesh-runs") / run_id
+    # The run writes these files; none may be the plan it reads.
+    for written in ("plan.json", "ledger.jsonl", STORE_FILE):
+        ensure_distinct(folder / written, plan, output_flag="--out", input_flags=("PLAN",))
 
     async def main(follow: Callable[[LedgerEvent], None]) -> RepositoryRun:
         return await run_in_repository(

@@ -26,7 +26,7 @@ import attrs
 from ._enums import FailureCode
 from ._errors import MeshError
 
-__all__ = ["Sandbox", "SandboxUnavailable", "find_sandbox", "require_sandbox"]
+__all__ = ["Sandbox", "SandboxUnavailable", "find_sandbox", "pid_namespace", "require_sandbox"]
 
 _MISSING: Final = (
     "bubblewrap (bwrap) is not on PATH: install it (Debian/Ubuntu: apt-get install bubblewrap)"
@@ -101,6 +101,21 @@ class Sandbox:
             argv.append("--unshare-net")
         argv.append("--")
         return argv
+
+
+def pid_namespace(bwrap: str) -> list[str]:
+    """
+    The ``bwrap`` argv that runs a command in its own pid namespace, and nothing else.
+
+    The file system, network and devices stay as they are. From inside, no
+    process outside the namespace can be named, so a command cannot kill the
+    reaper that watches it; and when the namespace's first process ends, the
+    kernel ends every process in it.
+    """
+    return [
+        bwrap, "--dev-bind", "/", "/", "--proc", "/proc",
+        "--unshare-pid", "--die-with-parent", "--",
+    ]  # fmt: skip
 
 
 def find_sandbox() -> str | None:

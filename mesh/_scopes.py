@@ -23,7 +23,7 @@ from typing import Final, Generic, TypeVar
 
 from wcmatch import glob
 
-__all__ = ["ScopeIndex", "in_scope", "normalize_path", "scopes_overlap"]
+__all__ = ["ScopeIndex", "in_scope", "is_whole_tree", "normalize_path", "scopes_overlap"]
 
 _GLOB_CHARS: Final = frozenset("*?[{")
 _WHOLE_TREE: Final = frozenset({"", ".", "*", "**", "unknown"})
@@ -40,7 +40,8 @@ def normalize_path(path: str) -> str:
 
 
 @functools.lru_cache(maxsize=65536)
-def _is_whole_tree(root: str) -> bool:
+def is_whole_tree(root: str) -> bool:
+    """Whether a scope root means the whole tree (``unknown``, ``.``, ``*``, ``**``, empty)."""
     return root.strip() in _WHOLE_TREE or normalize_path(root) in _WHOLE_TREE
 
 
@@ -52,7 +53,7 @@ def _is_glob(root: str) -> bool:
 @functools.lru_cache(maxsize=65536)
 def _parts(root: str) -> tuple[str, ...]:
     """Literal leading path components (up to the first glob component)."""
-    if _is_whole_tree(root):
+    if is_whole_tree(root):
         return ()
     literal: list[str] = []
     for component in normalize_path(root).split("/"):
@@ -72,7 +73,7 @@ def _roots_overlap(first: str, second: str) -> bool:
 
 def _covers(root: str, path: str) -> bool:
     """Whether one scope root covers ``path``: a literal root, itself or anything under it."""
-    if _is_whole_tree(root):
+    if is_whole_tree(root):
         return True
     pattern = normalize_path(root)
     if not _is_glob(pattern):
@@ -157,7 +158,7 @@ def scopes_overlap(
                 continue
             if tracked_files is None or not (_is_glob(a) or _is_glob(b)):
                 return True
-            if _is_whole_tree(a) or _is_whole_tree(b) or _share_a_path(a, b, tracked_files):
+            if is_whole_tree(a) or is_whole_tree(b) or _share_a_path(a, b, tracked_files):
                 return True
     return False
 

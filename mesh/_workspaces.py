@@ -28,20 +28,22 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import hashlib
 import itertools
 import os
 import secrets
 import shutil
 import socket
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Final, Self, TypeAlias
 
 import anyio
 import attrs
 
-from ._errors import InputError
+from ._enums import FailureCode
+from ._errors import InputError, MeshError
 from ._gate import SYMLINK_MODE, PathChange, parse_raw_diff
 from ._git import Git, GitError
 
@@ -50,8 +52,10 @@ __all__ = [
     "Workspace",
     "WorkspaceManager",
     "WorkspaceSource",
+    "check_shadow",
     "checkout_at",
     "opened",
+    "shadow_settings",
 ]
 
 _OWNER_FILE: Final = "owner.pid"
@@ -78,12 +82,49 @@ class Workspace:
     sha: str
     index: Path | None = attrs.field(default=None, eq=False, repr=False)
     shadow: Path | None = attrs.field(default=None, eq=False, repr=False)
+    shadow_settings: str = attrs.field(default="", eq=False, repr=False)
+    """A digest of the shadow repository's settings as mesh wrote them."""
 
     def git(self) -> Git:
         """Git on this workspace's files through mesh's own index and git directory."""
         if self.index is None or self.shadow is None:
             raise InputError(f"{self.path} is not a workspace of an open WorkspaceManager")
+        check_shadow(self.shadow, self.shadow_settings)
         return Git(cwd=self.path, git_dir=self.shadow, work_tree=self.path, index_file=self.index)
+
+
+def shadow_settings(shadow: Path) -> str:
+    """
+    A digest of what in a git directory decides what git runs: config, info, hooks, alternates.
+
+    mesh writes the shadow repository's settings once; a change means a
+    process outside its workspace is writing mesh's files (see `check_shadow`).
+    """
+    digest = hashlib.sha256()
+    for name in ("config", "objects/info/alternates", "commondir"):
+        try:
+            digest.update(name.encode() + b"\0" + (shadow / name).read_bytes() + b"\0")
+        except FileNotFoundError:
+            digest.update(name.encode() + b"\0-\0")
+    for folder in ("info", "hooks"):
+        digest.update(folder.encode() + (b"+" if (shadow / folder).exists() else b"-"))
+    return digest.hexdigest()
+
+
+def check_shadow(shadow: Path, expected: str) -> None:
+    """
+    Raise unless the shadow repository's settings are still the ones mesh wrote.
+
+    Without a sandbox a coder or proof runs as you and could add, say, a
+    filter driver to mesh's own shadow repository, which mesh's next git
+    command would run. With a sandbox it cannot write there at all.
+    """
+    if expected and shadow_settings(shadow) != expected:
+        raise MeshError(
+            f"mesh's shadow repository {shadow} was changed by another process "
+            "(a coder or proof writing outside its workspace?): run with a sandbox",
+            code=FailureCode.TOOLING_UNAVAILABLE,
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -102,6 +143,21 @@ class ChangeReading:
     """Every symlink of the resulting tree (path → target), when the change makes one."""
     tree: str = ""
     """The resulting tree's id."""
+
+
+async def repository_top(repo: str | os.PathLike[str]) -> Path:
+    """
+    The top folder of the git repository at ``repo``.
+
+    Raises:
+        InputError: When ``repo`` is not a folder, or not in a git repository.
+    """
+    if not await anyio.Path(repo).is_dir():
+        raise InputError(f"--repo {os.fspath(repo)}: not a folder")
+    try:
+        return Path(await Git(cwd=Path(repo))("rev-parse", "--show-toplevel"))
+    except GitError as exc:
+        raise InputError(f"{os.fspath(repo)} is not a git repository: {exc.message}") from exc
 
 
 def _process_state(pid: int) -> str:
@@ -172,8 +228,12 @@ def _remove_admin_entries(common: Path, dead: list[Path]) -> bool:
 
 def _force_remove(path: Path) -> None:
     """Remove a file or folder, even one an agent made hard to remove (read-only, unreadable)."""
+    # Looked at first rather than unlinked "missing_ok": a FileNotFoundError raised and
+    # caught in a worker thread stops coverage measuring the awaiting task.
+    if not os.path.lexists(path):
+        return
     if path.is_symlink() or not path.is_dir():
-        path.unlink(missing_ok=True)
+        path.unlink()
         return
     with contextlib.suppress(OSError):
         path.chmod(stat.S_IRWXU)
@@ -187,17 +247,27 @@ def _force_remove(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _remove_nested_git(root: Path) -> None:
-    """Remove every ``.git`` below ``root`` (git's own walks skip them, so ``clean`` cannot)."""
+def _scrub(root: Path) -> None:
+    """
+    Remove what git's own clean leaves: every ``.git`` below ``root``, and special files.
+
+    git's walks skip ``.git`` entries and ignore FIFOs, sockets and devices, so
+    ``git clean`` keeps them; a FIFO left where the next candidate's tests
+    read would hang them.
+    """
     for folder, names, files in os.walk(root):
         for name in [*names, *files]:
-            if name == ".git":
-                _force_remove(Path(folder) / name)
+            path = Path(folder) / name
+            mode = path.lstat().st_mode
+            special = not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode))
+            if name == ".git" or special:
+                _force_remove(path)
         names[:] = [name for name in names if name != ".git"]
 
 
-async def _remove_tree(folder: Path) -> None:
-    await anyio.to_thread.run_sync(functools.partial(_force_remove, folder))
+async def _remove_tree(path: Path) -> None:
+    """Remove a file or folder (see `_force_remove`), off the event loop."""
+    await anyio.to_thread.run_sync(functools.partial(_force_remove, path))
 
 
 class WorkspaceManager:
@@ -230,6 +300,7 @@ class WorkspaceManager:
         self._objects = Path()
         self._object_format = "sha1"
         self._owned: Path | None = None
+        self._shadow_settings = ""
         self.created = 0
         """Workspaces made (a pool hit makes none)."""
         self.reused = 0
@@ -267,22 +338,30 @@ class WorkspaceManager:
         """Git on the repository itself, as mesh runs it."""
         return Git(cwd=self.repo)
 
-    def shadow(self) -> Git:
-        """Git on this manager's private shadow repository (no work tree)."""
-        return Git(cwd=self.folder, git_dir=self.folder / _SHADOW)
+    def shadow(
+        self,
+        *,
+        work_tree: Path | None = None,
+        index_file: Path | None = None,
+        environment: Mapping[str, str] | None = None,
+    ) -> Git:
+        """Git on this manager's private shadow repository, checked untouched (`check_shadow`)."""
+        shadow = self.folder / _SHADOW
+        check_shadow(shadow, self._shadow_settings)
+        return Git(
+            cwd=self.folder,
+            git_dir=shadow,
+            work_tree=work_tree,
+            index_file=index_file,
+            environment=environment or {},
+        )
 
     async def __aenter__(self) -> Self:
-        if not await anyio.Path(self._repo_arg).is_dir():
-            raise InputError(f"--repo {self._repo_arg}: not a folder")
+        self._repo = await repository_top(self._repo_arg)
         probe = Git(cwd=self._repo_arg)
-        try:
-            top = await probe("rev-parse", "--show-toplevel")
-            common = await probe("rev-parse", "--git-common-dir")
-            objects = await probe("rev-parse", "--git-path", "objects")
-            self._object_format = await probe("rev-parse", "--show-object-format")
-        except GitError as exc:
-            raise InputError(f"{self._repo_arg} is not a git repository: {exc.message}") from exc
-        self._repo = Path(top)
+        common = await probe("rev-parse", "--git-common-dir")
+        objects = await probe("rev-parse", "--git-path", "objects")
+        self._object_format = await probe("rev-parse", "--show-object-format")
         self._common = (self._repo_arg / common).resolve()
         self._objects = (self._repo_arg / objects).resolve()
         base = self._root_arg or self._common / _FOLDER
@@ -316,6 +395,7 @@ class WorkspaceManager:
         await alternates.mkdir(parents=True, exist_ok=True)
         await (alternates / "alternates").write_text(f"{self._objects}\n")
         await anyio.Path(self.folder / _INDEXES).mkdir()
+        self._shadow_settings = await anyio.to_thread.run_sync(shadow_settings, shadow)
 
     async def __aexit__(self, *exc_info: object) -> None:
         with anyio.CancelScope(shield=True):
@@ -401,6 +481,7 @@ class WorkspaceManager:
                 sha=sha,
                 index=self.folder / _INDEXES / name,
                 shadow=self.folder / _SHADOW,
+                shadow_settings=self._shadow_settings,
             )
             self._leased[workspace.path] = workspace
             if pooled is None:
@@ -418,19 +499,18 @@ class WorkspaceManager:
     async def _fill(self, workspace: Workspace, *, reused: bool) -> None:
         """Check ``workspace.sha`` out into the folder, whatever a previous occupant left there."""
         path = anyio.Path(workspace.path)
-        assert workspace.index is not None  # noqa: S101 - made just above
         if reused:
             # The agent's git directory is untrusted: it is never read, only replaced.
             await anyio.to_thread.run_sync(_force_remove, workspace.path / ".git")
         await path.mkdir(exist_ok=True)
-        # Without an index every file is written again: a file an agent edited
-        # and gave back its old size and time would otherwise look untouched.
-        await anyio.Path(workspace.index).unlink(missing_ok=True)
+        # On reuse, mesh's own index of the folder says what to rewrite: git
+        # compares each file's size, times (the change time included, which no
+        # one can set back) and inode, and rewrites every file that differs.
         git = workspace.git()
         await git("read-tree", "--reset", "-u", workspace.sha)
         if reused:
             await git("clean", "-ffdxq")
-            await anyio.to_thread.run_sync(_remove_nested_git, workspace.path)
+            await anyio.to_thread.run_sync(_scrub, workspace.path)
         await anyio.to_thread.run_sync(self._agent_repository, workspace)
 
     def _agent_repository(self, workspace: Workspace) -> None:
@@ -467,8 +547,7 @@ class WorkspaceManager:
         async with self._admin:
             self._leased.pop(workspace.path, None)
         await _remove_tree(workspace.path)
-        if workspace.index is not None:
-            await anyio.Path(workspace.index).unlink(missing_ok=True)
+        await _remove_tree(self.folder / _INDEXES / workspace.path.name)
 
     @contextlib.asynccontextmanager
     async def checkout(self, revision: str = "HEAD") -> AsyncIterator[Workspace]:
@@ -492,10 +571,10 @@ class WorkspaceManager:
         """The shadow repository with an index file of its own, removed after the block."""
         index = self.folder / _INDEXES / f"scratch-{secrets.token_hex(6)}"
         try:
-            yield Git(cwd=self.folder, git_dir=self.folder / _SHADOW, index_file=index)
+            yield self.shadow(index_file=index)
         finally:
             with anyio.CancelScope(shield=True):
-                await anyio.Path(index).unlink(missing_ok=True)
+                await _remove_tree(index)
 
     async def read_patch(self, base: str, patch: str) -> ChangeReading:
         """
@@ -534,8 +613,6 @@ class WorkspaceManager:
             fields = meta.split(b" ")
             if len(fields) == 3 and fields[0].decode() == SYMLINK_MODE:  # noqa: PLR2004 - mode type id
                 entries.append((raw_name.decode("utf-8", "surrogateescape"), fields[2].decode()))
-        if not entries:
-            return {}
         batch = await shadow.raw(
             "cat-file", "--batch", stdin="".join(f"{obj}\n" for _, obj in entries).encode()
         )

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import shutil
+import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +17,7 @@ from hypothesis import HealthCheck, settings
 
 import mesh
 
-from repo_helpers import make_repo
+from repo_helpers import make_repo, survivors
 
 settings.register_profile(
     "ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -45,6 +48,16 @@ async def _workspaces(repo: Path) -> AsyncIterator[mesh.WorkspaceManager]:
     """An open workspace manager on ``repo``, without a pool (every release removes)."""
     async with mesh.WorkspaceManager(repo, pool_size=0) as workspaces:
         yield workspaces
+
+
+@pytest.fixture(name="marker")
+def _marker() -> Iterator[str]:
+    """A sleep duration no other process uses; whatever still carries it afterwards is killed."""
+    marker = f"{10**8 + secrets.randbelow(9 * 10**8)}.{secrets.randbelow(1000):03d}"
+    yield marker
+    for pid in survivors(marker):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def mesh_executable() -> list[str]:

@@ -33,15 +33,18 @@ class RecordingProver:
 
 
 class HangingFixer:
-    """An async fixer whose call runs a long process group; writes its pid to ``marker``."""
+    """An async fixer whose call runs a long ``sleep SLEEP`` (found by that marker)."""
 
-    def __init__(self, marker: str) -> None:
+    def __init__(self, marker: str, sleep: str) -> None:
         self.marker = marker
+        self.sleep = sleep
 
     async def __call__(self, request: mesh.AdjudicationRequest) -> dict[str, object]:
         path = Path(f"{self.marker}.{request.call}")
         try:
-            await run_command(f"echo $$ > {path}; exec sleep 120", cwd="/", timeout=300)
+            # Contained commands may run in a pid namespace: the sleep is found by its
+            # marker, never by a pid it would see ($$ means nothing outside).
+            await run_command(f"touch {path}; exec sleep {self.sleep}", cwd="/", timeout=300)
         finally:
             # Written without awaiting: the call is being cancelled.
             Path(f"{path}.unwound").write_text("yes")

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import time
 from collections.abc import Mapping
 from pathlib import Path
+
+import anyio
 
 import mesh
 
@@ -97,10 +101,17 @@ def candidate(
     return mesh.parse_worker_result(answer(request, patch=patch, base_sha=base))
 
 
-def delivery(the_unit: mesh.Unit, found: mesh.WorkerResult, key: str = "") -> mesh.DeliveryRequest:
-    """Ask to deliver ``found`` (with a passing proof) under idempotency ``key``."""
+def delivery(
+    the_unit: mesh.Unit,
+    found: mesh.WorkerResult,
+    key: str = "",
+    *,
+    proof_evidence: Mapping[str, object] | None = None,
+) -> mesh.DeliveryRequest:
+    """Ask to deliver ``found`` (with a passing proof, of this evidence) under ``key``."""
     from mesh.testing import answer  # noqa: PLC0415
 
+    evidence = {"proof_evidence": dict(proof_evidence)} if proof_evidence else {}
     proof = mesh.parse_worker_result(
         answer(
             mesh.ProofRequest(
@@ -110,7 +121,8 @@ def delivery(the_unit: mesh.Unit, found: mesh.WorkerResult, key: str = "") -> me
                 applied=found,
                 proof_attempt=1,
                 attempt=1,
-            )
+            ),
+            **evidence,
         )
     )
     state = {"plan": [{"id": the_unit.id, "step": the_unit.objective, "status": "completed"}]}
@@ -133,3 +145,34 @@ def pid_alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state != "Z"
+
+
+def survivors(marker: str) -> list[int]:
+    """
+    Live processes (zombies aside) whose command line holds ``marker``.
+
+    A command run contained may be in a pid namespace of its own, where the
+    pids it sees (``$!``) mean nothing here: tests find its processes by a
+    marker in their command line instead.
+    """
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker.encode() in cmdline and pid_alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+async def wait_gone(marker: str, within: float = 5.0) -> bool:
+    """Whether every process carrying ``marker`` is gone within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if not survivors(marker):
+            return True
+        await anyio.sleep(0.02)
+    return False

@@ -109,7 +109,15 @@ class TestCommandCoder:
             ),
             ("echo '[1,2]' > \"$MESH_REDUCE_RECORD\"", "MESH_REDUCE_RECORD is not a JSON object"),
             ("echo '{{oops' > \"$MESH_REDUCE_RECORD\"", "MESH_REDUCE_RECORD is not JSON: "),
+            ("printf '\\377' > \"$MESH_REDUCE_RECORD\"", "MESH_REDUCE_RECORD is not UTF-8 text"),
+            ('mkfifo "$MESH_REDUCE_RECORD"', "MESH_REDUCE_RECORD is not a regular file"),
+            ('ln -s /etc/passwd "$MESH_REDUCE_RECORD"', "MESH_REDUCE_RECORD cannot be read: "),
+            (
+                'head -c 1048577 /dev/zero > "$MESH_REDUCE_RECORD"',
+                "MESH_REDUCE_RECORD is larger than 1048576 bytes",
+            ),
         ],
+        ids=["exit", "not-an-object", "not-json", "not-utf8", "fifo", "symlink", "too-large"],
     )
     async def test_failures_are_rejects(
         self, workspaces: mesh.WorkspaceManager, command: str, reason: str
@@ -280,7 +288,8 @@ class TestScriptedCoder:
     async def test_mapping_callable_and_deletion(self, workspaces: mesh.WorkspaceManager) -> None:
         """Scripts give files per unit (or per request); None deletes; a unit missing is no_diff."""
         scripted = mesh.ScriptedCoder(
-            workspaces, {"u1": {"src/new.py": "x = 1\n", "src/util.py": None}}
+            workspaces,
+            {"u1": {"src/new.py": "x = 1\n", "src/util.py": None, "src/never-there.py": None}},
         )
         result = parsed(await scripted(author(unit())))
         assert "+x = 1" in (result.patch or "")

@@ -18,7 +18,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -31,7 +31,7 @@ from mesh._errors import MeshError
 from mesh._process import run_command
 from mesh._sandbox import Sandbox, SandboxUnavailable, find_sandbox, require_sandbox
 
-from repo_helpers import pid_alive
+from repo_helpers import survivors
 
 pytestmark = pytest.mark.anyio
 
@@ -58,21 +58,6 @@ ESCAPES = {
 }
 # Those that do outlive a killed process group (a double fork stays in the group).
 GROUP_ESCAPES = ("setsid", "set -m job control", "interactive shell on a pty")
-
-
-def survivors(marker: str) -> list[int]:
-    """Live processes (zombies aside) whose command line holds ``marker``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if marker.encode() in cmdline and pid_alive(int(entry.name)):
-            found.append(int(entry.name))
-    return found
 
 
 def poll(predicate: Callable[[], bool], within: float = 10.0) -> bool:
@@ -122,15 +107,6 @@ def signal_pending(pid: int, number: int) -> bool:
 
 def stopped(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
-
-
-@pytest.fixture(name="marker")
-def _marker() -> Iterator[str]:
-    """A sleep duration no other process uses; whatever still carries it afterwards is killed."""
-    marker = f"{10**8 + secrets.randbelow(9 * 10**8)}.{secrets.randbelow(1000):03d}"
-    yield marker
-    for pid in survivors(marker):
-        os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture(name="bwrap")

@@ -113,3 +113,25 @@ def test_fast_path_leaves_odd_payloads_to_the_converter() -> None:
     )
     assert fast_structure([evidence], mesh.ProofEvidence) is None
     assert fast_structure({"command": "c", "key_line": "k"}, mesh.ProofEvidence) is None
+
+
+def test_fast_path_leaves_a_scalar_where_a_list_belongs_to_the_converter() -> None:
+    """A string where the contract wants an array of strings is the converter's to explain."""
+    from mesh._convert import fast_structure  # noqa: PLC0415
+
+    document = {
+        "id": "u",
+        "candidate_id": "c",
+        "triplet_index": 1,
+        "lane": "coder",
+        "decision": "reject",
+        "proof_status": "not_applicable",
+        "write_scope": "src",
+        "risk_tier": "low",
+        "base_sha": "HEAD",
+        "proof_attempts": 0,
+        "proof_evidence": {"command": "", "key_line": "", "exit_code": 0},
+    }
+    assert fast_structure(document, mesh.WorkerResult) is None
+    with pytest.raises(mesh.InvalidOutputSchema, match=r"\$\.write_scope: expected array"):
+        mesh.parse_worker_result(document)

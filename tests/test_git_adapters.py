@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import attrs
@@ -11,7 +12,7 @@ import pytest
 import mesh
 from mesh.testing import answer
 
-from repo_helpers import candidate, commit_files, delivery, diff_of, git, pid_alive, unit
+from repo_helpers import candidate, commit_files, delivery, diff_of, git, survivors, unit
 
 pytestmark = pytest.mark.anyio
 
@@ -167,11 +168,10 @@ class TestCommandProver:
         assert workspaces.in_use == 0
 
     async def test_hung_proof_and_its_grandchild_are_killed(
-        self, repo: Path, workspaces: mesh.WorkspaceManager, tmp_path: Path
+        self, repo: Path, workspaces: mesh.WorkspaceManager, marker: str
     ) -> None:
         """A proof that hangs is stopped at its timeout, grandchildren included."""
-        pid_file = tmp_path / "grandchild.pid"
-        hung = unit(proof=f"sleep 60 & echo $! > {pid_file}; wait")
+        hung = unit(proof=f"sleep {marker} & wait")
         found = candidate(hung, diff_of(repo, {"src/util.py": "VALUE = 2\n"}), "HEAD")
         where = await applied(workspaces, hung, found)
         prover = mesh.CommandProver(workspaces, timeout=0.5)
@@ -181,7 +181,7 @@ class TestCommandProver:
         assert result.proof_status is mesh.ProofStatus.FAIL
         assert result.proof_evidence.key_line == "timed out after 0.5s"
         assert result.proof_evidence.exit_code == -1
-        assert not pid_alive(int(pid_file.read_text()))
+        assert survivors(marker) == []
 
     async def test_missing_command_or_worktree(self, workspaces: mesh.WorkspaceManager) -> None:
         """Without a proof command or a worktree there is no proof, never a fabricated pass."""
@@ -330,3 +330,44 @@ class TestGitIntegrator:
         result = mesh.parse_worker_result(await integrator(delivery(the_unit, found)))
         assert result.decision is mesh.Decision.BLOCKED_DELIVERY
         assert result.proof_evidence.key_line == "branch nope has no commit to deliver onto"
+
+
+class TestTargetBranch:
+    async def test_a_detached_head_delivers_patches_but_not_commits(
+        self, repo: Path, workspaces: mesh.WorkspaceManager, tmp_path: Path
+    ) -> None:
+        """With HEAD detached and no branch named, patches are written and commits refused."""
+        git(repo, "checkout", "--quiet", "--detach")
+        integrator = mesh.GitIntegrator(workspaces, artifacts=tmp_path / "out")
+        await integrator.prepare()
+        patching = unit()
+        found = candidate(patching, diff_of(repo, {"src/util.py": "VALUE = 2\n"}), "HEAD")
+        written = mesh.parse_worker_result(await integrator(delivery(patching, found)))
+        assert written.decision is mesh.Decision.INTEGRATED_PATCH
+        committing = unit(mode="commit_first")
+        refused = mesh.parse_worker_result(
+            await integrator(delivery(committing, candidate(committing, found.patch or "")))
+        )
+        assert refused.decision is mesh.Decision.BLOCKED_DELIVERY
+        assert refused.proof_evidence.key_line.startswith("HEAD is detached")
+
+    async def test_a_bad_branch_name_is_refused_at_once(
+        self, workspaces: mesh.WorkspaceManager, tmp_path: Path
+    ) -> None:
+        """A branch name git would not accept stops the integrator before any delivery."""
+        integrator = mesh.GitIntegrator(workspaces, artifacts=tmp_path / "out", branch="a..b")
+        with pytest.raises(mesh.MeshError, match=r"'a\.\.b' is not a branch name"):
+            await integrator.prepare()
+
+    async def test_a_copied_checkout_is_clean(self, repo: Path, tmp_path: Path) -> None:
+        """Stale stat data (a copied repository) is not mistaken for uncommitted changes."""
+        copy = tmp_path / "copy"
+        shutil.copytree(repo, copy, symlinks=True)
+        async with mesh.WorkspaceManager(copy) as workspaces:
+            committing = unit(mode="commit_first")
+            found = candidate(committing, diff_of(copy, {"src/util.py": "VALUE = 2\n"}), "HEAD")
+            for path in copy.rglob("*.py"):
+                path.touch()
+            integrator = mesh.GitIntegrator(workspaces, artifacts=tmp_path / "out")
+            result = mesh.parse_worker_result(await integrator(delivery(committing, found)))
+        assert result.decision is mesh.Decision.INTEGRATED_COMMIT, result.proof_evidence

@@ -340,6 +340,33 @@ class TestPlanText:
             mesh.select_wave({"units": [{"id": "u1", "write_scope": ""}]})
 
 
+class TestScopeRoots:
+    @pytest.mark.parametrize(
+        ("scope", "problem"),
+        [
+            (["../x"], "$.plan[0].write_scope[0]: '../x' climbs out with '..'"),
+            (["/etc"], "$.plan[0].write_scope[0]: '/etc' is an absolute path"),
+            (["src", "C:/w"], "$.plan[0].write_scope[1]: 'C:/w' is an absolute path"),
+            (
+                ["src/.git/hooks"],
+                "$.plan[0].write_scope[0]: 'src/.git/hooks' writes into git's own files",
+            ),
+            (["src/.GIT"], "$.plan[0].write_scope[0]: 'src/.GIT' writes into git's own files"),
+            ("src;../x", "$.plan[0].write_scope: '../x' climbs out with '..'"),
+        ],
+    )
+    def test_roots_no_candidate_may_write(self, scope: object, problem: str) -> None:
+        """A root outside the worktree or inside .git can never be written: a plan error."""
+        with pytest.raises(mesh.ValidationError) as caught:
+            mesh.parse_plan({"plan": [{"step": "x", "write_scope": scope}]})
+        assert caught.value.problems == (problem,)
+
+    @pytest.mark.parametrize("scope", [["./src/"], ["src/*.py"], ["unknown"], ["**"], ["a b/c"]])
+    def test_ordinary_roots(self, scope: list[str]) -> None:
+        """Relative roots, globs and the whole-tree spellings stay valid."""
+        assert mesh.parse_plan({"plan": [{"step": "x", "write_scope": scope}]}).steps
+
+
 class TestEngineEntry:
     @pytest.mark.parametrize(
         ("the_unit", "problem"),

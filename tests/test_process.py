@@ -11,18 +11,9 @@ import pytest
 
 from mesh._process import key_line, run_command
 
-from repo_helpers import pid_alive
+from repo_helpers import wait_gone
 
 pytestmark = pytest.mark.anyio
-
-
-async def wait_dead(pid: int, within: float = 5.0) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if not pid_alive(pid):
-            return True
-        await anyio.sleep(0.02)
-    return False
 
 
 class TestRunCommand:
@@ -44,36 +35,34 @@ class TestRunCommand:
         )
         assert (result.ok, result.output, result.errors) == (True, "ABC\n", "warn\n")
 
-    async def test_timeout_kills_the_whole_group(self, tmp_path: Path) -> None:
+    async def test_timeout_kills_the_whole_group(self, tmp_path: Path, marker: str) -> None:
         """A hung command and the grandchild it started are both gone when the call returns."""
         started = time.monotonic()
         result = await run_command(
-            "sleep 60 & echo $! > child.pid; echo started; wait", cwd=tmp_path, timeout=0.5
+            f"sleep {marker} & echo started; wait", cwd=tmp_path, timeout=0.5
         )
         assert time.monotonic() - started < 5
         assert (result.timed_out, result.exit_code, result.output) == (True, None, "started\n")
-        assert await wait_dead(int((tmp_path / "child.pid").read_text()))
+        assert await wait_gone(marker)
 
     async def test_term_ignored_means_kill(self, tmp_path: Path) -> None:
         """A command that ignores SIGTERM is killed after the grace period."""
         result = await run_command("trap '' TERM; echo ready; sleep 30", cwd=tmp_path, timeout=0.3)
         assert (result.timed_out, result.output) == (True, "ready\n")
 
-    async def test_cancellation_kills_the_group(self, tmp_path: Path) -> None:
+    async def test_cancellation_kills_the_group(self, tmp_path: Path, marker: str) -> None:
         """Cancelling the caller leaves no process of the group behind."""
         with anyio.move_on_after(0.5):
-            await run_command("sleep 60 & echo $! > child.pid; wait", cwd=tmp_path, timeout=None)
-        assert await wait_dead(int((tmp_path / "child.pid").read_text()))
+            await run_command(f"sleep {marker} & wait", cwd=tmp_path, timeout=None)
+        assert await wait_gone(marker)
 
-    async def test_background_child_holding_the_pipe(self, tmp_path: Path) -> None:
+    async def test_background_child_holding_the_pipe(self, tmp_path: Path, marker: str) -> None:
         """A leader that exits while a detached child keeps its output open returns promptly."""
         started = time.monotonic()
-        result = await run_command(
-            "(sleep 60 & echo $! > child.pid); echo done", cwd=tmp_path, timeout=30
-        )
+        result = await run_command(f"(sleep {marker} &); echo done", cwd=tmp_path, timeout=30)
         assert time.monotonic() - started < 10
         assert (result.ok, result.output) == (True, "done\n")
-        assert await wait_dead(int((tmp_path / "child.pid").read_text()))
+        assert await wait_gone(marker)
 
     async def test_output_is_capped(self, tmp_path: Path) -> None:
         """Huge output keeps its beginning and its end."""

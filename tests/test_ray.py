@@ -29,7 +29,7 @@ from mesh._ray import CancelBoard, run_on_worker
 from mesh.testing import answer, fake_roles
 
 from engine_helpers import first_coder_request, unit
-from repo_helpers import git
+from repo_helpers import git, wait_gone
 
 pytestmark = pytest.mark.anyio
 
@@ -223,11 +223,10 @@ class TestSameEngineBehaviour:
         assert ray.is_initialized()  # joined, not started: left running
 
     async def test_a_timeout_cancels_the_remote_call_and_its_process_group(
-        self, tmp_path: Path
+        self, tmp_path: Path, marker: str
     ) -> None:
         """Timed out twice, then replaced: each cancelled call unwound on its worker."""
-        marker = str(tmp_path / "fixer")
-        roles = fake_roles(fixer=HangingFixer(marker))
+        roles = fake_roles(fixer=HangingFixer(str(tmp_path / "fixer"), marker))
         sink = mesh.MemorySink()
         executor = mesh.RayExecutor(lanes=["fixer"], cancel_poll=0.05)
         async with mesh.Orchestrator(
@@ -242,16 +241,12 @@ class TestSameEngineBehaviour:
             if e.event == "adapter_call" and e.lane is mesh.Lane.FIXER
         ]
         assert outcomes.count("timeout") >= 3
-        pids = [
-            int(path.read_text())
-            for path in marker_paths(tmp_path, "fixer")
-            if not path.name.endswith(".unwound")
+        started = [
+            path for path in marker_paths(tmp_path, "fixer") if not path.name.endswith(".unwound")
         ]
-        assert pids
-        with anyio.fail_after(10):
-            while any(Path(f"/proc/{pid}").exists() for pid in pids):  # noqa: ASYNC110 - polled /proc
-                await anyio.sleep(0.05)
-        assert len(list(tmp_path.glob("fixer.*.unwound"))) == len(pids)
+        assert started
+        assert await wait_gone(marker, within=10)
+        assert len(list(tmp_path.glob("fixer.*.unwound"))) == len(started)
 
     @pytest.mark.parametrize(
         "fixer", [SleepingFixer(), StubbornFixer()], ids=["sleeps", "stubborn"]

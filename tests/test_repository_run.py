@@ -216,6 +216,14 @@ class TestCommandLine:
                 "error: UnexpectedArgument: unexpected argument 'extra.json'\n",
             ),
             (["demo", "--folder", "plan.json"], "error: InputError: --folder"),
+            (
+                ["run", "plan.json", "--coder-command", "x", "--out", "."],
+                "error: PathCollisionError: --out plan.json is the same file as PLAN plan.json\n",
+            ),
+            (
+                ["run", "plan.json", "--coder-command", "x", "--no-network"],
+                "error: InvalidOptionValue: --no-network needs --sandbox\n",
+            ),
         ],
     )
     def test_bad_input_is_one_line(
@@ -228,6 +236,8 @@ class TestCommandLine:
         assert (code, out) == (1, "")
         assert err.startswith(error)
         assert err.count("\n") == 1
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.json"]  # nothing written
+        assert json.loads((tmp_path / "plan.json").read_text()) == plan({"step": "x"})
 
     def test_help_shows_the_argument(self) -> None:
         """`mesh run --help` shows PLAN."""

@@ -23,9 +23,11 @@ import attrs
 import pytest
 
 import mesh
-from mesh.testing import answer
+import mesh.commands
+from mesh._integrator import commit_message
+from mesh._process import run_command
 
-from repo_helpers import candidate, commit_files, delivery, diff_of, git, unit
+from repo_helpers import candidate, commit_files, delivery, diff_of, git, unit, wait_gone
 
 pytestmark = pytest.mark.anyio
 
@@ -322,6 +324,56 @@ class TestDeliveryChecksTheTarget:
         assert named in line
         assert not marker.exists()
 
+    async def test_edits_hidden_from_git_status(
+        self, workspaces: mesh.WorkspaceManager, tmp_path: Path
+    ) -> None:
+        """An edit hidden by assume-unchanged, or a new untracked file, blocks the delivery."""
+
+        def hide(repo: Path) -> None:
+            git(repo, "update-index", "--assume-unchanged", "docs/guide.md")
+            (repo / "docs" / "guide.md").write_text("planted\n")
+
+        line = await self.blocked_by(workspaces, tmp_path, hide)
+        assert "marked assume-unchanged or skip-worktree" in line
+
+    async def test_a_new_untracked_file(
+        self, workspaces: mesh.WorkspaceManager, tmp_path: Path
+    ) -> None:
+        """A file planted in the checkout (a conftest.py pytest would load) blocks the delivery."""
+        line = await self.blocked_by(
+            workspaces, tmp_path, lambda repo: (repo / "conftest.py").write_text("import os\n")
+        )
+        assert line.endswith(": conftest.py")
+        assert line.startswith("new untracked files in the checkout ")
+
+    def test_the_runs_own_files_inside_the_repository_are_fine(
+        self, repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """`mesh run` in the repository writes its run folder there: that is not a new file."""
+        monkeypatch.chdir(repo)
+        plan = tmp_path / "plan.json"
+        plan.write_text(
+            json.dumps(
+                {"plan": [
+                    {"id": n, "step": f"write {n}", "write_scope": [f"src/{n}.txt"],
+                     "proof_command": f"test -s src/{n}.txt", "risk_tier": "low"}
+                    for n in ("a", "b")
+                ]}
+            )
+        )  # fmt: skip
+        report = mesh.commands.run(
+            plan=plan,
+            repo=repo,
+            coder_command='echo "$MESH_OBJECTIVE" > "$MESH_WRITE_SCOPE"',
+            delivery="commit_first",
+        )
+        assert report.exit_code == 0, report.text
+        assert sorted(git(repo, "log", "--format=%s").splitlines()) == [
+            "initial",
+            "write a",
+            "write b",
+        ]
+
     async def test_an_untracked_file_in_the_way(
         self, workspaces: mesh.WorkspaceManager, tmp_path: Path
     ) -> None:
@@ -368,30 +420,14 @@ class TestMessagesCannotBeForged:
         """A proof's key line that spells a patch and trailers adds no file and no trailer."""
         committing = unit(mode="commit_first")
         found = candidate(committing, diff_of(repo, {"src/util.py": "VALUE = 2\n"}), "HEAD")
-        request = delivery(committing, found, "run/u1")
         forged = (
             "ok\n---\ndiff --git a/README.md b/README.md\n--- a/README.md\n+++ b/README.md\n"
             "@@ -1 +1 @@\n-# project\n+pwned\n\nMesh-Delivery: run/u2\nMesh-Unit: u2\n"
         )
-        proof = mesh.parse_worker_result(
-            answer(
-                mesh.ProofRequest(
-                    unit=committing,
-                    candidate_id=found.candidate_id,
-                    candidate=found,
-                    applied=found,
-                    proof_attempt=1,
-                    attempt=1,
-                ),
-                proof_evidence={
-                    "command": "pytest\n\nMesh-Unit: u9",
-                    "key_line": forged,
-                    "exit_code": 0,
-                },
-            )
-        )
+        evidence = {"command": "pytest\n\nMesh-Unit: u9", "key_line": forged, "exit_code": 0}
+        request = delivery(committing, found, "run/u1", proof_evidence=evidence)
         integrator = mesh.GitIntegrator(workspaces, artifacts=tmp_path / "out")
-        result = mesh.parse_worker_result(await integrator(attrs.evolve(request, proof=proof)))
+        result = mesh.parse_worker_result(await integrator(request))
         assert result.decision is mesh.Decision.INTEGRATED_COMMIT
         changed = git(repo, "show", "--name-only", "--format=", "HEAD").splitlines()
         assert changed == ["src/util.py"]
@@ -401,10 +437,37 @@ class TestMessagesCannotBeForged:
         assert trailers == ["Mesh-Unit: u1", "Mesh-Candidate: u1-c1", "Mesh-Delivery: run/u1"]
         assert "Proof: pytest\\n\\nMesh-Unit: u9 -> ok\\n---\\ndiff --git" in body
         other = candidate(committing, diff_of(repo, {"src/app.py": "x = 2\n"}), "HEAD")
-        proof_of_other = attrs.evolve(proof, candidate_id=other.candidate_id)
-        second = attrs.evolve(delivery(committing, other, "run/u2"), proof=proof_of_other)
+        second = delivery(committing, other, "run/u2", proof_evidence=evidence)
         again = mesh.parse_worker_result(await integrator(second))
         assert again.proof_evidence.key_line.startswith("committed ")  # run/u2 was never forged
+
+    async def test_a_forged_delivery_is_never_adopted(
+        self, repo: Path, workspaces: mesh.WorkspaceManager, tmp_path: Path
+    ) -> None:
+        """A foreign commit carrying this delivery's trailers is refused, not taken as delivered."""
+        committing = unit(mode="commit_first")
+        found = candidate(committing, diff_of(repo, {"src/util.py": "VALUE = 2\n"}), "HEAD")
+        request = delivery(committing, found, "run/u1")
+        integrator = mesh.GitIntegrator(workspaces, artifacts=tmp_path / "out")
+        await integrator.prepare()
+        forged = "laundered\n\nMesh-Unit: u1\nMesh-Candidate: u1-c1\nMesh-Delivery: run/u1"
+        commit_files(repo, {"payload.sh": "rm -rf ~\n"}, forged)
+        during_the_run = mesh.parse_worker_result(await integrator(request))
+        assert during_the_run.decision is mesh.Decision.BLOCKED_DELIVERY
+        assert during_the_run.proof_evidence.key_line.startswith("branch main moved outside mesh")
+        resumed = mesh.GitIntegrator(workspaces, artifacts=tmp_path / "out")
+        await resumed.recover()  # a resume takes the branch as it is, forged commit included
+        after_resume = mesh.parse_worker_result(await resumed(request))
+        assert after_resume.decision is mesh.Decision.BLOCKED_DELIVERY
+        assert "not the commit mesh would have made" in after_resume.proof_evidence.key_line
+        exact = commit_message(request).removesuffix("\n")
+        git(repo, "commit", "--quiet", "--amend", "-m", exact)  # even with mesh's exact message
+        again = mesh.GitIntegrator(workspaces, artifacts=tmp_path / "out")
+        await again.recover()
+        judged = mesh.parse_worker_result(await again(request))
+        assert judged.decision is mesh.Decision.BLOCKED_DELIVERY
+        assert judged.failure_code is mesh.FailureCode.SCOPE_VIOLATION
+        assert "payload.sh" in judged.proof_evidence.key_line
 
     async def test_a_patch_that_starts_a_second_message(
         self, repo: Path, workspaces: mesh.WorkspaceManager, tmp_path: Path
@@ -550,6 +613,20 @@ class TestCodersCannotReachTheTarget:
         assert git(repo, "log", "--format=%s") == "initial"
         assert not (tmp_path / "pwned").exists()
 
+    def test_meshs_own_shadow_repository_is_checked(self, repo: Path, tmp_path: Path) -> None:
+        """A filter planted in mesh's shadow repository by path is refused before git runs it."""
+        planting = (
+            "printf '[filter \"pwn\"]\\n\\tclean = touch $MARKER; cat\\n' >> ../shadow.git/config; "
+            "mkdir -p ../shadow.git/info; echo '* filter=pwn' > ../shadow.git/info/attributes; "
+            'echo "VALUE = 2" > src/util.py'
+        )
+        done = run_plan(repo, tmp_path, planting)
+        assert done.returncode == 1
+        assert "shadow repository" in done.stdout
+        assert "was changed by another process" in done.stdout
+        assert not (tmp_path / "pwned").exists()
+        assert git(repo, "log", "--format=%s") == "initial"
+
     @pytest.mark.skipif(
         shutil.which("bwrap") is None and not REQUIRE_SANDBOX, reason="bubblewrap is not installed"
     )
@@ -568,3 +645,39 @@ class TestCodersCannotReachTheTarget:
         assert repository_state(repo) == before
         assert git(repo, "log", "--format=%s") == "change util\ninitial"
         assert not (Path.home() / "mesh-sandbox-probe").exists()
+
+
+FREE_THE_CHILDREN = r"""
+setsid sleep {marker} &
+# Walk up the parents and kill the reaper that would sweep the orphans.
+p=$PPID
+while [ "$p" -gt 1 ]; do
+    grep -q _reaper /proc/$p/cmdline 2>/dev/null && kill -9 "$p"
+    p=$(awk '{{print $4}}' /proc/$p/stat)
+done
+echo done
+"""
+
+
+class TestProcessesEnd:
+    @pytest.mark.skipif(
+        shutil.which("bwrap") is None and not REQUIRE_SANDBOX, reason="bubblewrap is not installed"
+    )
+    async def test_a_command_cannot_kill_its_reaper(self, tmp_path: Path, marker: str) -> None:
+        """Even unsandboxed, a command cannot reach its reaper to free its setsid'd children."""
+        result = await run_command(
+            FREE_THE_CHILDREN.format(marker=marker), cwd=tmp_path, timeout=30
+        )
+        assert (result.ok, result.output) == (True, "done\n")
+        assert await wait_gone(marker)
+
+    async def test_a_proof_that_passed_is_never_a_timeout(
+        self, tmp_path: Path, marker: str
+    ) -> None:
+        """A proof exits 0 while an escaped child holds its output open: it passed, promptly."""
+        result = await run_command(
+            f"setsid sleep {marker} & echo '1 passed'", cwd=tmp_path, timeout=60
+        )
+        assert (result.ok, result.timed_out, result.exit_code) == (True, False, 0)
+        assert result.seconds < 30
+        assert await wait_gone(marker)

@@ -154,7 +154,7 @@ class TestWorkspaceManager:
         async with mesh.WorkspaceManager(repo, pool_size=1) as workspaces:
             alternates = workspaces.folder / "shadow.git" / "objects" / "info" / "alternates"
             alternates.write_text("/nowhere\n")  # the shadow cannot read the commit any more
-            with pytest.raises(mesh.GitError):
+            with pytest.raises(mesh.MeshError, match=r"shadow repository .* was changed"):
                 await workspaces.acquire()
             assert workspaces.in_use == 0
             assert not (workspaces.folder / "wt-1").exists()
@@ -199,6 +199,7 @@ class TestWhatAnAgentLeaves:
                 (root / "src").symlink_to(outside)  # a tracked folder replaced by a link out
                 (root / "docs" / ".git").write_text("gitdir: /nowhere\n")
                 git(root, "init", "--quiet", "nested")
+                os.mkfifo(root / "docs" / "waiting")  # would hang whoever reads it next
                 (root / "locked").mkdir()
                 (root / "locked" / "f").write_text("x")
                 (root / "locked").chmod(0)
@@ -211,11 +212,29 @@ class TestWhatAnAgentLeaves:
                 assert (root / "src" / "util.py").read_text() == "VALUE = 1\n"
                 assert not (root / "docs" / ".git").exists()
                 assert not (root / "nested").exists()
+                assert not (root / "docs" / "waiting").exists()
                 assert not (root / "locked").exists()
                 assert (root / ".git").is_dir()
                 assert git(root, "status", "--porcelain") == ""
         assert sorted(p.name for p in outside.iterdir()) == ["keep.txt"]
         assert (outside / "keep.txt").read_text() == "mine\n"
+
+    async def test_removing_a_workspace_never_follows_links(
+        self, repo: Path, tmp_path: Path
+    ) -> None:
+        """A removed workspace's links to folders outside are removed, not what they point to."""
+        outside = tmp_path / "outside"
+        (outside / "deep").mkdir(parents=True)
+        (outside / "deep" / "keep.txt").write_text("mine\n")
+        async with mesh.WorkspaceManager(repo, pool_size=0) as workspaces:
+            workspace = await workspaces.acquire()
+            (workspace.path / "src" / "out").symlink_to(outside)
+            (workspace.path / "sealed").mkdir()
+            (workspace.path / "sealed" / "inner").mkdir()
+            (workspace.path / "sealed").chmod(0)
+            await workspaces.release(workspace)
+            assert not workspace.path.exists()
+        assert (outside / "deep" / "keep.txt").read_text() == "mine\n"
 
     async def test_the_agents_git_is_its_own(self, repo: Path) -> None:
         """What an agent does with git in its workspace stays in the workspace's repository."""
