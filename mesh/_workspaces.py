@@ -592,14 +592,14 @@ class WorkspaceManager:
             if result.exit_code != 0:
                 return ChangeReading(applies=False, evidence=result.errors.strip())
             tree = await git("write-tree")
-        return await self.read_trees(f"{sha}^{{tree}}", tree)
+        return await self.read_trees(f"{sha}^{{tree}}", tree, tree=tree)
 
-    async def read_trees(self, old: str, new: str) -> ChangeReading:
+    async def read_trees(self, old: str, new: str, *, tree: str | None = None) -> ChangeReading:
         """Every path that differs between two trees (or commits), with its modes."""
         shadow = self.shadow()
         raw = await shadow.raw("diff-tree", "-r", "-z", "--raw", "--no-renames", old, new)
         changes = parse_raw_diff(raw)
-        tree = await shadow("rev-parse", "--verify", f"{new}^{{tree}}")
+        tree = tree or await shadow("rev-parse", "--verify", f"{new}^{{tree}}")
         links = await self._links(tree) if any(c.new_mode == SYMLINK_MODE for c in changes) else {}
         return ChangeReading(applies=True, changes=changes, links=links, tree=tree)
 
