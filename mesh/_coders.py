@@ -106,7 +106,7 @@ def _fields(request: AuthorRequest, workspace: Workspace) -> dict[str, str]:
 
 def _measured_reduce_record(request: AuthorRequest, patch: str) -> dict[str, object]:
     """A reduce record from facts only: what the diff adds and removes."""
-    lines = patch.splitlines()
+    lines = patch.split("\n")
     added = sum(1 for line in lines if line.startswith("+") and not line.startswith("+++"))
     removed = sum(1 for line in lines if line.startswith("-") and not line.startswith("---"))
     return {

@@ -361,7 +361,8 @@ class GitIntegrator:
             "log", "--format=%h %s", "-3", f"{expected}..{current}"
         )
         shown = (
-            "; ".join(one_line(line, 120) for line in foreign.splitlines()) or "history rewritten"
+            "; ".join(one_line(line, 120) for line in foreign.split("\n") if line)
+            or "history rewritten"
         )
         return (
             f"branch {branch} moved outside mesh from {expected[:12]} to {current[:12]} ({shown})"
@@ -534,7 +535,7 @@ class GitIntegrator:
         target = self.workspaces.target()
         raw = await target("cat-file", "commit", commit)
         headers, _, text = raw.partition("\n\n")
-        parents = [line[7:] for line in headers.splitlines() if line.startswith("parent ")]
+        parents = [line[7:] for line in headers.split("\n") if line.startswith("parent ")]
         if len(parents) != 1 or text + "\n" != commit_message(request):
             raise _Blocked(
                 line=f"commit {commit[:12]} carries this delivery's key, "
@@ -587,7 +588,7 @@ class GitIntegrator:
         finally:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(_remove_folder, folder)
-        info = dict(line.partition(": ")[::2] for line in result.text.splitlines() if ": " in line)
+        info = dict(line.partition(": ")[::2] for line in result.text.split("\n") if ": " in line)
         patch = request.candidate.patch or ""
         patch = patch if patch.endswith("\n") else patch + "\n"
         if info.get("Subject") != _subject(request):
@@ -625,7 +626,7 @@ class GitIntegrator:
         shadow = self.workspaces.shadow()
         raw = await shadow("cat-file", "commit", commit)
         headers, _, text = raw.partition("\n\n")
-        parents = [line[7:] for line in headers.splitlines() if line.startswith("parent ")]
+        parents = [line[7:] for line in headers.split("\n") if line.startswith("parent ")]
         if commit == tip:
             raise _Blocked(line=f"the patch changes nothing on {self._branch}")
         if parents != [tip]:

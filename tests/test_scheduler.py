@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from collections.abc import Sequence
@@ -419,15 +420,27 @@ class TestCancellation:
     async def test_cancel_mid_run_leaves_no_tasks_or_leases(self) -> None:
         """Cancelling a run stops every unit task and releases every lease."""
         table = mesh.LeaseTable()
-        roles = attrs.evolve(fake_roles(prover=FakeAdapter(delay=0.05)), locksmith=table)
+        proving = anyio.Event()
+
+        async def prover(request: mesh.ProofRequest) -> dict[str, object]:
+            proving.set()
+            await anyio.sleep_forever()
+            raise AssertionError  # pragma: no cover
+
+        roles = attrs.evolve(fake_roles(prover=prover), locksmith=table)
         before = len(anyio.get_running_tasks())
         seen: list[mesh.LedgerEvent] = []
-        with anyio.move_on_after(0.12) as scope:
-            await execute(
-                [unit(f"u{i}") for i in range(20)], roles, sinks=[mesh.CallbackSink(seen.append)]
+        plan = [unit(f"u{i}") for i in range(20)]
+        async with anyio.create_task_group() as group:
+            group.start_soon(
+                functools.partial(execute, plan, roles, sinks=[mesh.CallbackSink(seen.append)])
             )
-        assert scope.cancelled_caught
+            # Cancelled mid-run: units hold leases and wait in their proofs.
+            await proving.wait()
+            assert table.active
+            group.cancel_scope.cancel()
         assert any(e.event == "adapter_call" for e in seen)
+        assert not any(e.event == "run_finished" for e in seen)
         await anyio.wait_all_tasks_blocked()
         assert len(anyio.get_running_tasks()) == before
         assert table.active == ()
