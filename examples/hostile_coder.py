@@ -69,7 +69,7 @@ def main() -> None:
         folder = Path(temporary)
         repo = make_repository(folder)
         config_before = (repo / ".git" / "config").read_text()
-        # Inline, not a file: a sandbox's /tmp is its own, and this folder is in /tmp.
+        # The agent's program, inline: in a sandbox only its workspace can be written.
         agent_command = f"{shlex.quote(sys.executable)} -c {shlex.quote(AGENT)}"
         sandbox = mesh.Sandbox.detect(network=False)
         plan = {

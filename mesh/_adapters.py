@@ -168,6 +168,7 @@ async def judge_patch(
         write_scope=unit.write_scope,
         allow_special=unit.allow_special,
         links=reading.links,
+        base_links=reading.base_links,
     )
     if not reading.changes:
         problems.append("the patch changes nothing")

@@ -215,6 +215,7 @@ def gate_problems(
     write_scope: Collection[str],
     allow_special: Collection[SpecialPath] = (),
     links: Mapping[str, str] | None = None,
+    base_links: Mapping[str, str] | None = None,
 ) -> list[str]:
     """
     Why a change may not reach the target; empty when it may.
@@ -225,6 +226,10 @@ def gate_problems(
         allow_special: The special kinds the unit may write.
         links: Every symlink of the tree the change produces (path → target);
             needed to judge the change's own symlinks.
+        base_links: Every symlink of the tree the change starts from: a link
+            the change does not touch, but whose way it changes (by adding or
+            retargeting a link it passes through), must still resolve inside
+            when it did before.
 
     >>> change = PathChange(path="docs/x.md", old_mode="000000", new_mode="100644",
     ...     old_object="0" * 40, new_object="1" * 40, status="A")
@@ -237,7 +242,9 @@ def gate_problems(
     scope = list(write_scope)
     allowed = set(allow_special)
     all_links = links or {}
+    changes_seen: set[str] = set()
     for change in changes:
+        changes_seen.add(change.path)
         shown = describe_path(change.path)
         if problem := path_problem(change.path):
             problems.append(f"{shown} {problem}")
@@ -258,7 +265,22 @@ def gate_problems(
                 problems.append(
                     f"{shown} is a symlink out of the worktree ({describe_path(target or '')})"
                 )
+    problems.extend(_redirected(changes_seen, all_links, base_links or {}))
     return problems
+
+
+def _redirected(
+    changed: set[str], links: Mapping[str, str], base_links: Mapping[str, str]
+) -> list[str]:
+    """Links the change left alone that resolved inside before it and lead out after."""
+    return [
+        f"{describe_path(path)} is a symlink this change makes lead out of the worktree"
+        for path, target in sorted(links.items())
+        if path not in changed
+        and base_links.get(path) == target
+        and resolve_link(path, target, base_links) is not None
+        and resolve_link(path, target, links) is None
+    ]
 
 
 def _kind(change: PathChange) -> str:

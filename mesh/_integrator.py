@@ -35,6 +35,7 @@ import json
 import os
 import re
 import secrets
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from email.header import Header
 from email.utils import format_datetime
@@ -48,10 +49,11 @@ from ._adapters import judge_patch
 from ._enums import Decision, DeliveryMode, FailureCode, Lane
 from ._errors import MeshError
 from ._files import atomic_write_text
-from ._gate import describe_path, gate_problems
+from ._gate import gate_problems
 from ._git import Git
 from ._process import key_line
 from ._roles import DeliveryRequest, result_document
+from ._target import Target, TargetState
 from ._text import one_line
 from ._workspaces import WorkspaceManager
 
@@ -61,16 +63,6 @@ _SUBJECT_LIMIT: Final = 200
 _FIELD_LIMIT: Final = 500
 _TRAILER: Final = re.compile(r"([A-Za-z0-9][A-Za-z0-9-]*): (.*)")
 _PLAIN_SUBJECT: Final = re.compile(r"[ -~]*")
-_OPERATIONS: Final = (
-    "index.lock",
-    "rebase-apply",
-    "rebase-merge",
-    "MERGE_HEAD",
-    "CHERRY_PICK_HEAD",
-    "REVERT_HEAD",
-    "BISECT_LOG",
-)
-_HOOK_FILE_LIMIT: Final = 1 << 20
 
 
 def _evidence(command: str, line: str, exit_code: int | None) -> dict[str, object]:
@@ -167,37 +159,12 @@ def parse_trailers(message: str) -> dict[str, list[str]]:
 
 
 @attrs.frozen(kw_only=True)
-class _CheckoutState:
-    """What a clean-looking checkout may still hide: flagged index entries, untracked files."""
-
-    hidden: frozenset[bytes]
-    untracked: frozenset[str]
-
-
-@attrs.frozen(kw_only=True)
 class _Blocked(Exception):
     """Why this delivery cannot happen."""
 
     line: str
     notes: str | None = None
     code: FailureCode = FailureCode.DELIVERY_BLOCKED
-
-
-async def _file_digest(path: Path) -> str:
-    """A file's content digest ("" when absent); a folder's listing and contents."""
-    target = anyio.Path(path)
-    if await target.is_file():
-        return hashlib.sha256(await target.read_bytes()).hexdigest()
-    if not await target.is_dir():
-        return ""
-    digest = hashlib.sha256()
-    for entry in sorted([p async for p in target.iterdir()], key=lambda p: p.name):
-        digest.update(entry.name.encode("utf-8", "surrogateescape") + b"\0")
-        stat = await entry.stat()
-        digest.update(f"{stat.st_mode:o}\0".encode())
-        if await entry.is_file() and stat.st_size <= _HOOK_FILE_LIMIT:
-            digest.update(await entry.read_bytes())
-    return digest.hexdigest()
 
 
 class GitIntegrator:
@@ -245,186 +212,68 @@ class GitIntegrator:
         """The branch tip when the target was taken: the history a resume may find keys in."""
         self._made: dict[str, str] = {}
         """Delivery keys this integrator committed, and their commits."""
-        self._baseline: dict[str, str] = {}
-        self._checkout_baseline: dict[Path, _CheckoutState] = {}
+        self._opened: Target | None = None
+        self._baseline = TargetState(branch="", tip=None, settings={}, checkouts={})
 
     # -- the target's state --------------------------------------------------------
 
-    async def prepare(self) -> None:
-        """Take the target as it is now as the state every delivery is checked against."""
-        self._branch = await self._target_branch()
-        self._tip = self._start_tip = await self._branch_tip()
-        self._baseline = await self._git_state()
-        self._checkout_baseline = {}
-        for checkout in await self._checkouts():
-            if await self._admin_dir(checkout) is not None:  # a broken one is refused later
-                self._checkout_baseline[checkout] = await self._checkout_state(checkout)
+    @property
+    def _target(self) -> Target:
+        """The repository delivered to (the workspaces must be open by then)."""
+        if self._opened is None:
+            outputs = [self.artifacts]
+            if self.plan_path is not None:
+                outputs.append(self.plan_path.parent)
+            self._opened = Target(
+                self.workspaces.repo, self.workspaces.common_dir, own_outputs=outputs
+            )
+        return self._opened
+
+    async def prepare(self, baseline: TargetState | None = None) -> None:
+        """
+        Take the state every delivery is checked against: ``baseline``, else the target now.
+
+        A resumed run passes the state its run store kept, so that what
+        changed while no process was running counts as changed.
+        """
+        now = await self._target.snapshot(self.branch)
+        if baseline is not None:
+            # A kept state has no change times (they stay with the process that read
+            # them): from now on, at least, a hidden edit is seen.
+            baseline = attrs.evolve(
+                baseline,
+                checkouts={
+                    path: attrs.evolve(state, times=now.checkouts[path].times)
+                    if path in now.checkouts
+                    else state
+                    for path, state in baseline.checkouts.items()
+                },
+            )
+        self._baseline = now if baseline is None else baseline
+        self._branch = self._baseline.branch
+        self._tip = self._start_tip = self._baseline.tip if baseline is not None else now.tip
         self._made = {}
         self._prepared = True
 
-    async def _target_branch(self) -> str:
-        """The branch to deliver to; "" when none is named and HEAD is detached."""
-        target = self.workspaces.target()
-        if self.branch is None:
-            current = await target.run("symbolic-ref", "--short", "-q", "HEAD")
-            return current.text.strip() if current.exit_code == 0 else ""
-        if (await target.run("check-ref-format", "--branch", self.branch)).exit_code != 0:
-            raise MeshError(
-                f"{one_line(self.branch)!r} is not a branch name",
-                code=FailureCode.DELIVERY_BLOCKED,
-            )
-        return self.branch
+    def snapshot(self) -> TargetState:
+        """The state this integrator checks deliveries against (to keep for a resume)."""
+        return self._baseline
 
     async def _branch_tip(self) -> str | None:
-        if not self._branch:
-            return None
-        result = await self.workspaces.target().run(
-            "rev-parse", "--verify", "--quiet", f"refs/heads/{self._branch}^{{commit}}"
-        )
-        return result.text.strip() if result.exit_code == 0 else None
-
-    async def _git_state(self) -> dict[str, str]:
-        """A digest of everything in the target's git directories that changes what git runs."""
-        target = self.workspaces.target()
-        common = self.workspaces.common_dir
-        state = {
-            "hooks": await _file_digest(common / "hooks"),
-            "replace refs": await target(
-                "for-each-ref", "--format=%(refname) %(objectname)", "refs/replace"
-            ),
-        }
-        for name in (
-            "config",
-            "config.worktree",
-            "info/attributes",
-            "info/exclude",
-            "info/grafts",
-            "shallow",
-            "objects/info/alternates",
-            "commondir",
-        ):
-            state[name] = await _file_digest(common / name)
-        # mesh's own git ignores hooks; the user's next commit would not.
-        configured = await target.run("config", "--file", str(common / "config"), "core.hooksPath")
-        if configured.exit_code == 0 and configured.text.strip():
-            expanded = await anyio.to_thread.run_sync(os.path.expanduser, configured.text.strip())
-            hooks = self.workspaces.repo / expanded
-            state["core.hooksPath"] = await _file_digest(hooks)
-        for worktree in await self.workspaces.worktrees():
-            dot_git = worktree / ".git"
-            linked = await anyio.Path(dot_git).is_file()
-            state[f"{worktree}/.git"] = await _file_digest(dot_git) if linked else "folder"
-            admin = await self._admin_dir(worktree)
-            if admin is not None and admin != common:
-                for name in ("config.worktree", "gitdir", "commondir"):
-                    state[f"{worktree}: {name}"] = await _file_digest(admin / name)
-        return state
-
-    async def _admin_dir(self, worktree: Path) -> Path | None:
-        result = await Git(cwd=worktree).run("rev-parse", "--path-format=absolute", "--git-dir")
-        return Path(result.text.strip()) if result.exit_code == 0 else None
+        return await self._target.tip(self._branch)
 
     async def _checkouts(self) -> list[Path]:
-        """The worktrees where the target branch is checked out."""
-        return [
-            path
-            for path, branch in (await self.workspaces.worktrees()).items()
-            if branch == self._branch
-        ]
-
-    async def _target_problems(self, tip: str) -> list[str]:
-        """What stops a delivery onto ``tip``: changed settings, a moved branch, dirty checkouts."""
-        problems: list[str] = []
-        state = await self._git_state()
-        changed = sorted(
-            name
-            for name in self._baseline.keys() | state.keys()
-            if self._baseline.get(name) != state.get(name)
-        )
-        if changed:
-            problems.append(
-                "the repository's git settings changed during the run: " + ", ".join(changed)
-            )
-        current = await self._branch_tip()
-        if current != tip:
-            problems.append(await self._moved(tip, current))
-        for checkout in await self._checkouts():
-            problem = await self._checkout_problem(checkout)
-            problems.extend([problem] if problem else [])
-        return problems
-
-    async def _moved(self, expected: str, current: str | None) -> str:
-        branch = self._branch
-        if current is None:
-            return f"branch {branch} no longer exists"
-        foreign = await self.workspaces.target()(
-            "log", "--format=%h %s", "-3", f"{expected}..{current}"
-        )
-        shown = (
-            "; ".join(one_line(line, 120) for line in foreign.split("\n") if line)
-            or "history rewritten"
-        )
-        return (
-            f"branch {branch} moved outside mesh from {expected[:12]} to {current[:12]} ({shown})"
-        )
-
-    async def _checkout_problem(self, checkout: Path) -> str | None:
-        git = Git(cwd=checkout)
-        admin = await self._admin_dir(checkout)
-        if admin is None:
-            return f"the checkout {one_line(str(checkout))} cannot be read"
-        busy = [name for name in _OPERATIONS if (admin / name).exists()]
-        if busy:
-            return f"a git operation is under way in {one_line(str(checkout))} ({busy[0]})"
-        # Stat data goes stale without a change (a copied or touched checkout): refresh it,
-        # as any `git status` would, so that only real changes count.
-        await git.run("update-index", "-q", "--refresh")
-        staged = await git.run("diff-index", "--cached", "--quiet", "HEAD", "--")
-        edited = await git.run("diff-files", "--quiet")
-        if staged.exit_code != 0 or edited.exit_code != 0:
-            return f"the checkout {one_line(str(checkout))} has uncommitted changes"
-        before = self._checkout_baseline.get(checkout)
-        now = await self._checkout_state(checkout)
-        if before is not None and now.hidden != before.hidden:
-            return (
-                f"files of the checkout {one_line(str(checkout))} were marked assume-unchanged "
-                "or skip-worktree during the run (edits to them would not show)"
-            )
-        if before is not None and (new := sorted(now.untracked - before.untracked)):
-            shown = ", ".join(describe_path(path) for path in new[:3])
-            return f"new untracked files in the checkout {one_line(str(checkout))}: {shown}"
-        return None
-
-    async def _checkout_state(self, checkout: Path) -> _CheckoutState:
-        """What `git status` would not show: hidden index entries, and untracked files."""
-        git = Git(cwd=checkout)
-        flagged = await git.raw("ls-files", "-v", "-z")
-        hidden = frozenset(
-            entry for entry in flagged.split(b"\0") if entry[:1].islower() or entry[:1] == b"S"
-        )
-        others = await git.raw("ls-files", "--others", "--exclude-standard", "-z")
-        mine = [
-            path.relative_to(checkout).as_posix()
-            for path in self._own_outputs()
-            if path.is_relative_to(checkout)
-        ]
-        untracked = frozenset(
-            name
-            for name in others.decode("utf-8", "surrogateescape").split("\0")
-            if name and not any(name == own or name.startswith(own + "/") for own in mine)
-        )
-        return _CheckoutState(hidden=hidden, untracked=untracked)
-
-    def _own_outputs(self) -> list[Path]:
-        """Where this integrator writes (artifacts, plan state): not a checkout's new files."""
-        outputs = [self.artifacts.absolute()]
-        if self.plan_path is not None:
-            outputs.append(self.plan_path.absolute().parent)
-        return outputs
+        return await self._target.checkouts(self._branch)
 
     # -- delivering ----------------------------------------------------------------
 
-    async def recover(self) -> None:
+    async def recover(
+        self,
+        baseline: TargetState | None = None,
+        *,
+        delivered: Sequence[str] = (),
+        pending: Collection[str] = (),
+    ) -> None:
         """
         Before resuming a run: finish bringing checkouts forward, then `prepare`.
 
@@ -433,18 +282,47 @@ class GitIntegrator:
         some of its files written). Such a checkout is brought forward when
         every file involved is either the old or the new version; otherwise
         this raises, naming the checkout, and nothing is touched.
+
+        Args:
+            baseline: The state the run started from (kept in its run store);
+                without it the target as it is now is taken.
+            delivered: The commits the run delivered, in order: the branch is
+                expected where the last one left it.
+            pending: Delivery keys whose delivery had started when the run
+                stopped: commits carrying them may follow that tip (the dead
+                process made them); any other commit there is foreign.
         """
-        self._branch = await self._target_branch()
-        tip = await self._branch_tip()
-        for checkout in await self._checkouts():
-            admin = await self._admin_dir(checkout)
+        target = self._target
+        branch = await target.branch(self.branch)
+        tip = await target.tip(branch)
+        for checkout in await target.checkouts(branch):
+            admin = await target.admin_dir(checkout)
             if admin is None:
                 continue  # a broken checkout: the next delivery says so
             # The dead process's lock: nothing else writes a checkout mesh delivers to.
             (admin / "index.lock").unlink(missing_ok=True)
             if tip is not None:
                 await self._bring_forward_after_crash(checkout, tip)
-        await self.prepare()
+        await self.prepare(baseline)
+        if baseline is not None:
+            last = delivered[-1] if delivered else baseline.tip
+            self._tip = self._start_tip = await self._advance(last, tip, pending)
+
+    async def _advance(
+        self, last: str | None, tip: str | None, pending: Collection[str]
+    ) -> str | None:
+        """The tip the dead process left: ``last``, then only its own unfinished deliveries."""
+        if last is None or tip is None or last == tip:
+            return last
+        listing = await self._target.git().run(
+            "log", "--first-parent", "-z", "--format=%H%n%B", f"{last}..{tip}", "--"
+        )
+        records = [r for r in listing.text.split("\0") if r] if listing.exit_code == 0 else []
+        for record in records:
+            keys = parse_trailers(record.partition("\n")[2]).get("Mesh-Delivery", [])
+            if len(keys) != 1 or keys[0] not in pending:
+                return last  # a foreign commit: deliveries will be blocked, with evidence
+        return tip if records else last
 
     async def _bring_forward_after_crash(self, checkout: Path, tip: str) -> None:
         git = Git(cwd=checkout)
@@ -622,9 +500,14 @@ class GitIntegrator:
         return await git("rev-parse", "--verify", "HEAD^{commit}")
 
     async def _judge_commit(self, commit: str, tip: str, request: DeliveryRequest) -> None:
-        """The commit git made must be exactly the one mesh meant, before the branch moves."""
-        shadow = self.workspaces.shadow()
-        raw = await shadow("cat-file", "commit", commit)
+        """
+        The commit git made must be exactly the one mesh meant, before the branch moves.
+
+        Judged in the target, after its objects were copied there: an object
+        planted in the shadow repository (which git does not hash again when it
+        reads it) could make the commit look like something it is not.
+        """
+        raw = await self.workspaces.target()("cat-file", "commit", commit)
         headers, _, text = raw.partition("\n\n")
         parents = [line[7:] for line in headers.split("\n") if line.startswith("parent ")]
         if commit == tip:
@@ -637,13 +520,14 @@ class GitIntegrator:
 
     async def _gate_commit(self, parent: str, commit: str, request: DeliveryRequest) -> None:
         """The scope gate on what ``commit`` changes against ``parent``."""
-        reading = await self.workspaces.read_trees(parent, commit)
+        reading = await self.workspaces.read_trees(parent, commit, in_target=True)
         unit = request.unit
         problems = gate_problems(
             reading.changes,
             write_scope=unit.write_scope,
             allow_special=unit.allow_special,
             links=reading.links,
+            base_links=reading.base_links,
         )
         if problems:
             raise _Blocked(
@@ -679,10 +563,16 @@ class GitIntegrator:
         self._tip = commit
         self._made[key] = commit
         behind = []
+        written = await self._target.git().raw(
+            "diff-tree", "-r", "-z", "--no-renames", "--name-only", tip, commit
+        )
+        names = [name for name in written.decode("utf-8", "surrogateescape").split("\0") if name]
         for checkout in checkouts:
             updated = await Git(cwd=checkout).run("read-tree", "-m", "-u", tip, commit)
             if updated.exit_code != 0:
                 behind.append(f"{one_line(str(checkout))}: {key_line(updated.errors)}")
+            # Files mesh itself just wrote are not hidden edits.
+            self._baseline = self._target.refreshed(self._baseline, checkout, names)
         return behind
 
     async def __call__(self, request: DeliveryRequest) -> dict[str, object]:
@@ -763,11 +653,11 @@ class GitIntegrator:
             raise _Blocked(line="HEAD is detached: name the branch to deliver to (--branch)")
         if tip is None:
             raise _Blocked(line=f"branch {self._branch} has no commit to deliver onto")
-        if problems := await self._target_problems(tip):
+        if problems := await self._target.problems(self._baseline, tip):
             raise _Blocked(line=problems[0], notes="; ".join(problems))
         commit = await self._commit(message, tip)
-        await self._judge_commit(commit, tip, request)
         await self._copy_objects(commit, tip)
+        await self._judge_commit(commit, tip, request)
         # From here the branch moves: a cancelled call must not leave it half recorded.
         with anyio.CancelScope(shield=True):
             key = request.idempotency_key or request.unit.id

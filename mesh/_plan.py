@@ -119,12 +119,15 @@ def _scope_problems(scope: object, path: str) -> list[str]:
 def _root_problem(root: str) -> str | None:
     """Why a write-scope root names what no candidate may ever write (None: it may)."""
     text = root.strip()
-    if is_whole_tree(text) or text_problem(text) is not None:
-        return None  # the whole tree; control characters are reported on their own
-    if text.startswith("/") or (len(text) > 1 and text[1] == ":" and text[0].isalpha()):
-        return f"{one_line(root)!r} is an absolute path"
+    if text_problem(text) is not None:
+        return None  # reported on its own
+    # Before the whole-tree spellings: "/" and "\\" normalize to "" but are absolute.
+    if text.startswith(("/", "\\")) or (len(text) > 1 and text[1] == ":" and text[0].isalpha()):
+        return f"'{one_line(root)}' is an absolute path"
+    if is_whole_tree(text):
+        return None
     problem = path_problem(normalize_path(text))
-    return None if problem is None else f"{one_line(root)!r} {problem}"
+    return None if problem is None else f"'{one_line(root)}' {problem}"
 
 
 def _fields(record: attrs.AttrsInstance) -> dict[str, object]:

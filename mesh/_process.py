@@ -31,6 +31,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Final
@@ -39,6 +40,7 @@ import anyio
 import anyio.abc
 import attrs
 
+from ._files import force_remove
 from ._sandbox import Sandbox, find_sandbox, pid_namespace, require_sandbox
 
 __all__ = ["CommandResult", "key_line", "run_command"]
@@ -169,11 +171,51 @@ async def run_command(
     .. versionchanged:: 0.1.0
        Added ``contain``, ``sandbox`` and ``writable``.
     """
+    # A sandboxed command's own temporary folder, gone with the command.
+    tmp = None if sandbox is None else Path(await anyio.to_thread.run_sync(_private_folder))
+    try:
+        return await _run(
+            command,
+            cwd=cwd,
+            timeout=timeout,
+            env=env,
+            output_limit=output_limit,
+            stdin=stdin,
+            merge_stderr=merge_stderr,
+            contained=contain and _CONTAINABLE,
+            sandbox=sandbox,
+            writable=writable,
+            tmp=tmp,
+        )
+    finally:
+        if tmp is not None:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(force_remove, tmp)
+
+
+def _private_folder() -> str:
+    return tempfile.mkdtemp(prefix="mesh-sandbox-tmp-")
+
+
+async def _run(
+    command: str | Sequence[str],
+    *,
+    cwd: str | os.PathLike[str],
+    timeout: float | None,  # noqa: ASYNC109 - as run_command
+    env: Mapping[str, str] | None,
+    output_limit: int,
+    stdin: bytes | None,
+    merge_stderr: bool,
+    contained: bool,
+    sandbox: Sandbox | None,
+    writable: Sequence[str | os.PathLike[str]],
+    tmp: Path | None,
+) -> CommandResult:
+    """`run_command`, with the sandbox's temporary folder made."""
     shown = command if isinstance(command, str) else " ".join(command)
-    contained = contain and _CONTAINABLE
     started = anyio.current_time()
     argv = await _argv(
-        command, cwd=cwd, env=env, contained=contained, sandbox=sandbox, writable=writable
+        command, cwd=cwd, env=env, contained=contained, sandbox=sandbox, writable=writable, tmp=tmp
     )
     process = await anyio.open_process(
         argv,
@@ -220,6 +262,7 @@ async def _argv(
     contained: bool,
     sandbox: Sandbox | None,
     writable: Sequence[str | os.PathLike[str]],
+    tmp: Path | None,
 ) -> str | list[str]:
     """What to start: the command itself, or the reaper and/or bwrap that run it."""
     if not contained and sandbox is None:
@@ -231,7 +274,7 @@ async def _argv(
         _check_program(argv[0], cwd=cwd, env=env)
     if sandbox is not None:
         bwrap = await anyio.to_thread.run_sync(require_sandbox)
-        argv = sandbox.prefix(cwd, writable=writable, bwrap=bwrap) + argv
+        argv = sandbox.prefix(cwd, writable=writable, bwrap=bwrap, tmp=tmp) + argv
     elif contained and (found := await anyio.to_thread.run_sync(find_sandbox)) is not None:
         # Where bubblewrap works, even an unsandboxed command gets its own pid namespace:
         # it cannot kill its reaper (and so free its children) from there.

@@ -31,6 +31,7 @@ from ._roles import Adapter, AuthorRequest, LeaseTable, Roles
 from ._sandbox import Sandbox
 from ._scheduler import Orchestrator, ResumePoint, RunResult, _plan_units
 from ._store import STORE_FILE, RunStore
+from ._target import TargetState, open_target
 from ._text import one_line, text_problem
 from ._workspaces import WorkspaceManager, WorkspaceSource, repository_top
 
@@ -160,6 +161,9 @@ async def run_in_repository(
     await repository_top(repo)  # a missing folder or repository, before anything is made
     top = await anyio.Path(repo).resolve()
     folder = Path(out)
+    # The target as the run found it: what every delivery, resumed ones too, is checked against.
+    target = await open_target(Path(top), own_outputs=[folder])
+    baseline = await target.snapshot(branch)
     await anyio.Path(folder).mkdir(parents=True, exist_ok=True)
     config = {
         "plan": _plan_document(plan),
@@ -170,6 +174,7 @@ async def run_in_repository(
         "proof_timeout": proof_timeout,
         "call_timeout": call_timeout,
         "pool_size": pool_size,
+        "target": baseline.to_document(),
         **(extra_config or {}),
     }
     store = RunStore.create(folder / STORE_FILE, run_id=identifier, config=config)
@@ -237,6 +242,21 @@ async def resume_in_repository(
         )
 
 
+def _deliveries(history: Sequence[LedgerEvent]) -> tuple[list[str], set[str]]:
+    """From a stopped run's events: the commits it delivered, and the deliveries under way."""
+    delivered: list[str] = []
+    started: dict[str, str] = {}
+    for event in history:
+        if event.event == "delivery_started" and event.unit_id is not None:
+            started[event.unit_id] = str(event.data.get("idempotency_key", ""))
+        elif event.event == "unit_finished" and event.unit_id is not None:
+            started.pop(event.unit_id, None)
+            reference = event.data.get("artifact_ref")
+            if event.data.get("delivery") == "integrated_commit" and isinstance(reference, str):
+                delivered.append(reference)
+    return delivered, set(started.values())
+
+
 def _rewrite_ledger(path: Path, events: Sequence[LedgerEvent]) -> None:
     atomic_write_text(path, ledger_text(events), what="ledger")
 
@@ -267,8 +287,15 @@ async def _execute(
         integrator = GitIntegrator(
             workspaces, artifacts=patches, plan_path=plan_path, branch=config.get("branch")
         )
-        # The target as it is now is what every delivery is checked against.
-        await (integrator.recover() if resume is not None else integrator.prepare())
+        if resume is None:
+            await integrator.prepare()
+        elif "target" in config:
+            delivered, pending = _deliveries(resume.history)
+            await integrator.recover(
+                TargetState.from_document(config["target"]), delivered=delivered, pending=pending
+            )
+        else:  # a run stored before mesh kept the target's state: take it as it is
+            await integrator.recover()
         portable = executor is not None and not isinstance(executor, LocalExecutor)
         source: WorkspaceSource = str(workspaces.repo) if portable else workspaces
         roles = git_roles(

@@ -6,7 +6,8 @@ import contextlib
 import importlib.util
 import tempfile
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -21,7 +22,7 @@ from ._coders import CommandCoder, check_command_template
 from ._convert import loads_json
 from ._demo import create_demo_repository, demo_coder_command
 from ._enums import DeliveryMode
-from ._errors import InputError, OptionError
+from ._errors import InputError, OptionError, PathCollisionError
 from ._events import LedgerEvent
 from ._files import StrPath, atomic_write_text, ensure_distinct, read_text
 from ._git import git
@@ -115,13 +116,24 @@ class ProgressBar:
             yield self
 
 
+def _idle(plan_state: Mapping[str, Any]) -> tuple[str, int]:
+    """What a run that ran nothing says, and its exit code: 1 unless every step is completed."""
+    statuses = [str(step.get("status", "pending")) for step in plan_state.get("plan", ())]
+    others = Counter(status for status in statuses if status != "completed")
+    if not others:
+        return "Nothing to run: every step is completed.", 0
+    listed = ", ".join(f"{count} {one_line(status)!r}" for status, count in sorted(others.items()))
+    done = len(statuses) - others.total()
+    return (
+        f"Nothing to run: no step is pending or in_progress ({done} completed; {listed}).",
+        1,
+    )
+
+
 def _report(finished: RepositoryRun, refusals: _Refusals) -> RunReport:
     result = finished.result
-    lines = (
-        [result.ledger().rstrip("\n")]
-        if result.outcomes
-        else ["Nothing to run: every step is completed."]
-    )
+    idle, idle_code = _idle(result.plan_state) if not result.outcomes else ("", 0)
+    lines = [result.ledger().rstrip("\n")] if result.outcomes else [idle]
     lines += [
         "",
         (
@@ -144,7 +156,8 @@ def _report(finished: RepositoryRun, refusals: _Refusals) -> RunReport:
                 f"({one_line(outcome.evidence)})"
             )
     incomplete = len(result.outcomes) - len(result.completed)
-    return RunReport(text="\n".join(lines), exit_code=1 if incomplete else 0, run=finished)
+    code = 1 if incomplete else idle_code
+    return RunReport(text="\n".join(lines), exit_code=code, run=finished)
 
 
 def run(
@@ -196,9 +209,11 @@ def run(
     executor = _ray_executor(ray)
     run_id = uuid.uuid4().hex[:12]
     folder = Path(out) if out is not None else Path("mesh-runs") / run_id
-    # The run writes these files; none may be the plan it reads.
-    for written in ("plan.json", "ledger.jsonl", STORE_FILE):
-        ensure_distinct(folder / written, plan, output_flag="--out", input_flags=("PLAN",))
+    # The run writes into its folder (plan state, ledger, store, patches): never over the plan.
+    if Path(plan).resolve().is_relative_to(folder.resolve()):
+        raise PathCollisionError(
+            f"--out {folder} holds PLAN {plan}: the run writes there; keep the plan elsewhere"
+        )
 
     async def main(follow: Callable[[LedgerEvent], None]) -> RepositoryRun:
         return await run_in_repository(

@@ -2,10 +2,11 @@
 An optional bubblewrap sandbox for the commands mesh runs.
 
 With a `Sandbox`, `run_command` starts a command inside ``bwrap``: the whole system is
-visible read-only, ``/tmp`` is a private, empty tmpfs, and only the command's working
-folder and the paths named writable can be written. The command gets its own pid
-namespace (nothing it starts outlives it) and, on request, no network but loopback.
-The environment is kept, with ``TMPDIR=/tmp``.
+visible read-only (``/tmp`` included), and only the command's working folder, the
+paths named writable and a private temporary folder (its ``TMPDIR``, removed after
+the command) can be written. The command gets its own pid namespace (nothing it
+starts outlives it) and, on request, no network but loopback. The environment is
+kept, with ``TMPDIR`` pointing at the private folder.
 
 Nothing in mesh sandboxes a command unless asked; `require_sandbox` says, in one line,
 what to install or allow when bubblewrap cannot run here.
@@ -57,8 +58,8 @@ class Sandbox:
     How to sandbox a command with bubblewrap (``bwrap``).
 
     Pass one to `run_command` as ``sandbox=``. The command sees the whole system
-    read-only and a private ``/tmp``; it may write only in its working folder and in
-    the ``writable`` paths, and runs in its own pid namespace.
+    read-only; it may write only in its working folder, in the ``writable`` paths
+    and in a private temporary folder (``TMPDIR``), and runs in its own pid namespace.
 
     .. versionadded:: 0.1.0
     """
@@ -79,6 +80,7 @@ class Sandbox:
         *,
         writable: Sequence[str | os.PathLike[str]] = (),
         bwrap: str = "bwrap",
+        tmp: str | os.PathLike[str] | None = None,
     ) -> list[str]:
         """
         The ``bwrap`` argv that runs the command appended to it in this sandbox.
@@ -87,16 +89,24 @@ class Sandbox:
             cwd: The command's working folder: writable, and where it starts.
             writable: More paths to make writable, besides ``self.writable``.
             bwrap: The bubblewrap executable (`require_sandbox` finds it).
+            tmp: A private, empty folder for temporary files: writable, and the
+                command's ``TMPDIR`` (`run_command` makes one per command).
         """
         here = Path(cwd).absolute()
         binds = [str(here / path) for path in (".", *self.writable, *writable)]
+        if tmp is not None:
+            binds.append(os.fspath(tmp))
+        # The host's /tmp stays visible (read-only, like everything else): projects,
+        # virtual environments and scripts live there too.
         argv = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-        argv += ["--tmpfs", "/tmp"]  # noqa: S108 - a private, empty tmpfs, not the host's /tmp
-        # After the tmpfs, so that a working folder under /tmp is mounted on top of it.
         for path in binds:
             argv += ["--bind", path, path]
-        argv += ["--chdir", binds[0], "--setenv", "TMPDIR", "/tmp"]  # noqa: S108 - same private tmpfs
-        argv += ["--unshare-pid", "--die-with-parent", "--new-session"]
+        argv += ["--chdir", binds[0]]
+        if tmp is not None:
+            argv += ["--setenv", "TMPDIR", os.fspath(tmp)]
+        # Run as root, bubblewrap would keep every capability: enough to remount "/"
+        # writable or to join the host's network again. None are kept.
+        argv += ["--cap-drop", "ALL", "--unshare-pid", "--die-with-parent", "--new-session"]
         if not self.network:
             argv.append("--unshare-net")
         argv.append("--")

@@ -44,6 +44,7 @@ import attrs
 
 from ._enums import FailureCode
 from ._errors import InputError, MeshError
+from ._files import force_remove
 from ._gate import SYMLINK_MODE, PathChange, parse_raw_diff
 from ._git import Git, GitError
 
@@ -140,7 +141,9 @@ class ChangeReading:
     evidence: str = ""
     changes: tuple[PathChange, ...] = ()
     links: dict[str, str] = attrs.field(factory=dict, hash=False)
-    """Every symlink of the resulting tree (path → target), when the change makes one."""
+    """Every symlink of the resulting tree (path → target), when the change touches one."""
+    base_links: dict[str, str] = attrs.field(factory=dict, hash=False)
+    """Every symlink of the tree the change starts from, when the change touches one."""
     tree: str = ""
     """The resulting tree's id."""
 
@@ -226,27 +229,6 @@ def _remove_admin_entries(common: Path, dead: list[Path]) -> bool:
     return removed
 
 
-def _force_remove(path: Path) -> None:
-    """Remove a file or folder, even one an agent made hard to remove (read-only, unreadable)."""
-    # Looked at first rather than unlinked "missing_ok": a FileNotFoundError raised and
-    # caught in a worker thread stops coverage measuring the awaiting task.
-    if not os.path.lexists(path):
-        return
-    if path.is_symlink() or not path.is_dir():
-        path.unlink()
-        return
-    with contextlib.suppress(OSError):
-        path.chmod(stat.S_IRWXU)
-    # Top-down: each folder is opened up before the walk looks inside it.
-    for folder, names, _ in os.walk(path):
-        for name in names:
-            child = Path(folder) / name
-            if not child.is_symlink():
-                with contextlib.suppress(OSError):
-                    child.chmod(stat.S_IRWXU)
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def _scrub(root: Path) -> None:
     """
     Remove what git's own clean leaves: every ``.git`` below ``root``, and special files.
@@ -261,13 +243,13 @@ def _scrub(root: Path) -> None:
             mode = path.lstat().st_mode
             special = not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode))
             if name == ".git" or special:
-                _force_remove(path)
+                force_remove(path)
         names[:] = [name for name in names if name != ".git"]
 
 
 async def _remove_tree(path: Path) -> None:
-    """Remove a file or folder (see `_force_remove`), off the event loop."""
-    await anyio.to_thread.run_sync(functools.partial(_force_remove, path))
+    """Remove a file or folder (see `force_remove`), off the event loop."""
+    await anyio.to_thread.run_sync(functools.partial(force_remove, path))
 
 
 class WorkspaceManager:
@@ -501,7 +483,7 @@ class WorkspaceManager:
         path = anyio.Path(workspace.path)
         if reused:
             # The agent's git directory is untrusted: it is never read, only replaced.
-            await anyio.to_thread.run_sync(_force_remove, workspace.path / ".git")
+            await anyio.to_thread.run_sync(force_remove, workspace.path / ".git")
         await path.mkdir(exist_ok=True)
         # On reuse, mesh's own index of the folder says what to rewrite: git
         # compares each file's size, times (the change time included, which no
@@ -594,26 +576,39 @@ class WorkspaceManager:
             tree = await git("write-tree")
         return await self.read_trees(f"{sha}^{{tree}}", tree, tree=tree)
 
-    async def read_trees(self, old: str, new: str, *, tree: str | None = None) -> ChangeReading:
-        """Every path that differs between two trees (or commits), with its modes."""
-        shadow = self.shadow()
-        raw = await shadow.raw("diff-tree", "-r", "-z", "--raw", "--no-renames", old, new)
-        changes = parse_raw_diff(raw)
-        tree = tree or await shadow("rev-parse", "--verify", f"{new}^{{tree}}")
-        links = await self._links(tree) if any(c.new_mode == SYMLINK_MODE for c in changes) else {}
-        return ChangeReading(applies=True, changes=changes, links=links, tree=tree)
+    async def read_trees(
+        self, old: str, new: str, *, tree: str | None = None, in_target: bool = False
+    ) -> ChangeReading:
+        """
+        Every path that differs between two trees (or commits), with its modes.
 
-    async def _links(self, tree: str) -> dict[str, str]:
+        ``in_target`` reads them in the repository itself rather than in the
+        shadow repository: only objects the target holds are then believed.
+        """
+        git = self.target() if in_target else self.shadow()
+        raw = await git.raw("diff-tree", "-r", "-z", "--raw", "--no-renames", old, new)
+        changes = parse_raw_diff(raw)
+        tree = tree or await git("rev-parse", "--verify", f"{new}^{{tree}}")
+        # A change to any symlink can change where the others lead: read them all, both sides.
+        if any(SYMLINK_MODE in {c.old_mode, c.new_mode} for c in changes):
+            links, base_links = await self._links(git, tree), await self._links(git, old)
+        else:
+            links, base_links = {}, {}
+        return ChangeReading(
+            applies=True, changes=changes, links=links, base_links=base_links, tree=tree
+        )
+
+    @staticmethod
+    async def _links(git: Git, tree: str) -> dict[str, str]:
         """Every symlink in ``tree`` and where it points."""
-        shadow = self.shadow()
-        listing = await shadow.raw("ls-tree", "-r", "-z", "--full-tree", tree)
+        listing = await git.raw("ls-tree", "-r", "-z", "--full-tree", tree)
         entries: list[tuple[str, str]] = []
         for entry in listing.split(b"\0"):
             meta, _, raw_name = entry.partition(b"\t")
             fields = meta.split(b" ")
             if len(fields) == 3 and fields[0].decode() == SYMLINK_MODE:  # noqa: PLR2004 - mode type id
                 entries.append((raw_name.decode("utf-8", "surrogateescape"), fields[2].decode()))
-        batch = await shadow.raw(
+        batch = await git.raw(
             "cat-file", "--batch", stdin="".join(f"{obj}\n" for _, obj in entries).encode()
         )
         links: dict[str, str] = {}

@@ -38,7 +38,6 @@ pytestmark = pytest.mark.anyio
 ROOT = Path(mesh.__file__).resolve().parent.parent
 # Run as a module (not by path, not with -I -S) so that coverage measures it too.
 REAPER = [sys.executable, "-m", "mesh._reaper"]
-PRIVATE_TMP = "/tmp"  # noqa: S108 - the sandbox's own /tmp, a private tmpfs
 MISSING = (
     "bubblewrap (bwrap) is not on PATH: install it (Debian/Ubuntu: apt-get install bubblewrap)"
 )
@@ -464,7 +463,7 @@ class TestRunCommandContainment:
 
 
 class TestSandbox:
-    """Commands inside bubblewrap: read-only system, private /tmp, own pid namespace."""
+    """Commands inside bubblewrap: read-only system, private TMPDIR, own pid namespace."""
 
     async def test_writes_confined(self, tmp_path: Path, bwrap: str, marker: str) -> None:
         """Only cwd and the writable paths can be written; not $HOME, not another folder."""
@@ -503,23 +502,47 @@ class TestSandbox:
         assert "Read-only file system" in result.errors
         assert (created, refused) == ([True, True, True], [False, False])
 
-    async def test_private_tmp(self, tmp_path: Path, bwrap: str, marker: str) -> None:
-        """The sandbox's /tmp is private (TMPDIR points there), yet a cwd under /tmp shows."""
-        host = Path(f"/tmp/mesh-host-{marker}")  # noqa: S108 - the point is the host's /tmp
-        inner = Path(f"/tmp/mesh-inner-{marker}")  # noqa: S108
-        host.write_text("host")
+    async def test_no_capabilities_even_as_root(
+        self, tmp_path: Path, bwrap: str, marker: str
+    ) -> None:
+        """A command run by root keeps no capability: it cannot remount the system writable."""
+        outside = Path(tempfile.mkdtemp(dir="/var/tmp"))
         try:
             result = await run_command(
-                f'test -e {host} && echo seen || echo hidden; echo "$TMPDIR";'
-                f" touch {inner} && test -e {inner} && echo written; pwd",
+                "grep CapEff /proc/self/status; mount -o remount,bind,rw / 2>/dev/null;"
+                " umount -l /tmp 2>/dev/null;"
+                f' touch "{outside}/escaped" 2>/dev/null || echo refused',
+                cwd=tmp_path,
+                timeout=30,
+                sandbox=Sandbox(),
+            )
+            escaped = (outside / "escaped").exists()
+        finally:
+            shutil.rmtree(outside)
+        assert result.output == "CapEff:\t0000000000000000\nrefused\n"
+        assert not escaped
+
+    async def test_a_private_temporary_folder(
+        self, tmp_path: Path, bwrap: str, marker: str
+    ) -> None:
+        """The host's /tmp is seen read-only; TMPDIR is the command's own, removed afterwards."""
+        host = Path(f"/tmp/mesh-host-{marker}")  # noqa: S108 - the point is the host's /tmp
+        host.write_text("host\n")
+        try:
+            result = await run_command(
+                f"cat {host}; touch /tmp/mesh-inner-{marker} 2>/dev/null || echo refused;"
+                ' touch "$TMPDIR/mine" && echo written; echo "$TMPDIR"; pwd',
                 cwd=tmp_path,
                 timeout=30,
                 sandbox=Sandbox(),
             )
         finally:
             host.unlink()
-        assert f"hidden\n/tmp\nwritten\n{tmp_path}\n" == result.output
-        assert not inner.exists()
+        seen, refused, written, private, where = result.output.splitlines()
+        assert (seen, refused, written, where) == ("host", "refused", "written", str(tmp_path))
+        assert Path(private).name.startswith("mesh-sandbox-tmp-")
+        assert not Path(private).exists()
+        assert not Path(f"/tmp/mesh-inner-{marker}").exists()  # noqa: S108
 
     async def test_no_network(self, tmp_path: Path, bwrap: str) -> None:
         """``network=False`` leaves only the loopback interface; the default keeps the host's."""
@@ -573,17 +596,21 @@ class TestSandbox:
         assert bwrap == require_sandbox()
 
     def test_prefix(self) -> None:
-        """The argv: read-only root, private tmpfs, then the binds (so paths under it show)."""
+        """The argv: read-only root, then the writable binds, the private TMPDIR last."""
         sandbox = Sandbox(network=False, writable=("cache", "/abs"))
         # fmt: off
-        assert sandbox.prefix("/w", writable=[Path("out")], bwrap="/usr/bin/bwrap") == [
+        assert sandbox.prefix(
+            "/w", writable=[Path("out")], bwrap="/usr/bin/bwrap", tmp="/t/mine"
+        ) == [
             "/usr/bin/bwrap",
-            "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", PRIVATE_TMP,
+            "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
             "--bind", "/w", "/w",
             "--bind", "/w/cache", "/w/cache",
             "--bind", "/abs", "/abs",
             "--bind", "/w/out", "/w/out",
-            "--chdir", "/w", "--setenv", "TMPDIR", PRIVATE_TMP,
+            "--bind", "/t/mine", "/t/mine",
+            "--chdir", "/w", "--setenv", "TMPDIR", "/t/mine",
+            "--cap-drop", "ALL",
             "--unshare-pid", "--die-with-parent", "--new-session", "--unshare-net", "--",
         ]
         # fmt: on

@@ -353,6 +353,9 @@ class TestScopeRoots:
             ),
             (["src/.GIT"], "$.plan[0].write_scope[0]: 'src/.GIT' writes into git's own files"),
             ("src;../x", "$.plan[0].write_scope: '../x' climbs out with '..'"),
+            (["/"], "$.plan[0].write_scope[0]: '/' is an absolute path"),
+            (["/."], "$.plan[0].write_scope[0]: '/.' is an absolute path"),
+            (["\\"], "$.plan[0].write_scope[0]: '\\\\' is an absolute path"),
         ],
     )
     def test_roots_no_candidate_may_write(self, scope: object, problem: str) -> None:

@@ -190,6 +190,22 @@ class TestCommandLine:
             "Nothing to run: every step is completed.",
         )
 
+    def test_nothing_runnable_is_not_success(self, repo: Path, tmp_path: Path) -> None:
+        """Steps with a status other than pending/in_progress/completed are said, exit 1."""
+        plan_file = tmp_path / "plan.json"
+        steps = [{"step": "a", "status": "completed"}, {"step": "b", "status": "Pending"}]
+        plan_file.write_text(json.dumps({"plan": [*steps, {"step": "c", "status": "todo"}]}))
+        report = mesh.commands.run(
+            plan=plan_file, repo=repo, coder_command="true", out=tmp_path / "o"
+        )
+        assert (report.exit_code, report.text.splitlines()[0]) == (
+            1,
+            (
+                "Nothing to run: no step is pending or in_progress "
+                "(1 completed; 1 'Pending', 1 'todo')."
+            ),
+        )
+
     @pytest.mark.parametrize(
         ("arguments", "error"),
         [
@@ -218,7 +234,10 @@ class TestCommandLine:
             (["demo", "--folder", "plan.json"], "error: InputError: --folder"),
             (
                 ["run", "plan.json", "--coder-command", "x", "--out", "."],
-                "error: PathCollisionError: --out plan.json is the same file as PLAN plan.json\n",
+                (
+                    "error: PathCollisionError: --out . holds PLAN plan.json: the run writes "
+                    "there; keep the plan elsewhere\n"
+                ),
             ),
             (
                 ["run", "plan.json", "--coder-command", "x", "--no-network"],

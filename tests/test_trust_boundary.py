@@ -27,7 +27,16 @@ import mesh.commands
 from mesh._integrator import commit_message
 from mesh._process import run_command
 
-from repo_helpers import candidate, commit_files, delivery, diff_of, git, unit, wait_gone
+from repo_helpers import (
+    candidate,
+    commit_files,
+    delivery,
+    diff_of,
+    git,
+    make_repo,
+    unit,
+    wait_gone,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -681,3 +690,206 @@ class TestProcessesEnd:
         assert (result.ok, result.timed_out, result.exit_code) == (True, False, 0)
         assert result.seconds < 30
         assert await wait_gone(marker)
+
+
+class TestTheShadowCannotLie:
+    async def test_a_forged_object_in_the_shadow_repository(
+        self, repo: Path, workspaces: mesh.WorkspaceManager, tmp_path: Path
+    ) -> None:
+        """An object planted under a base tree's name (git never hashes it again) lands nothing."""
+        commit_files(repo, {"src/auth.py": "def check(user):\n    return False\n"}, "auth")
+        real = git(repo, "rev-parse", "HEAD:src")
+        # The same folder without auth.py: what the attacker wants the shadow to believe.
+        listing = git(repo, "ls-tree", "HEAD:src").splitlines()
+        forged_listing = "\n".join(line for line in listing if not line.endswith("\tauth.py"))
+        scratch = make_repo(tmp_path / "scratch", {"x": "x\n"})
+        forged = git(scratch, "mktree", "--missing", stdin=forged_listing + "\n")
+        body = subprocess.run(
+            ["git", "cat-file", "tree", forged], cwd=scratch, capture_output=True, check=True
+        ).stdout
+        loose = workspaces.folder / "shadow.git" / "objects" / real[:2] / real[2:]
+        loose.parent.mkdir(parents=True, exist_ok=True)
+        loose.write_bytes(zlib.compress(b"tree %d\0" % len(body) + body))
+        committing = unit(scope=("src/util.py",), mode="commit_first")
+        found = candidate(committing, diff_of(repo, {"src/util.py": "VALUE = 2\n"}), "HEAD")
+        integrator = mesh.GitIntegrator(workspaces, artifacts=tmp_path / "out")
+        result = mesh.parse_worker_result(await integrator(delivery(committing, found, "run/u1")))
+        assert result.decision is mesh.Decision.BLOCKED_DELIVERY
+        assert result.failure_code is mesh.FailureCode.SCOPE_VIOLATION
+        assert result.proof_evidence.key_line == (
+            "scope: touches src/auth.py (deleted), outside write_scope ['src/util.py']"
+        )
+        assert git(repo, "log", "-1", "--format=%s") == "auth"
+        assert (repo / "src" / "auth.py").exists()
+
+
+class TestLinksThatOthersPassThrough:
+    async def test_a_new_link_redirects_an_old_one(
+        self, repo: Path, workspaces: mesh.WorkspaceManager, tmp_path: Path
+    ) -> None:
+        """``B -> .`` resolves inside, but makes the existing ``s/A -> ../B/..`` lead out."""
+        (repo / "s").mkdir()
+        (repo / "s" / "A").symlink_to("../B/..")
+        commit_files(repo, {}, "a link that stays inside")
+        (repo / "B").symlink_to(".")
+        patch = diff_of(repo, {})
+        allowing = unit(scope=("B",), allow=("symlink",))
+        applied = await apply(workspaces, allowing, patch)
+        assert applied.failure_code is mesh.FailureCode.SCOPE_VIOLATION
+        assert applied.proof_evidence.key_line == (
+            "rejected: s/A is a symlink this change makes lead out of the worktree"
+        )
+
+
+class Killed(BaseException):
+    """Not an Exception: nothing in mesh catches it, as nothing outlives a kill -9."""
+
+
+class TestWhatHappensWhileNoOneRuns:
+    @staticmethod
+    async def stopped_run(repo: Path, out: Path) -> None:
+        """Unit a delivered; the process stops (as if killed) while unit b is written."""
+        plan = {
+            "plan": [
+                {
+                    "id": "a",
+                    "step": "write a",
+                    "write_scope": ["src/a.txt"],
+                    "proof_command": "true",
+                },
+                {
+                    "id": "b",
+                    "step": "write b",
+                    "deps": ["a"],
+                    "write_scope": ["src/b.txt"],
+                    "proof_command": "true",
+                },
+            ]
+        }
+
+        def coder(ws: mesh.WorkspaceSource) -> object:
+            def edit(request: mesh.AuthorRequest, tree: Path) -> None:
+                if request.unit.id == "unit-002":
+                    raise Killed  # stands in for a kill: the run stops here
+                (tree / "src" / "a.txt").write_text("a\n")
+
+            return mesh.CallableCoder(ws, edit)
+
+        with pytest.raises(BaseExceptionGroup):
+            await mesh.run_in_repository(
+                plan,
+                repo=repo,
+                out=out,
+                coder=coder,  # type: ignore[arg-type]
+                delivery_mode=mesh.DeliveryMode.COMMIT_FIRST,
+                run_id="run",
+            )
+        assert git(repo, "log", "-1", "--format=%s") == "write a"
+
+    @staticmethod
+    async def resume(out: Path) -> mesh.RepositoryRun:
+        def coder(ws: mesh.WorkspaceSource) -> mesh.CallableCoder:
+            return mesh.CallableCoder(
+                ws, lambda request, tree: (tree / "src" / "b.txt").write_text("b\n")
+            )
+
+        return await mesh.resume_in_repository(out, coder=coder)
+
+    async def test_a_foreign_commit_made_while_stopped(self, repo: Path, tmp_path: Path) -> None:
+        """A commit that appeared while no process ran is foreign after the resume too."""
+        await self.stopped_run(repo, tmp_path / "out")
+        commit_files(repo, {"setup.py": "import os\n"}, "while no one was looking")
+        resumed = await self.resume(tmp_path / "out")
+        outcome = resumed.result.outcome("unit-002")
+        assert outcome.failure_code is mesh.FailureCode.DELIVERY_BLOCKED
+        assert "moved outside mesh" in (outcome.evidence or "")
+        assert "while no one was looking" in (outcome.evidence or "")
+        assert git(repo, "log", "-1", "--format=%s") == "while no one was looking"
+
+    async def test_settings_changed_while_stopped(self, repo: Path, tmp_path: Path) -> None:
+        """A hook planted while no process ran blocks the resumed run's deliveries."""
+        await self.stopped_run(repo, tmp_path / "out")
+        (repo / ".git" / "hooks" / "post-checkout").write_text("#!/bin/sh\n")
+        resumed = await self.resume(tmp_path / "out")
+        evidence = resumed.result.outcome("unit-002").evidence or ""
+        assert evidence.startswith("the repository's git settings changed during the run: hooks")
+
+    async def test_nothing_changed_while_stopped(self, repo: Path, tmp_path: Path) -> None:
+        """Resumed with nothing foreign in between, the run finishes as it would have."""
+        await self.stopped_run(repo, tmp_path / "out")
+        resumed = await self.resume(tmp_path / "out")
+        assert [o.state for o in resumed.result.outcomes] == ["completed", "completed"]
+        assert git(repo, "log", "--format=%s").splitlines() == ["write b", "write a", "initial"]
+
+
+def forge_index_stat(repo: Path, name: str) -> None:
+    """Rewrite ``name``'s stat data in the index to match the file now: git sees no change."""
+    index_path = repo / ".git" / "index"
+    data = bytearray(index_path.read_bytes()[:-20])
+    count = int.from_bytes(data[8:12], "big")
+    offset = 12
+    info = (repo / name).lstat()
+    for _ in range(count):
+        path_end = data.index(b"\0", offset + 62)
+        path = bytes(data[offset + 62 : path_end])
+        if path == name.encode():
+            fields = [
+                int(info.st_ctime), info.st_ctime_ns % 10**9,
+                int(info.st_mtime), info.st_mtime_ns % 10**9,
+                info.st_dev & 0xFFFFFFFF, info.st_ino & 0xFFFFFFFF,
+            ]  # fmt: skip
+            for position, value in enumerate(fields):
+                data[offset + 4 * position : offset + 4 * position + 4] = value.to_bytes(4, "big")
+            data[offset + 36 : offset + 40] = info.st_size.to_bytes(4, "big")
+        entry = 62 + len(path)
+        offset += entry + (8 - entry % 8)
+    index_path.write_bytes(bytes(data) + hashlib.sha1(data, usedforsecurity=False).digest())
+
+
+class TestEditsGitWouldNotSee:
+    async def test_an_edit_hidden_by_forged_index_stat_data(
+        self, repo: Path, workspaces: mesh.WorkspaceManager, tmp_path: Path
+    ) -> None:
+        """An edit whose index entry was rewritten to match: git is clean, mesh is not fooled."""
+        integrator = mesh.GitIntegrator(workspaces, artifacts=tmp_path / "out")
+        await integrator.prepare()
+        committing = unit(mode="commit_first")
+        found = candidate(committing, diff_of(repo, {"src/util.py": "VALUE = 2\n"}), "HEAD")
+        (repo / "docs" / "guide.md").write_text("planted\n")
+        os.utime(repo / "docs" / "guide.md", (1e9, 1e9))  # long ago: not "racily clean"
+        forge_index_stat(repo, "docs/guide.md")
+        assert git(repo, "status", "--porcelain") == ""  # git itself sees nothing
+        result = mesh.parse_worker_result(await integrator(delivery(committing, found, "run/u1")))
+        assert result.decision is mesh.Decision.BLOCKED_DELIVERY
+        assert result.proof_evidence.key_line.endswith(
+            "changed without git seeing it: docs/guide.md"
+        )
+
+    async def test_a_planted_file_hidden_by_its_own_ignore_file(
+        self, repo: Path, workspaces: mesh.WorkspaceManager, tmp_path: Path
+    ) -> None:
+        """A new .gitignore that ignores itself and a conftest.py: both are seen."""
+        integrator = mesh.GitIntegrator(workspaces, artifacts=tmp_path / "out")
+        await integrator.prepare()
+        committing = unit(mode="commit_first")
+        found = candidate(committing, diff_of(repo, {"src/util.py": "VALUE = 2\n"}), "HEAD")
+        (repo / "docs" / ".gitignore").write_text(".gitignore\nconftest.py\n")
+        (repo / "docs" / "conftest.py").write_text("import os\n")
+        assert git(repo, "status", "--porcelain") == ""
+        result = mesh.parse_worker_result(await integrator(delivery(committing, found, "run/u1")))
+        assert result.decision is mesh.Decision.BLOCKED_DELIVERY
+        assert result.proof_evidence.key_line.endswith(": docs/.gitignore")
+
+    async def test_files_mesh_wrote_are_not_hidden_edits(
+        self, repo: Path, workspaces: mesh.WorkspaceManager, tmp_path: Path
+    ) -> None:
+        """After a delivery brought the checkout forward, the next delivery is not blocked."""
+        integrator = mesh.GitIntegrator(workspaces, artifacts=tmp_path / "out")
+        for index, value in enumerate(("2", "3")):
+            committing = unit(mode="commit_first")
+            change = {"src/util.py": f"VALUE = {value}\n"}
+            found = candidate(committing, diff_of(repo, change), git(repo, "rev-parse", "HEAD"))
+            done = mesh.parse_worker_result(
+                await integrator(delivery(committing, found, f"run/u{index}"))
+            )
+            assert done.decision is mesh.Decision.INTEGRATED_COMMIT, done.proof_evidence
