@@ -24,6 +24,7 @@ import pytest
 
 import mesh
 import mesh.commands
+import mesh.typing
 from mesh._integrator import commit_message
 from mesh._process import run_command
 
@@ -767,7 +768,7 @@ class TestWhatHappensWhileNoOneRuns:
             ]
         }
 
-        def coder(ws: mesh.WorkspaceSource) -> object:
+        def coder(ws: mesh.typing.WorkspaceSource) -> object:
             def edit(request: mesh.AuthorRequest, tree: Path) -> None:
                 if request.unit.id == "unit-002":
                     raise Killed  # stands in for a kill: the run stops here
@@ -788,7 +789,7 @@ class TestWhatHappensWhileNoOneRuns:
 
     @staticmethod
     async def resume(out: Path) -> mesh.RepositoryRun:
-        def coder(ws: mesh.WorkspaceSource) -> mesh.CallableCoder:
+        def coder(ws: mesh.typing.WorkspaceSource) -> mesh.CallableCoder:
             return mesh.CallableCoder(
                 ws, lambda request, tree: (tree / "src" / "b.txt").write_text("b\n")
             )
