@@ -255,10 +255,6 @@ class GitIntegrator:
         self._made = {}
         self._prepared = True
 
-    def snapshot(self) -> TargetState:
-        """The state this integrator checks deliveries against (to keep for a resume)."""
-        return self._baseline
-
     async def _branch_tip(self) -> str | None:
         return await self._target.tip(self._branch)
 

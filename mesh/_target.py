@@ -97,7 +97,8 @@ class TargetState:
     def from_document(cls, document: object) -> TargetState:
         """A state a run store kept (a damaged one is a `MeshError`)."""
         try:
-            assert isinstance(document, dict)  # noqa: S101 - turned into a MeshError below
+            if not isinstance(document, dict):
+                raise TypeError(type(document).__name__)  # noqa: TRY301 - reported below
             checkouts = {
                 str(path): CheckoutState(
                     hidden=frozenset(map(str, state["hidden"])),
@@ -112,7 +113,7 @@ class TargetState:
                 settings={str(k): str(v) for k, v in document["settings"].items()},
                 checkouts=checkouts,
             )
-        except (AssertionError, AttributeError, KeyError, TypeError) as exc:
+        except (AttributeError, KeyError, TypeError) as exc:
             raise MeshError(
                 f"the run store's record of the target is damaged ({type(exc).__name__})",
                 code=FailureCode.TOOLING_UNAVAILABLE,
@@ -383,10 +384,8 @@ class Target:
             if await anyio.Path(path).is_symlink():
                 link = await anyio.to_thread.run_sync(os.readlink, path)
                 found = await git.run("hash-object", "--stdin", stdin=os.fsencode(link))
-            elif await anyio.Path(path).is_file():
+            else:  # a file (anything else cannot be hashed, and so counts as edited)
                 found = await git.run("hash-object", f"--path={name}", "--", str(path))
-            else:
-                continue  # gone or a folder: git's own check says so
             if found.text.strip() != expected.text.strip():
                 edited.append(name)
         return edited

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import zlib
@@ -894,3 +895,44 @@ class TestEditsGitWouldNotSee:
                 await integrator(delivery(committing, found, f"run/u{index}"))
             )
             assert done.decision is mesh.Decision.INTEGRATED_COMMIT, done.proof_evidence
+
+
+class TestTheKeptState:
+    async def test_a_damaged_record_or_none_at_all(self, repo: Path, tmp_path: Path) -> None:
+        """A run store without the target's state resumes as before; a damaged one says so."""
+        await TestWhatHappensWhileNoOneRuns.stopped_run(repo, tmp_path / "out")
+        store = tmp_path / "out" / "run.sqlite"
+        with sqlite3.connect(store) as connection:
+            (config,) = connection.execute("SELECT config FROM run").fetchone()
+            document = json.loads(config)
+            document["target"] = {"branch": "main"}
+            connection.execute("UPDATE run SET config = ?", (json.dumps(document),))
+        with pytest.raises(mesh.MeshError, match="record of the target is damaged"):
+            await TestWhatHappensWhileNoOneRuns.resume(tmp_path / "out")
+        with sqlite3.connect(store) as connection:
+            del document["target"]
+            connection.execute("UPDATE run SET config = ?", (json.dumps(document),))
+        resumed = await TestWhatHappensWhileNoOneRuns.resume(tmp_path / "out")
+        assert [o.state for o in resumed.result.outcomes] == ["completed", "completed"]
+
+    async def test_links_and_missing_files_in_the_checkout(
+        self, repo: Path, tmp_path: Path
+    ) -> None:
+        """A tracked symlink written again (same target) is no hidden edit; a gone file is dirty."""
+        (repo / "link").symlink_to("README.md")
+        commit_files(repo, {}, "a link")
+        async with mesh.WorkspaceManager(repo) as workspaces:
+            integrator = mesh.GitIntegrator(workspaces, artifacts=tmp_path / "out")
+            await integrator.prepare()
+            (repo / "link").unlink()
+            (repo / "link").symlink_to("README.md")
+            committing = unit(mode="commit_first")
+            found = candidate(committing, diff_of(repo, {"src/util.py": "VALUE = 2\n"}), "HEAD")
+            done = mesh.parse_worker_result(await integrator(delivery(committing, found, "run/u1")))
+            assert done.decision is mesh.Decision.INTEGRATED_COMMIT, done.proof_evidence
+            found = candidate(committing, diff_of(repo, {"src/app.py": "x = 1\n"}), "HEAD")
+            (repo / "docs" / "guide.md").unlink()
+            again = mesh.GitIntegrator(workspaces, artifacts=tmp_path / "out")
+            await again.prepare()  # a tracked file already gone when the run starts
+            refused = mesh.parse_worker_result(await again(delivery(committing, found, "run/u2")))
+        assert refused.proof_evidence.key_line.endswith("has uncommitted changes")
