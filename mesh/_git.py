@@ -77,6 +77,8 @@ _SETTINGS: Final = (
     "i18n.commitEncoding=UTF-8",
     "i18n.logOutputEncoding=UTF-8",
     "advice.detachedHead=false",
+    # A checkout updated by mesh never reaches into a submodule (nor runs anything there).
+    "submodule.recurse=false",
 )
 
 

@@ -35,11 +35,12 @@ import json
 import os
 import re
 import secrets
-from collections.abc import Collection, Sequence
-from datetime import UTC, datetime
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta, timezone
 from email.header import Header
 from email.utils import format_datetime
 from pathlib import Path
+from types import MappingProxyType
 from typing import Final
 
 import anyio
@@ -50,7 +51,7 @@ from ._enums import Decision, DeliveryMode, FailureCode, Lane
 from ._errors import MeshError
 from ._files import atomic_write_text
 from ._gate import gate_problems
-from ._git import Git
+from ._git import Git, GitError
 from ._process import key_line
 from ._roles import DeliveryRequest, result_document
 from ._target import Target, TargetState
@@ -63,6 +64,25 @@ _SUBJECT_LIMIT: Final = 200
 _FIELD_LIMIT: Final = 500
 _TRAILER: Final = re.compile(r"([A-Za-z0-9][A-Za-z0-9-]*): (.*)")
 _PLAIN_SUBJECT: Final = re.compile(r"[ -~]*")
+_NONE_PENDING: Final[Mapping[str, DeliveryRequest]] = MappingProxyType({})
+# The date at the end of an author or committer: " SECONDS ZONE", as git writes it.
+_DATE: Final = re.compile(r" ([1-9][0-9]{0,10}) ([+-])([01][0-9])([0-5][0-9])\Z")
+
+
+def _when(identity: str) -> tuple[datetime, str] | None:
+    """
+    The moment an author or committer line names, and the same as git reads it back.
+
+    None when it is not a date git itself writes (none, out of range, odd zone).
+    """
+    found = _DATE.search(identity)
+    if found is None:
+        return None
+    seconds, sign, hours, minutes = found.groups()
+    offset = (int(hours) * 60 + int(minutes)) * (1 if sign == "+" else -1)
+    # At most eleven digits (before the year 5138) and under twenty hours: always a datetime.
+    moment = datetime.fromtimestamp(int(seconds), timezone(timedelta(minutes=offset)))
+    return moment, f"@{seconds} {sign}{hours}{minutes}"
 
 
 def _evidence(command: str, line: str, exit_code: int | None) -> dict[str, object]:
@@ -255,9 +275,6 @@ class GitIntegrator:
         self._made = {}
         self._prepared = True
 
-    async def _branch_tip(self) -> str | None:
-        return await self._target.tip(self._branch)
-
     async def _checkouts(self) -> list[Path]:
         return await self._target.checkouts(self._branch)
 
@@ -268,69 +285,114 @@ class GitIntegrator:
         baseline: TargetState | None = None,
         *,
         delivered: Sequence[str] = (),
-        pending: Collection[str] = (),
+        pending: Mapping[str, DeliveryRequest] = _NONE_PENDING,
     ) -> None:
         """
-        Before resuming a run: finish bringing checkouts forward, then `prepare`.
+        Before resuming a run: take the commits the dead process made, then `prepare`.
 
-        A process killed between moving the branch and updating a checkout of
-        it leaves that checkout's index one mesh commit behind (and maybe
-        some of its files written). Such a checkout is brought forward when
-        every file involved is either the old or the new version; otherwise
-        this raises, naming the checkout, and nothing is touched.
+        A process killed while delivering may have left its commit on the branch
+        and a checkout of the branch one commit behind (maybe with some of its
+        files written). Only a commit that is verifiably mesh's own is taken:
+        exactly one parent, mesh's headers and identity, the exact message of a
+        pending delivery, and the very tree that delivering that request again
+        on its parent makes. A checkout behind such a commit is brought forward
+        when every file involved is either the old or the new version;
+        otherwise this raises, naming the checkout, and nothing is touched.
 
         Args:
             baseline: The state the run started from (kept in its run store);
                 without it the target as it is now is taken.
             delivered: The commits the run delivered, in order: the branch is
                 expected where the last one left it.
-            pending: Delivery keys whose delivery had started when the run
-                stopped: commits carrying them may follow that tip (the dead
-                process made them); any other commit there is foreign.
+            pending: The deliveries that had started when the run stopped, by
+                idempotency key. Commits on the expected tip that are exactly
+                theirs are taken; any other commit there is foreign, and
+                deliveries are blocked until the branch is put back.
         """
         target = self._target
         branch = await target.branch(self.branch)
         tip = await target.tip(branch)
+        last = (delivered[-1] if delivered else baseline.tip) if baseline is not None else None
+        reached, made = await self._own_commits(tip, last, pending)
+        if baseline is not None and (reached != last or last is None):
+            made = {}  # something foreign under them: deliveries stay blocked, with evidence
+        # Only a commit mesh made, or one it recorded as delivered, reaches a checkout.
+        trusted = tip is not None and (bool(made) or tip == last)
         for checkout in await target.checkouts(branch):
             admin = await target.admin_dir(checkout)
             if admin is None:
                 continue  # a broken checkout: the next delivery says so
             # The dead process's lock: nothing else writes a checkout mesh delivers to.
             (admin / "index.lock").unlink(missing_ok=True)
-            if tip is not None:
+            if trusted and tip is not None:
                 await self._bring_forward_after_crash(checkout, tip)
         await self.prepare(baseline)
         if baseline is not None:
-            last = delivered[-1] if delivered else baseline.tip
-            self._tip = self._start_tip = await self._advance(last, tip, pending)
+            self._tip = self._start_tip = tip if made else last
+        self._made = made
 
-    async def _advance(
-        self, last: str | None, tip: str | None, pending: Collection[str]
-    ) -> str | None:
-        """The tip the dead process left: ``last``, then only its own unfinished deliveries."""
-        if last is None or tip is None or last == tip:
-            return last
-        listing = await self._target.git().run(
-            "log", "--first-parent", "-z", "--format=%H%n%B", f"{last}..{tip}", "--"
-        )
-        records = [r for r in listing.text.split("\0") if r] if listing.exit_code == 0 else []
-        for record in records:
-            keys = parse_trailers(record.partition("\n")[2]).get("Mesh-Delivery", [])
-            if len(keys) != 1 or keys[0] not in pending:
-                return last  # a foreign commit: deliveries will be blocked, with evidence
-        return tip if records else last
+    async def _own_commits(
+        self, tip: str | None, last: str | None, pending: Mapping[str, DeliveryRequest]
+    ) -> tuple[str | None, dict[str, str]]:
+        """
+        Back from ``tip`` over commits verifiably made for ``pending``, at most one each.
+
+        Where the walk stopped (``last``, when every commit after it is mesh's),
+        and the commits taken, by key.
+        """
+        made: dict[str, str] = {}
+        current = tip
+        while current is not None and current != last and len(made) < len(pending):
+            parent, key = await self._made_for(current, pending)
+            if key is None or key in made:
+                break
+            made[key] = current
+            current = parent
+        return current, made
+
+    async def _made_for(
+        self, commit: str, pending: Mapping[str, DeliveryRequest]
+    ) -> tuple[str | None, str | None]:
+        """The parent of ``commit``, and the pending key it is exactly mesh's commit for."""
+        headers, _, text = (await self._commit_text(commit)).partition("\n\n")
+        fields = [line.partition(" ") for line in headers.split("\n")]
+        names = [name for name, _, _ in fields]
+        if names != ["tree", "parent", "author", "committer"]:
+            return None, None  # a root, a merge, a signature, an encoding: not mesh's
+        _, parent, author, committer = (value for _, _, value in fields)
+        keys = parse_trailers(text).get("Mesh-Delivery", [])
+        request = pending.get(keys[0]) if len(keys) == 1 else None
+        authored, committed = _when(author), _when(committer)
+        if request is None or authored is None or committed is None:
+            return parent, None
+        try:
+            # Delivered again on the same parent at the same moments, the request must
+            # make this very commit, byte for byte (the same object id).
+            message = mailbox(request, author=self.author, when=authored[0])
+            again = await self._commit(message, parent, committer_date=committed[1])
+            if again != commit:
+                return parent, None
+            await self._gate_commit(parent, commit, request)
+        except (_Blocked, GitError):
+            return parent, None
+        return parent, keys[0]
+
+    async def _commit_text(self, commit: str) -> str:
+        """A commit object of the target exactly as stored (no newline taken off)."""
+        raw = await self.workspaces.target().raw("cat-file", "commit", commit)
+        return raw.decode("utf-8", "surrogateescape")
 
     async def _bring_forward_after_crash(self, checkout: Path, tip: str) -> None:
+        """A checkout one (trusted) commit behind ``tip``, and nothing else, is brought forward."""
         git = Git(cwd=checkout)
         if (await git.run("diff-index", "--cached", "--quiet", tip, "--")).exit_code == 0:
             return  # the index is at the tip already
-        message = await git("log", "-1", "--format=%B", tip)
         parent = (await git.run("rev-parse", "--verify", "--quiet", f"{tip}^1")).text.strip()
-        ours = "Mesh-Delivery" in parse_trailers(message)
-        if not (ours and parent):
-            return
-        if (await git.run("diff-index", "--cached", "--quiet", parent, "--")).exit_code != 0:
-            return  # not the state mesh leaves: the user's own changes
+        if (
+            not parent
+            or (await git.run("diff-index", "--cached", "--quiet", parent, "--")).exit_code
+        ):
+            return  # not the state mesh leaves (a root commit, the user's own changes)
         if (await git.run("read-tree", "-m", "-u", parent, tip)).exit_code == 0:
             return
         # Killed while writing files: each one must be the old or the new version.
@@ -473,15 +535,18 @@ class GitIntegrator:
             return "git reads a different patch from the mailbox"
         return None
 
-    async def _commit(self, message: str, tip: str) -> str:
+    async def _commit(self, message: str, tip: str, *, committer_date: str | None = None) -> str:
         """``git am -k -3`` in the shadow repository, on ``tip``; the commit it made."""
         folder = self.workspaces.folder
         delivery = folder / "delivery"
         await anyio.Path(delivery).mkdir(exist_ok=True)
+        environment = await self._committer()
+        if committer_date is not None:
+            environment["GIT_COMMITTER_DATE"] = committer_date
         git = self.workspaces.shadow(
             work_tree=delivery,
             index_file=folder / "indexes" / "delivery",
-            environment=await self._committer(),
+            environment=environment,
         )
         await git("read-tree", "--reset", "-u", tip)
         await git("clean", "-ffdxq")
@@ -503,14 +568,13 @@ class GitIntegrator:
         planted in the shadow repository (which git does not hash again when it
         reads it) could make the commit look like something it is not.
         """
-        raw = await self.workspaces.target()("cat-file", "commit", commit)
-        headers, _, text = raw.partition("\n\n")
+        headers, _, text = (await self._commit_text(commit)).partition("\n\n")
         parents = [line[7:] for line in headers.split("\n") if line.startswith("parent ")]
         if commit == tip:
             raise _Blocked(line=f"the patch changes nothing on {self._branch}")
         if parents != [tip]:
             raise _Blocked(line=f"git am made {len(parents)} parents, not one on {tip[:12]}")
-        if text + "\n" != commit_message(request):
+        if text != commit_message(request):
             raise _Blocked(line="the commit's message is not the one mesh wrote")
         await self._gate_commit(tip, commit, request)
 

@@ -171,8 +171,10 @@ async def run_command(
     .. versionchanged:: 0.1.0
        Added ``contain``, ``sandbox`` and ``writable``.
     """
-    # A sandboxed command's own temporary folder, gone with the command.
-    tmp = None if sandbox is None else Path(await anyio.to_thread.run_sync(_private_folder))
+    # A sandboxed command's own folder (its TMPDIR, its seccomp filter), gone with it.
+    private = None
+    if sandbox is not None:
+        private = Path(await anyio.to_thread.run_sync(_private_folder, sandbox.seccomp))
     try:
         return await _run(
             command,
@@ -185,16 +187,25 @@ async def run_command(
             contained=contain and _CONTAINABLE,
             sandbox=sandbox,
             writable=writable,
-            tmp=tmp,
+            private=private,
         )
     finally:
-        if tmp is not None:
+        if private is not None:
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(force_remove, tmp)
+                await anyio.to_thread.run_sync(force_remove, private)
 
 
-def _private_folder() -> str:
-    return tempfile.mkdtemp(prefix="mesh-sandbox-tmp-")
+_TMP: Final = "tmp"
+_SECCOMP: Final = "seccomp.bpf"
+
+
+def _private_folder(seccomp: bytes | None) -> str:
+    """A new folder holding the command's TMPDIR and, if any, its seccomp filter."""
+    folder = Path(tempfile.mkdtemp(prefix="mesh-sandbox-"))
+    (folder / _TMP).mkdir()
+    if seccomp is not None:
+        (folder / _SECCOMP).write_bytes(seccomp)
+    return str(folder)
 
 
 async def _run(
@@ -209,13 +220,19 @@ async def _run(
     contained: bool,
     sandbox: Sandbox | None,
     writable: Sequence[str | os.PathLike[str]],
-    tmp: Path | None,
+    private: Path | None,
 ) -> CommandResult:
-    """`run_command`, with the sandbox's temporary folder made."""
+    """`run_command`, with the sandbox's private folder made."""
     shown = command if isinstance(command, str) else " ".join(command)
     started = anyio.current_time()
     argv = await _argv(
-        command, cwd=cwd, env=env, contained=contained, sandbox=sandbox, writable=writable, tmp=tmp
+        command,
+        cwd=cwd,
+        env=env,
+        contained=contained,
+        sandbox=sandbox,
+        writable=writable,
+        private=private,
     )
     process = await anyio.open_process(
         argv,
@@ -262,7 +279,7 @@ async def _argv(
     contained: bool,
     sandbox: Sandbox | None,
     writable: Sequence[str | os.PathLike[str]],
-    tmp: Path | None,
+    private: Path | None,
 ) -> str | list[str]:
     """What to start: the command itself, or the reaper and/or bwrap that run it."""
     if not contained and sandbox is None:
@@ -274,7 +291,17 @@ async def _argv(
         _check_program(argv[0], cwd=cwd, env=env)
     if sandbox is not None:
         bwrap = await anyio.to_thread.run_sync(require_sandbox)
-        argv = sandbox.prefix(cwd, writable=writable, bwrap=bwrap, tmp=tmp) + argv
+        assert private is not None  # noqa: S101 - run_command makes it with the sandbox
+        argv = (
+            sandbox.prefix(
+                cwd,
+                writable=writable,
+                bwrap=bwrap,
+                tmp=private / _TMP,
+                seccomp=None if sandbox.seccomp is None else private / _SECCOMP,
+            )
+            + argv
+        )
     elif contained and (found := await anyio.to_thread.run_sync(find_sandbox)) is not None:
         # Where bubblewrap works, even an unsandboxed command gets its own pid namespace:
         # it cannot kill its reaper (and so free its children) from there.

@@ -27,7 +27,7 @@ from ._files import atomic_write_text
 from ._integrator import GitIntegrator
 from ._records import BudgetDecision, Plan, Unit
 from ._resume import resume_point
-from ._roles import Adapter, AuthorRequest, LeaseTable, Roles
+from ._roles import Adapter, AuthorRequest, DeliveryRequest, LeaseTable, Roles
 from ._sandbox import Sandbox
 from ._scheduler import Orchestrator, ResumePoint, RunResult, _plan_units
 from ._store import STORE_FILE, RunStore
@@ -242,7 +242,7 @@ async def resume_in_repository(
         )
 
 
-def _deliveries(history: Sequence[LedgerEvent]) -> tuple[list[str], set[str]]:
+def _deliveries(history: Sequence[LedgerEvent]) -> tuple[list[str], dict[str, str]]:
     """From a stopped run's events: the commits it delivered, and the deliveries under way."""
     delivered: list[str] = []
     started: dict[str, str] = {}
@@ -254,7 +254,41 @@ def _deliveries(history: Sequence[LedgerEvent]) -> tuple[list[str], set[str]]:
             reference = event.data.get("artifact_ref")
             if event.data.get("delivery") == "integrated_commit" and isinstance(reference, str):
                 delivered.append(reference)
-    return delivered, set(started.values())
+    return delivered, started
+
+
+def _pending_requests(
+    plan: object, resume: ResumePoint, started: Mapping[str, str]
+) -> dict[str, DeliveryRequest]:
+    """
+    The deliveries under way when the run stopped, as the resumed run will ask for them.
+
+    The integrator takes a commit the dead process left only if it is exactly
+    what one of these makes; a unit whose record is incomplete has none, and a
+    commit claiming it stays foreign.
+    """
+    units = {unit.id: unit for unit in _plan_units(plan)[0]}
+    requests = {}
+    for unit_id, key in started.items():
+        checkpoint = resume.checkpoints.get(unit_id)
+        if checkpoint is None or checkpoint.accepted is None or unit_id not in units:
+            continue
+        accepted = checkpoint.accepted
+        proof = checkpoint.proofs.get(accepted)
+        candidate = next((c for c in checkpoint.candidates if c.candidate_id == accepted), None)
+        if proof is None or candidate is None:
+            continue
+        requests[key] = DeliveryRequest(
+            unit=units[unit_id],
+            candidate_id=accepted,
+            candidate=candidate,
+            proof=proof,
+            approvals=checkpoint.approvals,
+            plan_state={},
+            attempt=checkpoint.attempt,
+            idempotency_key=key,
+        )
+    return requests
 
 
 def _rewrite_ledger(path: Path, events: Sequence[LedgerEvent]) -> None:
@@ -290,12 +324,16 @@ async def _execute(
         if resume is None:
             await integrator.prepare()
         elif "target" in config:
-            delivered, pending = _deliveries(resume.history)
+            delivered, started = _deliveries(resume.history)
             await integrator.recover(
-                TargetState.from_document(config["target"]), delivered=delivered, pending=pending
+                TargetState.from_document(config["target"]),
+                delivered=delivered,
+                pending=_pending_requests(plan, resume, started),
             )
         else:  # a run stored before mesh kept the target's state: take it as it is
-            await integrator.recover()
+            await integrator.recover(
+                pending=_pending_requests(plan, resume, _deliveries(resume.history)[1])
+            )
         portable = executor is not None and not isinstance(executor, LocalExecutor)
         source: WorkspaceSource = str(workspaces.repo) if portable else workspaces
         roles = git_roles(

@@ -7,24 +7,28 @@ compared with it. What counts:
 
 - **settings**: everything in the git directories that changes what git
   runs or reads: config files, hooks (and ``core.hooksPath``'s folder),
-  attributes, excludes, grafts, shallow, alternates, replace refs, and each
-  worktree's ``.git`` link and records;
+  attributes, excludes, grafts, shallow, alternates, replace refs, each
+  worktree's ``.git`` link and records, and the same files of every
+  submodule's git directory (``.git/modules``);
 - **the branch**: where its tip is;
 - **each checkout of the branch**: clean as git says it (``git status``),
   and beyond what ``git status`` shows: no entry newly marked
   assume-unchanged or skip-worktree, no new untracked file (nor any new
   untracked ignore file, which could hide one), and no tracked file whose
   change time moved and whose content is not what the index says (an edit
-  hidden by rewriting the index's stat data).
+  hidden by rewriting the index's stat data). Submodules count by the commit
+  they are at, never by what their own work trees hold: mesh runs nothing in
+  them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import anyio
 import attrs
@@ -32,8 +36,11 @@ import attrs
 from ._enums import FailureCode
 from ._errors import MeshError
 from ._gate import describe_path
-from ._git import Git
+from ._git import Git, GitError
 from ._text import one_line
+
+if TYPE_CHECKING:
+    from hashlib import _Hash as Hash
 
 __all__ = ["CheckoutState", "Target", "TargetState", "open_target"]
 
@@ -46,7 +53,10 @@ _OPERATIONS: Final = (
     "REVERT_HEAD",
     "BISECT_LOG",
 )
-_HOOK_FILE_LIMIT: Final = 1 << 20
+# Folders of hooks nest this deep at most before the rest counts as one change.
+_DEPTH_LIMIT: Final = 16
+# Submodules inside submodules, this deep.
+_NESTING_LIMIT: Final = 8
 _SETTING_FILES: Final = (
     "config",
     "config.worktree",
@@ -57,6 +67,17 @@ _SETTING_FILES: Final = (
     "objects/info/alternates",
     "commondir",
 )
+# What a submodule's own git directory holds that runs or changes what git reads.
+_MODULE_FILES: Final = (
+    "config",
+    "config.worktree",
+    "hooks",
+    "info",
+    "objects/info/alternates",
+    "commondir",
+    "gitdir",
+)
+_GITLINK: Final = "160000"
 
 
 @attrs.frozen(kw_only=True)
@@ -120,21 +141,88 @@ class TargetState:
             ) from None
 
 
-async def _file_digest(path: Path) -> str:
-    """A file's content digest ("" when absent); a folder's listing and contents."""
-    target = anyio.Path(path)
-    if await target.is_file():
-        return hashlib.sha256(await target.read_bytes()).hexdigest()
-    if not await target.is_dir():
+def _digest(path: Path) -> str:
+    """
+    A file's content digest ("" when absent); a folder's whole tree.
+
+    Every entry, however deep, counts by name, type, size and content; a link by
+    where it points and, when that is a file, its content (git runs a linked hook).
+    """
+    if path.is_file():
+        return _content(hashlib.sha256(), path).hexdigest()
+    if not path.is_dir():
         return ""
-    digest = hashlib.sha256()
-    for entry in sorted([p async for p in target.iterdir()], key=lambda p: p.name):
-        digest.update(entry.name.encode("utf-8", "surrogateescape") + b"\0")
-        stat = await entry.stat()
-        digest.update(f"{stat.st_mode:o}\0".encode())
-        if await entry.is_file() and stat.st_size <= _HOOK_FILE_LIMIT:
-            digest.update(await entry.read_bytes())
-    return digest.hexdigest()
+    return _fold(hashlib.sha256(), path, depth=0).hexdigest()
+
+
+def _content(digest: Hash, path: Path) -> Hash:
+    with path.open("rb") as file:
+        while chunk := file.read(1 << 16):
+            digest.update(chunk)
+    return digest
+
+
+def _fold(digest: Hash, folder: Path, *, depth: int) -> Hash:
+    if depth > _DEPTH_LIMIT:
+        digest.update(b"too deep\0")
+        return digest
+    for entry in sorted(folder.iterdir(), key=lambda p: p.name):
+        info = entry.lstat()
+        digest.update(os.fsencode(entry.name) + f"\0{info.st_mode:o} {info.st_size}\0".encode())
+        if stat.S_ISLNK(info.st_mode):
+            digest.update(os.fsencode(entry.readlink()) + b"\0")
+            if entry.is_file():
+                _content(digest, entry)
+        elif stat.S_ISREG(info.st_mode):
+            _content(digest, entry)
+        elif stat.S_ISDIR(info.st_mode):
+            _fold(digest, entry, depth=depth + 1)
+        digest.update(b"\0")
+    return digest
+
+
+def _digests(paths: Mapping[str, Path]) -> dict[str, str]:
+    """Each path's `_digest`, by name (one trip to a worker thread for them all)."""
+    found = {}
+    for name, path in paths.items():
+        try:
+            found[name] = _digest(path)
+        except OSError as exc:  # unreadable: that it is, and why, is its state
+            found[name] = f"unreadable: {exc.strerror}"
+    return found
+
+
+def _git_dir_of(checkout: Path) -> Path | None:
+    """Where a submodule checkout's ``.git`` (a folder, or a ``gitdir:`` file) leads."""
+    dot_git = checkout / ".git"
+    if dot_git.is_symlink():
+        return None
+    if dot_git.is_dir():
+        return dot_git
+    try:
+        text = dot_git.read_text(errors="surrogateescape")
+    except OSError:
+        return None
+    if not text.startswith("gitdir: "):
+        return None
+    found = checkout / text.removeprefix("gitdir: ").strip()
+    return found if found.is_dir() else None
+
+
+def _module_dirs(modules: Path) -> list[Path]:
+    """Every submodule's git directory under ``modules``, nested ones included."""
+    found: list[Path] = []
+    if not modules.is_dir() or modules.is_symlink():
+        return found
+    for entry in sorted(modules.iterdir()):
+        if entry.is_symlink() or not entry.is_dir():
+            continue
+        if (entry / "HEAD").is_file():
+            found.append(entry)
+            found.extend(_module_dirs(entry / "modules"))
+        else:  # a module named with a slash: its git directory is further down
+            found.extend(_module_dirs(entry))
+    return found
 
 
 def _change_times(checkout: Path, names: Iterable[str]) -> dict[str, int]:
@@ -200,9 +288,14 @@ class Target:
         listing = await self.git()("worktree", "list", "--porcelain", "-z")
         found: dict[Path, str | None] = {}
         path: Path | None = None
+        # A repository made with --separate-git-dir lists its git directory as its main
+        # worktree (git 2.39): it is this one, when this is the main worktree.
+        main = self.repo if await self.admin_dir(self.repo) == self.common else None
         for line in listing.split("\0"):
             if line.startswith("worktree "):
                 path = Path(line.removeprefix("worktree "))
+                if main is not None and path == self.common:
+                    path = main
                 found[path] = None
             elif line.startswith("branch refs/heads/") and path is not None:
                 found[path] = line.removeprefix("branch refs/heads/")
@@ -222,29 +315,79 @@ class Target:
         """A digest of everything in the git directories that changes what git runs or reads."""
         git = self.git()
         state = {
-            "hooks": await _file_digest(self.common / "hooks"),
             "replace refs": await git(
                 "for-each-ref", "--format=%(refname) %(objectname)", "refs/replace"
             ),
         }
-        for name in _SETTING_FILES:
-            state[name] = await _file_digest(self.common / name)
+        paths = {"hooks": self.common / "hooks"}
+        paths.update({name: self.common / name for name in _SETTING_FILES})
+        modules = self.common / "modules"
+        for module in await anyio.to_thread.run_sync(_module_dirs, modules):
+            shown = module.relative_to(modules).as_posix()
+            paths.update({f"modules/{shown}: {name}": module / name for name in _MODULE_FILES})
         # mesh's own git ignores hooks; the user's next commit would not.
         configured = await git.run(
             "config", "--file", str(self.common / "config"), "core.hooksPath"
         )
         if configured.exit_code == 0 and configured.text.strip():
             expanded = await anyio.to_thread.run_sync(os.path.expanduser, configured.text.strip())
-            state["core.hooksPath"] = await _file_digest(self.repo / expanded)
+            paths["core.hooksPath"] = self.repo / expanded
         for worktree in await self.worktrees():
             dot_git = worktree / ".git"
-            linked = await anyio.Path(dot_git).is_file()
-            state[f"{worktree}/.git"] = await _file_digest(dot_git) if linked else "folder"
+            if await anyio.Path(dot_git).is_file():
+                paths[f"{worktree}/.git"] = dot_git
+            else:
+                state[f"{worktree}/.git"] = "folder"
             admin = await self.admin_dir(worktree)
             if admin is not None and admin != self.common:
                 for name in ("config.worktree", "gitdir", "commondir"):
-                    state[f"{worktree}: {name}"] = await _file_digest(admin / name)
-        return state
+                    paths[f"{worktree}: {name}"] = admin / name
+            await self._submodule_paths(worktree, paths, state, depth=0)
+        return state | await anyio.to_thread.run_sync(_digests, paths)
+
+    async def _submodule_paths(
+        self, checkout: Path, paths: dict[str, Path], state: dict[str, str], *, depth: int
+    ) -> None:
+        """
+        The ``.git`` of every submodule checked out in ``checkout``, and what it leads to.
+
+        Found from the index's gitlinks at the top, from ``.gitmodules`` further
+        down (mesh runs no git inside a submodule); a ``.git`` link rewritten to
+        lead elsewhere, or a git folder of its own, counts like ``.git/modules``.
+        """
+        if depth == 0:
+            try:
+                staged = await Git(cwd=checkout).raw("ls-files", "-s", "-z")
+            except GitError:
+                return  # a broken worktree: its link's state says so
+            entries = [
+                entry.partition("\t")
+                for entry in staged.decode("utf-8", "surrogateescape").split("\0")
+            ]
+            names = [name for info, _, name in entries if info.startswith(_GITLINK)]
+        else:
+            listed = await self.git().run(
+                "config", "--file", str(checkout / ".gitmodules"), "--get-regexp",
+                r"^submodule\..*\.path$",
+            )  # fmt: skip
+            names = [line.partition(" ")[2] for line in listed.text.split("\n") if " " in line]
+        for name in names:
+            inside = checkout / name
+            dot_git = anyio.Path(inside / ".git")
+            if await dot_git.is_symlink() or not await dot_git.is_file():
+                state[f"{inside}/.git"] = (
+                    "link" if await dot_git.is_symlink() else "folder" if await dot_git.is_dir()
+                    else ""
+                )  # fmt: skip
+            else:
+                paths[f"{inside}/.git"] = inside / ".git"
+            found = await anyio.to_thread.run_sync(_git_dir_of, inside)
+            if found is not None:
+                if not found.resolve().is_relative_to(self.common / "modules"):
+                    for setting in _MODULE_FILES:  # those under .git/modules count already
+                        paths[f"{inside}/.git: {setting}"] = found / setting
+                if depth < _NESTING_LIMIT:
+                    await self._submodule_paths(inside, paths, state, depth=depth + 1)
 
     async def checkout_state(self, checkout: Path) -> CheckoutState:
         """What a checkout may hide from ``git status``, now."""
@@ -271,8 +414,10 @@ class Target:
             .split("\0")
             if name and not any(name == own or name.startswith(own + "/") for own in mine)
         )
-        tracked = (await git.raw("ls-files", "-z")).decode("utf-8", "surrogateescape")
-        names = [name for name in tracked.split("\0") if name]
+        staged = (await git.raw("ls-files", "-s", "-z")).decode("utf-8", "surrogateescape")
+        # "MODE OBJECT STAGE\tNAME"; a submodule (a gitlink) is a folder with its own life.
+        entries = [entry.partition("\t") for entry in staged.split("\0") if entry]
+        names = [name for info, _, name in entries if not info.startswith(_GITLINK)]
         times = await anyio.to_thread.run_sync(_change_times, checkout, names)
         return CheckoutState(hidden=hidden, untracked=untracked, times=times)
 
@@ -308,6 +453,12 @@ class Target:
             problems.append(await self._moved(baseline.branch, tip, current))
         for checkout in await self.checkouts(baseline.branch):
             before = baseline.checkouts.get(str(checkout))
+            if before is None:  # the run started with it elsewhere, or without it
+                problems.append(
+                    f"the checkout {one_line(str(checkout))} switched to branch "
+                    f"{baseline.branch} during the run"
+                )
+                continue
             problem = await self._checkout_problem(checkout, before)
             problems.extend([problem] if problem else [])
         return problems
@@ -344,8 +495,12 @@ class Target:
         # Stat data goes stale without a change (a copied or touched checkout): refresh it,
         # as any `git status` would, so that only real changes count.
         await git.run("update-index", "-q", "--refresh")
-        staged = await git.run("diff-index", "--cached", "--quiet", "HEAD", "--")
-        edited = await git.run("diff-files", "--quiet")
+        # A submodule counts by the commit it is at: looking at its work tree would run
+        # git inside it, under its own config.
+        staged = await git.run(
+            "diff-index", "--cached", "--quiet", "--ignore-submodules=dirty", "HEAD", "--"
+        )
+        edited = await git.run("diff-files", "--quiet", "--ignore-submodules=dirty")
         if staged.exit_code != 0 or edited.exit_code != 0:
             return f"the checkout {shown} has uncommitted changes"
         return None

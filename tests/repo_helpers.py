@@ -176,3 +176,18 @@ async def wait_gone(marker: str, within: float = 5.0) -> bool:
             return True
         await anyio.sleep(0.02)
     return False
+
+
+async def killed_after_the_branch_moved(
+    workspaces: mesh.WorkspaceManager, tmp_path: Path, request: mesh.DeliveryRequest
+) -> str:
+    """
+    ``request`` delivered by mesh, then the checkout put back one commit, files included.
+
+    That is where a process killed between moving the branch and the checkout leaves it.
+    """
+    integrator = mesh.GitIntegrator(workspaces, artifacts=tmp_path / "killed")
+    result = mesh.parse_worker_result(await integrator(request))
+    assert result.decision is mesh.Decision.INTEGRATED_COMMIT, result.proof_evidence.key_line
+    git(workspaces.repo, "read-tree", "--reset", "-u", "HEAD~1")
+    return result.artifact_ref or ""

@@ -8,11 +8,16 @@ processes it starts with a unique sleep duration and scans ``/proc/*/cmdline`` f
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import os
+import platform
 import secrets
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -29,7 +34,13 @@ from mesh import _reaper
 from mesh._enums import FailureCode
 from mesh._errors import MeshError
 from mesh._process import run_command
-from mesh._sandbox import Sandbox, SandboxUnavailable, find_sandbox, require_sandbox
+from mesh._sandbox import (
+    Sandbox,
+    SandboxUnavailable,
+    find_sandbox,
+    require_sandbox,
+    seccomp_program,
+)
 
 from repo_helpers import survivors
 
@@ -540,8 +551,8 @@ class TestSandbox:
             host.unlink()
         seen, refused, written, private, where = result.output.splitlines()
         assert (seen, refused, written, where) == ("host", "refused", "written", str(tmp_path))
-        assert Path(private).name.startswith("mesh-sandbox-tmp-")
-        assert not Path(private).exists()
+        assert Path(private).parent.name.startswith("mesh-sandbox-")
+        assert not Path(private).parent.exists()
         assert not Path(f"/tmp/mesh-inner-{marker}").exists()  # noqa: S108
 
     async def test_no_network(self, tmp_path: Path, bwrap: str) -> None:
@@ -615,6 +626,237 @@ class TestSandbox:
         ]
         # fmt: on
         assert "--unshare-net" not in Sandbox().prefix("/w")
+        # A filter comes through a shell that opens it as descriptor 3 for bwrap.
+        filtered = Sandbox().prefix("/w", bwrap="bwrap", seccomp="/t/filter")
+        # fmt: off
+        assert filtered == [
+            "/bin/sh", "-c", 'exec "$@" 3<"$0"', "/t/filter",
+            "bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
+            "--seccomp", "3",
+            "--bind", "/w", "/w", "--chdir", "/w",
+            "--cap-drop", "ALL", "--unshare-pid", "--die-with-parent", "--new-session", "--",
+        ]
+        # fmt: on
+
+    async def test_unix_sockets_refused(self, tmp_path: Path, bwrap: str) -> None:
+        """
+        A listening Unix socket outside (tmux's, an ssh agent's) cannot be reached.
+
+        Creating a Unix socket fails; socketpair and network sockets work.
+        """
+        if seccomp_program() is None:
+            pytest.skip(f"no seccomp filter for {platform.machine()}")
+        path = tmp_path / "server.sock"
+        accepted: list[bytes] = []
+        with socket.socket(socket.AF_UNIX) as server:
+            server.bind(str(path))
+            server.listen()
+            server.settimeout(0.1)
+
+            def serve() -> None:
+                with contextlib.suppress(OSError):
+                    while True:
+                        try:
+                            connection, _ = server.accept()
+                        except TimeoutError:
+                            continue
+                        with connection:
+                            accepted.append(connection.recv(100))
+
+            thread = threading.Thread(target=serve, daemon=True)
+            thread.start()
+            connect = (
+                "import socket, sys\n"
+                "a, b = socket.socketpair(); a.sendall(b'x'); assert b.recv(1) == b'x'\n"
+                "socket.socket(socket.AF_INET).close(); socket.socket(socket.AF_INET6).close()\n"
+                "try:\n"
+                "    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
+                "except PermissionError:\n"
+                "    print('datagram refused')\n"
+                "s = socket.socket(socket.AF_UNIX)\n"
+                "s.connect(sys.argv[1]); s.sendall(b'run this outside'); print('connected')\n"
+            )
+            refused = await run_command(
+                [sys.executable, "-c", connect, str(path)],
+                cwd=tmp_path,
+                timeout=30,
+                merge_stderr=False,
+                sandbox=Sandbox(),
+            )
+            allowed = await run_command(
+                [sys.executable, "-c", connect.replace("SOCK_DGRAM", "SOCK_STREAM"), str(path)],
+                cwd=tmp_path,
+                timeout=30,
+                merge_stderr=False,
+                sandbox=Sandbox(unix_sockets=True),
+            )
+            assert poll(lambda: len(accepted) == 1)
+            server.close()
+            thread.join()
+        assert (refused.exit_code, refused.output) == (1, "datagram refused\n")
+        assert "PermissionError: [Errno 13]" in refused.errors
+        assert (allowed.exit_code, allowed.output) == (0, "connected\n")
+        assert accepted == [b"run this outside"]
+
+    async def test_datagram_pairs_refused(self, tmp_path: Path, bwrap: str) -> None:
+        """
+        A datagram socketpair could be aimed at any socket outside (``sendto``): refused.
+
+        The attack is built for real: a datagram service outside, and a sandboxed
+        command that sends to it from a pair; stream pairs keep working.
+        """
+        if seccomp_program() is None:
+            pytest.skip(f"no seccomp filter for {platform.machine()}")
+        path = tmp_path / "log.sock"
+        attack = (
+            "import socket, sys\n"
+            "for kind in ('SOCK_DGRAM', 'SOCK_SEQPACKET', 'SOCK_RAW'):\n"
+            "    try:\n"
+            "        a, b = socket.socketpair(socket.AF_UNIX, getattr(socket, kind))\n"
+            "    except OSError as exc:\n"
+            "        print(kind, exc.errno)\n"
+            "        continue\n"
+            "    a.sendto(b'reached ' + kind.encode(), sys.argv[1])\n"
+            "a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)\n"
+            "a.sendall(b'x'); print('stream', b.recv(1).decode())\n"
+        )
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as service:
+            service.bind(str(path))
+            service.settimeout(0)
+            sandboxed = await run_command(
+                [sys.executable, "-c", attack, str(path)],
+                cwd=tmp_path,
+                timeout=30,
+                merge_stderr=False,
+                sandbox=Sandbox(),
+            )
+            unfiltered = await run_command(
+                [sys.executable, "-c", attack, str(path)],
+                cwd=tmp_path,
+                timeout=30,
+                merge_stderr=False,
+                sandbox=Sandbox(unix_sockets=True),
+            )
+            received = []
+            with contextlib.suppress(BlockingIOError, TimeoutError):
+                while True:
+                    received.append(service.recv(100))
+        refused = "".join(
+            f"{kind} {errno.EACCES}\n" for kind in ("SOCK_DGRAM", "SOCK_SEQPACKET", "SOCK_RAW")
+        )
+        assert (sandboxed.exit_code, sandboxed.output) == (0, refused + "stream x\n")
+        # The control: without the filter the same command reaches the service.
+        assert unfiltered.exit_code == 0, unfiltered.errors
+        assert received == [
+            b"reached SOCK_DGRAM",
+            b"reached SOCK_RAW",
+        ]  # the kernel takes RAW as DGRAM
+
+    async def test_io_uring_absent(self, tmp_path: Path, bwrap: str) -> None:
+        """io_uring, which could open sockets past the filter, is not there at all."""
+        if seccomp_program() is None:
+            pytest.skip(f"no seccomp filter for {platform.machine()}")
+        probe = (
+            "import ctypes, os\n"
+            "libc = ctypes.CDLL(None, use_errno=True)\n"
+            "for number in (425, 426, 427):\n"
+            "    print(libc.syscall(number, 0, 0, 0, 0, 0), os.strerror(ctypes.get_errno()))\n"
+        )
+        result = await run_command(
+            [sys.executable, "-c", probe],
+            cwd=tmp_path,
+            timeout=30,
+            merge_stderr=False,
+            sandbox=Sandbox(),
+        )
+        assert result.output == "-1 Function not implemented\n" * 3
+
+
+def run_filter(program: bytes, *, arch: int, number: int, first: int = 0, second: int = 0) -> int:
+    """What the kernel would decide: classic BPF run over one system call's seccomp_data."""
+    data = struct.pack("=iIQ6Q", number, arch, 0, first, second, 0, 0, 0, 0)
+    steps: list[tuple[int, int, int, int]] = [
+        struct.unpack("=HBBI", program[at : at + 8]) for at in range(0, len(program), 8)
+    ]
+    accumulator, index = 0, 0
+    while True:
+        code, true, false, k = steps[index]
+        if code == 0x20:  # load a word of seccomp_data
+            (accumulator,) = struct.unpack_from("=I", data, k)
+            index += 1
+        elif code in {0x15, 0x35}:  # jump if equal / if greater or equal
+            taken = accumulator == k if code == 0x15 else accumulator >= k
+            index += 1 + (true if taken else false)
+        elif code == 0x54:  # and a constant into the accumulator
+            accumulator &= k
+            index += 1
+        else:
+            assert code == 0x06  # return
+            return k
+
+
+ALLOW, KILL = 0x7FFF0000, 0x80000000
+EACCES, ENOSYS = 0x50000 | 13, 0x50000 | 38
+
+
+class TestSeccompFilter:
+    """Every decision of the filter, for each machine it is written for."""
+
+    @pytest.mark.parametrize(
+        ("machine", "arch", "socket_number", "foreign"),
+        [
+            ("x86_64", 0xC000003E, 41, 0x40000003),  # i386's arch for int 0x80
+            ("aarch64", 0xC00000B7, 198, 0x40000028),  # 32-bit ARM's
+        ],
+    )
+    def test_decisions(self, machine: str, arch: int, socket_number: int, foreign: int) -> None:
+        """socket(AF_UNIX) refused, other families allowed, io_uring absent, foreign calls end."""
+        program = seccomp_program(machine)
+        assert program is not None
+        decide = functools.partial(run_filter, program, arch=arch)
+        assert decide(number=socket_number, first=socket.AF_UNIX) == EACCES
+        for family in (socket.AF_INET, socket.AF_INET6, socket.AF_NETLINK):
+            assert decide(number=socket_number, first=family) == ALLOW
+        # Only the low half of the family counts, as the kernel reads an int.
+        assert decide(number=socket_number, first=(1 << 32) | socket.AF_UNIX) == EACCES
+        assert [decide(number=number) for number in (425, 426, 427)] == [ENOSYS] * 3
+        assert [decide(number=number) for number in (0, 1, 59, 60, 221, 424, 428)] == [ALLOW] * 7
+        # Another architecture's calls (the 32-bit socketcall route) end the process.
+        assert run_filter(program, arch=foreign, number=102, first=1) == KILL
+        assert run_filter(program, arch=foreign, number=socket_number) == KILL
+
+    @pytest.mark.parametrize(("machine", "arch", "number"), [
+        ("x86_64", 0xC000003E, 53), ("aarch64", 0xC00000B7, 199),
+    ])  # fmt: skip
+    def test_socketpair_decisions(self, machine: str, arch: int, number: int) -> None:
+        """Unix pairs: stream ones only, whatever flags ride in the type; other families too."""
+        program = seccomp_program(machine)
+        assert program is not None
+        decide = functools.partial(run_filter, program, arch=arch, number=number)
+        stream, flags = socket.SOCK_STREAM, socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
+        assert decide(first=socket.AF_UNIX, second=stream) == ALLOW
+        assert decide(first=socket.AF_UNIX, second=stream | flags) == ALLOW
+        for kind in (socket.SOCK_DGRAM, socket.SOCK_SEQPACKET, socket.SOCK_RAW, 0, 15):
+            assert decide(first=socket.AF_UNIX, second=kind | flags) == EACCES
+        # The kernel reads ints: high halves change nothing.
+        assert decide(first=(1 << 32) | socket.AF_UNIX, second=socket.SOCK_DGRAM) == EACCES
+        assert decide(first=socket.AF_UNIX, second=(1 << 32) | socket.SOCK_DGRAM) == EACCES
+        assert decide(first=socket.AF_INET, second=socket.SOCK_DGRAM) == ALLOW
+
+    def test_x32_calls_end_the_process(self) -> None:
+        """x86-64 takes x32 calls (bit 30 set) from 64-bit processes: none are allowed."""
+        program = seccomp_program("x86_64")
+        assert program is not None
+        for number in (0x40000000 + 41, 0x40000000, 0x7FFFFFFF):
+            assert run_filter(program, arch=0xC000003E, number=number, first=1) == KILL
+
+    def test_other_machines(self) -> None:
+        """No filter is written for them: the sandbox runs without one, and says so."""
+        assert seccomp_program("riscv64") is None
+        assert seccomp_program("amd64") == seccomp_program("x86_64")
+        assert seccomp_program("arm64") == seccomp_program("aarch64")
+        assert Sandbox(unix_sockets=True).seccomp is None
+        assert Sandbox().seccomp == seccomp_program()
 
 
 class TestSandboxUnavailable:
@@ -650,6 +892,6 @@ class TestSandboxUnavailable:
         message = str(raised.value)
         assert message.startswith(f"bubblewrap ({script}) cannot create a sandbox here: ")
         assert detail in message
-        assert "unprivileged user namespaces must be allowed" in message
+        assert "unprivileged user namespaces (and seccomp) must be allowed" in message
         assert "\n" not in message
         assert (find_sandbox(), Sandbox.detect()) == (None, None)

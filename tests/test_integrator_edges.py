@@ -10,9 +10,18 @@ import attrs
 import pytest
 
 import mesh
-from mesh import _adapters, _git, _integrator, _process
+from mesh import _adapters, _git, _integrator, _process, _target
 
-from repo_helpers import candidate, commit_files, delivery, diff_of, git, unit, wait_gone
+from repo_helpers import (
+    candidate,
+    commit_files,
+    delivery,
+    diff_of,
+    git,
+    killed_after_the_branch_moved,
+    unit,
+    wait_gone,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -155,6 +164,63 @@ class TestTheSettings:
             result = await deliver(integrator, request)
         assert result.proof_evidence.key_line.endswith("changed during the run: core.hooksPath")
 
+    def test_submodule_git_directories_are_all_found(self, tmp_path: Path) -> None:
+        """Nested ones, ones named with a slash; never through a link, never a stray file."""
+        modules = tmp_path / "modules"
+        for module in ("a", "a/modules/inner", "deep/named"):
+            (modules / module).mkdir(parents=True)
+            (modules / module / "HEAD").write_text("ref: refs/heads/main\n")
+        (modules / "stray").write_text("")
+        (modules / "linked").symlink_to(modules / "a")
+        assert _target._module_dirs(modules) == [
+            modules / "a",
+            modules / "a" / "modules" / "inner",
+            modules / "deep" / "named",
+        ]
+        assert _target._module_dirs(tmp_path / "none") == []
+        (tmp_path / "elsewhere").symlink_to(modules)
+        assert _target._module_dirs(tmp_path / "elsewhere") == []
+
+    def test_folders_are_digested_whole(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Links by target and content, other entries by type, beyond a depth as one change."""
+        hooks = tmp_path / "hooks"
+        deep = hooks.joinpath(*["d"] * 20)
+        deep.mkdir(parents=True)
+        (tmp_path / "script").write_text("one\n")
+        (hooks / "linked").symlink_to(tmp_path / "script")
+        (hooks / "to-a-folder").symlink_to(tmp_path)
+        os.mkfifo(hooks / "pipe")
+        first = _target._digest(hooks)
+        (tmp_path / "script").write_text("two\n")  # git runs a linked hook's target
+        second = _target._digest(hooks)
+        (deep / "beyond").write_text("")
+        assert len({first, second, _target._digest(hooks)}) == 2  # too deep: not seen
+        assert _target._digest(hooks / "pipe") == ""
+
+        def unreadable(path: Path) -> str:
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(_target, "_digest", unreadable)
+        assert _target._digests({"hooks": hooks}) == {"hooks": "unreadable: Permission denied"}
+
+    def test_where_a_submodule_git_directory_is(self, tmp_path: Path) -> None:
+        """A folder, a gitdir link; not a link to one, a missing one, nor another file."""
+        sub = tmp_path / "sub"
+        (sub / ".git").mkdir(parents=True)
+        assert _target._git_dir_of(sub) == sub / ".git"
+        (sub / ".git").rmdir()
+        assert _target._git_dir_of(sub) is None  # not checked out
+        (tmp_path / "gd").mkdir()
+        (sub / ".git").write_text("gitdir: ../gd\n")
+        assert _target._git_dir_of(sub) == sub / "../gd"
+        (sub / ".git").write_text("something else\n")
+        assert _target._git_dir_of(sub) is None
+        (sub / ".git").unlink()
+        (sub / ".git").symlink_to(tmp_path / "gd")
+        assert _target._git_dir_of(sub) is None
+
 
 class TestTheMailbox:
     @pytest.mark.parametrize(
@@ -286,21 +352,16 @@ class TestRecovery:
         self, repo: Path, workspaces: mesh.WorkspaceManager, tmp_path: Path
     ) -> None:
         """A deleted file may be absent; a file replaced by a folder is never overwritten."""
-        integrator = mesh.GitIntegrator(workspaces, artifacts=tmp_path / "out")
-        parent = git(repo, "rev-parse", "HEAD")
-        scratch = tmp_path / "scratch"
-        git(repo, "worktree", "add", "-q", "--detach", str(scratch), parent)
-        (scratch / "docs" / "guide.md").unlink()
-        (scratch / "src" / "util.py").write_text("VALUE = 3\n")
-        git(scratch, "commit", "-qam", "change\n\nMesh-Unit: u1\nMesh-Delivery: run/u1")
-        tip = git(scratch, "rev-parse", "HEAD")
-        git(repo, "worktree", "remove", "--force", str(scratch))
-        git(repo, "update-ref", "refs/heads/main", tip, parent)
+        wide = unit(mode="commit_first", scope=("src", "docs"))
+        change = {"docs/guide.md": None, "src/util.py": "VALUE = 3\n"}
+        request = delivery(wide, candidate(wide, diff_of(repo, change)), "run/u1")
+        await killed_after_the_branch_moved(workspaces, tmp_path, request)
         # Killed half way: the deleted file is gone already, util.py not yet written.
         (repo / "docs" / "guide.md").unlink()
         (repo / "src" / "util.py").write_text("VALUE = 1\n")
         os.utime(repo / "src" / "util.py", (0, 0))
-        await integrator.recover()
+        integrator = mesh.GitIntegrator(workspaces, artifacts=tmp_path / "out")
+        await integrator.recover(pending={"run/u1": request})
         assert git(repo, "status", "--porcelain") == ""
         assert (repo / "src" / "util.py").read_text() == "VALUE = 3\n"
 
@@ -308,19 +369,16 @@ class TestRecovery:
         self, repo: Path, workspaces: mesh.WorkspaceManager, tmp_path: Path
     ) -> None:
         """A path mesh would write that is now a folder stops the recovery, untouched."""
-        integrator = mesh.GitIntegrator(workspaces, artifacts=tmp_path / "out")
-        parent = git(repo, "rev-parse", "HEAD")
-        git(repo, "commit", "-q", "--allow-empty", "-m", "x\n\nMesh-Delivery: run/x")
-        commit_files(repo, {"src/util.py": "VALUE = 4\n"}, "y\n\nMesh-Delivery: run/y")
-        tip = git(repo, "rev-parse", "HEAD")
-        git(repo, "reset", "-q", "--hard", "HEAD~1")
-        git(repo, "update-ref", "refs/heads/main", tip)
+        committing = unit(mode="commit_first")
+        found = candidate(committing, diff_of(repo, {"src/util.py": "VALUE = 4\n"}))
+        request = delivery(committing, found, "run/y")
+        await killed_after_the_branch_moved(workspaces, tmp_path, request)
         (repo / "src" / "util.py").unlink()
         (repo / "src" / "util.py").mkdir()
+        integrator = mesh.GitIntegrator(workspaces, artifacts=tmp_path / "out")
         with pytest.raises(mesh.MeshError, match=r"src/util\.py is neither"):
-            await integrator.recover()
+            await integrator.recover(pending={"run/y": request})
         assert (repo / "src" / "util.py").is_dir()
-        assert parent
 
 
 class TestGitItself:
@@ -430,16 +488,17 @@ class TestRecoveryEdges:
         self, repo: Path, workspaces: mesh.WorkspaceManager, tmp_path: Path
     ) -> None:
         """Behind by a mesh commit but with other staged changes too: left alone."""
-        parent = git(repo, "rev-parse", "HEAD")
-        commit_files(repo, {"src/util.py": "VALUE = 5\n"}, "x\n\nMesh-Delivery: run/x")
-        tip = git(repo, "rev-parse", "HEAD")
-        git(repo, "reset", "-q", "--hard", parent)
-        git(repo, "update-ref", "refs/heads/main", tip)
+        committing = unit(mode="commit_first")
+        found = candidate(committing, diff_of(repo, {"src/util.py": "VALUE = 5\n"}))
+        request = delivery(committing, found, "run/x")
+        await killed_after_the_branch_moved(workspaces, tmp_path, request)
         (repo / "README.md").write_text("the user's\n")
         git(repo, "add", "README.md")
-        await mesh.GitIntegrator(workspaces, artifacts=tmp_path / "out").recover()
+        integrator = mesh.GitIntegrator(workspaces, artifacts=tmp_path / "out")
+        await integrator.recover(pending={"run/x": request})
         assert "M  README.md" in git(repo, "status", "--porcelain").splitlines()
         assert (repo / "README.md").read_text() == "the user's\n"
+        assert (repo / "src" / "util.py").read_text() == "VALUE = 1\n"
 
 
 class TestCommitter:

@@ -18,10 +18,11 @@ import pytest
 
 import mesh
 import mesh.commands
+from mesh._repo_run import _pending_requests
 from mesh.testing import FakeAdapter, answer, fake_roles
 
 from engine_helpers import unit
-from repo_helpers import candidate, delivery, diff_of, git, make_repo
+from repo_helpers import candidate, delivery, diff_of, git, killed_after_the_branch_moved, make_repo
 
 pytestmark = pytest.mark.anyio
 
@@ -233,16 +234,20 @@ class TestExactlyOnceDelivery:
     ) -> None:
         """A branch moved by mesh but a checkout left behind (and a stale lock) are put right."""
         integrator = mesh.GitIntegrator(workspaces, artifacts=tmp_path / "out")
-        first = mesh.parse_worker_result(
-            await integrator(delivered(repo, {"src/util.py": "VALUE = 2\n"}, "run/a"))
-        )
-        behind = killed_after_the_branch_moved(repo, first.artifact_ref or "", "run/b")
+        await integrator(delivered(repo, {"src/util.py": "VALUE = 2\n"}, "run/a"))
+        request = delivered(repo, {"src/util.py": "VALUE = 3\n"}, "run/b")
+        behind = await killed_after_the_branch_moved(workspaces, tmp_path, request)
         (repo / ".git" / "index.lock").write_text("")
-        await integrator.recover()
+        await integrator.recover(pending={"run/b": request})
         assert not (repo / ".git" / "index.lock").exists()
         assert git(repo, "status", "--porcelain") == ""
         assert (repo / "src" / "util.py").read_text() == "VALUE = 3\n"
         assert git(repo, "rev-parse", "HEAD") == behind
+        again = mesh.parse_worker_result(await integrator(request))
+        assert (again.artifact_ref, again.proof_evidence.key_line[:18]) == (
+            behind,
+            "already delivered ",
+        )
         fresh = delivered(repo, {"src/fresh.py": "x = 1\n"}, "run/c")
         result = mesh.parse_worker_result(await integrator(fresh))
         assert result.decision is mesh.Decision.INTEGRATED_COMMIT
@@ -253,15 +258,16 @@ class TestExactlyOnceDelivery:
     ) -> None:
         """Files already at the new version are fine; a file nobody wrote is never overwritten."""
         integrator = mesh.GitIntegrator(workspaces, artifacts=tmp_path / "out")
-        base = git(repo, "rev-parse", "HEAD")
-        killed_after_the_branch_moved(repo, base, "run/b")
+        first = delivered(repo, {"src/util.py": "VALUE = 3\n"}, "run/b")
+        await killed_after_the_branch_moved(workspaces, tmp_path, first)
         (repo / "src" / "util.py").write_text("VALUE = 3\n")  # written before the kill
-        await integrator.recover()
+        await integrator.recover(pending={"run/b": first})
         assert git(repo, "status", "--porcelain") == ""
-        killed_after_the_branch_moved(repo, git(repo, "rev-parse", "HEAD"), "run/c", "VALUE = 4\n")
+        second = delivered(repo, {"src/util.py": "VALUE = 4\n"}, "run/c")
+        await killed_after_the_branch_moved(workspaces, tmp_path, second)
         (repo / "src" / "util.py").write_text("the user's own edit\n")
         with pytest.raises(mesh.MeshError, match="neither the version before nor after"):
-            await integrator.recover()
+            await integrator.recover(pending={"run/c": second})
         assert (repo / "src" / "util.py").read_text() == "the user's own edit\n"
 
     async def test_a_checkout_with_its_own_changes_is_not_touched(
@@ -277,20 +283,6 @@ class TestExactlyOnceDelivery:
         git(repo, "update-ref", "refs/heads/main", git(repo, "rev-parse", "HEAD~1"))
         await integrator.recover()  # behind by a commit that is not mesh's: left alone
         assert git(repo, "status", "--porcelain") == "M  README.md"
-
-
-def killed_after_the_branch_moved(
-    repo: Path, parent: str, key: str, value: str = "VALUE = 3\n"
-) -> str:
-    """A mesh commit on ``parent`` put on the branch, with the checkout not yet updated."""
-    scratch = repo.parent / f"scratch-{key.replace('/', '-')}"
-    git(repo, "worktree", "add", "--quiet", "--detach", str(scratch), parent)
-    (scratch / "src" / "util.py").write_text(value)
-    git(scratch, "commit", "--quiet", "-am", f"change\n\nMesh-Unit: u1\nMesh-Delivery: {key}")
-    commit = git(scratch, "rev-parse", "HEAD")
-    git(repo, "worktree", "remove", "--force", str(scratch))
-    git(repo, "update-ref", "refs/heads/main", commit, parent)
-    return commit
 
 
 CODER = (
@@ -416,6 +408,21 @@ def unfinished(work: Path) -> str:
         and (e["event"] != "unit_finished" or e["data"].get("state") != "completed")
         and (e["event"] != "adapter_call" or e["data"].get("outcome") != "ok")
     )
+
+
+class TestPendingDeliveries:
+    def test_only_whole_records_make_a_request(self) -> None:
+        """A delivery under way with an incomplete record has no request: its commit is foreign."""
+        plan = {"units": [{"id": u, "objective": u, "write_scope": [u]} for u in "abc"]}
+        point = mesh.ResumePoint(
+            checkpoints={
+                "a": mesh.UnitCheckpoint(unit_id="a"),  # reworked after its delivery started
+                "b": mesh.UnitCheckpoint(unit_id="b", accepted="b-c9"),  # no such candidate
+                "gone": mesh.UnitCheckpoint(unit_id="gone", accepted="gone-c1"),
+            }
+        )
+        started = {"a": "r/a", "b": "r/b", "c": "r/c", "gone": "r/gone"}
+        assert _pending_requests(plan, point, started) == {}
 
 
 class TestCrashHarness:

@@ -13,11 +13,13 @@ import base64
 import hashlib
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
 import sys
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
 
 import attrs
@@ -26,8 +28,10 @@ import pytest
 import mesh
 import mesh.commands
 import mesh.typing
+from mesh import _target
 from mesh._integrator import commit_message
 from mesh._process import run_command
+from mesh._target import TargetState, open_target
 
 from repo_helpers import (
     candidate,
@@ -35,6 +39,7 @@ from repo_helpers import (
     delivery,
     diff_of,
     git,
+    killed_after_the_branch_moved,
     make_repo,
     unit,
     wait_gone,
@@ -253,7 +258,7 @@ class TestModesAreScope:
 
 class TestDeliveryChecksTheTarget:
     @staticmethod
-    def request(repo: Path, changes: dict[str, str | None], key: str) -> mesh.DeliveryRequest:
+    def request(repo: Path, changes: Mapping[str, str | None], key: str) -> mesh.DeliveryRequest:
         committing = unit(mode="commit_first")
         found = candidate(committing, diff_of(repo, changes), git(repo, "rev-parse", "HEAD"))
         return delivery(committing, found, key)
@@ -422,6 +427,231 @@ class TestDeliveryChecksTheTarget:
             result = mesh.parse_worker_result(await integrator(request))
         assert result.decision is mesh.Decision.INTEGRATED_COMMIT
         assert not marker.exists()
+
+
+class TestSubmodulesAndOtherLayouts:
+    @staticmethod
+    def with_submodule(tmp_path: Path) -> Path:
+        """A repository whose ``lib`` is a submodule (from a local repository)."""
+        library = make_repo(tmp_path / "library", {"lib.py": "X = 1\n"})
+        repo = make_repo(tmp_path / "repo")
+        git(repo, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(library), "lib")
+        git(repo, "commit", "-qm", "add lib")
+        return repo
+
+    @staticmethod
+    async def deliver_with(repo: Path, tmp_path: Path, during: object) -> mesh.WorkerResult:
+        async with mesh.WorkspaceManager(repo) as workspaces:
+            integrator = mesh.GitIntegrator(workspaces, artifacts=tmp_path / "out")
+            await integrator.prepare()
+            change = {"src/util.py": "VALUE = 2\n"}
+            request = TestDeliveryChecksTheTarget.request(repo, change, "r/u")
+            during(repo)  # type: ignore[operator]
+            return mesh.parse_worker_result(await integrator(request))
+
+    async def test_work_in_a_submodule_does_not_block(self, tmp_path: Path) -> None:
+        """New and edited files inside a submodule's work tree are the submodule's business."""
+        repo = self.with_submodule(tmp_path)
+
+        def work_in_lib(repo: Path) -> None:
+            (repo / "lib" / "scratch.txt").write_text("notes\n")
+            (repo / "lib" / "lib.py").write_text("X = 2\n")
+
+        result = await self.deliver_with(repo, tmp_path, work_in_lib)
+        assert result.decision is mesh.Decision.INTEGRATED_COMMIT, result.proof_evidence.key_line
+        assert (repo / "src" / "util.py").read_text() == "VALUE = 2\n"
+        assert (repo / "lib" / "lib.py").read_text() == "X = 2\n"
+
+    async def test_a_submodule_moved_to_another_commit_blocks(self, tmp_path: Path) -> None:
+        """The submodule's commit is part of the checkout: moving it is an uncommitted change."""
+        repo = self.with_submodule(tmp_path)
+
+        def commit_in_lib(repo: Path) -> None:
+            commit_files(repo / "lib", {"lib.py": "X = 3\n"}, "moved")
+
+        result = await self.deliver_with(repo, tmp_path, commit_in_lib)
+        assert result.decision is mesh.Decision.BLOCKED_DELIVERY
+        assert result.proof_evidence.key_line.endswith("has uncommitted changes")
+
+    @pytest.mark.parametrize("planted", ["a filter in its config", "a hook"])
+    async def test_what_runs_in_a_submodule_is_never_run(
+        self, tmp_path: Path, planted: str
+    ) -> None:
+        """
+        A filter or hook planted in a submodule's git directory blocks the delivery.
+
+        mesh never runs it: it does not look into the submodule's work tree at all.
+        """
+        repo = self.with_submodule(tmp_path)
+        marker = tmp_path / "ran"
+        module = repo / ".git" / "modules" / "lib"
+
+        def plant(repo: Path) -> None:
+            if planted == "a hook":
+                hook = module / "hooks" / "post-checkout"
+                hook.write_text(f"#!/bin/sh\ntouch {marker}\n")
+                hook.chmod(0o755)
+            else:
+                with (module / "config").open("a") as config:
+                    config.write(f'[filter "x"]\n\tclean = touch {marker}; cat\n')
+                (repo / "lib" / ".gitattributes").write_text("* filter=x\n")
+            (repo / "lib" / "lib.py").write_text("X = 9\n")  # what status would hash
+
+        result = await self.deliver_with(repo, tmp_path, plant)
+        assert result.decision is mesh.Decision.BLOCKED_DELIVERY
+        assert result.proof_evidence.key_line.startswith(
+            "the repository's git settings changed during the run: modules/lib: "
+        )
+        assert not marker.exists()
+
+    @staticmethod
+    def nested(tmp_path: Path) -> Path:
+        """``lib`` a submodule with its own submodule ``lib/inner``, checked out."""
+        inner = make_repo(tmp_path / "inner", {"inner.py": "Y = 1\n"})
+        library = make_repo(tmp_path / "library", {"lib.py": "X = 1\n"})
+        allow = ("-c", "protocol.file.allow=always")
+        git(library, *allow, "submodule", "add", "-q", str(inner), "inner")
+        git(library, "commit", "-qm", "add inner")
+        repo = make_repo(tmp_path / "repo")
+        git(repo, *allow, "submodule", "add", "-q", str(library), "lib")
+        git(repo, *allow, "submodule", "update", "-q", "--init", "--recursive")
+        git(repo, "commit", "-qm", "add lib")
+        return repo
+
+    @staticmethod
+    def embedded(tmp_path: Path) -> Path:
+        """``lib`` a submodule whose git folder is its own ``lib/.git`` (an existing clone)."""
+        library = make_repo(tmp_path / "library", {"lib.py": "X = 1\n"})
+        repo = make_repo(tmp_path / "repo")
+        git(tmp_path, "clone", "-q", str(library), str(repo / "lib"))
+        git(repo, "submodule", "add", "-q", str(library), "lib")
+        git(repo, "commit", "-qm", "add lib")
+        assert (repo / "lib" / ".git").is_dir()
+        return repo
+
+    @pytest.mark.parametrize(
+        "change",
+        [
+            "a commondir in its git directory",
+            "its .git link rewritten",
+            "its own git folder's config",
+            "a large hook rewritten",
+            "a hook in a hooks subfolder",
+            "a nested submodule's .git link rewritten",
+            "a nested submodule's config",
+        ],
+    )
+    async def test_submodule_git_settings_changed(self, tmp_path: Path, change: str) -> None:
+        """
+        Whatever leads a submodule's git to other settings blocks the delivery.
+
+        Each change would run the payload at the user's next ``git status`` or
+        ``git commit`` (an fsmonitor, a hook); mesh runs none of it.
+        """
+        marker = tmp_path / "ran"
+        payload = f'[core]\n\tfsmonitor = "touch {marker}; false"\n'
+        repo = (
+            self.nested(tmp_path)
+            if "nested" in change
+            else self.embedded(tmp_path)
+            if "own git folder" in change
+            else self.with_submodule(tmp_path)
+        )
+        module = repo / ".git" / "modules" / "lib"
+        hooks = module / "hooks"
+        hooks.mkdir(parents=True, exist_ok=True)  # an embedded submodule has none there
+        big = hooks / "post-commit"
+        big.write_text("#!/bin/sh\n" + "#" * (2 << 20) + "\n")
+        (hooks / "post-commit.d").mkdir()
+
+        def evil_copy(source: Path) -> Path:
+            copy = tmp_path / "evil-git-dir"
+            shutil.copytree(source, copy)
+            with (copy / "config").open("a") as config:
+                config.write(payload)
+            return copy
+
+        def tamper(repo: Path) -> None:
+            if change == "a commondir in its git directory":
+                (module / "commondir").write_text(f"{evil_copy(module)}\n")
+            elif change == "its .git link rewritten":
+                (repo / "lib" / ".git").write_text(f"gitdir: {evil_copy(module)}\n")
+            elif change == "its own git folder's config":
+                with (repo / "lib" / ".git" / "config").open("a") as config:
+                    config.write(payload)
+            elif change == "a large hook rewritten":
+                big.write_text("#!/bin/sh\n" + "#" * ((2 << 20) - 11) + f"\ntouch {marker}\n")
+            elif change == "a hook in a hooks subfolder":
+                (hooks / "post-commit.d" / "evil").write_text(f"#!/bin/sh\ntouch {marker}\n")
+            elif change == "a nested submodule's .git link rewritten":
+                inner = module / "modules" / "inner"
+                (repo / "lib" / "inner" / ".git").write_text(f"gitdir: {evil_copy(inner)}\n")
+            else:
+                with (module / "modules" / "inner" / "config").open("a") as config:
+                    config.write(payload)
+
+        result = await self.deliver_with(repo, tmp_path, tamper)
+        assert result.decision is mesh.Decision.BLOCKED_DELIVERY, change
+        assert result.proof_evidence.key_line.startswith(
+            "the repository's git settings changed during the run: "
+        )
+        assert not marker.exists()
+
+    async def test_uninitialised_and_too_deep_submodules(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A submodule not checked out has no git directory; nesting stops at the limit."""
+        monkeypatch.setattr(_target, "_NESTING_LIMIT", 0)
+        repo = self.nested(tmp_path)
+        git(repo, "submodule", "deinit", "-q", "-f", "lib")
+        result = await self.deliver_with(repo, tmp_path, lambda repo: None)
+        assert result.decision is mesh.Decision.INTEGRATED_COMMIT, result.proof_evidence
+        again = self.nested(tmp_path / "again")
+        result = await self.deliver_with(again, tmp_path / "again", lambda repo: None)
+        assert result.decision is mesh.Decision.INTEGRATED_COMMIT, result.proof_evidence
+
+    async def test_submodules_as_they_were_do_not_block(self, tmp_path: Path) -> None:
+        """The control: nested, embedded and large-hooked submodules left alone deliver."""
+        for layout in (self.nested, self.embedded):
+            folder = tmp_path / layout.__name__
+            folder.mkdir()
+            repo = layout(folder)
+            hook = repo / ".git" / "modules" / "lib" / "hooks" / "post-commit"
+            if hook.parent.is_dir():
+                hook.write_text("#!/bin/sh\n" + "#" * (2 << 20) + "\n")
+            result = await self.deliver_with(repo, folder, lambda repo: None)
+            assert result.decision is mesh.Decision.INTEGRATED_COMMIT, result.proof_evidence
+            assert (repo / "src" / "util.py").read_text() == "VALUE = 2\n"
+
+    async def test_a_checkout_switched_to_the_branch(
+        self, workspaces: mesh.WorkspaceManager, tmp_path: Path
+    ) -> None:
+        """A checkout of the branch that appeared during the run blocks the delivery."""
+        repo = workspaces.repo
+        git(repo, "branch", "release")
+        git(repo, "worktree", "add", "-q", "-b", "other", str(tmp_path / "elsewhere"))
+        integrator = mesh.GitIntegrator(workspaces, artifacts=tmp_path / "out", branch="release")
+        await integrator.prepare()
+        request = TestDeliveryChecksTheTarget.request(repo, {"src/util.py": "VALUE = 2\n"}, "r/u")
+        git(tmp_path / "elsewhere", "switch", "-q", "release")
+        result = mesh.parse_worker_result(await integrator(request))
+        assert result.decision is mesh.Decision.BLOCKED_DELIVERY
+        assert result.proof_evidence.key_line == (
+            f"the checkout {tmp_path / 'elsewhere'} switched to branch release during the run"
+        )
+
+    async def test_a_separate_git_directory(self, tmp_path: Path) -> None:
+        """A repository made with --separate-git-dir: its checkout is brought forward."""
+        repo = tmp_path / "work"
+        separate = f"--separate-git-dir={tmp_path / 'gd'}"
+        git(tmp_path, "init", "-q", "--initial-branch=main", separate, str(repo))
+        git(repo, "config", "user.name", "Test")
+        git(repo, "config", "user.email", "test@example.invalid")
+        commit_files(repo, {"src/util.py": "VALUE = 1\n"}, "initial")
+        result = await self.deliver_with(repo, tmp_path, lambda repo: None)
+        assert result.decision is mesh.Decision.INTEGRATED_COMMIT, result.proof_evidence.key_line
+        assert (repo / "src" / "util.py").read_text() == "VALUE = 2\n"
+        assert git(repo, "status", "--porcelain") == ""
 
 
 class TestMessagesCannotBeForged:
@@ -824,6 +1054,259 @@ class TestWhatHappensWhileNoOneRuns:
         assert git(repo, "log", "--format=%s").splitlines() == ["write b", "write a", "initial"]
 
 
+def forge_commit(
+    repo: Path,
+    parent: str,
+    files: dict[str, str],
+    message: str,
+    *,
+    author: str = "mesh <mesh@localhost>",
+    committer: str = "Test <test@example.invalid>",
+    extra: str = "",
+    second_parent: str | None = None,
+) -> str:
+    """A commit written byte by byte: any tree, headers and identity, on ``parent``."""
+    index = repo.parent / "forged-index"
+    env = {**os.environ, "GIT_INDEX_FILE": str(index)}
+    subprocess.run(["git", "read-tree", parent], cwd=repo, env=env, check=True)
+    for name, text in files.items():
+        blob = subprocess.run(
+            ["git", "hash-object", "-w", "--stdin"],
+            cwd=repo, input=text, capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        subprocess.run(
+            ["git", "update-index", "--add", "--cacheinfo", f"100644,{blob},{name}"],
+            cwd=repo, env=env, check=True,
+        )  # fmt: skip
+    tree = subprocess.run(
+        ["git", "write-tree"], cwd=repo, env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    index.unlink()
+    raw = (
+        f"tree {tree}\nparent {parent}\n"
+        + (f"parent {second_parent}\n" if second_parent else "")
+        + f"author {author} 1700000000 +0000\n"
+        f"committer {committer} 1700000000 +0000\n{extra}\n{message}"
+    )
+    return subprocess.run(
+        ["git", "hash-object", "-t", "commit", "-w", "--stdin"],
+        cwd=repo, input=raw, capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+
+
+class TestCommitsADeadProcessLeft:
+    """
+    A resumed run takes only commits exactly as mesh makes them for pending deliveries.
+
+    They must sit on the tip its last recorded delivery left; only they reach a checkout.
+    """
+
+    @staticmethod
+    async def baseline(repo: Path) -> TargetState:
+        return await (await open_target(repo)).snapshot(None)
+
+    @staticmethod
+    def request(repo: Path, key: str, text: str) -> mesh.DeliveryRequest:
+        committing = unit(mode="commit_first")
+        found = candidate(committing, diff_of(repo, {"src/util.py": text}))
+        return delivery(committing, found, key)
+
+    async def test_its_own_commits_are_taken(
+        self, repo: Path, workspaces: mesh.WorkspaceManager, tmp_path: Path
+    ) -> None:
+        """Two deliveries under way, both on the branch: taken, and the checkout brought up."""
+        baseline = await self.baseline(repo)
+        first = self.request(repo, "run/a", "VALUE = 2\n")
+        await killed_after_the_branch_moved(workspaces, tmp_path, first)
+        second = self.request(repo, "run/b", "VALUE = 3\n")
+        tip = await killed_after_the_branch_moved(workspaces, tmp_path, second)
+        integrator = mesh.GitIntegrator(workspaces, artifacts=tmp_path / "out")
+        await integrator.recover(baseline, pending={"run/a": first, "run/b": second})
+        assert (git(repo, "status", "--porcelain"), git(repo, "rev-parse", "HEAD")) == ("", tip)
+        for request in (first, second):
+            again = mesh.parse_worker_result(await integrator(request))
+            assert again.proof_evidence.key_line.startswith("already delivered as ")
+        later = mesh.parse_worker_result(await integrator(self.request(repo, "run/c", "4\n")))
+        assert later.decision is mesh.Decision.INTEGRATED_COMMIT
+        assert len(git(repo, "log", "--format=%H").splitlines()) == 4
+
+    @pytest.mark.parametrize(
+        "forgery",
+        [
+            "other content",
+            "another author",
+            "another committer",
+            "an extra header",
+            "a merge",
+            "on a foreign commit",
+        ],
+    )
+    async def test_a_forged_pending_commit(
+        self, repo: Path, workspaces: mesh.WorkspaceManager, tmp_path: Path, forgery: str
+    ) -> None:
+        """
+        A commit with a pending delivery's exact message, not exactly mesh's, is foreign.
+
+        It is never written into the checkout, and deliveries stay blocked.
+        """
+        baseline = await self.baseline(repo)
+        request = self.request(repo, "run/a", "VALUE = 2\n")
+        parent = git(repo, "rev-parse", "HEAD")
+        message = commit_message(request)
+        content = {"src/util.py": "VALUE = 2\n"}
+        forged = {
+            "other content": lambda: forge_commit(
+                repo, parent, {"src/util.py": "import os; os.system('evil')\n"}, message
+            ),
+            "another author": lambda: forge_commit(
+                repo, parent, content, message, author="Someone <else@example.invalid>"
+            ),
+            "another committer": lambda: forge_commit(
+                repo, parent, content, message, committer="mesh <mesh@localhost>"
+            ),
+            "an extra header": lambda: forge_commit(
+                repo, parent, content, message, extra="encoding ISO-8859-1\n"
+            ),
+            "a merge": lambda: forge_commit(repo, parent, content, message, second_parent=parent),
+            "on a foreign commit": lambda: forge_commit(
+                repo,
+                forge_commit(repo, parent, {"src/util.py": "VALUE = 7\n"}, "foreign\n"),
+                content,
+                message,
+            ),
+        }[forgery]()
+        git(repo, "update-ref", "refs/heads/main", forged)
+        integrator = mesh.GitIntegrator(workspaces, artifacts=tmp_path / "out")
+        await integrator.recover(baseline, pending={"run/a": request})
+        assert (repo / "src" / "util.py").read_text() == "VALUE = 1\n"  # not brought forward
+        answer = mesh.parse_worker_result(await integrator(request))
+        assert answer.decision is mesh.Decision.BLOCKED_DELIVERY
+        assert answer.proof_evidence.key_line.startswith("branch main moved outside mesh")
+        assert git(repo, "rev-parse", "main") == forged
+
+    @pytest.mark.parametrize(
+        "change",
+        [
+            ("no final newline", r"\n\Z", ""),
+            ("one more newline", r"\Z", "\n"),
+            ("no dates", r" \d+ [+-]\d{4}\n", "\n"),
+            ("an overflowing date", r"(author .*) \d+ [+-]\d{4}", r"\1 99999999999999999999 -9999"),
+            ("a zone git never writes", r"(committer .* \d+) \+0000", r"\1 -0000"),
+            ("a padded date", r"(author .*) (\d+)", r"\1 0\2"),
+        ],
+    )
+    async def test_a_near_copy_of_its_own_commit(
+        self,
+        repo: Path,
+        workspaces: mesh.WorkspaceManager,
+        tmp_path: Path,
+        change: tuple[str, str, str],
+    ) -> None:
+        """
+        Mesh's own commit rewritten in one byte git tolerates (or fsck refuses) is foreign.
+
+        Same tree, parent, identities and message: only the very object mesh makes is taken.
+        """
+        baseline = await self.baseline(repo)
+        request = self.request(repo, "run/a", "VALUE = 2\n")
+        own = await killed_after_the_branch_moved(workspaces, tmp_path, request)
+        raw = subprocess.run(
+            ["git", "cat-file", "commit", own], cwd=repo, capture_output=True, text=True, check=True
+        ).stdout
+        name, old, new = change
+        altered = re.sub(old, new, raw, count=1)
+        assert altered != raw, name
+        forged = subprocess.run(
+            ["git", "hash-object", "-t", "commit", "-w", "--literally", "--stdin"],
+            cwd=repo, input=altered, capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        git(repo, "update-ref", "refs/heads/main", forged)
+        integrator = mesh.GitIntegrator(workspaces, artifacts=tmp_path / "out")
+        await integrator.recover(baseline, pending={"run/a": request})
+        assert (repo / "src" / "util.py").read_text() == "VALUE = 1\n"  # not brought forward
+        answer = mesh.parse_worker_result(await integrator(request))
+        assert answer.decision is mesh.Decision.BLOCKED_DELIVERY
+        assert git(repo, "rev-parse", "main") == forged
+
+    async def test_a_rewritten_branch(
+        self, repo: Path, workspaces: mesh.WorkspaceManager, tmp_path: Path
+    ) -> None:
+        """
+        Mesh's own commit for a pending delivery is foreign on a rewritten branch.
+
+        The last recorded delivery must be below it.
+        """
+        baseline = await self.baseline(repo)
+        integrator = mesh.GitIntegrator(workspaces, artifacts=tmp_path / "out")
+        recorded = mesh.parse_worker_result(
+            await integrator(self.request(repo, "run/a", "VALUE = 2\n"))
+        )
+        git(repo, "reset", "--quiet", "--hard", baseline.tip or "")
+        pending = self.request(repo, "run/b", "VALUE = 3\n")
+        replayed = await killed_after_the_branch_moved(workspaces, tmp_path, pending)
+        resumed = mesh.GitIntegrator(workspaces, artifacts=tmp_path / "out")
+        await resumed.recover(
+            baseline, delivered=[recorded.artifact_ref or ""], pending={"run/b": pending}
+        )
+        assert (repo / "src" / "util.py").read_text() == "VALUE = 1\n"
+        answer = mesh.parse_worker_result(await resumed(pending))
+        assert answer.decision is mesh.Decision.BLOCKED_DELIVERY
+        assert git(repo, "rev-parse", "main") == replayed
+
+    async def test_through_a_real_resume(
+        self, repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """
+        Killed right after the branch moved: the resume takes mesh's commit, once.
+
+        Had someone swapped it for a look-alike, the resume refuses it.
+        """
+        plan = {"plan": [{"id": "a", "step": "write a", "write_scope": ["src/a.txt"]}]}
+        moving = mesh.GitIntegrator._move_branch
+
+        async def killed(self: mesh.GitIntegrator, commit: str, tip: str, key: str) -> list[str]:
+            await self.workspaces.target()("update-ref", "refs/heads/main", commit, tip)
+            raise Killed
+
+        def coder(ws: mesh.typing.WorkspaceSource) -> mesh.CallableCoder:
+            return mesh.CallableCoder(
+                ws, lambda request, tree: (tree / "src" / "a.txt").write_text("a\n")
+            )
+
+        for case in ("mesh's own", "swapped"):
+            fresh = make_repo(tmp_path / case / "repo")
+            out = tmp_path / case / "out"
+            monkeypatch.setattr(mesh.GitIntegrator, "_move_branch", killed)
+            with pytest.raises(BaseExceptionGroup):
+                await mesh.run_in_repository(
+                    plan,
+                    repo=fresh,
+                    out=out,
+                    coder=coder,
+                    delivery_mode=mesh.DeliveryMode.COMMIT_FIRST,
+                    default_proof_command="true",
+                    run_id="run",
+                )
+            monkeypatch.setattr(mesh.GitIntegrator, "_move_branch", moving)
+            made = git(fresh, "rev-parse", "main")
+            assert not (fresh / "src" / "a.txt").exists()  # the checkout was not reached
+            if case == "swapped":
+                message = git(fresh, "cat-file", "commit", made).partition("\n\n")[2] + "\n"
+                parent = git(fresh, "rev-parse", "main~1")
+                made = forge_commit(fresh, parent, {"src/a.txt": "not a\n"}, message)
+                git(fresh, "update-ref", "refs/heads/main", made)
+            resumed = await mesh.resume_in_repository(out, coder=coder)
+            outcome = resumed.result.outcome("unit-001")
+            assert git(fresh, "rev-parse", "main") == made
+            if case == "mesh's own":
+                assert (outcome.state, outcome.artifact_ref) == ("completed", made)
+                assert (fresh / "src" / "a.txt").read_text() == "a\n"
+                assert git(fresh, "status", "--porcelain", "--untracked-files=no") == ""
+            else:
+                assert outcome.failure_code is mesh.FailureCode.DELIVERY_BLOCKED
+                assert not (fresh / "src" / "a.txt").exists()
+
+
 def forge_index_stat(repo: Path, name: str) -> None:
     """Rewrite ``name``'s stat data in the index to match the file now: git sees no change."""
     index_path = repo / ".git" / "index"
@@ -905,10 +1388,12 @@ class TestTheKeptState:
         with sqlite3.connect(store) as connection:
             (config,) = connection.execute("SELECT config FROM run").fetchone()
             document = json.loads(config)
-            document["target"] = {"branch": "main"}
-            connection.execute("UPDATE run SET config = ?", (json.dumps(document),))
-        with pytest.raises(mesh.MeshError, match="record of the target is damaged"):
-            await TestWhatHappensWhileNoOneRuns.resume(tmp_path / "out")
+            for damaged in ({"branch": "main"}, "not a record"):
+                document["target"] = damaged
+                connection.execute("UPDATE run SET config = ?", (json.dumps(document),))
+                connection.commit()
+                with pytest.raises(mesh.MeshError, match="record of the target is damaged"):
+                    await TestWhatHappensWhileNoOneRuns.resume(tmp_path / "out")
         with sqlite3.connect(store) as connection:
             del document["target"]
             connection.execute("UPDATE run SET config = ?", (json.dumps(document),))
