@@ -78,6 +78,7 @@ from ._ledger import occurred as occurred
 from ._ledger import occurred_events as occurred_events
 from ._lifecycle import Trigger as Trigger
 from ._lifecycle import UnitState as UnitState
+from ._owner import RunOwned as RunOwned
 from ._patch import FileChange as FileChange
 from ._patch import patch_changes as patch_changes
 from ._patch import scope_problems as scope_problems
@@ -216,6 +217,7 @@ __all__ = [
     "Roles",
     "RunFailed",
     "RunMetrics",
+    "RunOwned",
     "RunResult",
     "RunStatistics",
     "RunStore",

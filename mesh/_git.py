@@ -34,6 +34,7 @@ import attrs
 
 from ._enums import FailureCode
 from ._errors import MeshError
+from ._owner import owner_environment
 from ._process import key_line
 
 __all__ = ["Git", "GitError", "GitResult", "git", "safe_git_environment"]
@@ -124,7 +125,7 @@ def safe_git_environment(extra: Mapping[str, str] | None = None) -> dict[str, st
         for name, value in os.environ.items()
         if not name.startswith("GIT_") or name in _KEPT_GIT_VARIABLES
     }
-    return {**kept, **_ENVIRONMENT, **(extra or {})}
+    return {**kept, **_ENVIRONMENT, **owner_environment(), **(extra or {})}
 
 
 @attrs.frozen(kw_only=True)

@@ -52,6 +52,7 @@ from ._errors import MeshError
 from ._files import atomic_write_text
 from ._gate import gate_problems
 from ._git import Git, GitError
+from ._owner import stale_locks
 from ._process import key_line
 from ._roles import DeliveryRequest, result_document
 from ._target import Target, TargetState
@@ -318,18 +319,36 @@ class GitIntegrator:
             made = {}  # something foreign under them: deliveries stay blocked, with evidence
         # Only a commit mesh made, or one it recorded as delivered, reaches a checkout.
         trusted = tip is not None and (bool(made) or tip == last)
+        checkouts = []
         for checkout in await target.checkouts(branch):
             admin = await target.admin_dir(checkout)
-            if admin is None:
-                continue  # a broken checkout: the next delivery says so
-            # The dead process's lock: nothing else writes a checkout mesh delivers to.
-            (admin / "index.lock").unlink(missing_ok=True)
+            if admin is not None:  # a broken checkout: the next delivery says so
+                checkouts.append((checkout, admin))
+        await self._clear_stale_locks(branch, [admin for _, admin in checkouts])
+        for checkout, _ in checkouts:
             if trusted and tip is not None:
                 await self._bring_forward_after_crash(checkout, tip)
         await self.prepare(baseline)
         if baseline is not None:
             self._tip = self._start_tip = tip if made else last
         self._made = made
+
+    async def _clear_stale_locks(self, branch: str, admins: Sequence[Path]) -> None:
+        """
+        Remove the git locks a killed delivery can leave whose writer is gone.
+
+        ``update-ref`` locks the branch (and ``HEAD``, whose log it writes), and
+        ``read-tree`` a checkout's index. A lock some live process holds open
+        stays: the delivery then reports it.
+        """
+        common = self._target.common
+        candidates = [common / "HEAD.lock"]
+        if branch:
+            candidates.append(common / "refs" / "heads" / f"{branch}.lock")
+        for admin in admins:
+            candidates += [admin / "index.lock", admin / "HEAD.lock"]
+        for lock in await anyio.to_thread.run_sync(stale_locks, candidates):
+            await anyio.Path(lock).unlink(missing_ok=True)
 
     async def _own_commits(
         self, tip: str | None, last: str | None, pending: Mapping[str, DeliveryRequest]

@@ -41,6 +41,7 @@ import anyio.abc
 import attrs
 
 from ._files import force_remove
+from ._owner import owner_environment
 from ._sandbox import Sandbox, find_sandbox, pid_namespace, require_sandbox
 
 __all__ = ["CommandResult", "key_line", "run_command"]
@@ -234,10 +235,13 @@ async def _run(
         writable=writable,
         private=private,
     )
+    # Marked as the run owner's, so that a next owner finds it if this process dies.
+    marks = owner_environment()
+    environment = {**(os.environ if env is None else env), **marks} if marks else env
     process = await anyio.open_process(
         argv,
         cwd=cwd,
-        env=dict(env) if env is not None else None,
+        env=dict(environment) if environment is not None else None,
         stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,

@@ -25,12 +25,13 @@ from ._events import CallbackSink, LedgerEvent, LedgerSink, ledger_text
 from ._executors import Executor, LocalExecutor
 from ._files import atomic_write_text
 from ._integrator import GitIntegrator
+from ._owner import end_leftovers, owning
 from ._records import BudgetDecision, Plan, Unit
 from ._resume import resume_point
 from ._roles import Adapter, AuthorRequest, DeliveryRequest, LeaseTable, Roles
 from ._sandbox import Sandbox
 from ._scheduler import Orchestrator, ResumePoint, RunResult, _plan_units
-from ._store import STORE_FILE, RunStore
+from ._store import STORE_FILE, RunStore, StoreError
 from ._target import TargetState, open_target
 from ._text import one_line, text_problem
 from ._workspaces import WorkspaceManager, WorkspaceSource, repository_top
@@ -161,37 +162,39 @@ async def run_in_repository(
     await repository_top(repo)  # a missing folder or repository, before anything is made
     top = await anyio.Path(repo).resolve()
     folder = Path(out)
-    # The target as the run found it: what every delivery, resumed ones too, is checked against.
-    target = await open_target(Path(top), own_outputs=[folder])
-    baseline = await target.snapshot(branch)
-    await anyio.Path(folder).mkdir(parents=True, exist_ok=True)
-    config = {
-        "plan": _plan_document(plan),
-        "repo": str(top),
-        "delivery_mode": delivery_mode.value if delivery_mode else None,
-        "default_proof_command": default_proof_command,
-        "branch": branch,
-        "proof_timeout": proof_timeout,
-        "call_timeout": call_timeout,
-        "pool_size": pool_size,
-        "target": baseline.to_document(),
-        **(extra_config or {}),
-    }
-    store = RunStore.create(folder / STORE_FILE, run_id=identifier, config=config)
-    with store:
-        return await _execute(
-            plan,
-            store=store,
-            folder=folder,
-            coder=coder,
-            reducer=reducer,
-            fixer=fixer,
-            budget=budget,
-            on_event=on_event,
-            resume=None,
-            executor=executor,
-            sandbox=sandbox,
-        )
+    # One process at a time: a second run into this folder is refused before any work.
+    with owning(folder):
+        # The target as the run found it: what every delivery, resumed ones too, is checked against.
+        target = await open_target(Path(top), own_outputs=[folder])
+        baseline = await target.snapshot(branch)
+        await anyio.Path(folder).mkdir(parents=True, exist_ok=True)
+        config = {
+            "plan": _plan_document(plan),
+            "repo": str(top),
+            "delivery_mode": delivery_mode.value if delivery_mode else None,
+            "default_proof_command": default_proof_command,
+            "branch": branch,
+            "proof_timeout": proof_timeout,
+            "call_timeout": call_timeout,
+            "pool_size": pool_size,
+            "target": baseline.to_document(),
+            **(extra_config or {}),
+        }
+        store = RunStore.create(folder / STORE_FILE, run_id=identifier, config=config)
+        with store:
+            return await _execute(
+                plan,
+                store=store,
+                folder=folder,
+                coder=coder,
+                reducer=reducer,
+                fixer=fixer,
+                budget=budget,
+                on_event=on_event,
+                resume=None,
+                executor=executor,
+                sandbox=sandbox,
+            )
 
 
 async def resume_in_repository(
@@ -218,8 +221,37 @@ async def resume_in_repository(
 
     .. versionadded:: 0.1.0
     """
-    folder = Path(out)
-    store = RunStore.open(folder / STORE_FILE if await anyio.Path(folder).is_dir() else folder)
+    given = Path(out)
+    path = given / STORE_FILE if await anyio.Path(given).is_dir() else given
+    if not await anyio.Path(path).is_file():
+        raise StoreError(f"{path}: no run store there")
+    with owning(path.parent) as ownership:
+        # What the dead owner left running (a git command, a proof) ends before anything else.
+        await end_leftovers(ownership.previous)
+        return await _resume(
+            path,
+            coder=coder,
+            reducer=reducer,
+            fixer=fixer,
+            budget=budget,
+            on_event=on_event,
+            executor=executor,
+            sandbox=sandbox,
+        )
+
+
+async def _resume(
+    path: Path,
+    *,
+    coder: Callable[[WorkspaceSource], Adapter[AuthorRequest]],
+    reducer: Callable[[WorkspaceSource], Adapter[AuthorRequest]] | None,
+    fixer: Adapter[Any] | None,
+    budget: BudgetDecision | None,
+    on_event: Callable[[LedgerEvent], object] | None,
+    executor: Executor | None,
+    sandbox: Sandbox | None,
+) -> RepositoryRun:
+    store = RunStore.open(path)
     with store:
         point = resume_point(store.events())
         # The store is the record: the JSON-lines copy may run ahead of it (batched

@@ -26,6 +26,7 @@ from ._errors import InputError, OptionError, PathCollisionError
 from ._events import LedgerEvent
 from ._files import StrPath, atomic_write_text, ensure_distinct, read_text
 from ._git import git
+from ._owner import owning
 from ._ray import RayExecutor
 from ._repo_run import RepositoryRun, resume_in_repository, run_in_repository
 from ._report import prose_ledger, render_report
@@ -320,6 +321,12 @@ def resume(
     .. versionadded:: 0.1.0
     """
     path = _store_path(run, runs)
+    # Owned before anything else is done (`resume_in_repository` keeps this ownership).
+    with owning(path.parent):
+        return _resume(path, ray=ray, console=console)
+
+
+def _resume(path: Path, *, ray: str | None, console: Console | None) -> RunReport:
     with RunStore.open(path) as store:
         options = store.config.get("cli")
     if not isinstance(options, dict):
@@ -439,21 +446,29 @@ def demo(*, folder: StrPath | None = None, console: Console | None = None) -> Ru
             if root.is_dir() and any(root.iterdir()):
                 raise InputError(f"--folder {folder}: not empty")
         repo, plan, script = anyio.run(create_demo_repository, root)
-        report = run(
-            plan=plan,
-            repo=repo,
-            coder_command=demo_coder_command(script),
-            delivery=DeliveryMode.COMMIT_FIRST.value,
-            out=root / "out",
-            console=console,
+        return _with_history(
+            run(
+                plan=plan,
+                repo=repo,
+                coder_command=demo_coder_command(script),
+                delivery=DeliveryMode.COMMIT_FIRST.value,
+                out=root / "out",
+                console=console,
+            ),
+            repo,
+            kept=folder is not None,
         )
-        history = anyio.run(_history, repo)
-        text = f"{report.text}\n\nThe demo repository's history:\n{history}"
-        if folder is None:
-            text += "\n(The demo folder was temporary; pass --folder PATH to keep it.)"
-        else:
-            text += f"\nThe demo repository is {repo}."
-        return attrs.evolve(report, text=text)
+
+
+def _with_history(report: RunReport, repo: Path, *, kept: bool) -> RunReport:
+    """The demo's report, followed by the repository's history and where it is."""
+    history = anyio.run(_history, repo)
+    text = f"{report.text}\n\nThe demo repository's history:\n{history}"
+    if kept:
+        text += f"\nThe demo repository is {repo}."
+    else:
+        text += "\n(The demo folder was temporary; pass --folder PATH to keep it.)"
+    return attrs.evolve(report, text=text)
 
 
 async def _history(repo: Path) -> str:

@@ -93,6 +93,16 @@ class _TimedOut(Exception):
     pass
 
 
+@attrs.define
+class _Holder:
+    """A unit at work and the leases it holds, which the renewer keeps alive meanwhile."""
+
+    progress: UnitProgress
+    leases: dict[str, None]
+    work: anyio.CancelScope
+    lost: str | None = None
+
+
 @attrs.frozen(kw_only=True)
 class UnitCheckpoint:
     """
@@ -292,6 +302,16 @@ def _initial_plan_state(units: Sequence[Unit], plan: Plan | None) -> dict[str, A
     return document
 
 
+def _with_completed(plan_state: dict[str, Any], steps: Sequence[int]) -> dict[str, Any]:
+    """``plan_state`` with these steps marked completed (the steps are replaced, not changed)."""
+    if not steps:
+        return plan_state
+    marked = list(plan_state["plan"])
+    for index in steps:
+        marked[index] = {**marked[index], "status": "completed"}
+    return {**plan_state, "plan": marked}
+
+
 def _step_index(units: Sequence[Unit], plan: Plan | None) -> dict[str, int]:
     if plan is None:
         return {u.id: index for index, u in enumerate(units)}
@@ -387,6 +407,8 @@ class Orchestrator:
         self._ready: list[tuple[int, str]] = []
         self._changed = anyio.Event()
         self._lease_released = anyio.Event()
+        self._holders: dict[str, _Holder] = {}
+        self._lease_granted = anyio.Event()
         # One delivery at a time: each builds on the plan state the previous one wrote.
         self._delivery_lock = anyio.Lock()
         self._budget: BudgetDecision | None = None
@@ -475,6 +497,17 @@ class Orchestrator:
             metrics.emit(event)
         sinks = [metrics, *self._sinks, *((self._file_sink,) if self._file_sink else ())]
         self._resume = resume or ResumePoint()
+        # Units that completed before a restart stay completed in the plan state written next.
+        self._plan_state = _with_completed(
+            self._plan_state,
+            [
+                self._step_of[unit_id]
+                for unit_id, checkpoint in self._resume.checkpoints.items()
+                if checkpoint.outcome is not None
+                and checkpoint.outcome.state == "completed"
+                and unit_id in self._step_of
+            ],
+        )
         self._ledger = Ledger(
             run_id=self.run_id,
             sinks=sinks,
@@ -572,6 +605,7 @@ class Orchestrator:
     async def _run_all(self, units: Sequence[Unit]) -> None:
         self._start(units)
         async with anyio.create_task_group() as group:
+            group.start_soon(self._renew_leases)
             while True:
                 await self._read_budget()
                 while len(self._active) < self._governor.limit:
@@ -584,6 +618,7 @@ class Orchestrator:
                     break
                 await self._changed.wait()
                 self._changed = anyio.Event()
+            group.cancel_scope.cancel()  # the lease renewer: no unit is left to hold one
 
     def _start(self, units: Sequence[Unit]) -> None:
         """Dependencies, restored outcomes (when resuming) and the first ready units."""
@@ -707,9 +742,17 @@ class Orchestrator:
         self._progress[unit.id] = progress
         self._ledger.emit("unit_started", unit_id=unit.id, attempt=progress.attempt)
         leases: dict[str, None] = {}
+        holder = self._holders[unit.id] = _Holder(
+            progress=progress, leases=leases, work=anyio.CancelScope()
+        )
         try:
-            await self._drive(progress, leases)
+            with holder.work:
+                await self._drive(progress, leases)
+            if holder.work.cancelled_caught and holder.lost is not None:
+                # The renewer stopped the work: another unit may be writing its scope now.
+                self._fail(progress, FailureCode.SCOPE_OVERLAP_CONFLICT, holder.lost)
         finally:
+            del self._holders[unit.id]
             with anyio.CancelScope(shield=True):
                 await self._release(progress, leases)
             del self._active[unit.id]
@@ -1045,6 +1088,7 @@ class Orchestrator:
                 return answer
             if answer.decision is Decision.GRANT and answer.lease_id:
                 leases[answer.lease_id] = None
+                self._lease_granted.set()
                 return answer.lease_id
             # Denied work is requeued, never failed: wait for a release, or the lease TTL.
             self._ledger.emit(
@@ -1057,6 +1101,64 @@ class Orchestrator:
             released = self._lease_released
             deadline = self._clock.current_time() + self._lease_ttl_ms / 1000
             await self._until(released.wait, deadline)
+
+    async def _renew_leases(self) -> None:
+        """
+        Renew every held lease a third of the way through its life, while its holder works.
+
+        A lease so expires only when its holder is gone. One the locksmith will
+        not renew is lost: the holder's work stops (before delivery) and the unit
+        fails with ``scope_overlap_conflict``, since another may be writing now.
+        """
+        period = self._lease_ttl_ms / 3000
+        while True:
+            if not any(holder.leases for holder in self._holders.values()):
+                await self._lease_granted.wait()
+                self._lease_granted = anyio.Event()
+            await self._clock.sleep_until(self._clock.current_time() + period)
+            for holder in list(self._holders.values()):
+                if holder.leases and holder.lost is None:
+                    await self._renew(holder)
+
+    async def _renew(self, holder: _Holder) -> None:
+        progress = holder.progress
+        unit = progress.unit
+        request = LeaseRequest(
+            unit=unit,
+            candidate_id=f"{unit.id}-lease",
+            action="acquire",
+            holder=unit.id,
+            write_scope=unit.write_scope,
+            ttl_ms=self._lease_ttl_ms,
+        )
+        answer = await self._call(
+            Lane.LOCKSMITH, request, progress, request.candidate_id, action="renew"
+        )
+        granted = (
+            answer.lease_id
+            if isinstance(answer, WorkerResult) and answer.decision is Decision.GRANT
+            else None
+        )
+        if granted is not None and granted in holder.leases:
+            return
+        if granted is not None:
+            # Granted anew (the held lease was gone, or the unit finished meanwhile): not
+            # a lease any work holds, so it goes back at once, even as the run ends.
+            with anyio.CancelScope(shield=True):
+                await self._release(progress, {granted: None})
+        if self._holders.get(unit.id) is not holder:
+            return  # the unit finished while its lease was being renewed
+        reason = (
+            answer.evidence
+            if isinstance(answer, _CallFailure)
+            else "it had expired"
+            if granted is not None
+            else answer.notes or answer.proof_evidence.key_line or answer.decision.value
+        )
+        holder.lost = f"the lease on {list(unit.write_scope)} was lost: {reason}"
+        self._ledger.emit("lease_lost", unit_id=unit.id, attempt=progress.attempt, reason=reason)
+        if progress.state != UnitState.FIXER_ACCEPT:  # a delivery under way finishes
+            holder.work.cancel()
 
     async def _release(self, progress: UnitProgress, leases: dict[str, None]) -> None:
         for lease_id in list(leases):
@@ -1154,10 +1256,7 @@ class Orchestrator:
         proof = progress.proofs[accepted]
         assert proof is not None  # noqa: S101 - the quorum gate already required a passing proof
         # A shallow copy: steps are replaced, never changed in place, so they can be shared.
-        steps = list(self._plan_state["plan"])
-        index = self._step_of[unit.id]
-        steps[index] = {**steps[index], "status": "completed"}
-        plan_state = {**self._plan_state, "plan": steps}
+        plan_state = _with_completed(self._plan_state, [self._step_of[unit.id]])
         key = f"{self.run_id}/{unit.id}"
         # Recorded before the side effect, so that a restart knows to check the repository.
         self._ledger.emit(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import sqlite3
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -58,11 +59,14 @@ class StoreError(MeshError):
     .. versionadded:: 0.1.0
     """
 
-    code = FailureCode.TOOLING_UNAVAILABLE
+    default_code = FailureCode.TOOLING_UNAVAILABLE
 
 
 def _row_event(run_id: str, row: tuple[Any, ...]) -> LedgerEvent:
     seq, event, at, unit_id, candidate_id, lane, attempt, duration_ms, data = row
+    fields = json.loads(data)
+    if not isinstance(fields, dict):
+        raise TypeError("its data is not a JSON object")
     return LedgerEvent(
         event=event,
         run_id=run_id,
@@ -73,8 +77,16 @@ def _row_event(run_id: str, row: tuple[Any, ...]) -> LedgerEvent:
         lane=Lane(lane) if lane else None,
         attempt=attempt,
         duration_ms=duration_ms,
-        data=json.loads(data),
+        data=fields,
     )
+
+
+def _sync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 @contextlib.contextmanager
@@ -94,11 +106,24 @@ def _checked(connection: sqlite3.Connection, target: Path) -> tuple[str, str]:
     (version,) = connection.execute("PRAGMA user_version").fetchone()
     if version != SCHEMA_VERSION:
         raise StoreError(f"{target} is not a mesh run store (schema version {version})")
-    run_id, config = connection.execute("SELECT run_id, config FROM run").fetchone()
+    found = connection.execute("SELECT run_id, config FROM run").fetchall()
+    if len(found) != 1:
+        raise StoreError(f"{target} is damaged: {len(found)} run records, not one")
+    run_id, config = found[0]
     count, last = connection.execute("SELECT COUNT(*), MAX(seq) FROM events").fetchone()
     if count != (last or 0):
         raise StoreError(f"{target} is missing events: {count} recorded, numbered up to {last}")
     return str(run_id), str(config)
+
+
+def _config(text: str, target: Path) -> dict[str, Any]:
+    try:
+        config = json.loads(text)
+    except ValueError as exc:
+        raise StoreError(f"{target} is damaged: its configuration is not JSON ({exc})") from None
+    if not isinstance(config, dict):
+        raise StoreError(f"{target} is damaged: its configuration is not a JSON object")
+    return config
 
 
 class RunStore:
@@ -148,20 +173,37 @@ class RunStore:
         target = Path(path)
         if target.exists():
             raise StoreError(f"{target}: a run store is already there")
+        # Made whole under a private name, then linked into place: a kill at any moment
+        # leaves either no store or a complete one, never half of one.
+        draft = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.draft")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
+            writing = sqlite3.connect(draft, isolation_level=None)
+            try:
+                with writing:
+                    writing.execute("BEGIN")
+                    writing.executescript(_SCHEMA)
+                    writing.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                    writing.execute(
+                        "INSERT INTO run (run_id, config) VALUES (?, ?)",
+                        (run_id, json_line(config).removesuffix("\n")),
+                    )
+            finally:
+                writing.close()
+            _sync(draft)
+            try:
+                os.link(draft, target)
+            except FileExistsError:
+                raise StoreError(f"{target}: a run store is already there") from None
+            _sync(target.parent)
             connection = sqlite3.connect(target, isolation_level=None)
-            cls._configure(connection, synchronous)
-            with connection:
-                connection.execute("BEGIN")
-                connection.executescript(_SCHEMA)
-                connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-                connection.execute(
-                    "INSERT INTO run (run_id, config) VALUES (?, ?)",
-                    (run_id, json_line(config).removesuffix("\n")),
-                )
+            with _closed_on_error(connection):
+                cls._configure(connection, synchronous)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot create the run store {target}: {exc}") from exc
+        finally:
+            with contextlib.suppress(OSError):
+                draft.unlink(missing_ok=True)
         return cls(connection, target, run_id, config, batch_size=batch_size)
 
     @classmethod
@@ -183,7 +225,7 @@ class RunStore:
                 run_id, config = _checked(connection, target)
         except sqlite3.Error as exc:
             raise StoreError(f"{target} is not a readable mesh run store: {exc}") from exc
-        return cls(connection, target, run_id, json.loads(config), batch_size=batch_size)
+        return cls(connection, target, run_id, _config(config, target), batch_size=batch_size)
 
     def __enter__(self) -> Self:
         return self
@@ -242,7 +284,10 @@ class RunStore:
             "FROM events ORDER BY seq"
         )
         for row in cursor:
-            yield _row_event(self.run_id, row)
+            try:
+                yield _row_event(self.run_id, row)
+            except (ValueError, TypeError) as exc:  # JSON, a lane, a field of the wrong type
+                raise StoreError(f"{self.path} is damaged: event {row[0]}: {exc}") from None
 
     @property
     def last_seq(self) -> int:

@@ -96,14 +96,20 @@ class TestTheBranch:
         assert result.proof_evidence.key_line == "branch missing has no commit to deliver onto"
 
 
+def main_checked_out_elsewhere(repo: Path, tmp_path: Path, branch: str) -> Path:
+    """The repository switched to a new ``branch``, ``main`` checked out in a linked worktree."""
+    git(repo, "checkout", "-q", "-b", branch)
+    linked = tmp_path / "linked"
+    git(repo, "worktree", "add", "-q", str(linked), "main")
+    return linked
+
+
 class TestTheCheckouts:
     async def test_a_checkout_that_cannot_be_read(
         self, repo: Path, workspaces: mesh.WorkspaceManager, tmp_path: Path
     ) -> None:
         """A checkout of the branch whose git link is broken blocks the delivery."""
-        git(repo, "checkout", "-q", "-b", "main2")
-        linked = tmp_path / "linked"
-        git(repo, "worktree", "add", "-q", str(linked), "main")
+        linked = main_checked_out_elsewhere(repo, tmp_path, "main2")
         integrator = mesh.GitIntegrator(workspaces, artifacts=tmp_path / "out", branch="main")
         await integrator.prepare()
         request = request_for(repo, {"src/util.py": "VALUE = 2\n"})
@@ -117,9 +123,7 @@ class TestTheCheckouts:
         self, repo: Path, workspaces: mesh.WorkspaceManager, tmp_path: Path
     ) -> None:
         """The branch checked out in a linked worktree is brought forward there."""
-        git(repo, "checkout", "-q", "-b", "other")
-        linked = tmp_path / "linked"
-        git(repo, "worktree", "add", "-q", str(linked), "main")
+        linked = main_checked_out_elsewhere(repo, tmp_path, "other")
         integrator = mesh.GitIntegrator(workspaces, artifacts=tmp_path / "out", branch="main")
         result = await deliver(integrator, request_for(repo, {"src/util.py": "VALUE = 2\n"}))
         assert result.decision is mesh.Decision.INTEGRATED_COMMIT
@@ -468,13 +472,20 @@ class TestRecoveryEdges:
         self, repo: Path, workspaces: mesh.WorkspaceManager, tmp_path: Path
     ) -> None:
         """Recovery skips a broken checkout's lock and a branch that does not exist yet."""
-        git(repo, "checkout", "-q", "-b", "other")
-        linked = tmp_path / "linked"
-        git(repo, "worktree", "add", "-q", str(linked), "main")
+        linked = main_checked_out_elsewhere(repo, tmp_path, "other")
         (linked / ".git").write_text("gitdir: /nowhere\n")
         await mesh.GitIntegrator(workspaces, artifacts=tmp_path / "out", branch="main").recover()
         await mesh.GitIntegrator(workspaces, artifacts=tmp_path / "out", branch="none").recover()
         assert git(repo, "status", "--porcelain") == ""
+
+    async def test_a_detached_head(
+        self, repo: Path, workspaces: mesh.WorkspaceManager, tmp_path: Path
+    ) -> None:
+        """No branch to deliver to: no branch lock to look at, nothing to bring forward."""
+        git(repo, "checkout", "-q", "--detach")
+        (repo / ".git" / "HEAD.lock").write_text("")  # a dead writer's
+        await mesh.GitIntegrator(workspaces, artifacts=tmp_path / "out").recover()
+        assert not (repo / ".git" / "HEAD.lock").exists()
 
     async def test_a_branch_not_born_yet(
         self, repo: Path, workspaces: mesh.WorkspaceManager, tmp_path: Path

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import random
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import attrs
@@ -68,6 +73,20 @@ class TestRunStore:
         with pytest.raises(mesh.StoreError, match="already there"):
             mesh.RunStore.create(path, run_id="r2", config={})
 
+    def test_a_store_made_meanwhile_is_never_replaced(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Another process made the store between the check and the link: refused, kept."""
+        path = tmp_path / "run.sqlite"
+        mesh.RunStore.create(path, run_id="r1", config={"first": True}).close()
+        monkeypatch.setattr(Path, "exists", lambda self: False)
+        with pytest.raises(mesh.StoreError, match="already there"):
+            mesh.RunStore.create(path, run_id="r2", config={})
+        monkeypatch.undo()
+        with mesh.RunStore.open(path) as kept:
+            assert kept.config == {"first": True}
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["run.sqlite"]
+
     def test_create_where_it_cannot(self, tmp_path: Path) -> None:
         """A folder in the way is a clear error."""
         (tmp_path / "file").write_text("x")
@@ -118,6 +137,81 @@ class TestRunStore:
                 store.emit(event(3))
         with pytest.raises(mesh.StoreError, match=message.replace("(", r"\(").replace(")", r"\)")):
             mesh.RunStore.open(path)
+
+    @pytest.mark.parametrize(
+        ("damage", "sql", "message"),
+        [
+            ("no run row", "DELETE FROM run", "is damaged: 0 run records, not one"),
+            ("two run rows", "INSERT INTO run VALUES ('r2', '{}')", "2 run records, not one"),
+            ("config not JSON", "UPDATE run SET config = '{'", "its configuration is not JSON"),
+            ("config a list", "UPDATE run SET config = '[]'", "configuration is not a JSON object"),
+        ],
+    )
+    def test_damaged_run_record(self, tmp_path: Path, damage: str, sql: str, message: str) -> None:
+        """A run record missing, doubled or unreadable: a StoreError, never a crash."""
+        path = tmp_path / "run.sqlite"
+        mesh.RunStore.create(path, run_id="r1", config={}).close()
+        with sqlite3.connect(path) as raw:
+            raw.execute(sql)
+        raw.close()
+        with pytest.raises(mesh.StoreError, match=message):
+            mesh.RunStore.open(path)
+
+    @pytest.mark.parametrize(
+        ("sql", "message"),
+        [
+            ("UPDATE events SET data = 'not json' WHERE seq = 2", "event 2: Expecting value"),
+            ("UPDATE events SET lane = 'nobody' WHERE seq = 2", "event 2: 'nobody' is not a valid"),
+            ("UPDATE events SET data = '[1]' WHERE seq = 2", "event 2: "),
+        ],
+    )
+    def test_damaged_event(self, tmp_path: Path, sql: str, message: str) -> None:
+        """An event whose data is not JSON, or names no lane: a StoreError naming it."""
+        path = tmp_path / "run.sqlite"
+        with mesh.RunStore.create(path, run_id="r1", config={}) as store:
+            for seq in (1, 2, 3):
+                store.emit(event(seq, unit_id="u1", lane=mesh.Lane.CODER))
+        with sqlite3.connect(path) as raw:
+            raw.execute(sql)
+        raw.close()
+        with mesh.RunStore.open(path) as store, pytest.raises(mesh.StoreError, match=message):
+            list(store.events())
+
+    def test_creation_is_all_or_nothing_under_kill_9(self, tmp_path: Path) -> None:
+        """
+        Killed at random moments while creating stores: each is absent or whole.
+
+        Never a file that is "not a mesh run store" and that a new run refuses to replace.
+        """
+        script = (
+            "import sys, mesh\n"
+            "print('ready', flush=True)\n"
+            "for n in range(10_000):\n"
+            "    path = f'{sys.argv[1]}/{n}/run.sqlite'\n"
+            "    mesh.RunStore.create(path, run_id='r', config={'n': n}).close()\n"
+        )
+        rounds = random.Random(20261129)
+        for round_ in range(12):
+            folder = tmp_path / str(round_)
+            folder.mkdir()
+            with subprocess.Popen(
+                [sys.executable, "-c", script, str(folder)], stdout=subprocess.PIPE, text=True
+            ) as child:
+                assert child.stdout is not None
+                assert child.stdout.readline() == "ready\n"
+                while not (folder / "0" / "run.sqlite").exists():  # however loaded the machine
+                    time.sleep(0.001)
+                time.sleep(rounds.uniform(0, 0.2))
+                child.send_signal(signal.SIGKILL)
+            stores = sorted(folder.glob("*/run.sqlite"))
+            assert stores, "the child made no store before its kill"
+            for store in stores:
+                with mesh.RunStore.open(store) as opened:
+                    assert opened.config == {"n": int(store.parent.name)}
+            # Where the kill landed, a new store can be made (a draft left is never in the way).
+            for leftover in folder.iterdir():
+                if not (leftover / "run.sqlite").exists():
+                    mesh.RunStore.create(leftover / "run.sqlite", run_id="r", config={}).close()
 
     def test_write_failure(self, tmp_path: Path) -> None:
         """A failed commit is a StoreError naming the store."""
