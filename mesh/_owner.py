@@ -73,6 +73,8 @@ class OwnerRecord:
     host: str
     started: float
     token: str
+    inherited: tuple[str, ...] = ()
+    """Tokens of earlier owners whose processes this one has not yet seen ended."""
 
     def describe(self) -> str:
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started))
@@ -87,8 +89,9 @@ def _read(text: str) -> OwnerRecord | None:
             host=str(document["host"]),
             started=float(document["started"]),
             token=str(document["token"]),
+            inherited=tuple(map(str, document.get("inherited", ()))),
         )
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, AttributeError):
         return None  # written halfway by an owner that died: nobody to name
 
 
@@ -130,6 +133,7 @@ class RunOwnership:
         self.previous = previous
         """The owner before this one (dead by now), if it left its record."""
         self._descriptor: int | None = descriptor
+        self._store: int | None = None
         self._reset: contextvars.Token[RunOwnership | None] | None = None
 
     @classmethod
@@ -156,22 +160,58 @@ class RunOwnership:
                 "or stop it (`mesh status` works meanwhile)"
             ) from None
         previous = _read(_read_all(descriptor))
+        # Until this owner has seen them ended, the processes of every earlier owner are
+        # its charge: killed before it did, it hands them on to the next.
+        inherited = (previous.token, *previous.inherited) if previous is not None else ()
         record = OwnerRecord(
             pid=os.getpid(),
             host=socket.gethostname(),
             started=time.time(),
             token=secrets.token_hex(16),
+            inherited=tuple(dict.fromkeys(inherited)),
         )
-        text = json.dumps(attrs.asdict(record)).encode()
-        os.ftruncate(descriptor, 0)
-        os.pwrite(descriptor, text, 0)
+        _write(descriptor, record)
         return cls(path.resolve(), descriptor, record, previous)
+
+    async def settle(self, *, grace: float = 5.0) -> list[int]:
+        """
+        End what earlier owners left running (see `end_leftovers`); their pids.
+
+        Once none is left, this owner's record stops naming them.
+        """
+        ended = await end_leftovers(self.record.inherited, grace=grace)
+        if self.record.inherited and self._descriptor is not None:
+            self.record = attrs.evolve(self.record, inherited=())
+            _write(self._descriptor, self.record)
+        return ended
+
+    def hold_store(self, store: Path) -> None:
+        """
+        Lock the run store too, for as long as this ownership lasts.
+
+        The owner file can be deleted by hand while its lock is held, and a new
+        one locked: the store cannot be replaced without losing the run.
+        """
+        try:
+            descriptor = os.open(store, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return  # no store: opening it says so
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            raise RunOwned(
+                f"the run in {one_line(str(self.folder))} is owned by another process "
+                f"(its store {one_line(store.name)} is locked): wait for it to end, or stop it"
+            ) from None
+        self._store = descriptor
 
     def release(self) -> None:
         """Let go (the record stays, naming the last owner)."""
-        if self._descriptor is not None:
-            os.close(self._descriptor)  # closing the only descriptor drops the lock
-            self._descriptor = None
+        for descriptor in (self._store, self._descriptor):
+            if descriptor is not None:
+                os.close(descriptor)  # closing the only descriptor drops its lock
+        self._store = self._descriptor = None
 
     def __enter__(self) -> Self:
         self._reset = _current.set(self)
@@ -184,17 +224,23 @@ class RunOwnership:
         self.release()
 
 
+def _write(descriptor: int, record: OwnerRecord) -> None:
+    text = json.dumps(attrs.asdict(record)).encode()
+    os.ftruncate(descriptor, 0)
+    os.pwrite(descriptor, text, 0)
+
+
 def _read_all(descriptor: int) -> str:
     return os.pread(descriptor, 1 << 16, 0).decode(errors="replace")
 
 
-def _marked(token: str) -> list[int]:
-    """Live processes (not this one) whose environment carries ``token``."""
-    needle = f"{OWNER_VARIABLE}={token}".encode()
+def _marked(tokens: Sequence[str]) -> list[int]:
+    """Live processes (not this one) whose environment carries one of ``tokens``."""
+    needles = {f"{OWNER_VARIABLE}={token}".encode() for token in tokens}
     found = []
     for entry in _processes(but=os.getpid()):
         with contextlib.suppress(OSError):
-            if needle in (entry / "environ").read_bytes().split(b"\0"):
+            if needles.intersection((entry / "environ").read_bytes().split(b"\0")):
                 found.append(int(entry.name))
     return found
 
@@ -212,22 +258,22 @@ def _signal_all(pids: Iterable[int], number: int) -> None:
             os.kill(pid, number)
 
 
-async def end_leftovers(previous: OwnerRecord | None, *, grace: float = 5.0) -> list[int]:
+async def end_leftovers(tokens: Sequence[str], *, grace: float = 5.0) -> list[int]:
     """
-    End every process a dead owner started that is still running; their pids.
+    End every process started by dead owners (by their ``tokens``) still running; pids.
 
     SIGTERM first (git removes its own lock files then), SIGKILL after ``grace``
     seconds; returns once none is left. Nothing to do without /proc.
     """
-    if previous is None:
+    if not tokens:
         return []
-    found = await anyio.to_thread.run_sync(_marked, previous.token)
+    found = await anyio.to_thread.run_sync(_marked, tokens)
     if not found:
         return []
     _signal_all(found, signal.SIGTERM)
     deadline = anyio.current_time() + grace
     killed = False
-    while alive := await anyio.to_thread.run_sync(_marked, previous.token):
+    while alive := await anyio.to_thread.run_sync(_marked, tokens):
         if not killed and anyio.current_time() >= deadline:
             _signal_all(alive, signal.SIGKILL)
             killed = True

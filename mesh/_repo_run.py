@@ -13,7 +13,7 @@ import os
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import anyio
 import attrs
@@ -25,7 +25,7 @@ from ._events import CallbackSink, LedgerEvent, LedgerSink, ledger_text
 from ._executors import Executor, LocalExecutor
 from ._files import atomic_write_text
 from ._integrator import GitIntegrator
-from ._owner import end_leftovers, owning
+from ._owner import owning
 from ._records import BudgetDecision, Plan, Unit
 from ._resume import resume_point
 from ._roles import Adapter, AuthorRequest, DeliveryRequest, LeaseTable, Roles
@@ -163,7 +163,8 @@ async def run_in_repository(
     top = await anyio.Path(repo).resolve()
     folder = Path(out)
     # One process at a time: a second run into this folder is refused before any work.
-    with owning(folder):
+    with owning(folder) as ownership:
+        await ownership.settle()
         # The target as the run found it: what every delivery, resumed ones too, is checked against.
         target = await open_target(Path(top), own_outputs=[folder])
         baseline = await target.snapshot(branch)
@@ -181,6 +182,7 @@ async def run_in_repository(
             **(extra_config or {}),
         }
         store = RunStore.create(folder / STORE_FILE, run_id=identifier, config=config)
+        ownership.hold_store(store.path)
         with store:
             return await _execute(
                 plan,
@@ -226,8 +228,9 @@ async def resume_in_repository(
     if not await anyio.Path(path).is_file():
         raise StoreError(f"{path}: no run store there")
     with owning(path.parent) as ownership:
-        # What the dead owner left running (a git command, a proof) ends before anything else.
-        await end_leftovers(ownership.previous)
+        ownership.hold_store(path)
+        # What dead owners left running (a git command, a proof) ends before anything else.
+        await ownership.settle()
         return await _resume(
             path,
             coder=coder,
@@ -253,6 +256,7 @@ async def _resume(
 ) -> RepositoryRun:
     store = RunStore.open(path)
     with store:
+        _check_config(store)
         point = resume_point(store.events())
         # The store is the record: the JSON-lines copy may run ahead of it (batched
         # commits) or end in half a line, so it is rewritten from the store.
@@ -272,6 +276,34 @@ async def _resume(
             executor=executor,
             sandbox=sandbox,
         )
+
+
+# What a resume reads from the configuration `run_in_repository` stored, and its types.
+_STORED: Final[Mapping[str, tuple[type, ...]]] = {
+    "repo": (str,),
+    "pool_size": (int,),
+    "proof_timeout": (int, float),
+    "call_timeout": (int, float, type(None)),
+}
+
+
+def stored_plan(config: Mapping[str, Any], path: Path) -> tuple[Unit, ...]:
+    """The units of the plan a store at ``path`` keeps; missing or unreadable, it is damage."""
+    if "plan" not in config:
+        raise StoreError(f"{path} is damaged: its configuration has no plan")
+    try:
+        return _plan_units(config["plan"])[0]
+    except InputError as exc:
+        raise StoreError(f"{path} is damaged: its plan: {exc}") from None
+
+
+def _check_config(store: RunStore) -> None:
+    """A resume's configuration, whole: a store damaged there is said before any work."""
+    stored_plan(store.config, store.path)
+    for key, kinds in _STORED.items():
+        value = store.config.get(key)
+        if not isinstance(value, kinds) or isinstance(value, bool):
+            raise StoreError(f"{store.path} is damaged: its configuration's {key!r} is unreadable")
 
 
 def _deliveries(history: Sequence[LedgerEvent]) -> tuple[list[str], dict[str, str]]:

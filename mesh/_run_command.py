@@ -28,11 +28,10 @@ from ._files import StrPath, atomic_write_text, ensure_distinct, read_text
 from ._git import git
 from ._owner import owning
 from ._ray import RayExecutor
-from ._repo_run import RepositoryRun, resume_in_repository, run_in_repository
+from ._repo_run import RepositoryRun, resume_in_repository, run_in_repository, stored_plan
 from ._report import prose_ledger, render_report
 from ._resume import UNIT_STATES, resume_point, states_at
 from ._sandbox import Sandbox, require_sandbox
-from ._scheduler import _plan_units
 from ._store import STORE_FILE, RunStore
 from ._text import one_line
 
@@ -367,8 +366,9 @@ def status(*, run: StrPath, runs: StrPath = "mesh-runs") -> dict[str, object]:
 
     .. versionadded:: 0.1.0
     """
-    run_id, config, events = _stored(run, runs)
-    units, _ = _plan_units(config["plan"])
+    path = _store_path(run, runs)
+    run_id, config, events = _stored(path, runs)
+    units = stored_plan(config, path)
     point = resume_point(events)
     states = states_at(point, [unit.id for unit in units])
     finished = bool(events) and events[-1].event == "run_finished"

@@ -110,16 +110,21 @@ def _checked(connection: sqlite3.Connection, target: Path) -> tuple[str, str]:
     if len(found) != 1:
         raise StoreError(f"{target} is damaged: {len(found)} run records, not one")
     run_id, config = found[0]
-    count, last = connection.execute("SELECT COUNT(*), MAX(seq) FROM events").fetchone()
+    count, first, last = connection.execute(
+        "SELECT COUNT(*), MIN(seq), MAX(seq) FROM events"
+    ).fetchone()
+    # Unique numbers from 1 up to their count: exactly 1..count, none missing or moved.
     if count != (last or 0):
         raise StoreError(f"{target} is missing events: {count} recorded, numbered up to {last}")
+    if count and first != 1:
+        raise StoreError(f"{target} is damaged: its events are numbered from {first}, not 1")
     return str(run_id), str(config)
 
 
 def _config(text: str, target: Path) -> dict[str, Any]:
     try:
         config = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise StoreError(f"{target} is damaged: its configuration is not JSON ({exc})") from None
     if not isinstance(config, dict):
         raise StoreError(f"{target} is damaged: its configuration is not a JSON object")
@@ -286,7 +291,7 @@ class RunStore:
         for row in cursor:
             try:
                 yield _row_event(self.run_id, row)
-            except (ValueError, TypeError) as exc:  # JSON, a lane, a field of the wrong type
+            except (ValueError, TypeError, RecursionError) as exc:  # JSON, a lane, a type
                 raise StoreError(f"{self.path} is damaged: event {row[0]}: {exc}") from None
 
     @property

@@ -177,6 +177,42 @@ class TestNamedKills:
         assert_like_the_reference(tmp_path, expected)
 
     @pytest.mark.timeout(300)
+    def test_a_resume_killed_as_it_took_over(self, tmp_path: Path, reference: Reference) -> None:
+        """
+        Killed in update-ref; the resume killed the moment it owned the run; resumed again.
+
+        The paused git of the first owner is the last one's charge too: ended, lock cleared.
+        """
+        plan, template, expected = reference
+        shutil.copytree(template, tmp_path / "repo", symlinks=True)
+        environment = slow_git_environment(tmp_path, "update-ref", "refs/heads/main")
+        run = subprocess.Popen(
+            [sys.executable, "-m", "mesh", "run", str(plan), "--repo", str(tmp_path / "repo"),
+             "--out", str(tmp_path / "out"), "--delivery", "commit_first",
+             "--coder-command", CODER, "--max-threads", "3"],
+            env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        marker = tmp_path / "paused"
+        wait_for(lambda: marker.exists() and marker.read_text().strip())
+        child = int(marker.read_text())
+        run.kill()
+        run.wait()
+        owner = tmp_path / "out" / "run.owner"
+        taking_over = subprocess.Popen(
+            [sys.executable, "-m", "mesh", "resume", str(tmp_path / "out")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for(lambda: f'"pid": {taking_over.pid},' in owner.read_text())
+        taking_over.send_signal(signal.SIGSTOP)  # frozen where it stood, then killed
+        taking_over.kill()
+        taking_over.wait()
+        resumed = resume(tmp_path / "out")
+        assert resumed.returncode == 0, resumed.stderr
+        assert not alive(child)
+        assert_like_the_reference(tmp_path, expected)
+
+    @pytest.mark.timeout(300)
     def test_killed_during_a_resume(self, tmp_path: Path, reference: Reference) -> None:
         """A run killed, its resume killed, resumed again: like one run."""
         expected = reference[2]

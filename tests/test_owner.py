@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -163,7 +164,71 @@ class TestOneOwner:
         assert mesh.commands.status(run=out)["run_id"] == "r1"
 
 
+LEAVE = (
+    "import os, subprocess, sys, time\n"
+    "from mesh._owner import RunOwnership\n"
+    "owned = RunOwnership.acquire(sys.argv[1])\n"
+    "if len(sys.argv) > 2:  # start a child that outlives this owner\n"
+    "    env = {**os.environ, 'MESH_RUN_OWNER': owned.record.token}\n"
+    "    print(subprocess.Popen(['sleep', '600'], env=env).pid, flush=True)\n"
+    "else:\n"
+    "    print('owned', flush=True)\n"
+    "time.sleep(600)\n"
+)
+
+
+def owner_killed(folder: Path, *, leave_child: bool) -> int | None:
+    """A process that owns the run (and leaves a child running), killed -9; the child's pid."""
+    extra = ["child"] if leave_child else []
+    with subprocess.Popen(
+        [sys.executable, "-c", LEAVE, str(folder), *extra], stdout=subprocess.PIPE, text=True
+    ) as owner:
+        assert owner.stdout is not None
+        line = owner.stdout.readline().strip()
+        owner.kill()
+    return int(line) if leave_child else None
+
+
 class TestLeftovers:
+    async def test_an_owner_killed_before_it_ended_the_leftovers_hands_them_on(
+        self, tmp_path: Path
+    ) -> None:
+        """A leaves a child; B takes over and is killed at once; C still ends A's child."""
+        child = owner_killed(tmp_path, leave_child=True)
+        assert child is not None
+        owner_killed(tmp_path, leave_child=False)
+        try:
+            with RunOwnership.acquire(tmp_path) as owned:
+                assert len(owned.record.inherited) == 2
+                assert child in await owned.settle(grace=0.5)
+                assert json.loads((tmp_path / OWNER_FILE).read_text())["inherited"] == []
+                assert await owned.settle() == []
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
+        assert (
+            not Path(f"/proc/{child}").exists()
+            or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]
+        )
+
+    def test_a_deleted_owner_file_does_not_make_two_owners(self, tmp_path: Path) -> None:
+        """The owner file removed by hand while the run lives: its store's lock still refuses."""
+        store = tmp_path / "run.sqlite"
+        mesh.RunStore.create(store, run_id="r1", config={}).close()
+        with RunOwnership.acquire(tmp_path) as first:
+            first.hold_store(store)
+            (tmp_path / OWNER_FILE).unlink()
+            with (
+                RunOwnership.acquire(tmp_path) as second,
+                pytest.raises(RunOwned, match=r"its store run\.sqlite is locked"),
+            ):
+                second.hold_store(store)
+        with RunOwnership.acquire(tmp_path) as third:
+            third.hold_store(store)
+            third.hold_store(tmp_path / "missing.sqlite")  # nothing to lock: opening says so
+
+
+class TestWhatDeadOwnersLeft:
     async def test_what_a_dead_owner_left_running_is_ended(self, tmp_path: Path) -> None:
         """Its children, even one that ignores SIGTERM, are ended before the next owner works."""
         record = OwnerRecord(pid=1, host="h", started=0.0, token="t" * 32)
@@ -179,7 +244,7 @@ class TestLeftovers:
         assert stubborn.stdout.readline() == "ready\n"
         stranger = subprocess.Popen(["sleep", "600"])
         try:
-            ended = await end_leftovers(record, grace=0.5)
+            ended = await end_leftovers([record.token], grace=0.5)
             assert set(ended) >= {polite.pid, stubborn.pid}
             assert polite.wait(timeout=5) == -signal.SIGTERM
             assert stubborn.wait(timeout=5) == -signal.SIGKILL
@@ -189,8 +254,8 @@ class TestLeftovers:
                 process.kill()
                 process.wait()
             stubborn.stdout.close()
-        assert await end_leftovers(record) == []
-        assert await end_leftovers(None) == []
+        assert await end_leftovers([record.token]) == []
+        assert await end_leftovers([]) == []
 
 
 class TestStaleLocks:

@@ -529,6 +529,46 @@ class TestCrashHarness:
         assert len(kill_points) >= min(30, KILLS * 3 // 4), sorted(kill_points)
 
 
+class TestDamagedConfigurations:
+    @pytest.mark.parametrize(
+        ("config", "message"),
+        [
+            ({}, "its configuration has no plan"),
+            ({"plan": {"plan": "not steps"}}, "is damaged: its plan: "),
+        ],
+    )
+    def test_status(self, tmp_path: Path, config: dict[str, object], message: str) -> None:
+        """A store whose plan is gone or unreadable: one StoreError, never a KeyError."""
+        mesh.RunStore.create(tmp_path / "run.sqlite", run_id="r1", config=config).close()
+        with pytest.raises(mesh.StoreError, match=message):
+            mesh.commands.status(run=tmp_path)
+
+    @pytest.mark.parametrize(
+        ("damage", "message"),
+        [
+            ({"repo": None}, "'repo' is unreadable"),
+            ({"repo": 5}, "'repo' is unreadable"),
+            ({"pool_size": True}, "'pool_size' is unreadable"),
+            ({"plan": None}, "its configuration has no plan"),
+        ],
+    )
+    async def test_resume(self, tmp_path: Path, damage: dict[str, object], message: str) -> None:
+        """A resume reads the stored options first: a damaged one stops it before any work."""
+        config = {
+            "plan": PLAN,
+            "repo": str(tmp_path),
+            "pool_size": 4,
+            "proof_timeout": 600.0,
+            "call_timeout": None,
+        }
+        out = tmp_path / "out"
+        stored = {key: value for key, value in (config | damage).items() if value is not None}
+        mesh.RunStore.create(out / "run.sqlite", run_id="r1", config=stored).close()
+        with pytest.raises(mesh.StoreError, match=message):
+            await mesh.resume_in_repository(out, coder=lambda ws: mesh.ScriptedCoder(ws, {}))
+        assert sorted(path.name for path in out.iterdir()) == ["run.owner", "run.sqlite"]
+
+
 class TestStoredRunCommands:
     def test_status_ledger_and_resume_errors(
         self, tmp_path: Path, repo: Path, monkeypatch: pytest.MonkeyPatch

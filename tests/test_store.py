@@ -145,12 +145,15 @@ class TestRunStore:
             ("two run rows", "INSERT INTO run VALUES ('r2', '{}')", "2 run records, not one"),
             ("config not JSON", "UPDATE run SET config = '{'", "its configuration is not JSON"),
             ("config a list", "UPDATE run SET config = '[]'", "configuration is not a JSON object"),
+            ("events renumbered", "UPDATE events SET seq = 0 WHERE seq = 1", "numbered from 0"),
         ],
     )
     def test_damaged_run_record(self, tmp_path: Path, damage: str, sql: str, message: str) -> None:
         """A run record missing, doubled or unreadable: a StoreError, never a crash."""
         path = tmp_path / "run.sqlite"
-        mesh.RunStore.create(path, run_id="r1", config={}).close()
+        with mesh.RunStore.create(path, run_id="r1", config={}) as store:
+            store.emit(event(1))
+            store.emit(event(2))
         with sqlite3.connect(path) as raw:
             raw.execute(sql)
         raw.close()
@@ -163,6 +166,7 @@ class TestRunStore:
             ("UPDATE events SET data = 'not json' WHERE seq = 2", "event 2: Expecting value"),
             ("UPDATE events SET lane = 'nobody' WHERE seq = 2", "event 2: 'nobody' is not a valid"),
             ("UPDATE events SET data = '[1]' WHERE seq = 2", "event 2: "),
+            ("UPDATE events SET data = '" + "[" * 20000 + "' WHERE seq = 2", "event 2: "),
         ],
     )
     def test_damaged_event(self, tmp_path: Path, sql: str, message: str) -> None:
