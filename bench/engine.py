@@ -16,10 +16,10 @@ from typing import Any
 import anyio
 
 import mesh
-from mesh._events import Ledger
-from mesh._lifecycle import Trigger, UnitProgress, UnitState
-from mesh._machine import UnitMachine
-from mesh._summary import MetricsCollector
+from mesh.contracts._events import Ledger
+from mesh.engine._lifecycle import Trigger, UnitProgress, UnitState
+from mesh.engine._machine import UnitMachine
+from mesh.engine._summary import MetricsCollector
 from mesh.testing import answer
 
 from ._report import cpu_and_wall, table

@@ -11,139 +11,144 @@ This module is the whole public API; ``mesh.commands`` mirrors the command line.
 
 from __future__ import annotations
 
-from ._adapters import CommandProver as CommandProver
-from ._adapters import GitApplier as GitApplier
-from ._adapters import MechanicalFixer as MechanicalFixer
-from ._batch import floor_gate as floor_gate
-from ._batch import format_csv as format_csv
-from ._batch import parse_batch_csv as parse_batch_csv
-from ._batch import parse_deps_csv as parse_deps_csv
-from ._batch import prepare_batch as prepare_batch
-from ._batch import validate_deps as validate_deps
-from ._budget import budget_policy as budget_policy
-from ._budget import replay as replay
-from ._clock import Clock as Clock
-from ._clock import SystemClock as SystemClock
-from ._coders import CallableCoder as CallableCoder
-from ._coders import CommandCoder as CommandCoder
-from ._coders import ScriptedCoder as ScriptedCoder
-from ._coders import check_command_template as check_command_template
-from ._coders import diff_candidate as diff_candidate
-from ._contract import MAX_PROOF_ATTEMPTS as MAX_PROOF_ATTEMPTS
-from ._contract import parse_worker_result as parse_worker_result
-from ._contract import worker_result_document as worker_result_document
-from ._enums import LANE_DECISIONS as LANE_DECISIONS
-from ._enums import QUORUM_BY_RISK as QUORUM_BY_RISK
-from ._enums import BudgetMode as BudgetMode
-from ._enums import Decision as Decision
-from ._enums import DeliveryMode as DeliveryMode
-from ._enums import FailureCode as FailureCode
-from ._enums import FloorResult as FloorResult
-from ._enums import Lane as Lane
-from ._enums import ProofStatus as ProofStatus
-from ._enums import RiskTier as RiskTier
-from ._enums import SpecialPath as SpecialPath
-from ._enums import StepStatus as StepStatus
-from ._errors import CsvContractError as CsvContractError
-from ._errors import ExecutorError as ExecutorError
-from ._errors import FileAccessError as FileAccessError
-from ._errors import FloorGateFailed as FloorGateFailed
-from ._errors import GateNotMet as GateNotMet
-from ._errors import InputError as InputError
-from ._errors import InvalidOutputSchema as InvalidOutputSchema
-from ._errors import MeshError as MeshError
-from ._errors import OptionError as OptionError
-from ._errors import PathCollisionError as PathCollisionError
-from ._errors import PlanError as PlanError
-from ._errors import RunFailed as RunFailed
-from ._errors import TransitionError as TransitionError
-from ._errors import UnitFailed as UnitFailed
-from ._errors import ValidationError as ValidationError
-from ._events import CallbackSink as CallbackSink
-from ._events import JsonLinesSink as JsonLinesSink
-from ._events import LedgerEvent as LedgerEvent
-from ._events import LedgerSink as LedgerSink
-from ._events import MemorySink as MemorySink
-from ._events import StructlogSink as StructlogSink
-from ._executors import Executor as Executor
-from ._executors import ExecutorInfo as ExecutorInfo
-from ._executors import LocalExecutor as LocalExecutor
-from ._executors import Placed as Placed
-from ._executors import executor_slots as executor_slots
-from ._gate import PathChange as PathChange
-from ._gate import gate_problems as gate_problems
-from ._git import GitError as GitError
-from ._integrator import GitIntegrator as GitIntegrator
-from ._ledger import occurred as occurred
-from ._ledger import occurred_events as occurred_events
-from ._lifecycle import Trigger as Trigger
-from ._lifecycle import UnitState as UnitState
-from ._owner import RunOwned as RunOwned
-from ._patch import FileChange as FileChange
-from ._patch import patch_changes as patch_changes
-from ._patch import scope_problems as scope_problems
-from ._plan import check_dependencies as check_dependencies
-from ._plan import parse_plan as parse_plan
-from ._plan import parse_units as parse_units
-from ._plan import plan_sync as plan_sync
-from ._plan import slice_plan as slice_plan
-from ._ray import RayExecutor as RayExecutor
-from ._records import BATCH_COLUMNS as BATCH_COLUMNS
-from ._records import OUTPUT_COLUMNS as OUTPUT_COLUMNS
-from ._records import REQUIRED_BATCH_COLUMNS as REQUIRED_BATCH_COLUMNS
-from ._records import BatchRow as BatchRow
-from ._records import BudgetDecision as BudgetDecision
-from ._records import DepsRow as DepsRow
-from ._records import OutputRow as OutputRow
-from ._records import Plan as Plan
-from ._records import PlanStep as PlanStep
-from ._records import PlanSummary as PlanSummary
-from ._records import PreparedBatch as PreparedBatch
-from ._records import ProofEvidence as ProofEvidence
-from ._records import ReduceRecord as ReduceRecord
-from ._records import ReplayResult as ReplayResult
-from ._records import SliceResult as SliceResult
-from ._records import Unit as Unit
-from ._records import Wave as Wave
-from ._records import WorkerResult as WorkerResult
-from ._repo_run import RepositoryRun as RepositoryRun
-from ._repo_run import git_roles as git_roles
-from ._repo_run import resume_in_repository as resume_in_repository
-from ._repo_run import run_in_repository as run_in_repository
-from ._report import prose_ledger as prose_ledger
-from ._report import render_report as render_report
-from ._resume import resume_point as resume_point
-from ._resume import unit_states as unit_states
-from ._roles import AdjudicationRequest as AdjudicationRequest
-from ._roles import ApplyRequest as ApplyRequest
-from ._roles import AuthorRequest as AuthorRequest
-from ._roles import DeliveryRequest as DeliveryRequest
-from ._roles import LeaseRequest as LeaseRequest
-from ._roles import LeaseTable as LeaseTable
-from ._roles import ProofRequest as ProofRequest
-from ._roles import Roles as Roles
-from ._sandbox import Sandbox as Sandbox
-from ._sandbox import SandboxUnavailable as SandboxUnavailable
-from ._scheduler import Orchestrator as Orchestrator
-from ._scheduler import ResumePoint as ResumePoint
-from ._scheduler import RunResult as RunResult
-from ._scheduler import RunStatistics as RunStatistics
-from ._scheduler import UnitCheckpoint as UnitCheckpoint
-from ._scheduler import append_learning as append_learning
-from ._scheduler import run as run
-from ._scopes import in_scope as in_scope
-from ._scopes import scopes_overlap as scopes_overlap
-from ._store import STORE_FILE as STORE_FILE
-from ._store import RunStore as RunStore
-from ._store import StoreError as StoreError
-from ._summary import RunMetrics as RunMetrics
-from ._summary import UnitOutcome as UnitOutcome
-from ._summary import render_ledger as render_ledger
+import importlib
+from typing import TYPE_CHECKING
+
 from ._version import __version__ as __version__
-from ._wave import select_wave as select_wave
-from ._workspaces import ChangeReading as ChangeReading
-from ._workspaces import Workspace as Workspace
-from ._workspaces import WorkspaceManager as WorkspaceManager
+
+if TYPE_CHECKING:
+    from .contracts._clock import Clock as Clock
+    from .contracts._clock import SystemClock as SystemClock
+    from .contracts._contract import MAX_PROOF_ATTEMPTS as MAX_PROOF_ATTEMPTS
+    from .contracts._contract import parse_worker_result as parse_worker_result
+    from .contracts._contract import worker_result_document as worker_result_document
+    from .contracts._enums import LANE_DECISIONS as LANE_DECISIONS
+    from .contracts._enums import QUORUM_BY_RISK as QUORUM_BY_RISK
+    from .contracts._enums import BudgetMode as BudgetMode
+    from .contracts._enums import Decision as Decision
+    from .contracts._enums import DeliveryMode as DeliveryMode
+    from .contracts._enums import FailureCode as FailureCode
+    from .contracts._enums import FloorResult as FloorResult
+    from .contracts._enums import Lane as Lane
+    from .contracts._enums import ProofStatus as ProofStatus
+    from .contracts._enums import RiskTier as RiskTier
+    from .contracts._enums import SpecialPath as SpecialPath
+    from .contracts._enums import StepStatus as StepStatus
+    from .contracts._errors import CsvContractError as CsvContractError
+    from .contracts._errors import ExecutorError as ExecutorError
+    from .contracts._errors import FileAccessError as FileAccessError
+    from .contracts._errors import FloorGateFailed as FloorGateFailed
+    from .contracts._errors import GateNotMet as GateNotMet
+    from .contracts._errors import InputError as InputError
+    from .contracts._errors import InvalidOutputSchema as InvalidOutputSchema
+    from .contracts._errors import MeshError as MeshError
+    from .contracts._errors import OptionError as OptionError
+    from .contracts._errors import PathCollisionError as PathCollisionError
+    from .contracts._errors import PlanError as PlanError
+    from .contracts._errors import RunFailed as RunFailed
+    from .contracts._errors import TransitionError as TransitionError
+    from .contracts._errors import UnitFailed as UnitFailed
+    from .contracts._errors import ValidationError as ValidationError
+    from .contracts._events import CallbackSink as CallbackSink
+    from .contracts._events import JsonLinesSink as JsonLinesSink
+    from .contracts._events import LedgerEvent as LedgerEvent
+    from .contracts._events import LedgerSink as LedgerSink
+    from .contracts._events import MemorySink as MemorySink
+    from .contracts._events import StructlogSink as StructlogSink
+    from .contracts._gate import PathChange as PathChange
+    from .contracts._gate import gate_problems as gate_problems
+    from .contracts._ledger import occurred as occurred
+    from .contracts._ledger import occurred_events as occurred_events
+    from .contracts._patch import FileChange as FileChange
+    from .contracts._patch import patch_changes as patch_changes
+    from .contracts._patch import scope_problems as scope_problems
+    from .contracts._records import BATCH_COLUMNS as BATCH_COLUMNS
+    from .contracts._records import OUTPUT_COLUMNS as OUTPUT_COLUMNS
+    from .contracts._records import REQUIRED_BATCH_COLUMNS as REQUIRED_BATCH_COLUMNS
+    from .contracts._records import BatchRow as BatchRow
+    from .contracts._records import BudgetDecision as BudgetDecision
+    from .contracts._records import DepsRow as DepsRow
+    from .contracts._records import OutputRow as OutputRow
+    from .contracts._records import Plan as Plan
+    from .contracts._records import PlanStep as PlanStep
+    from .contracts._records import PlanSummary as PlanSummary
+    from .contracts._records import PreparedBatch as PreparedBatch
+    from .contracts._records import ProofEvidence as ProofEvidence
+    from .contracts._records import ReduceRecord as ReduceRecord
+    from .contracts._records import ReplayResult as ReplayResult
+    from .contracts._records import SliceResult as SliceResult
+    from .contracts._records import Unit as Unit
+    from .contracts._records import Wave as Wave
+    from .contracts._records import WorkerResult as WorkerResult
+    from .contracts._scopes import in_scope as in_scope
+    from .contracts._scopes import scopes_overlap as scopes_overlap
+    from .engine._executors import Executor as Executor
+    from .engine._executors import ExecutorInfo as ExecutorInfo
+    from .engine._executors import LocalExecutor as LocalExecutor
+    from .engine._executors import Placed as Placed
+    from .engine._executors import executor_slots as executor_slots
+    from .engine._lifecycle import Trigger as Trigger
+    from .engine._lifecycle import UnitState as UnitState
+    from .engine._ray import RayExecutor as RayExecutor
+    from .engine._report import prose_ledger as prose_ledger
+    from .engine._report import render_report as render_report
+    from .engine._resume import resume_point as resume_point
+    from .engine._resume import unit_states as unit_states
+    from .engine._roles import AdjudicationRequest as AdjudicationRequest
+    from .engine._roles import ApplyRequest as ApplyRequest
+    from .engine._roles import AuthorRequest as AuthorRequest
+    from .engine._roles import DeliveryRequest as DeliveryRequest
+    from .engine._roles import LeaseRequest as LeaseRequest
+    from .engine._roles import LeaseTable as LeaseTable
+    from .engine._roles import ProofRequest as ProofRequest
+    from .engine._roles import Roles as Roles
+    from .engine._scheduler import Orchestrator as Orchestrator
+    from .engine._scheduler import ResumePoint as ResumePoint
+    from .engine._scheduler import RunResult as RunResult
+    from .engine._scheduler import RunStatistics as RunStatistics
+    from .engine._scheduler import UnitCheckpoint as UnitCheckpoint
+    from .engine._scheduler import append_learning as append_learning
+    from .engine._scheduler import run as run
+    from .engine._summary import RunMetrics as RunMetrics
+    from .engine._summary import UnitOutcome as UnitOutcome
+    from .engine._summary import render_ledger as render_ledger
+    from .git._adapters import CommandProver as CommandProver
+    from .git._adapters import GitApplier as GitApplier
+    from .git._adapters import MechanicalFixer as MechanicalFixer
+    from .git._coders import CallableCoder as CallableCoder
+    from .git._coders import CommandCoder as CommandCoder
+    from .git._coders import ScriptedCoder as ScriptedCoder
+    from .git._coders import check_command_template as check_command_template
+    from .git._coders import diff_candidate as diff_candidate
+    from .git._git import GitError as GitError
+    from .git._integrator import GitIntegrator as GitIntegrator
+    from .git._workspaces import ChangeReading as ChangeReading
+    from .git._workspaces import Workspace as Workspace
+    from .git._workspaces import WorkspaceManager as WorkspaceManager
+    from .host._owner import RunOwned as RunOwned
+    from .host._sandbox import Sandbox as Sandbox
+    from .host._sandbox import SandboxUnavailable as SandboxUnavailable
+    from .planning._batch import floor_gate as floor_gate
+    from .planning._batch import format_csv as format_csv
+    from .planning._batch import parse_batch_csv as parse_batch_csv
+    from .planning._batch import parse_deps_csv as parse_deps_csv
+    from .planning._batch import prepare_batch as prepare_batch
+    from .planning._batch import validate_deps as validate_deps
+    from .planning._budget import budget_policy as budget_policy
+    from .planning._budget import replay as replay
+    from .planning._plan import check_dependencies as check_dependencies
+    from .planning._plan import parse_plan as parse_plan
+    from .planning._plan import parse_units as parse_units
+    from .planning._plan import plan_sync as plan_sync
+    from .planning._plan import slice_plan as slice_plan
+    from .planning._wave import select_wave as select_wave
+    from .store._repo_run import RepositoryRun as RepositoryRun
+    from .store._repo_run import git_roles as git_roles
+    from .store._repo_run import resume_in_repository as resume_in_repository
+    from .store._repo_run import run_in_repository as run_in_repository
+    from .store._store import STORE_FILE as STORE_FILE
+    from .store._store import RunStore as RunStore
+    from .store._store import StoreError as StoreError
 
 __all__ = [
     "BATCH_COLUMNS",
@@ -281,10 +286,159 @@ __all__ = [
     "worker_result_document",
 ]
 
-# Re-exported classes and functions report `mesh` as their home, so reprs,
-# tracebacks and docs say `mesh.Unit`, not `mesh._records.Unit`.
-for _name in __all__:
-    _obj = globals()[_name]
-    if getattr(_obj, "__module__", "").startswith("mesh._"):
-        _obj.__module__ = "mesh"
-del _name, _obj
+# Each public name and the private module that defines it. Names load on first use,
+# so `import mesh` and the helper commands do not pay for the engine's imports.
+_HOMES: dict[str, str] = {
+    "Clock": ".contracts._clock",
+    "SystemClock": ".contracts._clock",
+    "MAX_PROOF_ATTEMPTS": ".contracts._contract",
+    "parse_worker_result": ".contracts._contract",
+    "worker_result_document": ".contracts._contract",
+    "LANE_DECISIONS": ".contracts._enums",
+    "QUORUM_BY_RISK": ".contracts._enums",
+    "BudgetMode": ".contracts._enums",
+    "Decision": ".contracts._enums",
+    "DeliveryMode": ".contracts._enums",
+    "FailureCode": ".contracts._enums",
+    "FloorResult": ".contracts._enums",
+    "Lane": ".contracts._enums",
+    "ProofStatus": ".contracts._enums",
+    "RiskTier": ".contracts._enums",
+    "SpecialPath": ".contracts._enums",
+    "StepStatus": ".contracts._enums",
+    "CsvContractError": ".contracts._errors",
+    "ExecutorError": ".contracts._errors",
+    "FileAccessError": ".contracts._errors",
+    "FloorGateFailed": ".contracts._errors",
+    "GateNotMet": ".contracts._errors",
+    "InputError": ".contracts._errors",
+    "InvalidOutputSchema": ".contracts._errors",
+    "MeshError": ".contracts._errors",
+    "OptionError": ".contracts._errors",
+    "PathCollisionError": ".contracts._errors",
+    "PlanError": ".contracts._errors",
+    "RunFailed": ".contracts._errors",
+    "TransitionError": ".contracts._errors",
+    "UnitFailed": ".contracts._errors",
+    "ValidationError": ".contracts._errors",
+    "CallbackSink": ".contracts._events",
+    "JsonLinesSink": ".contracts._events",
+    "LedgerEvent": ".contracts._events",
+    "LedgerSink": ".contracts._events",
+    "MemorySink": ".contracts._events",
+    "StructlogSink": ".contracts._events",
+    "PathChange": ".contracts._gate",
+    "gate_problems": ".contracts._gate",
+    "occurred": ".contracts._ledger",
+    "occurred_events": ".contracts._ledger",
+    "FileChange": ".contracts._patch",
+    "patch_changes": ".contracts._patch",
+    "scope_problems": ".contracts._patch",
+    "BATCH_COLUMNS": ".contracts._records",
+    "OUTPUT_COLUMNS": ".contracts._records",
+    "REQUIRED_BATCH_COLUMNS": ".contracts._records",
+    "BatchRow": ".contracts._records",
+    "BudgetDecision": ".contracts._records",
+    "DepsRow": ".contracts._records",
+    "OutputRow": ".contracts._records",
+    "Plan": ".contracts._records",
+    "PlanStep": ".contracts._records",
+    "PlanSummary": ".contracts._records",
+    "PreparedBatch": ".contracts._records",
+    "ProofEvidence": ".contracts._records",
+    "ReduceRecord": ".contracts._records",
+    "ReplayResult": ".contracts._records",
+    "SliceResult": ".contracts._records",
+    "Unit": ".contracts._records",
+    "Wave": ".contracts._records",
+    "WorkerResult": ".contracts._records",
+    "in_scope": ".contracts._scopes",
+    "scopes_overlap": ".contracts._scopes",
+    "Executor": ".engine._executors",
+    "ExecutorInfo": ".engine._executors",
+    "LocalExecutor": ".engine._executors",
+    "Placed": ".engine._executors",
+    "executor_slots": ".engine._executors",
+    "Trigger": ".engine._lifecycle",
+    "UnitState": ".engine._lifecycle",
+    "RayExecutor": ".engine._ray",
+    "prose_ledger": ".engine._report",
+    "render_report": ".engine._report",
+    "resume_point": ".engine._resume",
+    "unit_states": ".engine._resume",
+    "AdjudicationRequest": ".engine._roles",
+    "ApplyRequest": ".engine._roles",
+    "AuthorRequest": ".engine._roles",
+    "DeliveryRequest": ".engine._roles",
+    "LeaseRequest": ".engine._roles",
+    "LeaseTable": ".engine._roles",
+    "ProofRequest": ".engine._roles",
+    "Roles": ".engine._roles",
+    "Orchestrator": ".engine._scheduler",
+    "ResumePoint": ".engine._scheduler",
+    "RunResult": ".engine._scheduler",
+    "RunStatistics": ".engine._scheduler",
+    "UnitCheckpoint": ".engine._scheduler",
+    "append_learning": ".engine._scheduler",
+    "run": ".engine._scheduler",
+    "RunMetrics": ".engine._summary",
+    "UnitOutcome": ".engine._summary",
+    "render_ledger": ".engine._summary",
+    "CommandProver": ".git._adapters",
+    "GitApplier": ".git._adapters",
+    "MechanicalFixer": ".git._adapters",
+    "CallableCoder": ".git._coders",
+    "CommandCoder": ".git._coders",
+    "ScriptedCoder": ".git._coders",
+    "check_command_template": ".git._coders",
+    "diff_candidate": ".git._coders",
+    "GitError": ".git._git",
+    "GitIntegrator": ".git._integrator",
+    "ChangeReading": ".git._workspaces",
+    "Workspace": ".git._workspaces",
+    "WorkspaceManager": ".git._workspaces",
+    "RunOwned": ".host._owner",
+    "Sandbox": ".host._sandbox",
+    "SandboxUnavailable": ".host._sandbox",
+    "floor_gate": ".planning._batch",
+    "format_csv": ".planning._batch",
+    "parse_batch_csv": ".planning._batch",
+    "parse_deps_csv": ".planning._batch",
+    "prepare_batch": ".planning._batch",
+    "validate_deps": ".planning._batch",
+    "budget_policy": ".planning._budget",
+    "replay": ".planning._budget",
+    "check_dependencies": ".planning._plan",
+    "parse_plan": ".planning._plan",
+    "parse_units": ".planning._plan",
+    "plan_sync": ".planning._plan",
+    "slice_plan": ".planning._plan",
+    "select_wave": ".planning._wave",
+    "RepositoryRun": ".store._repo_run",
+    "git_roles": ".store._repo_run",
+    "resume_in_repository": ".store._repo_run",
+    "run_in_repository": ".store._repo_run",
+    "STORE_FILE": ".store._store",
+    "RunStore": ".store._store",
+    "StoreError": ".store._store",
+}
+
+
+# Hidden from type checkers, so a misspelt name stays a type error.
+if not TYPE_CHECKING:
+
+    def __getattr__(name: str) -> object:
+        home = _HOMES.get(name)
+        if home is None:
+            raise AttributeError(f"module 'mesh' has no attribute {name!r}")
+        value = getattr(importlib.import_module(home, __name__), name)
+        # Re-exported classes and functions report `mesh` as their home, so reprs,
+        # tracebacks and docs say `mesh.Unit`, not `mesh.contracts._records.Unit`.
+        if "._" in getattr(value, "__module__", ""):
+            value.__module__ = __name__
+        globals()[name] = value
+        return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

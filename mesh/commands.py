@@ -18,19 +18,19 @@ from __future__ import annotations
 
 from typing import Final
 
-from ._batch import format_csv, prepare_batch
-from ._budget import budget_policy
-from ._budget import replay as _replay
-from ._convert import dumps_json, loads_json
-from ._enums import Lane
-from ._errors import OptionError
-from ._files import StrPath, atomic_write_text, ensure_distinct, read_text
-from ._ledger import occurred_events
-from ._plan import plan_sync as _plan_sync
-from ._plan import slice_plan
-from ._records import BATCH_COLUMNS, OUTPUT_COLUMNS
-from ._run_command import RunReport, demo, report, resume, run, status, stored_ledger
-from ._wave import select_wave
+from .cli._run_command import RunReport, demo, report, resume, run, status, stored_ledger
+from .contracts._convert import dumps_json, loads_json
+from .contracts._enums import Lane
+from .contracts._errors import OptionError
+from .contracts._files import StrPath, atomic_write_text, ensure_distinct, read_text
+from .contracts._ledger import occurred_events
+from .contracts._records import BATCH_COLUMNS, OUTPUT_COLUMNS
+from .planning._batch import format_csv, prepare_batch
+from .planning._budget import budget_policy
+from .planning._budget import replay as _replay
+from .planning._plan import plan_sync as _plan_sync
+from .planning._plan import slice_plan
+from .planning._wave import select_wave
 
 __all__ = [
     "RunReport",

@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
-from ._clock import Clock
-from ._events import LedgerSink
-from ._executors import Executor
-from ._records import BudgetDecision
-from ._roles import (
+from .contracts._clock import Clock
+from .contracts._events import LedgerSink
+from .contracts._records import BudgetDecision
+from .engine._executors import Executor
+from .engine._roles import (
     AdjudicationRequest,
     ApplyRequest,
     AuthorRequest,
@@ -21,7 +21,7 @@ from ._roles import (
     LeaseRequest,
     ProofRequest,
 )
-from ._workspaces import WorkspaceSource
+from .git._workspaces import WorkspaceSource
 
 __all__ = [
     "AnswerT",

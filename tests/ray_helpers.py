@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 import mesh
-from mesh._process import run_command
-from mesh._roles import result_document
+from mesh.engine._roles import result_document
+from mesh.host._process import run_command
 
 
 def worker_facts() -> dict[str, object]:

@@ -12,7 +12,7 @@ import attrs
 import pytest
 
 import mesh
-from mesh import _cli
+from mesh.cli import _cli
 
 RunMesh = Callable[..., CompletedProcess[str]]
 EXAMPLE_PLAN = Path(__file__).parents[1] / "examples" / "plan.json"

@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 import mesh
-from mesh._coders import render_command
+from mesh.git._coders import render_command
 
 from repo_helpers import git, unit
 

@@ -9,8 +9,8 @@ import pytest
 
 import mesh
 import mesh.commands
-from mesh import _cli
-from mesh._convert import converter
+from mesh.cli import _cli
+from mesh.contracts._convert import converter, structure
 
 EXAMPLE_PLAN = Path(__file__).parents[1] / "examples" / "plan.json"
 
@@ -77,6 +77,4 @@ class TestRecordRoundTrips:
     def test_attrs_validators_are_reported(self) -> None:
         """A value rejected by a record's own validator is reported, not raised raw."""
         with pytest.raises(mesh.ValidationError, match=r"\$: 'attempt' must be >= 1: 0"):
-            mesh._convert.structure(
-                {"id": "u", "objective": "o", "attempt": 0}, mesh.Unit, subject="unit"
-            )
+            structure({"id": "u", "objective": "o", "attempt": 0}, mesh.Unit, subject="unit")

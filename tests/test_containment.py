@@ -30,11 +30,11 @@ import anyio
 import pytest
 
 import mesh
-from mesh import _reaper
-from mesh._enums import FailureCode
-from mesh._errors import MeshError
-from mesh._process import run_command
-from mesh._sandbox import (
+from mesh.contracts._enums import FailureCode
+from mesh.contracts._errors import MeshError
+from mesh.host import _reaper
+from mesh.host._process import run_command
+from mesh.host._sandbox import (
     Sandbox,
     SandboxUnavailable,
     find_sandbox,
@@ -48,7 +48,7 @@ pytestmark = pytest.mark.anyio
 
 ROOT = Path(mesh.__file__).resolve().parent.parent
 # Run as a module (not by path, not with -I -S) so that coverage measures it too.
-REAPER = [sys.executable, "-m", "mesh._reaper"]
+REAPER = [sys.executable, "-m", "mesh.host._reaper"]
 MISSING = (
     "bubblewrap (bwrap) is not on PATH: install it (Debian/Ubuntu: apt-get install bubblewrap)"
 )
@@ -151,7 +151,7 @@ def _fake_bwrap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[st
 
 
 class TestReaper:
-    """The reaper script on its own, as ``python -m mesh._reaper``."""
+    """The reaper script on its own, as ``python -m mesh.host._reaper``."""
 
     @pytest.mark.parametrize(
         ("script", "expected"),
@@ -436,7 +436,7 @@ class TestRunCommandContainment:
     def test_killed_caller_leaves_nothing(self, tmp_path: Path, marker: str, backend: str) -> None:
         """If the process that called run_command is SIGKILLed, the reaper ends the subtree."""
         script = (
-            "import functools, os, sys, anyio; from mesh._process import run_command;"
+            "import functools, os, sys, anyio; from mesh.host._process import run_command;"
             " anyio.run(functools.partial(run_command, os.environ['COMMAND'],"
             " cwd=sys.argv[1], timeout=None), backend=sys.argv[2])"
         )

@@ -13,9 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import mesh
-from mesh._contract import recheck_worker_result
-from mesh._convert import fast_structure, structure
-from mesh._errors import ValidationError
+from mesh.contracts._contract import recheck_worker_result
+from mesh.contracts._convert import fast_structure, structure
+from mesh.contracts._errors import ValidationError
 from mesh.testing import FakeAdapter, answer, capture_ledger, fake_roles
 
 from engine_helpers import execute, unit

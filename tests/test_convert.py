@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import mesh
-from mesh._convert import dumps_json, loads_json, structure
+from mesh.contracts._convert import dumps_json, loads_json, structure
 
 
 class TestLoadsJson:
@@ -105,7 +105,7 @@ class TestScalarHooks:
 
 def test_fast_path_leaves_odd_payloads_to_the_converter() -> None:
     """Not an object, a nested record that is not an object, a required key missing: None."""
-    from mesh._convert import fast_structure  # noqa: PLC0415
+    from mesh.contracts._convert import fast_structure  # noqa: PLC0415
 
     evidence = {"command": "c", "key_line": "k", "exit_code": 0}
     assert fast_structure(evidence, mesh.ProofEvidence) == mesh.ProofEvidence(
@@ -117,7 +117,7 @@ def test_fast_path_leaves_odd_payloads_to_the_converter() -> None:
 
 def test_fast_path_leaves_a_scalar_where_a_list_belongs_to_the_converter() -> None:
     """A string where the contract wants an array of strings is the converter's to explain."""
-    from mesh._convert import fast_structure  # noqa: PLC0415
+    from mesh.contracts._convert import fast_structure  # noqa: PLC0415
 
     document = {
         "id": "u",

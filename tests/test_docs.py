@@ -92,7 +92,7 @@ def test_page_snippets_run(
 
 def test_docs_cover_every_command() -> None:
     """Each CLI command has its own docs page."""
-    from mesh import _cli  # noqa: PLC0415
+    from mesh.cli import _cli  # noqa: PLC0415
 
     documented = {page.stem for page in (ROOT / "docs" / "commands").glob("*.md")}
     assert set(_cli.COMMANDS) == documented

@@ -13,7 +13,7 @@ import pytest
 
 import mesh
 import mesh.testing
-from mesh._roles import check_result, invoke
+from mesh.engine._roles import check_result, invoke
 from mesh.testing import FakeAdapter, ManualClock, Raise, answer, fake_roles
 
 from engine_helpers import execute, first_coder_request, lease_request

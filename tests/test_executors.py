@@ -12,8 +12,8 @@ import pytest
 
 import mesh
 import mesh.commands
-from mesh._executors import BoundCall, remote_lane_set
-from mesh._ray import CancelBoard, _watched
+from mesh.engine._executors import BoundCall, remote_lane_set
+from mesh.engine._ray import CancelBoard, _watched
 from mesh.testing import fake_roles
 
 from engine_helpers import first_coder_request, unit

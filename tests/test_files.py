@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 import mesh
-from mesh import _files
+from mesh.contracts import _files
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import mesh
-from mesh import _cli
-from mesh._convert import loads_json
+from mesh.cli import _cli
+from mesh.contracts._convert import loads_json
 
 if TYPE_CHECKING:
     from collections.abc import Callable

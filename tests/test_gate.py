@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 import mesh
-from mesh._gate import describe_path, parse_raw_diff, resolve_link
+from mesh.contracts._gate import describe_path, parse_raw_diff, resolve_link
 
 from repo_helpers import git
 

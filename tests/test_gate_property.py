@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import mesh
-from mesh._gate import describe_path, parse_raw_diff
+from mesh.contracts._gate import describe_path, parse_raw_diff
 
 from repo_helpers import git, make_repo
 

@@ -10,7 +10,8 @@ import attrs
 import pytest
 
 import mesh
-from mesh import _adapters, _git, _integrator, _process, _target
+from mesh.git import _adapters, _git, _integrator, _target
+from mesh.host import _process
 
 from repo_helpers import (
     candidate,

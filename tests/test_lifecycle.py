@@ -7,8 +7,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import mesh
-from mesh._lifecycle import TERMINAL_STATES, TRANSITION_TABLE, UnitProgress
-from mesh._machine import UnitMachine
+from mesh.engine._lifecycle import TERMINAL_STATES, TRANSITION_TABLE, UnitProgress
+from mesh.engine._machine import UnitMachine
 from mesh.testing import answer
 
 MACHINE = UnitMachine()

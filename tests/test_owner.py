@@ -18,8 +18,8 @@ from test_trust_boundary import TestCommitsADeadProcessLeft
 
 import mesh
 import mesh.commands
-from mesh._git import safe_git_environment
-from mesh._owner import (
+from mesh.git._git import safe_git_environment
+from mesh.host._owner import (
     OWNER_FILE,
     OwnerRecord,
     RunOwned,
@@ -27,7 +27,7 @@ from mesh._owner import (
     end_leftovers,
     stale_locks,
 )
-from mesh._process import run_command
+from mesh.host._process import run_command
 
 from repo_helpers import git, killed_after_the_branch_moved
 
@@ -35,7 +35,7 @@ pytestmark = pytest.mark.anyio
 
 HOLD = (
     "import sys, time\n"
-    "from mesh._owner import RunOwnership\n"
+    "from mesh.host._owner import RunOwnership\n"
     "owned = RunOwnership.acquire(sys.argv[1])\n"
     "print('owned', flush=True)\n"
     "time.sleep(600)\n"
@@ -166,7 +166,7 @@ class TestOneOwner:
 
 LEAVE = (
     "import os, subprocess, sys, time\n"
-    "from mesh._owner import RunOwnership\n"
+    "from mesh.host._owner import RunOwnership\n"
     "owned = RunOwnership.acquire(sys.argv[1])\n"
     "if len(sys.argv) > 2:  # start a child that outlives this owner\n"
     "    env = {**os.environ, 'MESH_RUN_OWNER': owned.record.token}\n"

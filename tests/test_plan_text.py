@@ -18,12 +18,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import mesh
-from mesh import _cli
-from mesh._events import json_line, ledger_text
-from mesh._repo_run import RepositoryRun
-from mesh._run_command import _Refusals, _report
-from mesh._scheduler import _plan_units
-from mesh._text import TextLevel, first_surrogate, one_line, text_problem
+from mesh.cli import _cli
+from mesh.cli._run_command import _Refusals, _report
+from mesh.contracts._events import json_line, ledger_text
+from mesh.contracts._text import TextLevel, first_surrogate, one_line, text_problem
+from mesh.engine._scheduler import _plan_units
+from mesh.store._repo_run import RepositoryRun
 from mesh.testing import FakeAdapter, answer, fake_roles
 
 from engine_helpers import execute, unit

@@ -9,7 +9,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from mesh._process import key_line, run_command
+from mesh.host._process import key_line, run_command
 
 from repo_helpers import wait_gone
 

@@ -5,6 +5,8 @@ import __future__
 
 import importlib
 import inspect
+import subprocess
+import sys
 
 import pytest
 
@@ -21,15 +23,33 @@ class TestPublicApi:
         )
 
     def test_all_is_complete(self) -> None:
-        """Every public name defined in mesh/__init__.py is listed in __all__."""
-        public = {
+        """Every name mesh loads on demand is listed in __all__, and nothing else is public."""
+        assert set(mesh._HOMES) | {"__version__"} == set(mesh.__all__)
+        assert set(mesh.__all__) <= set(dir(mesh))
+        defined = {
             name
             for name, value in vars(mesh).items()
             if not name.startswith("_")
             and not inspect.ismodule(value)
             and not isinstance(value, __future__._Feature)
         }
-        assert public | {"__version__"} == set(mesh.__all__)
+        assert defined - {"TYPE_CHECKING"} <= set(mesh.__all__)
+
+    def test_unknown_names_are_attribute_errors(self) -> None:
+        """A misspelt name is an AttributeError naming it, as for any module."""
+        with pytest.raises(AttributeError, match="'Orchestrater'"):
+            _ = mesh.Orchestrater  # type: ignore[attr-defined]
+
+    def test_import_mesh_loads_no_dependency(self) -> None:
+        """`import mesh` is cheap: the engine's dependencies load on first use of a name."""
+        heavy = ["anyio", "attrs", "cattrs", "structlog", "transitions", "wcmatch", "rich"]
+        probe = (
+            f"import sys, mesh; print(sorted(name for name in {heavy!r} if name in sys.modules))"
+        )
+        shown = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+        ).stdout
+        assert shown.strip() == "[]"
 
     @pytest.mark.parametrize("module_name", PUBLIC_MODULES)
     def test_public_modules_declare_all(self, module_name: str) -> None:

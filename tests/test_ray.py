@@ -25,7 +25,7 @@ from ray_helpers import (
 )
 
 import mesh
-from mesh._ray import CancelBoard, run_on_worker
+from mesh.engine._ray import CancelBoard, run_on_worker
 from mesh.testing import answer, fake_roles
 
 from engine_helpers import first_coder_request, unit

@@ -15,7 +15,7 @@ import pytest
 
 import mesh
 import mesh.commands
-from mesh._text import one_line
+from mesh.contracts._text import one_line
 from mesh.testing import FakeAdapter, answer, fake_roles
 
 from engine_helpers import unit

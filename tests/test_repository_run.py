@@ -265,7 +265,7 @@ class TestCommandLine:
 
 
 def mesh_cli(arguments: list[str]) -> tuple[int, str, str]:
-    from mesh import _cli  # noqa: PLC0415 - the in-process runner, for speed
+    from mesh.cli import _cli  # noqa: PLC0415 - the in-process runner, for speed
 
     return _cli.run(arguments)
 
@@ -312,7 +312,7 @@ class TestDemo:
 class TestProgressBar:
     def test_bar_follows_the_ledger(self, repo: Path, tmp_path: Path) -> None:
         """On a terminal, the bar counts finished units."""
-        from mesh._run_command import ProgressBar  # noqa: PLC0415
+        from mesh.cli._run_command import ProgressBar  # noqa: PLC0415
 
         screen = io.StringIO()
         console = Console(file=screen, force_terminal=True, width=80)

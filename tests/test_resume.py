@@ -19,7 +19,7 @@ import pytest
 
 import mesh
 import mesh.commands
-from mesh._repo_run import _pending_requests
+from mesh.store._repo_run import _pending_requests
 from mesh.testing import FakeAdapter, answer, fake_roles
 
 from engine_helpers import unit

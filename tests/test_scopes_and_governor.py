@@ -7,8 +7,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 import mesh
-from mesh._governor import Backpressure
-from mesh._scopes import ScopeIndex
+from mesh.contracts._scopes import ScopeIndex
+from mesh.engine._governor import Backpressure
 
 
 class TestScopesOverlap:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import mesh
-from mesh._summary import pick_learning
+from mesh.engine._summary import pick_learning
 
 COMPLETED = mesh.UnitOutcome(
     unit_id="u1", state="completed", attempts=1, delivery=mesh.Decision.INTEGRATED_COMMIT

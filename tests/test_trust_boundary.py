@@ -28,10 +28,10 @@ import pytest
 import mesh
 import mesh.commands
 import mesh.typing
-from mesh import _target
-from mesh._integrator import commit_message
-from mesh._process import run_command
-from mesh._target import TargetState, open_target
+from mesh.git import _target
+from mesh.git._integrator import commit_message
+from mesh.git._target import TargetState, open_target
+from mesh.host._process import run_command
 
 from repo_helpers import (
     candidate,

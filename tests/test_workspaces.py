@@ -163,7 +163,7 @@ class TestWorkspaceManager:
         self, repo: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """A failure while opening removes the manager's folder instead of leaking it."""
-        from mesh import _workspaces  # noqa: PLC0415 - the private step under test
+        from mesh.git import _workspaces  # noqa: PLC0415 - the private step under test
 
         async def broken(self: mesh.WorkspaceManager) -> None:
             raise mesh.GitError("git init", "fatal: no room", 1)
@@ -263,7 +263,7 @@ class TestWhatAnAgentLeaves:
 class TestOwnership:
     def test_pid_alive(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Live, reaped, zombie and other users' processes are told apart."""
-        from mesh import _workspaces  # noqa: PLC0415 - the private helper under test
+        from mesh.git import _workspaces  # noqa: PLC0415 - the private helper under test
 
         assert _workspaces._pid_alive(os.getpid())
         child = subprocess.Popen(["true"])

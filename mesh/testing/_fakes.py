@@ -11,10 +11,10 @@ from typing import Any
 import anyio
 import attrs
 
-from .._enums import Decision, DeliveryMode, Lane
-from .._events import LedgerEvent, MemorySink, capture_sinks
-from .._records import Unit
-from .._roles import (
+from ..contracts._enums import Decision, DeliveryMode, Lane
+from ..contracts._events import LedgerEvent, MemorySink, capture_sinks
+from ..contracts._records import Unit
+from ..engine._roles import (
     AdjudicationRequest,
     ApplyRequest,
     AuthorRequest,

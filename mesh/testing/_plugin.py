@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from .._events import LedgerEvent
-from .._roles import Roles
+from ..contracts._events import LedgerEvent
+from ..engine._roles import Roles
 from ._clock import ManualClock
 from ._fakes import capture_ledger, fake_roles
 

@@ -1,0 +1,711 @@
+"""
+The ``mesh`` console script: a thin layer over `mesh.commands`.
+
+Flags are declared as data (`Flag`) so parsing, validation and help come from
+one table, and every error is one line: ``error: <Kind>: <message>``, exit 1.
+An unknown command prints usage and exits 2.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import sys
+from typing import TYPE_CHECKING, Any, Final, TextIO
+
+import attrs
+
+from .. import commands
+from .._version import __version__
+from ..contracts._convert import dumps_json
+from ..contracts._enums import Lane
+from ..contracts._errors import MeshError, OptionError
+from ..planning._budget import budget_policy
+from ._run_command import RunReport
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+
+__all__ = ["main"]
+
+_INT: Final = re.compile(r"[+-]?[0-9]+")
+_FLOAT: Final = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
+_BOOLS: Final = {"true": True, "1": True, "false": False, "0": False}
+EXIT_ERROR: Final = 1
+EXIT_USAGE: Final = 2
+
+
+def _invalid(flag: str, expected: str, raw: str) -> OptionError:
+    return OptionError("InvalidOptionValue", f"{flag} expects {expected}, got {raw!r}")
+
+
+def whole(minimum: int | None = None, maximum: int | None = None) -> Callable[[str, str], int]:
+    """A parser for whole numbers within an optional range."""
+    if minimum is not None and maximum is not None:
+        expected = f"a whole number from {minimum} to {maximum}"
+    elif minimum is not None:
+        expected = f"a whole number >= {minimum}"
+    else:
+        expected = "a whole number"
+
+    def parse(flag: str, raw: str) -> int:
+        if not _INT.fullmatch(raw.strip()):
+            raise _invalid(flag, expected, raw)
+        value = int(raw)
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            raise _invalid(flag, expected, raw)
+        return value
+
+    return parse
+
+
+def finite(flag: str, raw: str) -> float:
+    """Parse a finite decimal number (``nan``, ``inf`` and friends are errors)."""
+    if not _FLOAT.fullmatch(raw.strip()):
+        raise _invalid(flag, "a finite number", raw)
+    value = float(raw)
+    if not math.isfinite(value):
+        raise _invalid(flag, "a finite number", raw)
+    return value
+
+
+def boolean(flag: str, raw: str) -> bool:
+    """Parse true/false/1/0."""
+    try:
+        return _BOOLS[raw.strip().lower()]
+    except KeyError:
+        raise _invalid(flag, "true, false, 1 or 0", raw) from None
+
+
+def choice(*allowed: str) -> Callable[[str, str], str]:
+    """A parser accepting one of ``allowed``."""
+
+    def parse(flag: str, raw: str) -> str:
+        if raw not in allowed:
+            raise _invalid(flag, f"one of {', '.join(allowed)}", raw)
+        return raw
+
+    return parse
+
+
+def seconds(flag: str, raw: str) -> float:
+    """A positive, finite number of seconds."""
+    value = finite(flag, raw)
+    if value <= 0:
+        raise _invalid(flag, "a positive number of seconds", raw)
+    return value
+
+
+def text(flag: str, raw: str) -> str:
+    """Any non-empty text (paths)."""
+    if not raw:
+        raise _invalid(flag, "a non-empty value", raw)
+    return raw
+
+
+@attrs.frozen(kw_only=True)
+class Flag:
+    """One command-line flag: its name, how to parse it, and where it goes."""
+
+    name: str
+    help: str
+    parse: Callable[[str, str], object] = text
+    required: bool = False
+    metavar: str = "VALUE"
+    is_switch: bool = False
+    dest: str = ""
+    short: str = ""
+    """A one-letter spelling, such as ``-o``."""
+
+    @property
+    def keyword(self) -> str:
+        """The keyword argument of the `mesh.commands` function."""
+        return self.dest or self.name.removeprefix("--").replace("-", "_")
+
+
+@attrs.frozen(kw_only=True)
+class Command:
+    """One command: its flags and the function running it."""
+
+    name: str
+    summary: str
+    flags: tuple[Flag, ...]
+    run: Callable[..., dict[str, object] | str | RunReport]
+    example: str
+    conflicts: tuple[tuple[str, str], ...] = ()
+    positional: Flag | None = None
+    """One argument given without a flag name (its ``name`` is the keyword)."""
+
+
+def _budget(*, output_format: str = "json", **options: Any) -> dict[str, object] | str:  # noqa: ANN401
+    decision = budget_policy(**options)
+    return decision.to_text() if output_format == "text" else decision.to_document()
+
+
+_PCT = "PERCENT"
+_BUDGET_INPUTS: Final = (
+    Flag(
+        name="--remaining-five-hour",
+        parse=finite,
+        required=True,
+        metavar=_PCT,
+        help="percent of the 5-hour budget left (clamped to 0..100)",
+    ),
+    Flag(
+        name="--remaining-weekly",
+        parse=finite,
+        required=True,
+        metavar=_PCT,
+        help="percent of the weekly budget left (clamped to 0..100)",
+    ),
+    Flag(
+        name="--max-threads",
+        parse=whole(0),
+        metavar="N",
+        help="most units active at once (default 12; 0 counts as 1)",
+    ),
+)
+_WAVE_HISTORY: Final = (
+    Flag(
+        name="--previous-triplet-width",
+        parse=whole(),
+        metavar="W",
+        help="candidate width of the previous wave (default 3, clamped to 1..3)",
+    ),
+    Flag(
+        name="--prior-wave-instability",
+        parse=boolean,
+        metavar="BOOL",
+        help="whether the previous wave was unstable: true/false/1/0 (default false)",
+    ),
+    Flag(
+        name="--consecutive-unstable-waves",
+        parse=whole(0),
+        metavar="N",
+        help="unstable waves in a row (default 0)",
+    ),
+    Flag(
+        name="--consecutive-clean-waves",
+        parse=whole(0),
+        metavar="N",
+        help="clean waves in a row (default 0)",
+    ),
+)
+
+_HELPER_COMMANDS: Final[Mapping[str, Command]] = {
+    command.name: command
+    for command in (
+        Command(
+            name="budget",
+            summary="compute the active-unit clamp from 5-hour and weekly remaining budget",
+            flags=(
+                *_BUDGET_INPUTS,
+                Flag(
+                    name="--linear-start-threshold",
+                    parse=finite,
+                    metavar=_PCT,
+                    help="percent at and below which the linear clamp starts (default 33)",
+                ),
+                Flag(
+                    name="--single-agent-threshold",
+                    parse=finite,
+                    metavar=_PCT,
+                    help="percent at and below which one unit runs at a time (default 10)",
+                ),
+                Flag(
+                    name="--scaleout-threshold",
+                    parse=finite,
+                    metavar=_PCT,
+                    help="percent above which scale-out is allowed (default 25)",
+                ),
+                *_WAVE_HISTORY,
+                Flag(
+                    name="--format",
+                    parse=choice("json", "text"),
+                    metavar="json|text",
+                    dest="output_format",
+                    help="output format (default json)",
+                ),
+            ),
+            run=_budget,
+            example="mesh budget --remaining-five-hour 40 --remaining-weekly 28 --max-threads 12",
+        ),
+        Command(
+            name="replay",
+            summary="preflight simulation of budget and batch behaviour",
+            flags=(
+                *_BUDGET_INPUTS,
+                *_WAVE_HISTORY,
+                Flag(
+                    name="--ready-units",
+                    parse=whole(0),
+                    required=True,
+                    metavar="N",
+                    help="units ready to run",
+                ),
+            ),
+            run=commands.replay,
+            example=(
+                "mesh replay --remaining-five-hour 72 --remaining-weekly 55 "
+                "--max-threads 12 --ready-units 24"
+            ),
+        ),
+        Command(
+            name="plan_sync",
+            summary="normalize a plan JSON payload and count its steps by status",
+            flags=(
+                Flag(
+                    name="--input-json",
+                    required=True,
+                    metavar="PATH",
+                    help="update_plan JSON: an array of steps, or {plan: [...]}",
+                ),
+            ),
+            run=commands.plan_sync,
+            example="mesh plan_sync --input-json plan.json",
+        ),
+        Command(
+            name="slice",
+            summary="produce atomic units from a plan's pending and in-progress steps",
+            flags=(
+                Flag(name="--input-json", required=True, metavar="PATH", help="plan JSON"),
+                Flag(
+                    name="--max-slices",
+                    parse=whole(0),
+                    metavar="N",
+                    help="keep only the first N units (default: no limit)",
+                ),
+                Flag(
+                    name="--output-json",
+                    metavar="PATH",
+                    help="also write the document there (folders are created)",
+                ),
+            ),
+            run=commands.slice,
+            example="mesh slice --input-json plan.json --output-json units.json",
+        ),
+        Command(
+            name="wave",
+            summary="emit a CSV batch for the currently ready units",
+            flags=(
+                Flag(
+                    name="--units-json",
+                    required=True,
+                    metavar="PATH",
+                    help="units JSON as slice writes it",
+                ),
+                Flag(
+                    name="--csv-path",
+                    required=True,
+                    metavar="PATH",
+                    help="where to write the batch CSV",
+                ),
+                Flag(
+                    name="--max-active",
+                    parse=whole(1),
+                    metavar="N",
+                    help="most units in the wave (default 1)",
+                ),
+                Flag(
+                    name="--lane",
+                    parse=choice(*Lane),
+                    metavar="LANE",
+                    help=f"lane of the rows: {', '.join(Lane)} (default coder)",
+                ),
+                Flag(
+                    name="--triplet-width",
+                    parse=whole(1, 3),
+                    metavar="W",
+                    help="rows per unit, 1..3 (default 3)",
+                ),
+            ),
+            run=commands.wave,
+            example="mesh wave --units-json units.json --csv-path batch.csv --max-active 4",
+        ),
+        Command(
+            name="run_csv",
+            summary="validate a batch CSV and write its output CSV, keeping paths separate",
+            flags=(
+                Flag(name="--csv-path", required=True, metavar="IN", help="batch CSV to validate"),
+                Flag(
+                    name="--output-csv-path",
+                    required=True,
+                    metavar="OUT",
+                    help="output CSV to write (must differ from IN)",
+                ),
+                Flag(
+                    name="--max-concurrency",
+                    parse=whole(1),
+                    metavar="N",
+                    help="workers available (default: the row count)",
+                ),
+                Flag(
+                    name="--max-workers",
+                    parse=whole(1),
+                    metavar="N",
+                    dest="max_concurrency",
+                    help="alias of --max-concurrency",
+                ),
+                Flag(
+                    name="--runnable-units",
+                    parse=whole(0),
+                    metavar="N",
+                    help="units runnable now (default: the row count)",
+                ),
+                Flag(
+                    name="--floor-threshold",
+                    parse=whole(1),
+                    metavar="N",
+                    help="concurrency floor (default 3)",
+                ),
+                Flag(
+                    name="--fail-on-floor",
+                    is_switch=True,
+                    help="fail, writing nothing, when the floor gate fails",
+                ),
+                Flag(
+                    name="--deps-csv",
+                    metavar="PATH",
+                    help="deps CSV (id,depends_on,interactive_lead) to validate",
+                ),
+            ),
+            run=commands.run_csv,
+            example="mesh run_csv --csv-path batch.csv --output-csv-path batch.out.csv",
+            conflicts=(("--max-concurrency", "--max-workers"),),
+        ),
+        Command(
+            name="ledger",
+            summary="filter a ledger payload to the events that occurred, or show a run's ledger",
+            positional=Flag(
+                name="run", metavar="RUN", help="a stored run: its folder, store or id"
+            ),
+            flags=(
+                Flag(
+                    name="--input-json",
+                    metavar="PATH",
+                    help="a JSON object of ledger fields (instead of RUN)",
+                ),
+                Flag(
+                    name="--runs",
+                    metavar="DIR",
+                    help="where run ids are looked up (default mesh-runs)",
+                ),
+            ),
+            run=commands.ledger,
+            example="mesh ledger --input-json ledger.json",
+        ),
+    )
+}
+_REPOSITORY_RUN: Final = (
+    Flag(
+        name="--remaining-five-hour",
+        parse=finite,
+        metavar=_PCT,
+        help="percent of the 5-hour budget left (default 100)",
+    ),
+    Flag(
+        name="--remaining-weekly",
+        parse=finite,
+        metavar=_PCT,
+        help="percent of the weekly budget left (default 100)",
+    ),
+    Flag(name="--max-threads", parse=whole(0), metavar="N", help="most units at once (default 12)"),
+)
+_RUN: Final = Flag(
+    name="run", metavar="RUN", required=True, help="a stored run: its folder, store or id"
+)
+_RUNS: Final = Flag(
+    name="--runs", metavar="DIR", help="where run ids are looked up (default mesh-runs)"
+)
+_RAY: Final = Flag(
+    name="--ray",
+    metavar="ADDRESS",
+    help="run coders, applier, prover and fixer as Ray tasks: local (a Ray started here), "
+    "auto (this machine's cluster) or ray://HEAD:10001; needs mesh[ray]",
+)
+_RUN_COMMANDS: Final = (
+    Command(
+        name="run",
+        summary="run a plan on a git repository: worktrees, proofs, quorum, delivery",
+        positional=Flag(name="plan", metavar="PLAN", required=True, help="update_plan JSON file"),
+        flags=(
+            Flag(name="--repo", metavar="PATH", help="the git repository (default .)"),
+            Flag(
+                name="--coder-command",
+                required=True,
+                metavar="TEMPLATE",
+                help="agent command run in a scratch worktree per candidate; "
+                "{objective}, {unit_id}, {write_scope}, ... are filled in, shell-quoted",
+            ),
+            Flag(
+                name="--reducer-command",
+                metavar="TEMPLATE",
+                help="command for the third candidate (default: the coder command)",
+            ),
+            Flag(
+                name="--proof-command",
+                metavar="COMMAND",
+                help="proof for steps without a proof_command",
+            ),
+            Flag(
+                name="--delivery",
+                parse=choice("patch_first", "commit_first"),
+                metavar="MODE",
+                help="patch_first (patches in the output folder) or commit_first (git am)",
+            ),
+            Flag(
+                name="--branch",
+                metavar="NAME",
+                help="commit_first target (default: the checked-out branch)",
+            ),
+            Flag(
+                name="--out",
+                metavar="DIR",
+                help="ledger, plan state and patches (default mesh-runs/RUN_ID)",
+            ),
+            *_REPOSITORY_RUN,
+            Flag(
+                name="--proof-timeout",
+                parse=seconds,
+                metavar="SECONDS",
+                help="per proof run (default 600)",
+            ),
+            Flag(
+                name="--call-timeout",
+                parse=seconds,
+                metavar="SECONDS",
+                help="per adapter call, coders included (default 3600)",
+            ),
+            _RAY,
+            Flag(
+                name="--sandbox",
+                is_switch=True,
+                help="run coder commands and proofs in bubblewrap: the system read-only, "
+                "only their workspace writable (needs bwrap)",
+            ),
+            Flag(
+                name="--no-network",
+                is_switch=True,
+                help="with --sandbox: no network in the sandbox, loopback only",
+            ),
+        ),
+        run=commands.run,
+        example="mesh run plan.json --repo . --coder-command 'my-agent exec {objective}'",
+    ),
+    Command(
+        name="demo",
+        summary="create a small repository and run a plan on it for real",
+        flags=(
+            Flag(
+                name="--folder",
+                metavar="DIR",
+                help="where to create it, kept afterwards (default: a temporary folder)",
+            ),
+        ),
+        run=commands.demo,
+        example="mesh demo",
+    ),
+    Command(
+        name="resume",
+        summary="continue a stopped `mesh run` from its run store",
+        positional=_RUN,
+        flags=(_RUNS, _RAY),
+        run=commands.resume,
+        example="mesh resume mesh-runs/4f2a9c1e0b7d",
+    ),
+    Command(
+        name="status",
+        summary="a stored run's units by state",
+        positional=_RUN,
+        flags=(_RUNS,),
+        run=commands.status,
+        example="mesh status 4f2a9c1e0b7d",
+    ),
+    Command(
+        name="report",
+        summary="a stored run as one self-contained HTML page: timeline, concurrency, ledger",
+        positional=_RUN,
+        flags=(
+            Flag(
+                name="--output",
+                short="-o",
+                required=True,
+                metavar="HTML",
+                help="where to write the page",
+            ),
+            _RUNS,
+        ),
+        run=commands.report,
+        example="mesh report mesh-runs/4f2a9c1e0b7d -o run.html",
+    ),
+)
+COMMANDS: Final[Mapping[str, Command]] = {
+    **_HELPER_COMMANDS,
+    **{command.name: command for command in _RUN_COMMANDS},
+}
+ALIASES: Final = {"plan-sync": "plan_sync", "run-csv": "run_csv"}
+
+
+def usage() -> str:
+    """The top-level help text."""
+    width = max(len(name) for name in COMMANDS)
+    lines = [
+        f"mesh {__version__}: plan-driven streaming orchestration",
+        "",
+        "usage: mesh COMMAND [OPTIONS]    (mesh COMMAND --help for its options)",
+        "",
+        "commands:",
+        *(f"  {name.ljust(width)}  {command.summary}" for name, command in COMMANDS.items()),
+        "",
+        "aliases: plan-sync, run-csv",
+        "options: -h/--help, --version",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def command_help(command: Command) -> str:
+    """The help text of one command."""
+    specs = [
+        (
+            (f"{flag.short}, " if flag.short else "")
+            + (flag.name if flag.is_switch else f"{flag.name} {flag.metavar}"),
+            flag,
+        )
+        for flag in command.flags
+    ]
+    width = max(len(spec) for spec, _ in specs)
+    argument = f" {command.positional.metavar}" if command.positional else ""
+    lines = [f"usage: mesh {command.name}{argument} [OPTIONS]", "", command.summary, "", "options:"]
+    for spec, flag in specs:
+        marker = " (required)" if flag.required else ""
+        lines.append(f"  {spec.ljust(width)}  {flag.help}{marker}")
+    lines += [
+        "  -h, --help".ljust(width + 2) + "  show this help",
+        "",
+        f"example: {command.example}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def parse_options(command: Command, arguments: Sequence[str]) -> dict[str, object]:  # noqa: C901, PLR0912 - one linear pass over the tokens reads best
+    """
+    Parse a command's flags into keyword arguments for its `mesh.commands` function.
+
+    Raises:
+        OptionError: On an unknown, repeated, conflicting, valueless or missing flag,
+            a stray argument, or an unusable value.
+    """
+    by_name = {flag.name: flag for flag in command.flags}
+    shorts = {flag.short: flag.name for flag in command.flags if flag.short}
+    given: dict[str, object] = {}
+    remaining = [shorts.get(token, token) for token in arguments]
+    positional = command.positional
+    while remaining:
+        token = remaining.pop(0)
+        if not token.startswith("--") and positional is not None and positional.name not in given:
+            given[positional.name] = positional.parse(positional.metavar, token)
+            continue
+        if not token.startswith("--"):
+            raise OptionError("UnexpectedArgument", f"unexpected argument {token!r}")
+        name, has_value, value = token.partition("=")
+        flag = by_name.get(name)
+        if flag is None:
+            raise OptionError("UnknownOption", f"{name} is not an option of `mesh {command.name}`")
+        if name in given:
+            raise OptionError("DuplicateOption", f"{name} is given more than once")
+        if flag.is_switch:
+            if has_value:
+                raise OptionError("UnexpectedOptionValue", f"{name} takes no value")
+            given[name] = True
+            continue
+        if not has_value:
+            if not remaining or remaining[0].startswith("--"):
+                raise OptionError("MissingOptionValue", f"{name} needs a value")
+            value = remaining.pop(0)
+        given[name] = flag.parse(name, value)
+    for first, second in command.conflicts:
+        if first in given and second in given:
+            raise OptionError("ConflictingOptions", f"give {first} or {second}, not both")
+    if positional is not None and positional.required and positional.name not in given:
+        raise OptionError("MissingArgument", f"{positional.metavar} is required")
+    missing = [flag.name for flag in command.flags if flag.required and flag.name not in given]
+    if missing:
+        raise OptionError("MissingRequiredOption", f"{', '.join(missing)} is required")
+    positional_name = positional.name if positional is not None else None
+    return {
+        name if name == positional_name else by_name[name].keyword: value
+        for name, value in given.items()
+    }
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split("\n")).replace("\r", " ")
+
+
+def _write(stream: TextIO, content: str) -> None:
+    # Encode ourselves: the console's encoding must not decide whether output is valid.
+    stream.flush()
+    stream.buffer.write(content.encode("utf-8", "backslashreplace"))
+    stream.buffer.flush()
+
+
+def run(argv: Sequence[str]) -> tuple[int, str, str]:  # noqa: PLR0911 - one return per outcome of the contract
+    """Run the command line on ``argv``: ``(exit code, stdout text, stderr text)``."""
+    if not argv or argv[0] in {"-h", "--help", "help"}:
+        return 0, usage(), ""
+    if argv[0] in {"--version", "-V"}:
+        return 0, f"mesh {__version__}\n", ""
+    name = ALIASES.get(argv[0], argv[0])
+    command = COMMANDS.get(name)
+    if command is None:
+        return EXIT_USAGE, "", f"error: unknown command {argv[0]!r}\n\n{usage()}"
+    arguments = argv[1:]
+    if "-h" in arguments or "--help" in arguments:
+        return 0, command_help(command), ""
+    try:
+        result = command.run(**parse_options(command, arguments))
+    except MeshError as exc:
+        return EXIT_ERROR, "", f"error: {exc.kind}: {_one_line(exc.message)}\n"
+    except Exception as exc:
+        # A bug in mesh: still one line and no traceback, unless asked for.
+        if os.environ.get("MESH_DEBUG"):
+            raise
+        detail = _one_line(f"{type(exc).__name__}: {exc}")
+        return EXIT_ERROR, "", f"error: InternalError: {detail} (set MESH_DEBUG=1 for details)\n"
+    if isinstance(result, RunReport):
+        incomplete = sum(o.state != "completed" for o in result.run.result.outcomes)
+        failure = (
+            f"error: RunIncomplete: {incomplete} of {len(result.run.result.outcomes)} units "
+            "did not complete\n"
+            if result.exit_code
+            else ""
+        )
+        return result.exit_code, result.text + "\n", failure
+    if isinstance(result, str):
+        return 0, result + "\n", ""
+    return 0, dumps_json(result) + "\n", ""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """
+    Entry point of the ``mesh`` console script.
+
+    Returns:
+        0 on success, 1 on any error (one line on stderr), 2 for an unknown command.
+    """
+    try:
+        code, out, err = run(list(sys.argv[1:] if argv is None else argv))
+    except KeyboardInterrupt:
+        code, out, err = 130, "", "error: Interrupted: stopped by the user\n"
+    try:
+        if out:
+            _write(sys.stdout, out)
+        if err:
+            _write(sys.stderr, err)
+    except BrokenPipeError:
+        # The reader went away (`mesh ... | head`); nothing left to tell it.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_ERROR
+    return code

@@ -1,0 +1,475 @@
+"""``mesh run`` and ``mesh demo``: whole runs on a repository, with a progress bar."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import tempfile
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import anyio
+import attrs
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ..contracts._convert import loads_json
+from ..contracts._enums import DeliveryMode
+from ..contracts._errors import InputError, OptionError, PathCollisionError
+from ..contracts._events import LedgerEvent
+from ..contracts._files import StrPath, atomic_write_text, ensure_distinct, read_text
+from ..contracts._text import one_line
+from ..engine._ray import RayExecutor
+from ..engine._report import prose_ledger, render_report
+from ..engine._resume import UNIT_STATES, resume_point, states_at
+from ..git._coders import CommandCoder, check_command_template
+from ..git._git import git
+from ..host._owner import owning
+from ..host._sandbox import Sandbox, require_sandbox
+from ..planning._budget import budget_policy
+from ..store._repo_run import RepositoryRun, resume_in_repository, run_in_repository, stored_plan
+from ..store._store import STORE_FILE, RunStore
+from ._demo import create_demo_repository, demo_coder_command
+
+__all__ = ["RunReport", "demo", "report", "resume", "run", "status", "stored_ledger"]
+
+_FINISHING_EVENTS: Final = frozenset({"unit_finished", "unit_blocked"})
+
+
+@attrs.frozen(kw_only=True)
+class RunReport:
+    """
+    What ``mesh run`` prints, its exit code, and the run itself.
+
+    .. versionadded:: 0.1.0
+    """
+
+    text: str
+    exit_code: int
+    run: RepositoryRun
+
+
+class _Refusals:
+    """
+    Candidates the run refused, and why: a failed apply (scope or conflict) or a failed proof.
+
+    Ids and reasons are kept as the adapters gave them; `_report` escapes them.
+    """
+
+    def __init__(self) -> None:
+        self.reasons: dict[str, str] = {}
+
+    def on_event(self, event: LedgerEvent) -> None:
+        decision = event.data.get("decision")
+        if event.event != "adapter_call" or decision not in {"apply_failed", "fail"}:
+            return
+        what = "not applied" if decision == "apply_failed" else "proof failed"
+        self.reasons[event.candidate_id or "?"] = f"{what}: {event.data.get('evidence', '')}"
+
+
+class ProgressBar:
+    """Units finished out of all, drawn on the terminal (nothing when stderr is not one)."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        self._progress = Progress(
+            TextColumn("[bold]mesh[/bold] {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+            disable=not self.console.is_terminal,
+        )
+        self._task = self._progress.add_task("starting", total=None)
+        self.finished = 0
+
+    def on_event(self, event: LedgerEvent) -> None:
+        """Follow the ledger: the unit count at the start, one step per finished unit."""
+        if event.event == "run_started":
+            total = event.data.get("units")
+            self._progress.update(self._task, total=total if isinstance(total, int) else None)
+        elif event.event == "run_resumed":
+            total, done = event.data.get("units"), event.data.get("finished")
+            self._progress.update(
+                self._task,
+                total=total if isinstance(total, int) else None,
+                completed=done if isinstance(done, int) else 0,
+            )
+        elif event.event in _FINISHING_EVENTS:
+            self.finished += 1
+            self._progress.update(
+                self._task,
+                advance=1,
+                # Unit ids are plan text: never markup, never more than one line.
+                description=escape(f"{one_line(event.unit_id or '?')} {event.event.split('_')[1]}"),
+            )
+
+    @contextlib.contextmanager
+    def shown(self) -> Iterator[ProgressBar]:
+        """Draw the bar for the length of a ``with`` block."""
+        with self._progress:
+            yield self
+
+
+def _idle(plan_state: Mapping[str, Any]) -> tuple[str, int]:
+    """What a run that ran nothing says, and its exit code: 1 unless every step is completed."""
+    statuses = [str(step.get("status", "pending")) for step in plan_state.get("plan", ())]
+    others = Counter(status for status in statuses if status != "completed")
+    if not others:
+        return "Nothing to run: every step is completed.", 0
+    listed = ", ".join(f"{count} {one_line(status)!r}" for status, count in sorted(others.items()))
+    done = len(statuses) - others.total()
+    return (
+        f"Nothing to run: no step is pending or in_progress ({done} completed; {listed}).",
+        1,
+    )
+
+
+def _report(finished: RepositoryRun, refusals: _Refusals) -> RunReport:
+    result = finished.result
+    idle, idle_code = _idle(result.plan_state) if not result.outcomes else ("", 0)
+    lines = [result.ledger().rstrip("\n")] if result.outcomes else [idle]
+    lines += [
+        "",
+        (
+            f"Run {result.run_id}: ledger {finished.ledger_path}, "
+            f"plan state {finished.plan_path}, patches {finished.patches}."
+        ),
+    ]
+    # Ids, evidence and failure evidence come from adapters and agents: each goes
+    # through one_line, so that none can print a line of its own or rewrite one.
+    if refusals.reasons:
+        lines += ["", "Candidates refused:"]
+        lines += [
+            f"  {one_line(cid)}: {one_line(reason)}"
+            for cid, reason in sorted(refusals.reasons.items())
+        ]
+    for outcome in result.outcomes:
+        if outcome.state != "completed":
+            lines.append(
+                f"{one_line(outcome.unit_id)} {outcome.state}: {outcome.failure_code} "
+                f"({one_line(outcome.evidence)})"
+            )
+    incomplete = len(result.outcomes) - len(result.completed)
+    code = 1 if incomplete else idle_code
+    return RunReport(text="\n".join(lines), exit_code=code, run=finished)
+
+
+def run(
+    *,
+    plan: StrPath,
+    repo: StrPath = ".",
+    coder_command: str,
+    reducer_command: str | None = None,
+    proof_command: str | None = None,
+    delivery: str | None = None,
+    branch: str | None = None,
+    out: StrPath | None = None,
+    remaining_five_hour: float = 100.0,
+    remaining_weekly: float = 100.0,
+    max_threads: int = 12,
+    proof_timeout: float = 600.0,
+    call_timeout: float = 3600.0,
+    ray: str | None = None,
+    sandbox: bool = False,
+    no_network: bool = False,
+    console: Console | None = None,
+) -> RunReport:
+    """
+    ``mesh run``: run a plan on a repository with real worktrees, proofs and delivery.
+
+    Coders run ``coder_command`` (a `CommandCoder` template) for candidates 1
+    and 2, and ``reducer_command`` (default: the coder command) for candidate
+    3; `MechanicalFixer` adjudicates; `GitIntegrator` delivers. The ledger,
+    plan state and patches go to ``out`` (default ``mesh-runs/<run id>``).
+    With ``ray`` (``local``, ``auto`` or ``ray://HEAD:10001``) the coder,
+    applier, prover and fixer calls run on that Ray cluster (`RayExecutor`).
+    With ``sandbox``, coder commands and proofs run in bubblewrap (the system
+    read-only, only their workspace writable; ``no_network``: no network
+    either); bubblewrap is checked before anything is created.
+
+    .. versionadded:: 0.1.0
+    """
+    # Fail on a bad template or a missing sandbox before anything is read or created.
+    check_command_template(coder_command)
+    check_command_template(reducer_command or coder_command)
+    box = _sandbox(sandbox=sandbox, no_network=no_network)
+    document = loads_json(read_text(plan, what="plan"), subject="plan")
+    budget = budget_policy(
+        remaining_five_hour=remaining_five_hour,
+        remaining_weekly=remaining_weekly,
+        max_threads=max_threads,
+    )
+    mode = DeliveryMode(delivery) if delivery is not None else None
+    executor = _ray_executor(ray)
+    run_id = uuid.uuid4().hex[:12]
+    folder = Path(out) if out is not None else Path("mesh-runs") / run_id
+    # The run writes into its folder (plan state, ledger, store, patches): never over the plan.
+    if Path(plan).resolve().is_relative_to(folder.resolve()):
+        raise PathCollisionError(
+            f"--out {folder} holds PLAN {plan}: the run writes there; keep the plan elsewhere"
+        )
+
+    async def main(follow: Callable[[LedgerEvent], None]) -> RepositoryRun:
+        return await run_in_repository(
+            document,
+            repo=repo,
+            out=folder,
+            coder=lambda workspaces: CommandCoder(workspaces, coder_command, sandbox=box),
+            reducer=lambda workspaces: CommandCoder(
+                workspaces, reducer_command or coder_command, sandbox=box
+            ),
+            budget=budget,
+            delivery_mode=mode,
+            default_proof_command=proof_command,
+            branch=branch,
+            proof_timeout=proof_timeout,
+            call_timeout=call_timeout,
+            on_event=follow,
+            run_id=run_id,
+            extra_config={
+                "cli": {
+                    "coder_command": coder_command,
+                    "reducer_command": reducer_command,
+                    "remaining_five_hour": remaining_five_hour,
+                    "remaining_weekly": remaining_weekly,
+                    "max_threads": max_threads,
+                    "ray": ray,
+                    "sandbox": sandbox,
+                    "no_network": no_network,
+                }
+            },
+            executor=executor,
+            sandbox=box,
+        )
+
+    return _watched(console, main)
+
+
+def _sandbox(*, sandbox: bool, no_network: bool) -> Sandbox | None:
+    """``--sandbox`` (and ``--no-network``): bubblewrap, checked to work here, or an error."""
+    if no_network and not sandbox:
+        raise OptionError("InvalidOptionValue", "--no-network needs --sandbox")
+    if not sandbox:
+        return None
+    require_sandbox()
+    return Sandbox(network=not no_network)
+
+
+def _ray_executor(address: str | None) -> RayExecutor | None:
+    """``--ray ADDRESS``: ``local`` starts a Ray instance here, anything else is joined."""
+    if address is None:
+        return None
+    if not address.strip():
+        raise OptionError(
+            "InvalidOptionValue", "--ray needs an address: local, auto or ray://HOST:PORT"
+        )
+    return RayExecutor(None if address == "local" else address)
+
+
+def _watched(
+    console: Console | None,
+    main: Callable[[Callable[[LedgerEvent], None]], Awaitable[RepositoryRun]],
+) -> RunReport:
+    """Run ``main`` with a progress bar and a record of refused candidates, then report."""
+    bar = ProgressBar(console)
+    refusals = _Refusals()
+
+    def follow(event: LedgerEvent) -> None:
+        bar.on_event(event)
+        refusals.on_event(event)
+
+    with bar.shown():
+        finished = anyio.run(main, follow)
+    return _report(finished, refusals)
+
+
+def _store_path(run: StrPath, runs: StrPath) -> Path:
+    """A run given as its folder, its store file, or its id under ``runs``."""
+    given = Path(run)
+    for candidate in (given, Path(runs) / given):
+        if candidate.is_dir():
+            return candidate / STORE_FILE
+        if candidate.is_file():
+            return candidate
+    raise InputError(f"no run {run!s} (looked for {given} and {Path(runs) / given})")
+
+
+def resume(
+    *,
+    run: StrPath,
+    runs: StrPath = "mesh-runs",
+    ray: str | None = None,
+    console: Console | None = None,
+) -> RunReport:
+    """
+    ``mesh resume``: continue a ``mesh run`` that stopped, from its run store.
+
+    ``run`` is the run's folder, its ``run.sqlite``, or its id under ``runs``.
+    Finished units stay as they were; in-flight units restart from their
+    recorded state; nothing is integrated twice (see `resume_in_repository`).
+    The calls run where the first ``mesh run`` sent them (its ``--ray``), or
+    on the cluster ``ray`` names; a run started with ``--sandbox`` resumes in
+    the sandbox.
+
+    .. versionadded:: 0.1.0
+    """
+    path = _store_path(run, runs)
+    # Owned before anything else is done (`resume_in_repository` keeps this ownership).
+    with owning(path.parent):
+        return _resume(path, ray=ray, console=console)
+
+
+def _resume(path: Path, *, ray: str | None, console: Console | None) -> RunReport:
+    with RunStore.open(path) as store:
+        options = store.config.get("cli")
+    if not isinstance(options, dict):
+        raise InputError(f"{path} was not started by `mesh run`: resume it from Python")
+    coder_command = str(options["coder_command"])
+    reducer_command = str(options.get("reducer_command") or coder_command)
+    budget = budget_policy(
+        remaining_five_hour=float(options["remaining_five_hour"]),
+        remaining_weekly=float(options["remaining_weekly"]),
+        max_threads=int(options["max_threads"]),
+    )
+    stored_ray = options.get("ray")
+    executor = _ray_executor(ray if ray is not None else stored_ray and str(stored_ray))
+    box = _sandbox(sandbox=bool(options.get("sandbox")), no_network=bool(options.get("no_network")))
+
+    async def main(follow: Callable[[LedgerEvent], None]) -> RepositoryRun:
+        return await resume_in_repository(
+            path,
+            coder=lambda workspaces: CommandCoder(workspaces, coder_command, sandbox=box),
+            reducer=lambda workspaces: CommandCoder(workspaces, reducer_command, sandbox=box),
+            budget=budget,
+            on_event=follow,
+            executor=executor,
+            sandbox=box,
+        )
+
+    return _watched(console, main)
+
+
+def _stored(run: StrPath, runs: StrPath) -> tuple[str, dict[str, Any], list[LedgerEvent]]:
+    with RunStore.open(_store_path(run, runs)) as store:
+        return store.run_id, dict(store.config), list(store.events())
+
+
+def status(*, run: StrPath, runs: StrPath = "mesh-runs") -> dict[str, object]:
+    """
+    ``mesh status``: a stored run's units by state: completed, failed, blocked, in_flight, pending.
+
+    .. versionadded:: 0.1.0
+    """
+    path = _store_path(run, runs)
+    run_id, config, events = _stored(path, runs)
+    units = stored_plan(config, path)
+    point = resume_point(events)
+    states = states_at(point, [unit.id for unit in units])
+    finished = bool(events) and events[-1].event == "run_finished"
+    listing: list[dict[str, object]] = []
+    for unit in units:
+        entry: dict[str, object] = {"id": unit.id, "state": states[unit.id]}
+        checkpoint = point.checkpoints.get(unit.id)
+        if checkpoint is not None:
+            entry["attempt"] = checkpoint.attempt
+            if checkpoint.outcome is not None and checkpoint.outcome.failure_code is not None:
+                entry["failure_code"] = checkpoint.outcome.failure_code.value
+        listing.append(entry)
+    return {
+        "command": "status",
+        "run_id": run_id,
+        "finished": finished,
+        "events": len(events),
+        "by_state": {
+            state: n for state in UNIT_STATES if (n := list(states.values()).count(state))
+        },
+        "units": listing,
+    }
+
+
+def stored_ledger(*, run: StrPath, runs: StrPath = "mesh-runs") -> str:
+    """The prose Orchestration Ledger of a stored run (empty when nothing ran)."""
+    _, _, events = _stored(run, runs)
+    return prose_ledger(events)
+
+
+def report(*, run: StrPath, output: StrPath, runs: StrPath = "mesh-runs") -> dict[str, object]:
+    """
+    ``mesh report``: write a stored run's picture as one self-contained HTML page.
+
+    The page (see `mesh.render_report`) has a timeline of every unit and
+    candidate lane coloured by outcome, the concurrency over time, and the
+    prose ledger; it loads nothing from the network.
+
+    .. versionadded:: 0.1.0
+    """
+    store = _store_path(run, runs)
+    ensure_distinct(output, store, output_flag="--output", input_flags=("RUN",))
+    run_id, _, events = _stored(store, runs)
+    page = render_report(events, title=f"mesh run {run_id}")
+    atomic_write_text(output, page, what="report")
+    return {
+        "command": "report",
+        "run_id": run_id,
+        "output": str(output),
+        "events": len(events),
+        "units": len({event.unit_id for event in events if event.unit_id is not None}),
+    }
+
+
+def demo(*, folder: StrPath | None = None, console: Console | None = None) -> RunReport:
+    """
+    ``mesh demo``: create a small repository and run a four-unit plan on it for real.
+
+    The coders are a deterministic script; proofs run the package's pytest
+    tests in each candidate's worktree; every accepted unit becomes a commit
+    (``git am``). Everything is created in ``folder`` (default: a temporary
+    folder, removed afterwards).
+
+    .. versionadded:: 0.1.0
+    """
+    if importlib.util.find_spec("pytest") is None:
+        raise InputError("mesh demo proves candidates with pytest: pip install 'mesh[demo]'")
+    with contextlib.ExitStack() as stack:
+        if folder is None:
+            root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mesh-demo-")))
+        else:
+            root = Path(folder).resolve()
+            if root.exists() and not root.is_dir():
+                raise InputError(f"--folder {folder}: not a folder")
+            if root.is_dir() and any(root.iterdir()):
+                raise InputError(f"--folder {folder}: not empty")
+        repo, plan, script = anyio.run(create_demo_repository, root)
+        return _with_history(
+            run(
+                plan=plan,
+                repo=repo,
+                coder_command=demo_coder_command(script),
+                delivery=DeliveryMode.COMMIT_FIRST.value,
+                out=root / "out",
+                console=console,
+            ),
+            repo,
+            kept=folder is not None,
+        )
+
+
+def _with_history(report: RunReport, repo: Path, *, kept: bool) -> RunReport:
+    """The demo's report, followed by the repository's history and where it is."""
+    history = anyio.run(_history, repo)
+    text = f"{report.text}\n\nThe demo repository's history:\n{history}"
+    if kept:
+        text += f"\nThe demo repository is {repo}."
+    else:
+        text += "\n(The demo folder was temporary; pass --folder PATH to keep it.)"
+    return attrs.evolve(report, text=text)
+
+
+async def _history(repo: Path) -> str:
+    return await git("log", "--format=  %s", cwd=repo)

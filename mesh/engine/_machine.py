@@ -1,0 +1,75 @@
+"""
+The unit state machine: the declarative table of ``_lifecycle`` run by ``transitions``.
+
+One `transitions.Machine` serves every unit: a unit's `UnitProgress` is the
+model, and only the unit's own task fires its triggers, so each unit has a
+single writer. Callbacks run synchronously in the calling task, which keeps
+the machine safe under both asyncio and trio (no AsyncMachine, no tasks of its
+own). ``transitions`` stays private behind `UnitState` and `Trigger`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final
+
+from transitions import EventData, Machine, MachineError
+
+from ..contracts._errors import GateNotMet, TransitionError
+from ._lifecycle import GATES, TRANSITION_TABLE, Trigger, UnitProgress, UnitState
+
+__all__ = ["UnitMachine"]
+
+
+def _gate_condition(gate: str) -> Callable[[EventData], bool]:
+    check = GATES[gate]
+
+    def condition(event: EventData) -> bool:
+        progress = event.model
+        assert isinstance(progress, UnitProgress)  # noqa: S101 - only UnitMachine.fire triggers
+        return check(progress)
+
+    return condition
+
+
+class UnitMachine:
+    """Fires triggers on unit progress records, raising mesh errors for illegal moves."""
+
+    def __init__(self) -> None:
+        self._machine: Final = Machine(
+            model=None,
+            states=[state.value for state in UnitState],
+            initial=UnitState.PLANNED.value,
+            transitions=[
+                {
+                    "trigger": row.trigger.value,
+                    "source": [state.value for state in row.sources],
+                    "dest": row.dest.value,
+                    "conditions": [_gate_condition(row.gate)],
+                }
+                for row in TRANSITION_TABLE
+            ],
+            auto_transitions=False,
+            send_event=True,
+        )
+        self._gates = {
+            (row.trigger, source): row.gate for row in TRANSITION_TABLE for source in row.sources
+        }
+
+    def fire(self, progress: UnitProgress, trigger: Trigger) -> tuple[UnitState, UnitState]:
+        """
+        Move ``progress`` by ``trigger``: ``(old state, new state)``.
+
+        Raises:
+            TransitionError: When the trigger is not legal from the current state.
+            GateNotMet: When it is legal but its gate is not met.
+        """
+        before = UnitState(progress.state)
+        try:
+            moved = self._machine.events[trigger.value].trigger(progress)
+        except MachineError:
+            raise TransitionError(progress.unit.id, before.value, trigger.value) from None
+        if not moved:
+            gate = self._gates[trigger, before]
+            raise GateNotMet(progress.unit.id, before.value, trigger.value, gate)
+        return before, UnitState(progress.state)

@@ -1,0 +1,170 @@
+"""
+A stopped run's state, rebuilt from its recorded events. Pure: no I/O.
+
+The event log is the source of truth: ``unit_finished`` and ``unit_blocked``
+end a unit, ``rework`` starts its next attempt, ``candidates_recorded``,
+``proofs_recorded`` and ``delivery_started`` keep what the current attempt
+decided, so that a restart continues from there instead of redoing it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Final
+
+from ..contracts._contract import parse_worker_result
+from ..contracts._enums import Decision, FailureCode
+from ..contracts._errors import InvalidOutputSchema, MeshError
+from ..contracts._events import LedgerEvent
+from ..contracts._records import WorkerResult
+from ._scheduler import ResumePoint, UnitCheckpoint
+from ._summary import UnitOutcome
+
+__all__ = ["UNIT_STATES", "resume_point", "states_at", "unit_states"]
+
+UNIT_STATES: Final = ("completed", "failed", "blocked", "in_flight", "pending")
+
+
+class _Unit:
+    def __init__(self, unit_id: str) -> None:
+        self.unit_id = unit_id
+        self.attempt = 1
+        self.candidates: tuple[WorkerResult, ...] = ()
+        self.proofs: dict[str, WorkerResult | None] = {}
+        self.accepted: str | None = None
+        self.approvals = 0
+        self.outcome: UnitOutcome | None = None
+
+
+def _text(data: Mapping[str, object], key: str) -> str | None:
+    value = data.get(key)
+    return value if isinstance(value, str) else None
+
+
+def _finished(event: LedgerEvent, unit: _Unit) -> UnitOutcome:
+    data = event.data
+    state = _text(data, "state") or "failed"
+    code = _text(data, "failure_code")
+    delivery = _text(data, "delivery")
+    return UnitOutcome(
+        unit_id=unit.unit_id,
+        state=state,
+        attempts=event.attempt or unit.attempt,
+        failure_code=FailureCode(code) if code else None,
+        evidence=_text(data, "evidence") or "",
+        accepted_candidate=_text(data, "accepted_candidate"),
+        artifact_ref=_text(data, "artifact_ref"),
+        delivery=Decision(delivery) if delivery else None,
+    )
+
+
+def _record(event: LedgerEvent, document: object) -> WorkerResult:
+    try:
+        return parse_worker_result(document)
+    except InvalidOutputSchema as exc:
+        raise MeshError(f"event {event.seq}: a recorded result is unreadable: {exc}") from exc
+
+
+def _candidates(event: LedgerEvent) -> tuple[WorkerResult, ...]:
+    documents = event.data.get("candidates")
+    if not isinstance(documents, list):
+        raise MeshError(f"event {event.seq}: candidates_recorded without a candidate list")
+    return tuple(_record(event, document) for document in documents)
+
+
+def _proofs(event: LedgerEvent, unit: _Unit) -> dict[str, WorkerResult | None]:
+    documents = event.data.get("proofs")
+    if not isinstance(documents, dict) or set(documents) != {
+        c.candidate_id for c in unit.candidates
+    }:
+        raise MeshError(f"event {event.seq}: proofs_recorded without one proof per candidate")
+    return {
+        str(cid): None if document is None else _record(event, document)
+        for cid, document in documents.items()
+    }
+
+
+def _apply(unit: _Unit, event: LedgerEvent) -> None:
+    """Fold one event of an unfinished unit into its state."""
+    name = event.event
+    if name in {"unit_started", "rework"} and event.attempt:
+        unit.attempt = event.attempt
+    if name in {"rework", "candidates_recorded"}:
+        unit.candidates, unit.proofs, unit.accepted = (), {}, None
+    if name == "candidates_recorded":
+        unit.candidates = _candidates(event)
+    elif name == "proofs_recorded":
+        unit.proofs = _proofs(event, unit)
+    elif name == "delivery_started":
+        unit.accepted = event.candidate_id
+        approvals = event.data.get("approvals")
+        unit.approvals = approvals if type(approvals) is int else 0
+    elif name == "unit_finished":
+        unit.outcome = _finished(event, unit)
+    elif name == "unit_blocked":
+        unit.outcome = UnitOutcome(
+            unit_id=unit.unit_id,
+            state="blocked",
+            failure_code=FailureCode.REQUIRES_CLARIFICATION,
+            evidence=f"dependency {event.data.get('blocked_by')} did not complete",
+            blocked_by=_text(event.data, "blocked_by"),
+        )
+
+
+def _replay(events: Iterable[LedgerEvent]) -> tuple[dict[str, _Unit], int]:
+    units: dict[str, _Unit] = {}
+    last_seq = 0
+    for event in events:
+        last_seq = max(last_seq, event.seq)
+        if event.unit_id is None:
+            continue
+        unit = units.setdefault(event.unit_id, _Unit(event.unit_id))
+        if unit.outcome is None:  # a finished unit stays finished
+            _apply(unit, event)
+    return units, last_seq
+
+
+def resume_point(events: Iterable[LedgerEvent]) -> ResumePoint:
+    """
+    Where a stopped run stands, from its events: checkpoints and the next event number.
+
+    .. versionadded:: 0.1.0
+    """
+    history = tuple(events)
+    units, last_seq = _replay(history)
+    checkpoints = {
+        unit_id: UnitCheckpoint(
+            unit_id=unit_id,
+            attempt=unit.attempt,
+            candidates=unit.candidates,
+            proofs=unit.proofs,
+            accepted=unit.accepted,
+            approvals=unit.approvals,
+            outcome=unit.outcome,
+        )
+        for unit_id, unit in units.items()
+    }
+    return ResumePoint(checkpoints=checkpoints, next_seq=last_seq + 1, history=history)
+
+
+def unit_states(events: Iterable[LedgerEvent], unit_ids: Iterable[str]) -> dict[str, str]:
+    """
+    Each unit's state in a recorded run: completed, failed, blocked, in_flight or pending.
+
+    .. versionadded:: 0.1.0
+    """
+    return states_at(resume_point(events), unit_ids)
+
+
+def states_at(point: ResumePoint, unit_ids: Iterable[str]) -> dict[str, str]:
+    """Each unit's state at a resume point (see `unit_states`)."""
+    return {
+        unit_id: (
+            "pending"
+            if (checkpoint := point.checkpoints.get(unit_id)) is None
+            else checkpoint.outcome.state
+            if checkpoint.outcome is not None
+            else "in_flight"
+        )
+        for unit_id in unit_ids
+    }

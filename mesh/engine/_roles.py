@@ -1,0 +1,415 @@
+"""
+Role adapters: what each role is asked, how it is called, how its answer is checked.
+
+An adapter is any callable taking one request record; it may be sync or async.
+Async adapters run in the unit's task; sync ones run in a worker thread so a
+blocking adapter never stalls the scheduler. Every answer goes through the
+strict output-contract parser, and must be about the unit, candidate and lane
+it was asked about.
+"""
+
+from __future__ import annotations
+
+import heapq
+import inspect
+import itertools
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from typing import Any, Final, Literal, TypeVar
+
+import anyio
+import anyio.to_thread
+import attrs
+
+from ..contracts._clock import Clock
+from ..contracts._contract import parse_worker_result, recheck_worker_result
+from ..contracts._enums import Decision, Lane
+from ..contracts._errors import InvalidOutputSchema
+from ..contracts._records import Unit, WorkerResult
+from ..contracts._scopes import ScopeIndex, scopes_overlap
+
+__all__ = [
+    "AdjudicationRequest",
+    "ApplyRequest",
+    "AuthorRequest",
+    "DeliveryRequest",
+    "LeaseRequest",
+    "LeaseTable",
+    "ProofRequest",
+    "Roles",
+    "check_result",
+    "invoke",
+]
+
+RequestT = TypeVar("RequestT")
+Adapter = Callable[[RequestT], object] | Callable[[RequestT], Awaitable[object]]
+"""A role adapter: a sync or async callable taking one request record."""
+
+
+@attrs.frozen(kw_only=True)
+class AuthorRequest:
+    """
+    Asks a coder or reducer for one candidate.
+
+    .. versionadded:: 0.1.0
+    """
+
+    unit: Unit
+    lane: Lane
+    candidate_id: str
+    triplet_index: int
+    attempt: int
+    """The unit's attempt (rework starts a new one)."""
+    call: int = 1
+    """1 for the first call, 2 for the retry after a timeout, 3 for the replacement."""
+
+
+@attrs.frozen(kw_only=True)
+class LeaseRequest:
+    """
+    Asks the locksmith to acquire or release the unit's write-scope lease.
+
+    .. versionadded:: 0.1.0
+    """
+
+    unit: Unit
+    candidate_id: str
+    action: Literal["acquire", "release"]
+    holder: str
+    """Who holds the lease: the unit id (its candidates share it)."""
+    write_scope: tuple[str, ...]
+    ttl_ms: int
+    lease_id: str | None = None
+    call: int = 1
+
+
+@attrs.frozen(kw_only=True)
+class ApplyRequest:
+    """
+    Asks the applier to apply one candidate in its own worktree at ``unit.base_sha``.
+
+    .. versionadded:: 0.1.0
+    """
+
+    unit: Unit
+    candidate_id: str
+    """The id the answer must carry: the candidate's."""
+    candidate: WorkerResult
+    lease_id: str
+    attempt: int
+    call: int = 1
+
+
+@attrs.frozen(kw_only=True)
+class ProofRequest:
+    """
+    Asks the prover to run ``unit.proof_command`` where the candidate was applied.
+
+    .. versionadded:: 0.1.0
+    """
+
+    unit: Unit
+    candidate_id: str
+    """The id the answer must carry: the candidate's."""
+    candidate: WorkerResult
+    applied: WorkerResult
+    proof_attempt: int
+    """1, or 2 for the one retry after a failed proof."""
+    attempt: int
+    call: int = 1
+
+
+@attrs.frozen(kw_only=True)
+class AdjudicationRequest:
+    """
+    Asks one fixer to judge the proven candidates.
+
+    ``proven`` pairs each candidate with its passing proof; only those may be accepted.
+
+    .. versionadded:: 0.1.0
+    """
+
+    unit: Unit
+    candidate_id: str
+    """The id the answer must carry: this fixer's own row id."""
+    proven: tuple[tuple[WorkerResult, WorkerResult], ...]
+    rejected: tuple[WorkerResult, ...]
+    """Candidates whose patch did not apply or whose proof failed."""
+    fixer_index: int
+    quorum_target: int
+    attempt: int
+    call: int = 1
+
+
+@attrs.frozen(kw_only=True)
+class DeliveryRequest:
+    """
+    Asks the integrator to deliver the accepted candidate and write plan state.
+
+    ``plan_state`` is the update_plan document with this unit's step completed;
+    the integrator is the only writer of it.
+
+    .. versionadded:: 0.1.0
+    """
+
+    unit: Unit
+    candidate_id: str
+    """The id the answer must carry: the accepted candidate's."""
+    candidate: WorkerResult
+    proof: WorkerResult
+    approvals: int
+    plan_state: Mapping[str, Any] = attrs.field(hash=False)
+    attempt: int
+    idempotency_key: str = ""
+    """Names this delivery across restarts (``RUN/UNIT``): an integrator that finds it
+    already delivered (a commit trailer, an artifact) must not deliver it again."""
+    call: int = 1
+
+
+@attrs.frozen(kw_only=True)
+class Roles:
+    """
+    The adapters of a run, one per role.
+
+    Candidates come from ``coder`` (indexes 1 and 2) and ``reducer`` (index 3);
+    the budget's triplet width decides how many. ``replacements`` maps a lane to
+    the adapter tried after a call timed out twice.
+
+    .. versionadded:: 0.1.0
+    """
+
+    coder: Adapter[AuthorRequest]
+    applier: Adapter[ApplyRequest]
+    prover: Adapter[ProofRequest]
+    fixer: Adapter[AdjudicationRequest]
+    integrator: Adapter[DeliveryRequest]
+    reducer: Adapter[AuthorRequest] | None = None
+    locksmith: Adapter[LeaseRequest] | None = None
+    replacements: Mapping[Lane, Adapter[Any]] = attrs.field(factory=dict, hash=False)
+
+    def for_lane(self, lane: Lane) -> Adapter[Any]:
+        """The adapter playing ``lane`` (the locksmith must be set by then)."""
+        adapter = {
+            Lane.CODER: self.coder,
+            Lane.REDUCER: self.reducer,
+            Lane.LOCKSMITH: self.locksmith,
+            Lane.APPLIER: self.applier,
+            Lane.PROVER: self.prover,
+            Lane.FIXER: self.fixer,
+            Lane.INTEGRATOR: self.integrator,
+        }[lane]
+        assert adapter is not None, lane  # noqa: S101 - Orchestrator fills the locksmith in
+        return adapter
+
+
+def _is_async(adapter: object) -> bool:
+    return inspect.iscoroutinefunction(adapter) or inspect.iscoroutinefunction(
+        getattr(adapter, "__call__", None)  # noqa: B004 - callable objects with async __call__
+    )
+
+
+async def invoke(adapter: Adapter[Any], request: object) -> object:
+    """Call an adapter: async ones in this task, sync ones in a worker thread."""
+    return await BoundAdapter.of(adapter).invoke(request)
+
+
+@attrs.frozen
+class BoundAdapter:
+    """An adapter with its kind looked up once: `invoke` without the per-call inspection."""
+
+    adapter: Adapter[Any]
+    is_async: bool
+
+    @classmethod
+    def of(cls, adapter: Adapter[Any]) -> BoundAdapter:
+        """Inspect ``adapter`` once."""
+        return cls(adapter, _is_async(adapter))
+
+    async def invoke(self, request: object) -> object:
+        """Call the adapter as `invoke` does."""
+        if self.is_async:
+            return await self.adapter(request)  # type: ignore[misc]
+        # Boxed so that trio does not refuse a sync callable that returns a coroutine.
+        (result,) = await anyio.to_thread.run_sync(
+            _boxed_call, self.adapter, request, abandon_on_cancel=True
+        )
+        if inspect.isawaitable(result):
+            return await result
+        return result
+
+
+def _boxed_call(adapter: Adapter[Any], request: object) -> tuple[object]:
+    return (adapter(request),)
+
+
+def check_result(answer: object, *, unit: Unit, candidate_id: str, lane: Lane) -> WorkerResult:
+    """
+    Parse an adapter's answer and check it is about what was asked.
+
+    Raises:
+        InvalidOutputSchema: Listing every problem.
+    """
+    result = (
+        recheck_worker_result(answer)
+        if isinstance(answer, WorkerResult)
+        else parse_worker_result(answer)
+    )
+    problems = [
+        f"$.{name}: expected {expected!r}, got {actual!r}"
+        for name, expected, actual in (
+            ("id", unit.id, result.id),
+            ("candidate_id", candidate_id, result.candidate_id),
+            ("lane", lane.value, result.lane.value),
+        )
+        if expected != actual
+    ]
+    if problems:
+        raise InvalidOutputSchema(problems)
+    return result
+
+
+def result_document(
+    unit: Unit,
+    *,
+    candidate_id: str,
+    lane: Lane,
+    decision: Decision | str,
+    triplet_index: int = 1,
+    **fields: object,
+) -> dict[str, object]:
+    """An answer under output contract v2, with the keys every lane needs filled from the unit."""
+    document: dict[str, object] = {
+        "id": unit.id,
+        "candidate_id": candidate_id,
+        "triplet_index": triplet_index,
+        "lane": lane.value,
+        "decision": decision.value if isinstance(decision, Decision) else decision,
+        "proof_status": "not_applicable",
+        "write_scope": list(unit.write_scope) or ["unknown"],
+        "risk_tier": unit.risk_tier.value,
+        "base_sha": unit.base_sha,
+        "proof_attempts": 0,
+        "proof_evidence": {"command": "", "key_line": "", "exit_code": 0},
+    }
+    document.update(fields)
+    return {key: value for key, value in document.items() if value is not None}
+
+
+def lease_result(
+    request: LeaseRequest, decision: Decision, lease_id: str, reason: str
+) -> dict[str, object]:
+    """A locksmith answer under output contract v2."""
+    return result_document(
+        request.unit,
+        candidate_id=request.candidate_id,
+        lane=Lane.LOCKSMITH,
+        decision=decision,
+        write_scope=list(request.write_scope) or ["unknown"],
+        proof_evidence={"command": "", "key_line": reason, "exit_code": 0},
+        lease_id=lease_id,
+        ttl_ms=request.ttl_ms,
+        notes=reason,
+    )
+
+
+@attrs.define(eq=False, kw_only=True)
+class _Lease:
+    lease_id: str
+    holder: str
+    scope: tuple[str, ...]
+    expires_at: float
+
+
+def _lease_number(lease_id: str) -> int:
+    return int(lease_id.removeprefix("lease-"))
+
+
+class LeaseTable:
+    """
+    The default locksmith: an in-process lease table with TTL and reclaim.
+
+    Two leases whose scopes overlap are never active at once, unless they have
+    the same holder (the candidates of one unit share its lease). An expired
+    lease is reclaimed before a conflicting request is judged; acquiring again
+    as the same holder renews. Given the repository's ``tracked_files``, globs
+    in scopes are judged by the files they match (see `scopes_overlap`).
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self, *, clock: Clock | None = None, tracked_files: Collection[str] | None = None
+    ) -> None:
+        self._clock = clock
+        self.tracked_files = tracked_files
+        self._leases: dict[str, _Lease] = {}
+        self._by_holder: dict[str, dict[str, _Lease]] = {}
+        self._index: ScopeIndex[str] = ScopeIndex()
+        self._expiries: list[tuple[float, str]] = []
+        """A heap of (expiry, lease id); renewals push again, stale entries are skipped."""
+        self._ids: Final = itertools.count(1)
+
+    def bind_clock(self, clock: Clock) -> None:
+        """Use the run's clock (the orchestrator calls this)."""
+        if self._clock is None:
+            self._clock = clock
+
+    def _now(self) -> float:
+        return self._clock.current_time() if self._clock is not None else anyio.current_time()
+
+    @property
+    def active(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """``(holder, scope)`` of every unexpired lease."""
+        now = self._now()
+        return tuple(
+            (lease.holder, lease.scope) for lease in self._leases.values() if lease.expires_at > now
+        )
+
+    def _drop(self, lease_id: str) -> _Lease | None:
+        lease = self._leases.pop(lease_id, None)
+        if lease is not None:
+            self._index.discard(lease_id)
+            held = self._by_holder[lease.holder]
+            del held[lease_id]
+            if not held:
+                del self._by_holder[lease.holder]
+        return lease
+
+    def _reclaim_expired(self, now: float) -> None:
+        while self._expiries and self._expiries[0][0] <= now:
+            _, lease_id = heapq.heappop(self._expiries)
+            lease = self._leases.get(lease_id)
+            if lease is not None and lease.expires_at <= now:
+                self._drop(lease_id)
+
+    async def __call__(self, request: LeaseRequest) -> dict[str, object]:
+        """Grant, deny or reclaim, as output contract v2 says."""
+        now = self._now()
+        if request.action == "release":
+            lease = self._drop(request.lease_id or "")
+            reason = "released" if lease is not None else "already released or expired"
+            return lease_result(request, Decision.RECLAIM, request.lease_id or "none", reason)
+        self._reclaim_expired(now)
+        expires = now + request.ttl_ms / 1000
+        own = self._by_holder.get(request.holder, {})
+        for lease in own.values():
+            if lease.scope == request.write_scope:
+                lease.expires_at = expires
+                heapq.heappush(self._expiries, (expires, lease.lease_id))
+                return lease_result(request, Decision.GRANT, lease.lease_id, "renewed")
+        # Oldest first, so the lease named in a denial does not depend on set order.
+        for lease_id in sorted(self._index.candidates(request.write_scope), key=_lease_number):
+            lease = self._leases[lease_id]
+            if lease.holder == request.holder:
+                continue
+            if scopes_overlap(lease.scope, request.write_scope, tracked_files=self.tracked_files):
+                reason = f"overlaps {lease.lease_id} held by {lease.holder}"
+                return lease_result(request, Decision.DENY, lease.lease_id, reason)
+        lease_id = f"lease-{next(self._ids)}"
+        lease = _Lease(
+            lease_id=lease_id, holder=request.holder, scope=request.write_scope, expires_at=expires
+        )
+        self._leases[lease_id] = lease
+        self._by_holder.setdefault(request.holder, {})[lease_id] = lease
+        self._index.add(lease_id, request.write_scope)
+        heapq.heappush(self._expiries, (expires, lease_id))
+        return lease_result(request, Decision.GRANT, lease_id, "granted")

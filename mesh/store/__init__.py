@@ -1,0 +1,5 @@
+"""
+Layer 5, the run store.
+
+Durable runs on a real repository (SQLite store, resume). Private: import from ``mesh``.
+"""
