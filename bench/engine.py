@@ -19,6 +19,7 @@ import mesh
 from mesh.contracts._events import Ledger
 from mesh.engine._lifecycle import Trigger, UnitProgress, UnitState
 from mesh.engine._machine import UnitMachine
+from mesh.engine._roles import check_result
 from mesh.engine._summary import MetricsCollector
 from mesh.testing import answer
 
@@ -194,6 +195,7 @@ def breakdown() -> str:
         unit=unit, lane=mesh.Lane.CODER, candidate_id="u1-coder-1", triplet_index=1, attempt=1
     )
     document = answer(request)
+    record = mesh.parse_worker_result(document)
     ledger = Ledger(run_id="r1", sinks=[MetricsCollector()], now=time.monotonic)
     machine = UnitMachine()
     progress = UnitProgress(unit=unit)
@@ -214,6 +216,13 @@ def breakdown() -> str:
     steps = [
         ("parse and check an answer", 16, lambda: mesh.parse_worker_result(document)),
         (
+            "the same, already checked",
+            16,
+            lambda: check_result(
+                record, unit=unit, candidate_id="u1-coder-1", lane=mesh.Lane.CODER
+            ),
+        ),
+        (
             "ledger event",
             26,
             lambda: ledger.emit("adapter_call", unit_id="u1", lane=mesh.Lane.CODER, outcome="ok"),
@@ -222,7 +231,7 @@ def breakdown() -> str:
         ("task started and joined", 6, lambda: None),
     ]
     rows: list[list[object]] = []
-    total = 0.0
+    total = parsed = trusted = 0.0
     for name, per_unit, action in steps:
         if name.startswith("task"):
             cost = _microseconds(lambda: anyio.run(spawn, 1000), number=20) / 1000
@@ -230,7 +239,12 @@ def breakdown() -> str:
             cost = _microseconds(action)
         rows.append([name, cost, per_unit, cost * per_unit / 1000])
         total += cost * per_unit / 1000
-    rows.append(["sum", "", "", total])
+        if name.startswith("parse"):
+            parsed = cost * per_unit / 1000
+        elif name.startswith("the same"):
+            trusted = cost * per_unit / 1000
+    rows.append(["sum (parsing each answer)", "", "", total - trusted])
+    rows.append(["sum (answers already checked)", "", "", total - parsed])
     return table(
         "Engine fixed costs per unit (each step measured alone)",
         ["step", "µs each", "per unit", "ms per unit"],

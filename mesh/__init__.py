@@ -92,6 +92,11 @@ if TYPE_CHECKING:
     from .engine._ray import RayExecutor as RayExecutor
     from .engine._report import prose_ledger as prose_ledger
     from .engine._report import render_report as render_report
+    from .engine._results import ResumePoint as ResumePoint
+    from .engine._results import RunResult as RunResult
+    from .engine._results import RunStatistics as RunStatistics
+    from .engine._results import UnitCheckpoint as UnitCheckpoint
+    from .engine._results import append_learning as append_learning
     from .engine._resume import resume_point as resume_point
     from .engine._resume import unit_states as unit_states
     from .engine._roles import AdjudicationRequest as AdjudicationRequest
@@ -103,11 +108,6 @@ if TYPE_CHECKING:
     from .engine._roles import ProofRequest as ProofRequest
     from .engine._roles import Roles as Roles
     from .engine._scheduler import Orchestrator as Orchestrator
-    from .engine._scheduler import ResumePoint as ResumePoint
-    from .engine._scheduler import RunResult as RunResult
-    from .engine._scheduler import RunStatistics as RunStatistics
-    from .engine._scheduler import UnitCheckpoint as UnitCheckpoint
-    from .engine._scheduler import append_learning as append_learning
     from .engine._scheduler import run as run
     from .engine._summary import RunMetrics as RunMetrics
     from .engine._summary import UnitOutcome as UnitOutcome
@@ -375,11 +375,11 @@ _HOMES: dict[str, str] = {
     "ProofRequest": ".engine._roles",
     "Roles": ".engine._roles",
     "Orchestrator": ".engine._scheduler",
-    "ResumePoint": ".engine._scheduler",
-    "RunResult": ".engine._scheduler",
-    "RunStatistics": ".engine._scheduler",
-    "UnitCheckpoint": ".engine._scheduler",
-    "append_learning": ".engine._scheduler",
+    "ResumePoint": ".engine._results",
+    "RunResult": ".engine._results",
+    "RunStatistics": ".engine._results",
+    "UnitCheckpoint": ".engine._results",
+    "append_learning": ".engine._results",
     "run": ".engine._scheduler",
     "RunMetrics": ".engine._summary",
     "UnitOutcome": ".engine._summary",
@@ -435,6 +435,10 @@ if not TYPE_CHECKING:
         # Re-exported classes and functions report `mesh` as their home, so reprs,
         # tracebacks and docs say `mesh.Unit`, not `mesh.contracts._records.Unit`.
         if "._" in getattr(value, "__module__", ""):
+            if hasattr(value, "__attrs_attrs__"):
+                # Annotations are strings, resolved in the module `__module__` names:
+                # resolved now, in the module that defines them, before it changes.
+                importlib.import_module("attrs").resolve_types(value)
             value.__module__ = __name__
         globals()[name] = value
         return value

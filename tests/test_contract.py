@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 from pathlib import Path
@@ -13,9 +14,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import mesh
-from mesh.contracts._contract import recheck_worker_result
+from mesh.contracts._contract import _CHECKED, is_checked, recheck_worker_result
 from mesh.contracts._convert import fast_structure, structure
 from mesh.contracts._errors import ValidationError
+from mesh.engine._roles import check_result
 from mesh.testing import FakeAdapter, answer, capture_ledger, fake_roles
 
 from engine_helpers import execute, unit
@@ -305,6 +307,42 @@ class TestFastPath:
         checked = recheck_worker_result(built)
         assert checked.lane is mesh.Lane.CODER
         assert checked.write_scope == ("a",)
+
+
+class TestCheckedRecords:
+    def test_a_parsed_result_is_trusted_as_it_is(self) -> None:
+        """The very record a parse returned is not checked again: the same object comes back."""
+        parsed = mesh.parse_worker_result(result())
+        assert is_checked(parsed)
+        assert recheck_worker_result(parsed) is parsed
+        assert check_result(
+            parsed, unit=unit("u1"), candidate_id="u1-coder-1", lane=mesh.Lane.CODER
+        ) is (parsed)
+
+    def test_an_equal_record_built_otherwise_is_checked(self) -> None:
+        """Trust goes by identity: a copy, an evolved record or a hand-built one is checked."""
+        parsed = mesh.parse_worker_result(result())
+        copy = attrs.evolve(parsed)
+        assert copy == parsed
+        assert not is_checked(copy)
+        assert not is_checked(mesh.WorkerResult(**attrs.asdict(parsed, recurse=False)))
+        assert not is_checked(result())
+        assert recheck_worker_result(copy) == parsed
+
+    def test_a_wrong_record_is_never_trusted(self) -> None:
+        """A record that fails its check is not remembered as checked."""
+        built = attrs.evolve(mesh.parse_worker_result(result()), triplet_index="1")
+        with pytest.raises(mesh.InvalidOutputSchema):
+            recheck_worker_result(built)
+        assert not is_checked(built)
+
+    def test_checked_records_are_not_kept_alive(self) -> None:
+        """The registry holds records weakly: a dropped record leaves no entry behind."""
+        parsed = mesh.parse_worker_result(result())
+        key = id(parsed)
+        del parsed
+        gc.collect()
+        assert key not in _CHECKED
 
 
 NOT_UNICODE = "not valid Unicode (lone surrogate U+D800 at offset 0)"

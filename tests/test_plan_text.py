@@ -22,7 +22,7 @@ from mesh.cli import _cli
 from mesh.cli._run_command import _Refusals, _report
 from mesh.contracts._events import json_line, ledger_text
 from mesh.contracts._text import TextLevel, first_surrogate, one_line, text_problem
-from mesh.engine._scheduler import _plan_units
+from mesh.engine._plan_state import plan_units as _plan_units
 from mesh.store._repo_run import RepositoryRun
 from mesh.testing import FakeAdapter, answer, fake_roles
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import enum
 import hashlib
 import typing
+import weakref
 from collections.abc import Iterable, Mapping
-from typing import Final, TypeVar
+from typing import Final, TypeGuard, TypeVar
 
 import attrs
 
@@ -24,6 +25,7 @@ from ._text import first_surrogate, one_line
 
 __all__ = [
     "MAX_PROOF_ATTEMPTS",
+    "is_checked",
     "parse_worker_result",
     "recheck_worker_result",
     "worker_result_document",
@@ -35,6 +37,22 @@ MAX_PROOF_ATTEMPTS: Final = 2
 E = TypeVar("E", bound=enum.StrEnum)
 
 _AUTHOR_LANES: Final = frozenset({Lane.CODER, Lane.REDUCER})
+
+# Results this module checked, by identity: a record is frozen, so one checked
+# stays valid, and passing it on (an adapter handing back what it parsed, mesh's
+# own adapters) costs no second check. Identity, not equality: an equal record
+# built some other way was never checked. Weak, so nothing is kept alive here.
+_CHECKED: Final[weakref.WeakValueDictionary[int, WorkerResult]] = weakref.WeakValueDictionary()
+
+
+def _checked(result: WorkerResult) -> WorkerResult:
+    _CHECKED[id(result)] = result
+    return result
+
+
+def is_checked(answer: object) -> TypeGuard[WorkerResult]:
+    """Whether ``answer`` is a `WorkerResult` this module already checked (the very object)."""
+    return _CHECKED.get(id(answer)) is answer
 
 
 def parse_worker_result(payload: object) -> WorkerResult:
@@ -66,7 +84,7 @@ def parse_worker_result(payload: object) -> WorkerResult:
     if fast is not None:
         semantic = _semantic_problems(payload) + _unicode_problems(payload, "$")
         if not semantic:
-            return fast
+            return _checked(fast)
         raise InvalidOutputSchema(semantic)
     problems: list[str] = []
     try:
@@ -78,7 +96,7 @@ def parse_worker_result(payload: object) -> WorkerResult:
     problems.extend(_unicode_problems(payload, "$"))
     if problems or result is None:
         raise InvalidOutputSchema(list(dict.fromkeys(problems)))
-    return result
+    return _checked(result)
 
 
 _RESULT_FIELDS: Final = tuple(field.name for field in attrs.fields(WorkerResult))
@@ -93,14 +111,40 @@ def recheck_worker_result(result: WorkerResult) -> WorkerResult:
     """
     # A field-by-field view is enough when every value has its exact type; the
     # whole document is written out only to explain what is wrong.
+    if is_checked(result):
+        return result
     view = {name: getattr(result, name) for name in _RESULT_FIELDS}
     checked = fast_structure(view, WorkerResult)
     if checked is not None and not _semantic_problems(view) and not _unicode_problems(view, "$"):
-        return checked
+        return _checked(checked)
     return parse_worker_result(worker_result_document(result))
 
 
 def _unicode_problems(value: object, path: str) -> list[str]:
+    # Answers almost never hold one: a walk without paths says so cheaply.
+    return _surrogate_paths(value, path) if _any_surrogate(value) else []
+
+
+def _any_surrogate(value: object) -> bool:
+    """Whether any string under ``value`` holds a lone surrogate (no paths built)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if not item.isascii() and first_surrogate(item) is not None:
+                return True
+        elif isinstance(item, Mapping):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
+        elif attrs.has(type(item)):
+            record = typing.cast("attrs.AttrsInstance", item)
+            pending.extend(getattr(record, field.name) for field in attrs.fields(type(record)))
+    return False
+
+
+def _surrogate_paths(value: object, path: str) -> list[str]:
     """
     Every string under ``value`` holding a lone surrogate, by JSON path.
 
@@ -124,14 +168,14 @@ def _unicode_problems(value: object, path: str) -> list[str]:
         return [
             problem
             for index, item in enumerate(value)
-            for problem in _unicode_problems(item, f"{path}[{index}]")
+            for problem in _surrogate_paths(item, f"{path}[{index}]")
         ]
     else:
         return []
     return [
         problem
         for key, item in items
-        for problem in _unicode_problems(item, f"{path}.{one_line(str(key))}")
+        for problem in _surrogate_paths(item, f"{path}.{one_line(str(key))}")
     ]
 
 

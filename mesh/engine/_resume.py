@@ -17,7 +17,7 @@ from ..contracts._enums import Decision, FailureCode
 from ..contracts._errors import InvalidOutputSchema, MeshError
 from ..contracts._events import LedgerEvent
 from ..contracts._records import WorkerResult
-from ._scheduler import ResumePoint, UnitCheckpoint
+from ._results import ResumePoint, UnitCheckpoint
 from ._summary import UnitOutcome
 
 __all__ = ["UNIT_STATES", "resume_point", "states_at", "unit_states"]

@@ -25,9 +25,11 @@ from ..contracts._files import atomic_write_text
 from ..contracts._records import BudgetDecision, Plan, Unit
 from ..contracts._text import one_line, text_problem
 from ..engine._executors import Executor, LocalExecutor
+from ..engine._plan_state import plan_units as _plan_units
+from ..engine._results import ResumePoint, RunResult
 from ..engine._resume import resume_point
 from ..engine._roles import Adapter, AuthorRequest, DeliveryRequest, LeaseTable, Roles
-from ..engine._scheduler import Orchestrator, ResumePoint, RunResult, _plan_units
+from ..engine._scheduler import Orchestrator
 from ..git._adapters import CommandProver, GitApplier, MechanicalFixer
 from ..git._integrator import GitIntegrator
 from ..git._target import TargetState, open_target

@@ -1,0 +1,222 @@
+"""
+The call gateway: every adapter call of a run goes through `CallGateway.call`.
+
+One call is: wait for an executor slot when the lane runs remotely, the per-call
+timeout on the run's clock, one retry after a timeout and one replacement after
+that, the strict check of the answer, one ``adapter_call`` ledger event, and a
+backpressure signal for a reject, a timeout, a schema failure or an error. The
+unit pipeline sees only a checked `WorkerResult` or a `CallFailure`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Final, final
+
+import anyio
+import attrs
+
+from ..contracts._clock import Clock, SystemClock
+from ..contracts._enums import Decision, FailureCode, Lane
+from ..contracts._errors import InvalidOutputSchema
+from ..contracts._events import Ledger
+from ..contracts._records import Unit, WorkerResult
+from ._executors import BoundCall, Placed
+from ._roles import check_result
+
+__all__ = ["MAX_CALLS", "CallFailure", "CallGateway", "until"]
+
+MAX_CALLS: Final = 3  # the call, one retry, one replacement
+
+
+@attrs.frozen(kw_only=True)
+class CallFailure:
+    """Why an adapter call (or a stage) produced no usable result."""
+
+    code: FailureCode
+    evidence: str
+
+
+class _TimedOut(Exception):
+    pass
+
+
+async def until(clock: Clock, wait: Callable[[], Awaitable[object]], deadline: float) -> bool:
+    """Await ``wait()`` until ``deadline`` on ``clock``: True if it finished first."""
+    finished = False
+    async with anyio.create_task_group() as group:
+
+        async def watchdog() -> None:
+            await clock.sleep_until(deadline)
+            group.cancel_scope.cancel()
+
+        group.start_soon(watchdog)
+        await wait()
+        finished = True
+        group.cancel_scope.cancel()
+    return finished
+
+
+@final
+class CallGateway:
+    """
+    Calls the adapters bound for a run, each call checked, timed and recorded.
+
+    Args:
+        adapters: The bound adapter of each lane.
+        replacements: The adapter that takes a lane's third call, where one is given.
+        timeout: Seconds a call may take (None: no limit).
+        clock: The run's clock (the timeout runs on it).
+        ledger: Where each call's event goes.
+        on_signal: Told the unit id of every call that fed backpressure.
+        slots: The executor's slot limiter for remote lanes (None: no limit).
+        remote_lanes: The lanes whose calls run on the executor's workers.
+        on_saturated: Told when a remote call first found every slot taken.
+    """
+
+    def __init__(
+        self,
+        *,
+        adapters: Mapping[Lane, BoundCall],
+        replacements: Mapping[Lane, BoundCall],
+        timeout: float | None,
+        clock: Clock,
+        ledger: Ledger,
+        on_signal: Callable[[str], None],
+        slots: anyio.CapacityLimiter | None = None,
+        remote_lanes: frozenset[Lane] = frozenset(),
+        on_saturated: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._adapters = adapters
+        self._replacements = replacements
+        self._timeout = timeout
+        self._clock = clock
+        self._ledger = ledger
+        self._on_signal = on_signal
+        self._slots = slots
+        self._remote_lanes = remote_lanes
+        self._on_saturated = on_saturated
+        self._saturated = False
+        # The system clock's deadlines are the event loop's own: a cancel scope suffices.
+        self._loop_clock = isinstance(clock, SystemClock)
+
+    async def call(
+        self,
+        lane: Lane,
+        request: Any,  # noqa: ANN401 - one of the request records
+        *,
+        unit: Unit,
+        attempt: int,
+        candidate_id: str,
+        **extra: object,
+    ) -> WorkerResult | CallFailure:
+        """Call ``lane``'s adapter for ``request``: its checked answer, or why there is none."""
+        unit_id = unit.id
+        primary = self._adapters[lane]
+        ledger, clock = self._ledger, self._clock
+        for call in range(1, MAX_CALLS + 1):
+            adapter = primary if call < MAX_CALLS else self._replacements.get(lane, primary)
+            if call == MAX_CALLS:
+                ledger.emit(
+                    "adapter_replacement", unit_id=unit_id, candidate_id=candidate_id, lane=lane
+                )
+            started = clock.current_time()
+            fields: dict[str, object] = {
+                "unit_id": unit_id,
+                "candidate_id": candidate_id,
+                "lane": lane,
+                "attempt": attempt,
+                "call": call,
+                **extra,
+            }
+            try:
+                answer = await self._on_slot(
+                    lane,
+                    adapter,
+                    request if request.call == call else attrs.evolve(request, call=call),
+                )
+                if type(answer) is Placed:
+                    fields["where"] = answer.where
+                    answer = answer.answer
+            except _TimedOut:
+                self._emit(fields, started, "timeout")
+                self._on_signal(unit_id)
+                if call == 1:
+                    ledger.emit(
+                        "adapter_retry", unit_id=unit_id, candidate_id=candidate_id, lane=lane
+                    )
+                continue
+            except Exception as exc:  # noqa: BLE001 - an aborted turn: recorded, never swallowed silently
+                detail = f"{type(exc).__name__}: {exc}"
+                self._emit(fields, started, "error", error=detail)
+                self._on_signal(unit_id)
+                return CallFailure(
+                    code=FailureCode.TOOLING_UNAVAILABLE, evidence=f"{lane.value}: {detail}"
+                )
+            try:
+                result = check_result(answer, unit=unit, candidate_id=candidate_id, lane=lane)
+            except InvalidOutputSchema as exc:
+                self._emit(fields, started, "invalid_output_schema", problems=list(exc.problems))
+                self._on_signal(unit_id)
+                return CallFailure(
+                    code=FailureCode.INVALID_OUTPUT_SCHEMA,
+                    evidence=f"{lane.value}: {exc.problems[0]}",
+                )
+            key_line = result.proof_evidence.key_line
+            if key_line:
+                self._emit(fields, started, "ok", decision=result.decision.value, evidence=key_line)
+            else:
+                self._emit(fields, started, "ok", decision=result.decision.value)
+            if result.decision is Decision.REJECT:
+                self._on_signal(unit_id)
+            return result
+        return CallFailure(
+            code=FailureCode.TIMEOUT_RETRY_EXHAUSTED,
+            evidence=f"{lane.value} timed out {MAX_CALLS} times ({self._timeout}s each)",
+        )
+
+    async def _on_slot(self, lane: Lane, adapter: BoundCall, request: object) -> object:
+        """A call on the executor's workers waits for a slot; the timeout starts after."""
+        limiter = self._slots
+        if limiter is None or lane not in self._remote_lanes:
+            return await self._timed(adapter, request)
+        if not self._saturated and limiter.available_tokens < 1:
+            self._saturated = True
+            self._on_saturated()
+        holder = object()
+        await limiter.acquire_on_behalf_of(holder)
+        try:
+            return await self._timed(adapter, request)
+        finally:
+            limiter.release_on_behalf_of(holder)
+
+    async def _timed(self, adapter: BoundCall, request: object) -> object:
+        if self._timeout is None:
+            return await adapter(request)
+        if self._loop_clock:
+            with anyio.move_on_after(self._timeout):
+                return await adapter(request)
+            raise _TimedOut
+        box: list[object] = []
+        errors: list[Exception] = []
+
+        async def call() -> None:
+            try:
+                box.append(await adapter(request))
+            except Exception as exc:  # noqa: BLE001 - re-raised below, outside the task group
+                errors.append(exc)
+
+        await until(self._clock, call, self._clock.current_time() + self._timeout)
+        if errors:
+            raise errors[0]
+        if not box:
+            raise _TimedOut
+        return box[0]
+
+    def _emit(
+        self, fields: dict[str, object], started: float, outcome: str, **more: object
+    ) -> None:
+        duration_ms = (self._clock.current_time() - started) * 1000
+        self._ledger.emit(
+            "adapter_call", duration_ms=duration_ms, outcome=outcome, **fields, **more
+        )

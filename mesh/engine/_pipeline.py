@@ -1,0 +1,422 @@
+"""
+The unit pipeline: one unit's stages, each a small function over its `UnitProgress`.
+
+`UnitPipeline.drive` runs attempts until the unit completes, fails or runs out
+of attempts; `_attempt` is the one place where a resumed unit's stage is
+picked: candidates recorded before a stop are not written again, recorded
+proofs are not run again, and a recorded verdict whose quorum still holds is
+not asked again. Stages call adapters only through the call gateway and leases
+only through the lease keeper; every transition is one ledger event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any, Final, final
+
+import anyio
+
+from ..contracts._contract import worker_result_document
+from ..contracts._enums import Decision, FailureCode, Lane, ProofStatus
+from ..contracts._events import Ledger
+from ..contracts._records import WorkerResult
+from ._gateway import CallFailure, CallGateway
+from ._leases import Holder, LeaseKeeper
+from ._lifecycle import Trigger, UnitProgress, attempts_remain, enough_candidates
+from ._machine import UnitMachine
+from ._plan_state import with_completed
+from ._results import UnitCheckpoint
+from ._roles import AdjudicationRequest, ApplyRequest, AuthorRequest, DeliveryRequest, ProofRequest
+
+__all__ = ["UnitPipeline"]
+
+_MACHINE: Final = UnitMachine()
+_AUTHOR_LANES: Final = (Lane.CODER, Lane.CODER, Lane.REDUCER)
+_Proven = tuple[tuple[WorkerResult, WorkerResult], ...]
+
+
+@final
+class UnitPipeline:
+    """
+    Drives units through candidates, proofs, adjudication and delivery.
+
+    Args:
+        gateway: How adapters are called.
+        leases: How write-scope leases are taken and given back.
+        ledger: Where transitions and stage events go.
+        run_id: Names the run in delivery idempotency keys.
+        plan_state: The update_plan state before any delivery of this run.
+        step_of: The plan step index of each unit.
+        checkpoints: Where each unit of a resumed run stood.
+    """
+
+    def __init__(
+        self,
+        *,
+        gateway: CallGateway,
+        leases: LeaseKeeper,
+        ledger: Ledger,
+        run_id: str,
+        plan_state: dict[str, Any],
+        step_of: Mapping[str, int],
+        checkpoints: Mapping[str, UnitCheckpoint],
+    ) -> None:
+        self._gateway = gateway
+        self._leases = leases
+        self._ledger = ledger
+        self._run_id = run_id
+        self.plan_state = plan_state
+        """The plan state as the integrator last wrote it."""
+        self._step_of = step_of
+        self._checkpoints = checkpoints
+        # One delivery at a time: each builds on the plan state the previous one wrote.
+        self._delivery_lock = anyio.Lock()
+
+    # -- the lifecycle -------------------------------------------------------------
+
+    def fire(self, progress: UnitProgress, trigger: Trigger) -> None:
+        """Move ``progress`` through the state machine and record the transition."""
+        before, after = _MACHINE.fire(progress, trigger)
+        self._ledger.emit(
+            "unit_transition",
+            unit_id=progress.unit.id,
+            attempt=progress.attempt,
+            trigger=trigger.value,
+            from_state=before.value,
+            to_state=after.value,
+        )
+
+    def fail(self, progress: UnitProgress, code: FailureCode, evidence: str) -> None:
+        progress.failure_code = code
+        progress.evidence = evidence or code.value
+        self.fire(progress, Trigger.FAIL)
+
+    def _end_attempt(
+        self, progress: UnitProgress, failure: CallFailure, *, rework: bool = True
+    ) -> bool:
+        """End a failed attempt: start the next one when allowed and left (True), else fail."""
+        if rework and attempts_remain(progress):
+            self.fire(progress, Trigger.REWORK)
+            progress.start_next_attempt()
+            self._ledger.emit(
+                "rework",
+                unit_id=progress.unit.id,
+                attempt=progress.attempt,
+                reason=failure.code.value,
+                evidence=failure.evidence,
+            )
+            return True
+        self.fail(progress, failure.code, failure.evidence)
+        return False
+
+    async def drive(self, holder: Holder, width: Callable[[], int]) -> None:
+        """Run the unit's attempts to the end; ``width()`` is the current number of authors."""
+        progress = holder.progress
+        # A restart picks a unit up at the furthest stage its events recorded.
+        checkpoint = self._checkpoints.get(progress.unit.id)
+        resumed = checkpoint if checkpoint is not None and checkpoint.candidates else None
+        while True:
+            progress.width = width()
+            if not await self._attempt(holder, resumed):
+                return
+            resumed = None
+
+    async def _attempt(self, holder: Holder, resumed: UnitCheckpoint | None) -> bool:
+        """Run one attempt of a unit: True when it ended in rework (run the next one)."""
+        progress = holder.progress
+        failure = None if resumed else await self._generate(progress)
+        if not enough_candidates(progress):
+            too_few = CallFailure(
+                code=FailureCode.REQUIRES_CLARIFICATION,
+                evidence="the authors produced too few candidates",
+            )
+            return self._end_attempt(progress, failure or too_few)
+        self.fire(progress, Trigger.CANDIDATES_GENERATED)
+        if resumed is None:
+            self._ledger.emit(
+                "candidates_recorded",
+                unit_id=progress.unit.id,
+                attempt=progress.attempt,
+                candidates=[worker_result_document(c) for c in progress.candidates],
+            )
+        failures = await self._proofs(holder, resumed)
+        if isinstance(failures, CallFailure):
+            return self._end_attempt(progress, failures)
+        self.fire(progress, Trigger.PROOFS_RECORDED)
+        proven = tuple(
+            (c, proof)
+            for c in progress.candidates
+            if (proof := progress.proofs.get(c.candidate_id)) is not None
+            and proof.proof_status is ProofStatus.PASS
+        )
+        if not proven:
+            return self._end_attempt(progress, _no_proof_reason(progress, failures))
+        verdict = _recorded_verdict(progress, proven, resumed) or await self._adjudicate(
+            progress, proven
+        )
+        if isinstance(verdict, CallFailure):
+            return self._end_attempt(
+                progress, verdict, rework=verdict.code is not FailureCode.SAFETY_REGRESSION_RISK
+            )
+        self.fire(progress, Trigger.QUORUM_REACHED)
+        async with self._delivery_lock:
+            delivery = await self._deliver(progress, verdict)
+        if isinstance(delivery, CallFailure):
+            return self._end_attempt(progress, delivery, rework=False)
+        progress.delivery = delivery
+        self.fire(progress, Trigger.DELIVERED)
+        return False
+
+    # -- stages --------------------------------------------------------------------
+
+    async def _generate(self, progress: UnitProgress) -> CallFailure | None:
+        """Ask the coders (and the reducer) for candidates; the first call failure."""
+        unit = progress.unit
+        lanes = _AUTHOR_LANES[: progress.width]
+        results: list[WorkerResult | CallFailure | None] = [None] * len(lanes)
+
+        async def author(slot: int) -> None:
+            lane, index = lanes[slot], slot + 1
+            candidate_id = _candidate_id(progress, lane, index)
+            request = AuthorRequest(
+                unit=unit,
+                lane=lane,
+                candidate_id=candidate_id,
+                triplet_index=index,
+                attempt=progress.attempt,
+            )
+            results[slot] = await self._gateway.call(
+                lane, request, unit=unit, attempt=progress.attempt, candidate_id=candidate_id
+            )
+
+        await _concurrently(author, len(lanes))
+        progress.candidates = [
+            r
+            for r in results
+            if isinstance(r, WorkerResult) and r.decision is Decision.ACCEPT and r.patch
+        ]
+        failures = [r for r in results if isinstance(r, CallFailure)]
+        return failures[0] if failures else None
+
+    async def _proofs(
+        self, holder: Holder, resumed: UnitCheckpoint | None
+    ) -> list[CallFailure] | CallFailure:
+        """Prove every candidate, or take the proofs a stopped run recorded; the call failures."""
+        progress = holder.progress
+        if resumed is not None and resumed.proofs:
+            progress.proofs = dict(resumed.proofs)
+            # The proofs stand; the lease they were made under died with its process.
+            lease = await self._leases.acquire(holder, f"{progress.unit.id}-resumed")
+            return lease if isinstance(lease, CallFailure) else []
+        # Indexed by candidate, so the evidence chosen later does not depend on which
+        # concurrent proof happened to finish first.
+        candidates = progress.candidates
+        failures: list[CallFailure | None] = [None] * len(candidates)
+
+        async def one(index: int) -> None:
+            failures[index] = await self._prove(holder, candidates[index])
+
+        await _concurrently(one, len(candidates))
+        self._ledger.emit(
+            "proofs_recorded",
+            unit_id=progress.unit.id,
+            attempt=progress.attempt,
+            proofs={
+                cid: None if proof is None else worker_result_document(proof)
+                for cid, proof in progress.proofs.items()
+            },
+        )
+        return [failure for failure in failures if failure is not None]
+
+    async def _prove(self, holder: Holder, candidate: WorkerResult) -> CallFailure | None:
+        """Apply one candidate under a lease and run its proof, retried once."""
+        progress = holder.progress
+        unit, cid, attempt = progress.unit, candidate.candidate_id, progress.attempt
+        progress.proofs[cid] = None
+        lease_id = await self._leases.acquire(holder, cid)
+        if isinstance(lease_id, CallFailure):
+            return lease_id
+        request = ApplyRequest(
+            unit=unit, candidate_id=cid, candidate=candidate, lease_id=lease_id, attempt=attempt
+        )
+        applied = await self._gateway.call(
+            Lane.APPLIER, request, unit=unit, attempt=attempt, candidate_id=cid
+        )
+        if isinstance(applied, CallFailure):
+            return applied
+        if applied.decision is not Decision.APPLIED:
+            key_line = applied.proof_evidence.key_line or (applied.notes or "did not apply")
+            # The applier names why (scope_violation for the scope gate); else no proof can run.
+            code = applied.failure_code or FailureCode.PROOF_MISSING
+            return CallFailure(code=code, evidence=f"{cid}: {key_line}")
+        for proof_attempt in (1, 2):
+            proof_request = ProofRequest(
+                unit=unit,
+                candidate_id=cid,
+                candidate=candidate,
+                applied=applied,
+                proof_attempt=proof_attempt,
+                attempt=attempt,
+            )
+            proof = await self._gateway.call(
+                Lane.PROVER, proof_request, unit=unit, attempt=attempt, candidate_id=cid
+            )
+            if isinstance(proof, CallFailure):
+                return proof
+            progress.proofs[cid] = proof
+            if proof.proof_status is ProofStatus.PASS:
+                return None
+            if proof_attempt == 1:
+                self._ledger.emit("proof_retry", unit_id=unit.id, candidate_id=cid, attempt=attempt)
+        return None
+
+    async def _adjudicate(self, progress: UnitProgress, proven: _Proven) -> str | CallFailure:
+        """Ask the quorum's fixers; the accepted candidate, or why none was."""
+        unit = progress.unit
+        proven_ids = {c.candidate_id for c, _ in proven}
+        rejected = tuple(c for c in progress.candidates if c.candidate_id not in proven_ids)
+        quorum = progress.quorum
+        verdicts: list[WorkerResult | CallFailure | None] = [None] * quorum
+
+        async def fixer(index: int) -> None:
+            cid = _candidate_id(progress, Lane.FIXER, index + 1)
+            request = AdjudicationRequest(
+                unit=unit,
+                candidate_id=cid,
+                proven=proven,
+                rejected=rejected,
+                fixer_index=index + 1,
+                quorum_target=quorum,
+                attempt=progress.attempt,
+            )
+            verdicts[index] = await self._gateway.call(
+                Lane.FIXER, request, unit=unit, attempt=progress.attempt, candidate_id=cid
+            )
+
+        await _concurrently(fixer, quorum)
+        approvals: dict[str, int] = {}
+        reasons: list[CallFailure] = []
+        for verdict in verdicts:
+            if isinstance(verdict, CallFailure) or verdict is None:
+                reasons.append(
+                    verdict
+                    or CallFailure(code=FailureCode.TOOLING_UNAVAILABLE, evidence="no fixer")
+                )
+            elif verdict.decision is Decision.BLOCKED_SAFETY:
+                evidence = (
+                    verdict.notes or verdict.proof_evidence.key_line or "fixer blocked for safety"
+                )
+                return CallFailure(code=FailureCode.SAFETY_REGRESSION_RISK, evidence=evidence)
+            elif verdict.decision is Decision.ACCEPTED and verdict.selected_candidate in proven_ids:
+                selected = verdict.selected_candidate
+                approvals[selected] = approvals.get(selected, 0) + 1
+            elif verdict.decision is Decision.ACCEPTED:
+                # Only proven candidates may be accepted: such an approval counts for nothing.
+                reasons.append(
+                    CallFailure(
+                        code=FailureCode.PROOF_MISSING,
+                        evidence=f"a fixer accepted {verdict.selected_candidate}, "
+                        "which has no passing proof",
+                    )
+                )
+            else:
+                code = verdict.failure_code or FailureCode.REQUIRES_CLARIFICATION
+                reasons.append(
+                    CallFailure(code=code, evidence=verdict.notes or "fixer asked for rework")
+                )
+        progress.approvals = approvals
+        best = max(approvals, key=lambda cid: (approvals[cid], cid in proven_ids), default=None)
+        if best is not None and approvals[best] >= quorum:
+            progress.accepted = best
+            return best
+        if reasons:
+            return reasons[0]
+        return CallFailure(
+            code=FailureCode.REQUIRES_CLARIFICATION,
+            evidence=f"no candidate reached the quorum of {quorum} (approvals: {approvals})",
+        )
+
+    async def _deliver(self, progress: UnitProgress, accepted: str) -> WorkerResult | CallFailure:
+        """Hand the accepted candidate to the integrator (under the delivery lock)."""
+        unit = progress.unit
+        candidate = next(c for c in progress.candidates if c.candidate_id == accepted)
+        proof = progress.proofs[accepted]
+        assert proof is not None  # noqa: S101 - the quorum gate already required a passing proof
+        # A shallow copy: steps are replaced, never changed in place, so they can be shared.
+        plan_state = with_completed(self.plan_state, [self._step_of[unit.id]])
+        key = f"{self._run_id}/{unit.id}"
+        approvals = progress.approvals.get(accepted, 0)
+        # Recorded before the side effect, so that a restart knows to check the repository.
+        self._ledger.emit(
+            "delivery_started",
+            unit_id=unit.id,
+            candidate_id=accepted,
+            attempt=progress.attempt,
+            idempotency_key=key,
+            approvals=approvals,
+        )
+        request = DeliveryRequest(
+            unit=unit,
+            candidate_id=accepted,
+            candidate=candidate,
+            proof=proof,
+            approvals=approvals,
+            plan_state=plan_state,
+            attempt=progress.attempt,
+            idempotency_key=key,
+        )
+        result = await self._gateway.call(
+            Lane.INTEGRATOR, request, unit=unit, attempt=progress.attempt, candidate_id=accepted
+        )
+        if isinstance(result, CallFailure):
+            return result
+        if result.decision is Decision.BLOCKED_DELIVERY:
+            evidence = (
+                result.notes or result.proof_evidence.key_line or "integrator blocked delivery"
+            )
+            code = result.failure_code or FailureCode.DELIVERY_BLOCKED
+            return CallFailure(code=code, evidence=evidence)
+        # The integrator wrote it; the engine only records what was written.
+        self.plan_state = plan_state
+        return result
+
+
+def _candidate_id(progress: UnitProgress, lane: Lane, index: int) -> str:
+    base = f"{progress.unit.id}-{lane.value}-{index}"
+    return base if progress.attempt == 1 else f"{base}-a{progress.attempt}"
+
+
+def _recorded_verdict(
+    progress: UnitProgress, proven: _Proven, resumed: UnitCheckpoint | None
+) -> str | None:
+    """The candidate a stopped run had started delivering, when its quorum still holds."""
+    if resumed is None or resumed.accepted is None or resumed.approvals < progress.quorum:
+        return None
+    if resumed.accepted not in {c.candidate_id for c, _ in proven}:
+        return None
+    progress.accepted = resumed.accepted
+    progress.approvals = {resumed.accepted: resumed.approvals}
+    return resumed.accepted
+
+
+def _no_proof_reason(progress: UnitProgress, failures: Sequence[CallFailure]) -> CallFailure:
+    failed_proofs = [p for p in progress.proofs.values() if p is not None]
+    if failed_proofs:
+        evidence = failed_proofs[-1].proof_evidence
+        return CallFailure(
+            code=FailureCode.PROOF_MISSING,
+            evidence=f"{evidence.command}: {evidence.key_line}".strip(": "),
+        )
+    # Without a proof record, every candidate stopped at a recorded call failure.
+    return failures[0]
+
+
+async def _concurrently(job: Callable[[int], Coroutine[Any, Any, None]], count: int) -> None:
+    """Run ``job(0)`` .. ``job(count - 1)`` at once; the last in this task, saving one task."""
+    if count == 1:
+        await job(0)
+        return
+    async with anyio.create_task_group() as group:
+        for index in range(count - 1):
+            group.start_soon(job, index)
+        await job(count - 1)
