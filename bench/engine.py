@@ -16,6 +16,7 @@ from typing import Any
 import anyio
 
 import mesh
+from mesh.contracts._contract import recheck_worker_result
 from mesh.contracts._events import Ledger
 from mesh.engine._lifecycle import Trigger, UnitProgress, UnitState
 from mesh.engine._machine import UnitMachine
@@ -195,7 +196,7 @@ def breakdown() -> str:
         unit=unit, lane=mesh.Lane.CODER, candidate_id="u1-coder-1", triplet_index=1, attempt=1
     )
     document = answer(request)
-    record = mesh.parse_worker_result(document)
+    record = recheck_worker_result(mesh.parse_worker_result(document))
     ledger = Ledger(run_id="r1", sinks=[MetricsCollector()], now=time.monotonic)
     machine = UnitMachine()
     progress = UnitProgress(unit=unit)

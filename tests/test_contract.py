@@ -310,18 +310,22 @@ class TestFastPath:
 
 
 class TestCheckedRecords:
-    def test_a_parsed_result_is_trusted_as_it_is(self) -> None:
-        """The very record a parse returned is not checked again: the same object comes back."""
+    def test_a_checked_record_is_trusted_as_it_is(self) -> None:
+        """A typed record checked once is not checked again: the same object comes back."""
         parsed = mesh.parse_worker_result(result())
+        assert not is_checked(parsed)  # a parse's new record is not registered
+        checked = recheck_worker_result(parsed)
+        assert checked is parsed
         assert is_checked(parsed)
         assert recheck_worker_result(parsed) is parsed
-        assert check_result(
+        again = check_result(
             parsed, unit=unit("u1"), candidate_id="u1-coder-1", lane=mesh.Lane.CODER
-        ) is (parsed)
+        )
+        assert again is parsed
 
     def test_an_equal_record_built_otherwise_is_checked(self) -> None:
         """Trust goes by identity: a copy, an evolved record or a hand-built one is checked."""
-        parsed = mesh.parse_worker_result(result())
+        parsed = recheck_worker_result(mesh.parse_worker_result(result()))
         copy = attrs.evolve(parsed)
         assert copy == parsed
         assert not is_checked(copy)
@@ -331,14 +335,15 @@ class TestCheckedRecords:
 
     def test_a_wrong_record_is_never_trusted(self) -> None:
         """A record that fails its check is not remembered as checked."""
-        built = attrs.evolve(mesh.parse_worker_result(result()), triplet_index="1")
+        wrong: dict[str, Any] = {"triplet_index": "1"}  # what attrs lets through
+        built = attrs.evolve(mesh.parse_worker_result(result()), **wrong)
         with pytest.raises(mesh.InvalidOutputSchema):
             recheck_worker_result(built)
         assert not is_checked(built)
 
     def test_checked_records_are_not_kept_alive(self) -> None:
         """The registry holds records weakly: a dropped record leaves no entry behind."""
-        parsed = mesh.parse_worker_result(result())
+        parsed = recheck_worker_result(mesh.parse_worker_result(result()))
         key = id(parsed)
         del parsed
         gc.collect()

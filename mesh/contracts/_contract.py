@@ -17,7 +17,7 @@ from typing import Final, TypeGuard, TypeVar
 
 import attrs
 
-from ._convert import converter, fast_structure, loads_json, structure, type_name
+from ._convert import converter, fast_conforms, fast_structure, loads_json, structure, type_name
 from ._enums import LANE_DECISIONS, QUORUM_BY_RISK, Decision, Lane, ProofStatus, RiskTier
 from ._errors import InvalidOutputSchema, ValidationError
 from ._records import WorkerResult
@@ -38,10 +38,11 @@ E = TypeVar("E", bound=enum.StrEnum)
 
 _AUTHOR_LANES: Final = frozenset({Lane.CODER, Lane.REDUCER})
 
-# Results this module checked, by identity: a record is frozen, so one checked
-# stays valid, and passing it on (an adapter handing back what it parsed, mesh's
-# own adapters) costs no second check. Identity, not equality: an equal record
-# built some other way was never checked. Weak, so nothing is kept alive here.
+# Typed results this module checked, by identity: a record is frozen, so one
+# checked stays valid, and passing it on again costs no second check. Identity,
+# not equality: an equal record built some other way was never checked. Weak, so
+# nothing is kept alive here. (A parse returns a new record the engine keeps; it
+# is not registered, which would cost every answer a weak reference.)
 _CHECKED: Final[weakref.WeakValueDictionary[int, WorkerResult]] = weakref.WeakValueDictionary()
 
 
@@ -84,7 +85,7 @@ def parse_worker_result(payload: object) -> WorkerResult:
     if fast is not None:
         semantic = _semantic_problems(payload) + _unicode_problems(payload, "$")
         if not semantic:
-            return _checked(fast)
+            return fast
         raise InvalidOutputSchema(semantic)
     problems: list[str] = []
     try:
@@ -96,7 +97,7 @@ def parse_worker_result(payload: object) -> WorkerResult:
     problems.extend(_unicode_problems(payload, "$"))
     if problems or result is None:
         raise InvalidOutputSchema(list(dict.fromkeys(problems)))
-    return _checked(result)
+    return result
 
 
 _RESULT_FIELDS: Final = tuple(field.name for field in attrs.fields(WorkerResult))
@@ -114,9 +115,17 @@ def recheck_worker_result(result: WorkerResult) -> WorkerResult:
     if is_checked(result):
         return result
     view = {name: getattr(result, name) for name in _RESULT_FIELDS}
-    checked = fast_structure(view, WorkerResult)
-    if checked is not None and not _semantic_problems(view) and not _unicode_problems(view, "$"):
-        return _checked(checked)
+    if fast_conforms(result, WorkerResult):
+        if not _semantic_problems(view) and not _unicode_problems(view, "$"):
+            return _checked(result)
+    else:
+        checked = fast_structure(view, WorkerResult)
+        if (
+            checked is not None
+            and not _semantic_problems(view)
+            and not _unicode_problems(view, "$")
+        ):
+            return _checked(checked)
     return parse_worker_result(worker_result_document(result))
 
 
@@ -130,17 +139,22 @@ def _any_surrogate(value: object) -> bool:
     pending = [value]
     while pending:
         item = pending.pop()
-        if isinstance(item, str):
-            if not item.isascii() and first_surrogate(item) is not None:
+        kind = type(item)
+        # Exact types first (JSON gives only these); the ABC check comes last.
+        if kind is str or (kind is not int and isinstance(item, str)):
+            text = typing.cast("str", item)
+            if not text.isascii() and first_surrogate(text) is not None:
                 return True
+        elif kind is dict:
+            pending.extend(typing.cast("dict[object, object]", item).items())
+        elif kind is list or kind is tuple:
+            pending.extend(typing.cast("list[object]", item))
+        elif kind is int or item is None:
+            continue
+        elif (fields := getattr(kind, "__attrs_attrs__", None)) is not None:
+            pending.extend(getattr(item, field.name) for field in fields)
         elif isinstance(item, Mapping):
-            pending.extend(item.keys())
-            pending.extend(item.values())
-        elif isinstance(item, list | tuple):
-            pending.extend(item)
-        elif attrs.has(type(item)):
-            record = typing.cast("attrs.AttrsInstance", item)
-            pending.extend(getattr(record, field.name) for field in attrs.fields(type(record)))
+            pending.extend(typing.cast("Mapping[object, object]", item).items())
     return False
 
 
