@@ -254,3 +254,72 @@ class TestParseUnits:
         with pytest.raises(mesh.ValidationError) as caught:
             mesh.parse_units(payload)
         assert problem in caught.value.problems
+
+
+class TestEstimateSeconds:
+    def test_carried_from_step_to_unit_and_document(self) -> None:
+        """A step's estimate reaches its unit, the slice document and back."""
+        sliced = mesh.slice_plan([step("a", estimate_seconds=90), step("b", estimate_seconds=0.5)])
+        assert [u.estimate_seconds for u in sliced.units] == [90.0, 0.5]
+        documents = sliced.to_document()["units"]
+        assert isinstance(documents, list)
+        assert [d["estimate_seconds"] for d in documents] == [90.0, 0.5]
+        assert mesh.parse_units(sliced.to_document()) == sliced.units
+
+    def test_absent_estimate_leaves_the_document_as_it_was(self) -> None:
+        """Without an estimate the slice output is byte for byte the contract's."""
+        plan = [step("a", id="a"), step("b", deps=["a"], write_scope=["src"])]
+        text = json.dumps(mesh.slice_plan(plan).to_document())
+        assert "estimate_seconds" not in text
+        assert mesh.slice_plan([step("a", estimate_seconds=None)]).units[0].estimate_seconds is None
+        with_estimate = mesh.slice_plan([*plan, step("c", estimate_seconds=3)]).to_document()
+        assert json.dumps(with_estimate).startswith(text[: text.index('], "unit_count"')])
+
+    @pytest.mark.parametrize(
+        ("value", "problem"),
+        [
+            (0, "expected a positive, finite number of seconds, got 0"),
+            (-2.5, "expected a positive, finite number of seconds, got -2.5"),
+            (float("inf"), "expected a positive, finite number of seconds, got inf"),
+            (float("nan"), "expected a positive, finite number of seconds, got nan"),
+            ("60", "expected number, got string"),
+            (True, "expected number, got boolean"),
+            ([1], "expected number, got array"),
+        ],
+    )
+    def test_bad_estimates_in_a_plan(self, value: object, problem: str) -> None:
+        """Each bad estimate is a problem at its JSON path, beside the entry's other problems."""
+        with pytest.raises(mesh.ValidationError) as caught:
+            mesh.parse_plan({"plan": [step("ok"), step("a", estimate_seconds=value, deps="x")]})
+        assert f"$.plan[1].estimate_seconds: {problem}" in caught.value.problems
+        assert "$.plan[1].deps: expected array, got string" in caught.value.problems
+
+    @pytest.mark.parametrize(
+        ("value", "problem"),
+        [
+            (-1, "expected a positive, finite number of seconds, got -1"),
+            ("1", "expected number, got string"),
+        ],
+    )
+    def test_bad_estimates_in_a_units_document(self, value: object, problem: str) -> None:
+        """A units document's estimate is checked as strictly as a plan's."""
+        with pytest.raises(mesh.ValidationError) as caught:
+            mesh.parse_units({"units": [{"id": "u", "estimate_seconds": value}]})
+        assert list(caught.value.problems) == [f"$.units[0].estimate_seconds: {problem}"]
+
+    @pytest.mark.parametrize(
+        ("value", "message"),
+        [
+            (0, "got 0"),
+            (float("nan"), "got nan"),
+            ("5", "expected a number of seconds, got str"),
+            (False, "expected a number of seconds, got bool"),
+        ],
+    )
+    def test_records_built_in_python_are_checked(self, value: object, message: str) -> None:
+        """Unit and PlanStep refuse a bad estimate when built, as they refuse attempt 0."""
+        with pytest.raises(ValueError, match=f"estimate_seconds: .*{message}"):
+            mesh.Unit(id="u", objective="x", estimate_seconds=value)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=f"estimate_seconds: .*{message}"):
+            mesh.PlanStep(step="x", estimate_seconds=value)  # type: ignore[arg-type]
+        assert mesh.Unit(id="u", objective="x", estimate_seconds=7).estimate_seconds == 7

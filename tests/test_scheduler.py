@@ -307,6 +307,32 @@ class TestConcurrency:
         assert result.metrics.peak_in_flight == 2
         assert result.metrics.completed == 12
 
+    async def test_ready_units_start_by_longest_remaining_path(self) -> None:
+        """With estimates, the head of the longest chain starts before shorter work."""
+        plan = [
+            attrs.evolve(unit("short"), estimate_seconds=5.0),
+            attrs.evolve(unit("lone"), estimate_seconds=1.0),
+            attrs.evolve(unit("head"), estimate_seconds=2.0),
+            attrs.evolve(unit("tail", "head"), estimate_seconds=9.0),
+        ]
+        one_at_a_time = mesh.budget_policy(
+            remaining_five_hour=100, remaining_weekly=100, max_threads=1
+        )
+        with capture_ledger() as events:
+            await execute(plan, fake_roles(), budget=one_at_a_time)
+        started = [e.unit_id for e in names(events, "unit_started")]
+        assert started == ["head", "tail", "short", "lone"]
+
+    async def test_without_estimates_plan_order_stands(self) -> None:
+        """No estimate anywhere: ready units start in plan order, as before."""
+        plan = [unit("c"), unit("a"), unit("b", "a")]
+        one_at_a_time = mesh.budget_policy(
+            remaining_five_hour=100, remaining_weekly=100, max_threads=1
+        )
+        with capture_ledger() as events:
+            await execute(plan, fake_roles(), budget=one_at_a_time)
+        assert [e.unit_id for e in names(events, "unit_started")] == ["c", "a", "b"]
+
     async def test_budget_is_re_read(self) -> None:
         """A budget provider is consulted during the run; its new target takes effect."""
         decisions = iter(

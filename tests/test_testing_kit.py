@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 import anyio
+import anyio.abc
 import anyio.lowlevel
 import pytest
 
@@ -13,6 +16,7 @@ from mesh.testing import (
     ManualClock,
     Raise,
     Sleep,
+    _clock,
     answer,
     capture_ledger,
     fake_roles,
@@ -187,6 +191,118 @@ class TestManualClock:
         async with clock.autojumping():
             await anyio.sleep(0.01)
         assert clock.current_time() == 0
+
+    async def test_autojump_runs_a_chain_in_virtual_time(self) -> None:
+        """A ten-unit chain of 60 s coders ends at exactly 600 s, in far less real time."""
+        clock = ManualClock()
+        units = [
+            mesh.Unit(
+                id=f"c{i}",
+                objective="wait",
+                write_scope=(f"src/c{i}.py",),
+                deps=(f"c{i - 1}",) if i else (),
+                risk_tier=mesh.RiskTier.LOW,
+            )
+            for i in range(10)
+        ]
+        slow = FakeAdapter(answer, delay=60, clock=clock)
+        started = time.perf_counter()
+        async with (
+            clock.autojumping(),
+            mesh.Orchestrator(roles=fake_roles(coder=slow, reducer=slow), clock=clock) as run,
+        ):
+            result = await run.execute(units)
+        # Generous: the point is no real nap per jump (it used to be 0.1 s each on asyncio).
+        assert time.perf_counter() - started < 5
+        assert result.metrics.completed == 10
+        assert clock.current_time() == 600
+        assert result.metrics.elapsed_seconds == 600
+
+    async def test_autojump_waits_for_tasks_woken_by_a_jump(self) -> None:
+        """Whatever a woken task starts, sets, cancels or joins acts at the woken time."""
+        clock = ManualClock()
+        stamps: dict[str, float] = {}
+        handed_over = anyio.Event()
+
+        async def busy(turns: int) -> None:
+            for _ in range(turns):
+                await anyio.lowlevel.checkpoint()
+
+        async def started_late() -> None:
+            await busy(20)
+            stamps["started"] = clock.current_time()
+            await clock.sleep(5)
+            stamps["started woke"] = clock.current_time()
+
+        async def waiter() -> None:
+            await handed_over.wait()
+            await busy(20)
+            stamps["handed over"] = clock.current_time()
+            await clock.sleep(1)
+            stamps["waiter woke"] = clock.current_time()
+
+        async def cancelled(scope: anyio.CancelScope) -> None:
+            with scope:
+                await anyio.sleep_forever()
+            await busy(20)
+            stamps["cancelled"] = clock.current_time()
+            await clock.sleep(2)
+            stamps["cancelled woke"] = clock.current_time()
+
+        async def first(group: anyio.abc.TaskGroup, scope: anyio.CancelScope) -> None:
+            await clock.sleep(10)
+            await busy(20)
+            group.start_soon(started_late)
+            handed_over.set()
+            scope.cancel()
+
+        async def joiner() -> None:
+            # A child's end reaches its task group through a callback, not a task.
+            async with anyio.create_task_group() as children:
+                children.start_soon(clock.sleep, 20)
+            stamps["joined"] = clock.current_time()
+            await clock.sleep(3)
+            stamps["joiner woke"] = clock.current_time()
+
+        scope = anyio.CancelScope()
+        async with clock.autojumping(), anyio.create_task_group() as group:
+            group.start_soon(clock.sleep, 100)  # a later deadline a hasty jump would skip to
+            group.start_soon(joiner)
+            group.start_soon(waiter)
+            group.start_soon(cancelled, scope)
+            group.start_soon(first, group, scope)
+        assert stamps == {
+            "started": 10,
+            "handed over": 10,
+            "cancelled": 10,
+            "waiter woke": 11,
+            "cancelled woke": 12,
+            "started woke": 15,
+            "joined": 20,
+            "joiner woke": 23,
+        }
+        assert clock.current_time() == 100
+
+    async def test_two_clocks_jump_in_one_loop(self) -> None:
+        """Two autojumping clocks do not take each other's polling for work."""
+        first, second = ManualClock(), ManualClock()
+        with anyio.fail_after(30):
+            async with first.autojumping(), second.autojumping():
+                for _ in range(3):
+                    await first.sleep(7)
+                    await second.sleep(11)
+        assert (first.current_time(), second.current_time()) == (21, 33)
+
+    async def test_autojump_without_a_ready_queue(
+        self, anyio_backend: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A loop without asyncio's ready queue (uvloop) falls back to anyio's check."""
+        monkeypatch.setattr(_clock, "_ready_queue", lambda: None)
+        clock = ManualClock()
+        async with clock.autojumping():
+            await clock.sleep(30)
+            await clock.sleep(30)
+        assert clock.current_time() == 60
 
 
 class TestCaptureLedger:

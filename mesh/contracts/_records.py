@@ -11,6 +11,7 @@ document of the matching CLI command.
 from __future__ import annotations
 
 import json
+import math
 from typing import Final
 
 import attrs
@@ -63,6 +64,25 @@ def split_scope(text: str) -> tuple[str, ...]:
     return tuple(root for root in roots if root) or ("unknown",)
 
 
+def estimate_problem(value: object) -> str | None:
+    """Why ``value`` is no ``estimate_seconds`` (None: it is one, or it is None)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"expected a number of seconds, got {type(value).__name__}"
+    if not math.isfinite(value) or value <= 0:
+        return f"expected a positive, finite number of seconds, got {value!r}"
+    return None
+
+
+def _check_estimate(
+    _: object, attribute: attrs.Attribute[float | None], value: float | None
+) -> None:
+    problem = estimate_problem(value)
+    if problem is not None:
+        raise ValueError(f"{attribute.name}: {problem}")
+
+
 @attrs.frozen(kw_only=True)
 class PlanStep:
     """
@@ -103,6 +123,12 @@ class PlanStep:
     """Free-form budget label."""
     allow_special: tuple[SpecialPath, ...] | None = None
     """Special kinds of path the unit may write (symlinks, gitlinks, git control files)."""
+    estimate_seconds: float | None = attrs.field(default=None, validator=_check_estimate)
+    """How long the step's unit is expected to take, in seconds (positive, finite); a hint
+    for the order in which ready units are admitted, never a limit.
+
+    .. versionadded:: 0.1.0
+    """
 
     @property
     def objective(self) -> str:
@@ -166,6 +192,13 @@ class Unit:
     allow_special: tuple[SpecialPath, ...] = ()
     """Special kinds of path the unit may write: symlinks, gitlinks, ``.gitattributes``,
     ``.gitmodules`` (none by default; the scope gate refuses them)."""
+    estimate_seconds: float | None = attrs.field(default=None, validator=_check_estimate)
+    """How long the unit is expected to take, in seconds (positive, finite; None: unknown).
+    Only the order in which ready units are admitted may use it (the longest estimated
+    path to the end of the plan first); it never limits or times the unit.
+
+    .. versionadded:: 0.1.0
+    """
 
     def to_document(self) -> dict[str, object]:
         """The unit as the ``slice`` command writes it (scope and attempt as strings)."""
@@ -188,6 +221,8 @@ class Unit:
         # Only when set: the slice contract's document stays as it was for every other unit.
         if self.allow_special:
             document["allow_special"] = [kind.value for kind in self.allow_special]
+        if self.estimate_seconds is not None:
+            document["estimate_seconds"] = self.estimate_seconds
         return document
 
 

@@ -28,6 +28,7 @@ from ..contracts._events import JsonLinesSink, Ledger, LedgerSink
 from ..contracts._records import BudgetDecision, Plan, Unit
 from ..contracts._scopes import scopes_overlap
 from ..planning._budget import MAX_TRIPLET_WIDTH, budget_policy
+from ..planning._priority import admission_ranks
 from ._executors import BoundCall, Executor, ExecutorInfo, LocalExecutor, executor_slots
 from ._gateway import CallGateway
 from ._governor import Backpressure
@@ -127,7 +128,8 @@ class Orchestrator:
         self._ended_by_state: dict[str, int] = {}
         self._outcomes: dict[str, UnitOutcome] = {}
         self._active: dict[str, Unit] = {}
-        self._ready: list[tuple[int, str]] = []
+        # Ready units as (admission rank, plan index): the heap's head starts first.
+        self._ready: list[tuple[int, int]] = []
         self._changed = anyio.Event()
         self._budget: BudgetDecision | None = None
         self._governor = Backpressure(target=1, clean_stretch=self._clean_stretch)
@@ -208,6 +210,7 @@ class Orchestrator:
         self._reset()
         self._units = units
         self._index = {unit.id: index for index, unit in enumerate(units)}
+        self._rank = admission_ranks(units)
         step_of = step_index(units, plan_record)
         metrics = MetricsCollector()
         for event in (resume or ResumePoint()).history:
@@ -398,17 +401,21 @@ class Orchestrator:
             if cause:
                 self._block(unit.id, min(cause))
             elif not self._waiting[unit.id]:
-                heapq.heappush(self._ready, (self._index[unit.id], unit.id))
+                self._make_ready(unit.id)
 
     def _notify(self) -> None:
         self._changed.set()
 
+    def _make_ready(self, unit_id: str) -> None:
+        heapq.heappush(self._ready, (self._rank[unit_id], self._index[unit_id]))
+
     def _next_admissible(self) -> Unit | None:
-        skipped: list[tuple[int, str]] = []
+        """The ready unit to start next: the best ranked one that may run beside the others."""
+        skipped: list[tuple[int, int]] = []
         chosen: Unit | None = None
         while self._ready:
             entry = heapq.heappop(self._ready)
-            unit = self._units[entry[0]]
+            unit = self._units[entry[1]]
             if self._governor.serialize_overlaps and any(
                 scopes_overlap(unit.write_scope, other.write_scope)
                 for other in self._active.values()
@@ -539,7 +546,7 @@ class Orchestrator:
                 waiting = self._waiting[dependent]
                 waiting.discard(unit.id)
                 if not waiting and dependent not in self._outcomes:
-                    heapq.heappush(self._ready, (self._index[dependent], dependent))
+                    self._make_ready(dependent)
         else:
             for dependent in self._dependents.get(unit.id, ()):
                 self._block(dependent, unit.id)

@@ -19,6 +19,7 @@ from ..contracts._records import (
     PlanSummary,
     SliceResult,
     Unit,
+    estimate_problem,
     split_scope,
 )
 from ..contracts._scopes import is_whole_tree, normalize_path
@@ -130,6 +131,25 @@ def _root_problem(root: str) -> str | None:
     return None if problem is None else f"'{one_line(root)}' {problem}"
 
 
+def _without_bad_estimate(
+    entry: dict[str, object], path: str
+) -> tuple[dict[str, object], list[str]]:
+    """
+    The entry, minus an ``estimate_seconds`` number that is not a positive finite one.
+
+    Such a number has the right JSON type, so the converter would hand it to the
+    record, whose validator raises a bare ValueError; reporting it here keeps it
+    a path-addressed problem beside the entry's others. Wrong types stay for
+    the converter to report.
+    """
+    value = entry.get("estimate_seconds")
+    problem = estimate_problem(value)
+    if problem is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return entry, []
+    rest = {key: item for key, item in entry.items() if key != "estimate_seconds"}
+    return rest, [f"{path}.estimate_seconds: {problem}"]
+
+
 def _fields(record: attrs.AttrsInstance) -> dict[str, object]:
     return {field.name: getattr(record, field.name) for field in attrs.fields(type(record))}
 
@@ -178,8 +198,9 @@ def parse_plan(payload: object) -> Plan:
     control characters, line separators, bidi controls or lone surrogates in
     text (tab and newline are allowed in ``constraints``, ``invariants`` and
     ``explanation`` only), an explicitly empty ``write_scope`` (leave it out
-    for the whole tree), duplicate step ids, dependencies on unknown ids, and
-    dependency cycles.
+    for the whole tree), an ``estimate_seconds`` that is not a positive, finite
+    number, duplicate step ids, dependencies on unknown ids, and dependency
+    cycles.
 
     Raises:
         ValidationError: Listing every type, key and shape problem.
@@ -195,8 +216,10 @@ def parse_plan(payload: object) -> Plan:
         if not isinstance(entry, dict):
             continue
         path = f"{base}[{index}]"
+        checked, estimate = _without_bad_estimate(entry, path)
+        problems += estimate
         try:
-            steps.append(structure(_normalize_scope(entry), PlanStep, subject="plan", path=path))
+            steps.append(structure(_normalize_scope(checked), PlanStep, subject="plan", path=path))
             paths.append(path)
         except ValidationError as exc:
             problems.extend(exc.problems)
@@ -283,7 +306,8 @@ def slice_plan(plan: Plan | object, *, max_slices: int | None = None) -> SliceRe
     rewritten to those unit ids. A dependency on a step that is neither (for
     example ``blocked``) keeps the unit waiting, so it is kept as the step id.
     ``max_slices`` keeps only the first N units; their dependencies on cut units
-    are kept, so those units stay waiting.
+    are kept, so those units stay waiting. A step's ``estimate_seconds`` is
+    carried to its unit.
 
     Raises:
         ValidationError, PlanError: As `parse_plan`.
@@ -333,6 +357,7 @@ def _unit_from_step(step: PlanStep, unit_id: str, deps: tuple[str, ...]) -> Unit
         variant=step.variant if step.variant is not None else defaults.variant,
         budget_tier=step.budget_tier if step.budget_tier is not None else defaults.budget_tier,
         allow_special=step.allow_special or defaults.allow_special,
+        estimate_seconds=step.estimate_seconds,
     )
 
 
@@ -343,7 +368,8 @@ def parse_units(payload: object) -> tuple[Unit, ...]:
     Entries that are not objects, or have no string ``id``, are skipped (the
     helper CLI's contract); every other entry is parsed strictly, its text as
     `parse_plan` checks it. ``write_scope`` may be a ``;``-separated string or
-    an array, but not an empty one; ``attempt`` a number or a numeric string.
+    an array, but not an empty one; ``attempt`` a number or a numeric string;
+    ``estimate_seconds``, when present, a positive, finite number.
     Missing fields take the `Unit` defaults; a missing objective is
     ``untitled-step``.
 
@@ -366,7 +392,9 @@ def parse_units(payload: object) -> tuple[Unit, ...]:
             continue
         path = f"$.units[{index}]"
         problems += _text_problems(entry, path, _UNIT_TEXT)
-        normalized = _normalize_scope({"objective": "untitled-step", **entry})
+        checked, estimate = _without_bad_estimate(entry, path)
+        problems += estimate
+        normalized = _normalize_scope({"objective": "untitled-step", **checked})
         attempt = normalized.get("attempt", 1)
         if isinstance(attempt, str) and attempt.isascii() and attempt.isdigit():
             attempt = normalized["attempt"] = int(attempt)

@@ -2,12 +2,75 @@
 
 from __future__ import annotations
 
+import asyncio  # noqa: TID251 - only to read the loop's ready queue, which anyio does not expose
 import contextlib
 import itertools
-from collections.abc import AsyncIterator
+import typing
+import weakref
+from collections.abc import AsyncIterator, Collection
+from typing import Final
 
 import anyio
 import anyio.lowlevel
+
+_QUIET_PASSES: Final = 3
+"""Loop passes in a row with nothing ready before asyncio counts as idle.
+
+One pass already sees every ready callback and every due timer; the further
+passes (microseconds each) give the selector a poll or two to report I/O that
+became ready meanwhile.
+"""
+
+_JUMPERS: Final[weakref.WeakSet[asyncio.Task[object]]] = weakref.WeakSet()
+"""Tasks running `ManualClock.autojump` on asyncio.
+
+Their own passes are not work: two clocks jumping in one loop would otherwise
+each see the other ready forever, and neither would ever jump.
+"""
+
+
+def _ready_queue() -> Collection[asyncio.Handle] | None:
+    """The running asyncio loop's ready queue; None on trio, or a loop without one (uvloop)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    ready: Collection[asyncio.Handle] | None = getattr(loop, "_ready", None)
+    return ready
+
+
+def _is_jumper(handle: asyncio.Handle) -> bool:
+    """Whether a ready callback is another autojumper's pass (a task's step knows its task)."""
+    callback = handle._callback  # type: ignore[attr-defined]  # noqa: SLF001 - no public view of a handle's task
+    return getattr(callback, "__self__", None) in _JUMPERS
+
+
+async def _wait_idle() -> None:
+    """
+    Return once every other task waits, and none is about to run.
+
+    On trio this is `trio.testing.wait_all_tasks_blocked`, exact by design. On
+    asyncio, anyio's equivalent naps 0.1 s whenever a task is runnable, and
+    looks only at tasks: work that is still a callback (a finished child's
+    done-callback, which tells its task group) passes for idle. So the loop's
+    ready queue is read instead: idle means nothing but other autojumpers was
+    ready for `_QUIET_PASSES` passes in a row.
+    """
+    ready = _ready_queue()
+    if ready is None:
+        await anyio.wait_all_tasks_blocked()
+        return
+    task = typing.cast("asyncio.Task[object]", asyncio.current_task())
+    _JUMPERS.add(task)
+    try:
+        quiet = 0
+        while quiet < _QUIET_PASSES:
+            await anyio.lowlevel.checkpoint()
+            # A copy, made in C without letting other threads run: a worker thread
+            # handing a result back appends to the queue, and would break iteration.
+            quiet = quiet + 1 if all(map(_is_jumper, tuple(ready))) else 0
+    finally:
+        _JUMPERS.discard(task)
 
 
 class ManualClock:
@@ -63,13 +126,19 @@ class ManualClock:
         return min((deadline for deadline, _ in self._sleepers.values()), default=None)
 
     async def autojump(self) -> None:
-        """Forever: when all tasks are blocked, jump to the next deadline."""
+        """
+        Forever: when every other task waits, jump to the next deadline.
+
+        Tasks woken by a jump run, and wait again, before the next one: a task
+        that becomes ready at a deadline always acts at that deadline's time.
+        """
         while True:
-            await anyio.wait_all_tasks_blocked()
+            await _wait_idle()
             deadline = self.next_deadline
             if deadline is not None:
                 self.advance(max(0.0, deadline - self._now))
             else:
+                # Nothing to jump to: only threads or real I/O can change that.
                 await anyio.sleep(0.001)
 
     @contextlib.asynccontextmanager
