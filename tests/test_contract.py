@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import types
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import mesh
-from mesh.contracts._contract import _CHECKED, is_checked, recheck_worker_result
+from mesh.contracts._contract import _CHECKED, _any_surrogate, is_checked, recheck_worker_result
 from mesh.contracts._convert import fast_structure, structure
 from mesh.contracts._errors import ValidationError
 from mesh.engine._roles import check_result
@@ -348,6 +349,42 @@ class TestCheckedRecords:
         del parsed
         gc.collect()
         assert key not in _CHECKED
+
+
+class _Sub(str):
+    __slots__ = ()
+
+
+class TestSurrogateScan:
+    @pytest.mark.parametrize(
+        "value",
+        [
+            {"a": "ok", 1: ["x", ("y", None, 3)], "n": None, "i": 2},
+            types.MappingProxyType({"k": "v"}),
+            mesh.ProofEvidence(command="c", key_line="é", exit_code=0),
+            mesh.Lane.CODER,
+            3.5,
+        ],
+    )
+    def test_clean_values_pass(self, value: object) -> None:
+        """Every kind of value an answer holds is walked without a false alarm."""
+        assert not _any_surrogate(value)
+
+    @pytest.mark.parametrize(
+        "value",
+        [
+            {"\ud800": "key"},
+            {"k": "value \udc00"},
+            {1: {"deep": ["\udfff"]}},
+            {(1, "\ud801"): "a tuple key"},
+            types.MappingProxyType({"k": "\ud800"}),
+            mesh.ProofEvidence(command="c", key_line="\ud800", exit_code=0),
+            _Sub("\ud800"),
+        ],
+    )
+    def test_a_lone_surrogate_is_found_anywhere(self, value: object) -> None:
+        """A lone surrogate in a key, a value, a nested record or a str subclass is found."""
+        assert _any_surrogate(value)
 
 
 NOT_UNICODE = "not valid Unicode (lone surrogate U+D800 at offset 0)"

@@ -134,19 +134,30 @@ def _unicode_problems(value: object, path: str) -> list[str]:
     return _surrogate_paths(value, path) if _any_surrogate(value) else []
 
 
-def _any_surrogate(value: object) -> bool:
+def _any_surrogate(value: object) -> bool:  # noqa: C901, PLR0912 - one loop, cheapest checks first
     """Whether any string under ``value`` holds a lone surrogate (no paths built)."""
     pending = [value]
+    push = pending.append
     while pending:
         item = pending.pop()
         kind = type(item)
-        # Exact types first (JSON gives only these); the ABC check comes last.
-        if kind is str or (kind is not int and isinstance(item, str)):
-            text = typing.cast("str", item)
-            if not text.isascii() and first_surrogate(text) is not None:
+        # Exact types first (JSON gives only these); the ABC check comes last. The
+        # strings of a mapping, most of any answer, are checked where they stand.
+        if kind is dict:
+            for key, field in typing.cast("dict[object, object]", item).items():
+                if type(key) is str:
+                    if _surrogate_in(key):
+                        return True
+                else:
+                    push(key)
+                if type(field) is str:
+                    if _surrogate_in(field):
+                        return True
+                elif field is not None and type(field) is not int:
+                    push(field)
+        elif kind is str or (kind is not int and isinstance(item, str)):
+            if _surrogate_in(typing.cast("str", item)):
                 return True
-        elif kind is dict:
-            pending.extend(typing.cast("dict[object, object]", item).items())
         elif kind is list or kind is tuple:
             pending.extend(typing.cast("list[object]", item))
         elif kind is int or item is None:
@@ -156,6 +167,10 @@ def _any_surrogate(value: object) -> bool:
         elif isinstance(item, Mapping):
             pending.extend(typing.cast("Mapping[object, object]", item).items())
     return False
+
+
+def _surrogate_in(text: str) -> bool:
+    return not text.isascii() and first_surrogate(text) is not None
 
 
 def _surrogate_paths(value: object, path: str) -> list[str]:
