@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import operator
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import timeit
 import tracemalloc
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, TypedDict
 
 import anyio
 
@@ -162,6 +163,37 @@ def dask_cpu_per_unit(count: int) -> float | None:
     return cpu * 1000 / count
 
 
+def langgraph_cpu_per_node(count: int) -> float | None:
+    """
+    CPU ms per node for the same DAG as a LangGraph graph of no-op nodes (None: no LangGraph).
+
+    One node per unit, an edge from each dependency (chain heads start from
+    START), one integer in the state added to by every node; compiling the
+    graph is not counted, running it is.
+    """
+    try:
+        from langgraph.graph import START, StateGraph  # noqa: PLC0415 - a peer for the bench only
+    except ImportError:
+        return None
+
+    class Count(TypedDict):
+        done: Annotated[int, operator.add]
+
+    def noop(_: Count) -> dict[str, int]:
+        return {"done": 1}
+
+    graph: Any = StateGraph(Count)
+    units = dag(count)
+    for unit in units:
+        graph.add_node(unit.id, noop)
+        graph.add_edge(unit.deps[0] if unit.deps else START, unit.id)
+    app = graph.compile()
+    gc.collect()
+    final, cpu, _ = cpu_and_wall(lambda: app.invoke({"done": 0}, {"recursion_limit": count + 10}))
+    assert final["done"] == count, final
+    return cpu * 1000 / count
+
+
 def prefect_cpu_per_task(count: int, *, baseline: int = 10) -> float | None:
     """
     Marginal CPU ms per task for the same DAG as a Prefect flow (None: no Prefect).
@@ -272,6 +304,7 @@ def run(sizes: tuple[int, ...]) -> str:
     for count in sizes:
         mesh_ms, wall = mesh_cpu_per_unit(count)
         dask_ms = dask_cpu_per_unit(count)
+        langgraph_ms = langgraph_cpu_per_node(count)
         # Prefect's per-task cost is only readable above its start-up noise, and
         # 10,000 tasks would take minutes to say nothing new: one size is measured.
         prefect_ms = prefect_cpu_per_task(count) if count == PREFECT_TASKS else None
@@ -282,6 +315,8 @@ def run(sizes: tuple[int, ...]) -> str:
                 wall,
                 _or_na(dask_ms),
                 _or_na(mesh_ms / dask_ms if dask_ms else None),
+                _or_na(langgraph_ms),
+                _or_na(mesh_ms / langgraph_ms if langgraph_ms else None),
                 _or_na(prefect_ms),
                 _or_na(mesh_ms / prefect_ms if prefect_ms else None),
             ]
@@ -298,6 +333,8 @@ def run(sizes: tuple[int, ...]) -> str:
                 "mesh wall s",
                 "dask CPU ms/task",
                 "mesh / dask",
+                "langgraph CPU ms/node",
+                "mesh / langgraph",
                 "prefect CPU ms/task",
                 "mesh / prefect",
             ],

@@ -425,7 +425,7 @@ _HOMES: dict[str, str] = {
 
 
 # Hidden from type checkers, so a misspelt name stays a type error.
-if not TYPE_CHECKING:
+if not TYPE_CHECKING:  # pragma: no branch - true whenever the module runs
 
     def __getattr__(name: str) -> object:
         home = _HOMES.get(name)

@@ -16,9 +16,9 @@ print, the exit code, and the finished run). The CLI is a thin layer over these;
 
 from __future__ import annotations
 
-from typing import Final
+import importlib
+from typing import TYPE_CHECKING, Final
 
-from .cli._run_command import RunReport, demo, report, resume, run, status, stored_ledger
 from .contracts._convert import dumps_json, loads_json
 from .contracts._enums import Lane
 from .contracts._errors import OptionError
@@ -48,7 +48,24 @@ __all__ = [
     "wave",
 ]
 
+if TYPE_CHECKING:
+    from .cli._run_command import RunReport, demo, report, resume, run, status
+
 _DEFAULT_MAX_THREADS: Final = 12
+# The whole-run commands load the engine (anyio, structlog, transitions, rich, ...): they
+# load on first use, so the helper commands and `mesh --help` start without it.
+_ENGINE_COMMANDS: Final = frozenset({"RunReport", "demo", "report", "resume", "run", "status"})
+
+
+# Hidden from type checkers, so a misspelt name stays a type error.
+if not TYPE_CHECKING:  # pragma: no branch - true whenever the module runs
+
+    def __getattr__(name: str) -> object:
+        if name not in _ENGINE_COMMANDS:
+            raise AttributeError(f"module 'mesh.commands' has no attribute {name!r}")
+        value = getattr(importlib.import_module(".cli._run_command", __package__), name)
+        globals()[name] = value
+        return value
 
 
 def _read_json(path: StrPath, *, what: str) -> object:
@@ -183,7 +200,7 @@ def run_csv(
 
     Nothing is written when anything is wrong: a bad CSV, a deps problem, the
     floor gate failing under ``fail_on_floor``, or an output path that is one of
-    the inputs.
+    the inputs. The output is written atomically, its missing folders created.
 
     .. versionadded:: 0.1.0
     """
@@ -204,7 +221,7 @@ def run_csv(
         deps_csv_text=None if deps_csv is None else read_text(deps_csv, what="deps CSV"),
     )
     text = format_csv(OUTPUT_COLUMNS, (row.cells() for row in prepared.output_rows))
-    atomic_write_text(output_csv_path, text, what="output CSV")
+    atomic_write_text(output_csv_path, text, what="output CSV", create_parents=True)
     return prepared.to_document(csv_path=str(csv_path), output_csv_path=str(output_csv_path))
 
 
@@ -223,6 +240,8 @@ def ledger(
     if (input_json is None) == (run is None):
         raise OptionError("MissingArgument", "give a RUN or --input-json PATH (one of them)")
     if run is not None:
+        from .cli._run_command import stored_ledger  # noqa: PLC0415 - loads the engine
+
         return stored_ledger(run=run, runs=runs)
     assert input_json is not None  # noqa: S101 - one of the two, checked above
     return {"command": "ledger", "events": occurred_events(_read_json(input_json, what="ledger"))}

@@ -20,6 +20,12 @@ def test_engine_section() -> None:
     assert (per_unit > 0, in_flight) == (True, 20)
 
 
+def test_langgraph_peer() -> None:
+    """The LangGraph peer runs the same DAG where LangGraph is installed, else says n/a."""
+    per_node = engine.langgraph_cpu_per_node(20)
+    assert per_node is None or per_node > 0
+
+
 def test_scheduling_section() -> None:
     """Streaming never beats the lower bound, and the table has a mean row."""
     rng = random.Random(1)

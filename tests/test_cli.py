@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from subprocess import CompletedProcess
@@ -12,7 +15,7 @@ import attrs
 import pytest
 
 import mesh
-from mesh.cli import _cli
+from mesh.cli import _cli, _options, _parser
 
 RunMesh = Callable[..., CompletedProcess[str]]
 EXAMPLE_PLAN = Path(__file__).parents[1] / "examples" / "plan.json"
@@ -557,3 +560,323 @@ class TestEdges:
         _, err = process.communicate(timeout=30)
         assert process.returncode in {0, 1}
         assert b"Traceback" not in err
+
+
+def one_line_error(argv: list[str]) -> str:
+    """Run in-process; the command must fail with exactly one line on stderr."""
+    code, out, err = _cli.run(argv)
+    assert (code, out) == (1, ""), err
+    assert err.count("\n") == 1
+    return err
+
+
+class TestDidYouMean:
+    def test_misspelt_flag(self) -> None:
+        """An unknown flag close to a real one names it, in the same line."""
+        err = one_line_error(["budget", "--remaining-five-hour", "40", "--remaining-weeky", "28"])
+        assert err == (
+            "error: UnknownOption: --remaining-weeky is not an option of `mesh budget` "
+            "(did you mean --remaining-weekly?)\n"
+        )
+
+    def test_abbreviation_is_not_a_flag(self) -> None:
+        """Prefixes are not flags (argparse's abbreviations are off); the flag is suggested."""
+        err = one_line_error(["plan_sync", "--input-j", str(EXAMPLE_PLAN)])
+        assert err.endswith("(did you mean --input-json?)\n")
+
+    def test_nothing_close(self) -> None:
+        """A flag like no other gets no suggestion."""
+        err = one_line_error(["budget", "--zzzzzz", "1"])
+        assert err == "error: UnknownOption: --zzzzzz is not an option of `mesh budget`\n"
+
+    def test_help_is_suggested(self) -> None:
+        """--hepl is close to --help, which every command takes."""
+        assert one_line_error(["slice", "--hepl"]).endswith("(did you mean --help?)\n")
+
+    @pytest.mark.parametrize(
+        ("typed", "meant"),
+        [
+            ("bugdet", "budget"),
+            ("run_cvs", "run_csv"),
+            ("plan-snyc", "plan-sync"),
+            ("--verison", "--version"),
+            ("--hlep", "--help"),
+        ],
+    )
+    def test_misspelt_command(self, typed: str, meant: str) -> None:
+        """An unknown command close to a command, alias or option names it; still exit 2."""
+        code, out, err = _cli.run([typed])
+        assert (code, out) == (2, "")
+        assert err == f"error: unknown command {typed!r} (did you mean {meant}?)\n\n{_cli.usage()}"
+
+    def test_unknown_command_without_match(self) -> None:
+        """No suggestion when nothing is close."""
+        _, _, err = _cli.run(["zzzzzz"])
+        assert err == f"error: unknown command 'zzzzzz'\n\n{_cli.usage()}"
+
+
+class TestArgumentReading:
+    """argparse's own reading is neutralised: the original contract's rules hold."""
+
+    def test_values_starting_with_a_dash(self) -> None:
+        """The word after a flag is its value unless it starts with --."""
+        assert "plan not found: -plan.json" in one_line_error(
+            ["plan_sync", "--input-json", "-plan.json"]
+        )
+        assert "got '-1'" in one_line_error(
+            [
+                "budget",
+                "--remaining-five-hour",
+                "4",
+                "--remaining-weekly",
+                "1",
+                "--max-threads",
+                "-1",
+            ]
+        )
+
+    def test_a_flag_is_not_a_value(self) -> None:
+        """A flag followed by another flag has no value, whether long or short."""
+        err = one_line_error(["run_csv", "--csv-path", "--output-csv-path", "out.csv"])
+        assert err == "error: MissingOptionValue: --csv-path needs a value\n"
+        err = one_line_error(["report", "RUN", "--runs", "-o", "page.html"])
+        assert err == "error: MissingOptionValue: --runs needs a value\n"
+
+    def test_short_flag_is_a_word_of_its_own(self, tmp_path: Path) -> None:
+        """-oFILE is not -o FILE, and -o=FILE is not -o FILE (as in the original)."""
+        for spelling in ("-opage.html", "-o=page.html"):
+            err = one_line_error(["report", str(tmp_path), spelling])
+            assert f"error: UnexpectedArgument: unexpected argument {spelling!r}\n" == err
+
+    def test_repeat_through_short_and_long_spelling(self) -> None:
+        """-o and --output are one flag: giving both is a repeat, named by the long name."""
+        err = one_line_error(["report", "RUN", "-o", "a.html", "--output", "b.html"])
+        assert err == "error: DuplicateOption: --output is given more than once\n"
+
+    def test_double_dash_is_not_the_end_of_options(self) -> None:
+        """A bare -- is an unknown flag, as in the original, not argparse's separator."""
+        err = one_line_error(["status", "--", "run-id"])
+        assert err == "error: UnknownOption: -- is not an option of `mesh status`\n"
+
+    def test_flag_with_a_space_is_still_a_flag(self) -> None:
+        """A word starting with -- is a flag, even with a space in it (argparse says argument)."""
+        err = one_line_error(["status", "--x y"])
+        assert err == "error: UnknownOption: --x y is not an option of `mesh status`\n"
+
+    def test_no_argument_files(self, tmp_path: Path) -> None:
+        """@file is a plain word: argparse's argument files are off."""
+        arguments = tmp_path / "arguments"
+        arguments.write_text(f"--input-json\n{EXAMPLE_PLAN}\n")
+        err = one_line_error(["plan_sync", f"@{arguments}"])
+        assert err.startswith("error: UnexpectedArgument: unexpected argument '@")
+
+    def test_argument_starting_with_a_dash(self, tmp_path: Path) -> None:
+        """A command's argument may start with one dash, before or after the flags."""
+        for argv in (
+            ["status", "-odd", "--runs", str(tmp_path)],
+            ["status", "--runs", str(tmp_path), "-odd"],
+        ):
+            assert one_line_error(argv).startswith("error: InputError: no run -odd ")
+
+    def test_argument_too_many(self) -> None:
+        """A second argument is unexpected; so is any for a command that takes none."""
+        err = one_line_error(["status", "a", "b"])
+        assert err == "error: UnexpectedArgument: unexpected argument 'b'\n"
+        err = one_line_error(["budget", "-x"])
+        assert err == "error: UnexpectedArgument: unexpected argument '-x'\n"
+
+    @pytest.mark.parametrize(
+        ("argv", "kind"),
+        [
+            (["--remaining-five-hour", "nan", "--bogus"], "InvalidOptionValue"),
+            (["--bogus", "--remaining-five-hour", "nan"], "UnknownOption"),
+            (["--max-threads", "x", "--max-threads", "--"], "InvalidOptionValue"),
+            (["--max-threads", "1", "--max-threads"], "DuplicateOption"),
+            (["--remaining-weekly", "--max-threads", "x"], "MissingOptionValue"),
+            (["stray", "--remaining-five-hour", "nan"], "UnexpectedArgument"),
+        ],
+    )
+    def test_first_problem_in_argument_order(self, argv: list[str], kind: str) -> None:
+        """When several things are wrong, the first in argument order is reported."""
+        assert one_line_error(["budget", *argv]).startswith(f"error: {kind}: ")
+
+
+class TestParserNeverPrints:
+    def test_argparse_complaints_are_one_line_errors(self) -> None:
+        """Were argparse to complain or exit itself, it would raise, not print and exit."""
+        parser = _parser.build_parser(_cli.COMMANDS, _cli.ALIASES)
+        with pytest.raises(mesh.OptionError, match=r"^mesh: unrecognized arguments: x y$") as info:
+            parser.error("unrecognized arguments:\n x y")
+        assert info.value.kind == "UsageError"
+        with pytest.raises(mesh.OptionError, match=r"^mesh: stopped with status 2$"):
+            parser.exit(2)
+        with pytest.raises(mesh.OptionError, match=r"^mesh: bye$"):
+            parser.exit(0, "bye\n")
+
+
+class TestCompletion:
+    @pytest.fixture(name="script", params=["bash", "zsh"])
+    def _script(self, request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, Path]:
+        shell = str(request.param)
+        code, out, err = _cli.run(["completion", shell])
+        assert (code, err) == (0, "")
+        path = tmp_path / f"mesh.{shell}"
+        path.write_text(out)
+        return shell, path
+
+    def test_every_command_and_flag_appears(self, script: tuple[str, Path]) -> None:
+        """Commands, aliases, flags and short spellings: all come from the parser's table."""
+        text = script[1].read_text()
+        words = set(re.findall(r"[\w-]+", text))
+        for name, command in _cli.COMMANDS.items():
+            assert name in words
+            for flag in command.flags:
+                assert set(flag.spellings) <= words, flag.name
+        assert set(_cli.ALIASES) <= words
+
+    def test_words_need_no_quoting(self) -> None:
+        """Every word offered is a plain shell word, so the scripts' word lists stay simple."""
+        words = {*_cli.COMMANDS, *_cli.ALIASES}
+        for command in _cli.COMMANDS.values():
+            for flag in (*command.flags, *filter(None, [command.positional])):
+                words.update(flag.spellings)
+                if isinstance(flag.parse, _options.Choice):
+                    words.update(flag.parse.allowed)
+        assert all(re.fullmatch(r"[\w.-]+", word) for word in words)
+
+    @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+    @pytest.mark.parametrize(
+        ("words", "expected"),
+        [
+            (["bu"], ["budget"]),
+            (["plan"], ["plan_sync", "plan-sync"]),
+            (["budget", "--remaining-f"], ["--remaining-five-hour"]),
+            (["budget", "--format", ""], ["json", "text"]),
+            (["wave", "--lane", "f"], ["fixer"]),
+            (["run", "--delivery", ""], ["patch_first", "commit_first"]),
+            (["run-csv", "--max-"], ["--max-concurrency", "--max-workers"]),
+            (["report", "RUN", "-"], ["--output", "-o", "--runs", "-h", "--help"]),
+            (["completion", ""], ["-h", "--help", "bash", "zsh"]),
+            (["slice", "--input-json", ""], []),
+            (["nope", "--"], []),
+        ],
+    )
+    def test_bash_candidates(self, tmp_path: Path, words: list[str], expected: list[str]) -> None:
+        """Sourced in bash, the completion function offers what the command line accepts."""
+        script = tmp_path / "mesh.bash"
+        script.write_text(_cli.run(["completion", "bash"])[1])
+        program = (
+            'source "$1"; shift; COMP_WORDS=(mesh "$@"); COMP_CWORD=$#; _mesh; '
+            'printf "%s\\n" "${COMPREPLY[@]}"'
+        )
+        shown = subprocess.run(
+            ["bash", "-c", program, "bash", str(script), *words],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert shown.stderr == ""
+        assert expected == [line for line in shown.stdout.splitlines() if line]
+
+    @pytest.mark.skipif(shutil.which("zsh") is None, reason="needs zsh")
+    @pytest.mark.parametrize(
+        ("words", "expected"),
+        [
+            (["b"], [*_cli.COMMANDS, *_cli.ALIASES, "-h", "--help", "help", "--version", "-V"]),
+            (["budget", "--format", ""], ["json", "text"]),
+            (["plan-sync", "--input-json", ""], ["<files>"]),
+            (["completion", ""], ["bash", "zsh", "-h", "--help"]),
+            (["status", ""], ["<files>", "--runs", "-h", "--help"]),
+            (["report", "-"], ["--output", "-o", "--runs", "-h", "--help"]),
+        ],
+    )
+    def test_zsh_candidates(self, tmp_path: Path, words: list[str], expected: list[str]) -> None:
+        """With zsh's completion helpers stubbed, the function offers the expected words."""
+        script = tmp_path / "mesh.zsh"
+        script.write_text(_cli.run(["completion", "zsh"])[1])
+        program = """
+            compdef() { [[ $* == '_mesh mesh' ]] }
+            _describe() { local name=${@[-1]}; print -rl -- ${${(P)name}%%:*} }
+            compadd() { [[ $1 == -- ]] && shift; print -rl -- "$@" }
+            _files() { print -r -- '<files>' }
+            source "$1"; shift
+            words=(mesh "$@"); CURRENT=$#words; PREFIX=${words[-1]}
+            _mesh
+        """
+        shown = subprocess.run(
+            ["zsh", "-f", "-c", program, "zsh", str(script), *words],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert shown.stderr == ""
+        assert expected == shown.stdout.splitlines()
+
+    def test_unknown_shell(self) -> None:
+        """Only bash and zsh are known; the argument is required."""
+        assert (
+            one_line_error(["completion", "fish"])
+        ) == "error: InvalidOptionValue: SHELL expects one of bash, zsh, got 'fish'\n"
+        assert one_line_error(["completion"]) == "error: MissingArgument: SHELL is required\n"
+
+
+class TestStartUp:
+    """Which modules each kind of command loads (timings are for `python -m bench cli`)."""
+
+    ENGINE = ("anyio", "structlog", "transitions", "rich", "mesh.cli._run_command")
+
+    def loaded(self, argv: list[str], cwd: Path) -> set[str]:
+        probe = (
+            "import json, sys\n"
+            "from mesh.cli import _cli\n"
+            f"code, _, err = _cli.run({argv!r})\n"
+            "assert code == 0, err\n"
+            "print(json.dumps(sorted(sys.modules)))\n"
+        )
+        shown = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=cwd
+        )
+        return set(json.loads(shown.stdout))
+
+    def test_help_loads_the_standard_library_and_attrs(self, tmp_path: Path) -> None:
+        """`mesh --help` loads no dependency but attrs, and no command."""
+        loaded = self.loaded(["--help"], tmp_path)
+        assert set() == loaded & {*self.ENGINE, "cattrs", "wcmatch", "mesh.commands"}
+        assert "attrs" in loaded
+
+    @pytest.mark.parametrize(
+        "argv",
+        [
+            ["budget", "--remaining-five-hour", "40", "--remaining-weekly", "28"],
+            ["plan_sync", "--input-json", str(EXAMPLE_PLAN)],
+            ["slice", "--input-json", str(EXAMPLE_PLAN), "--output-json", "units.json"],
+            ["completion", "bash"],
+        ],
+        ids=lambda argv: argv[0],
+    )
+    def test_helper_commands_do_not_load_the_engine(self, tmp_path: Path, argv: list[str]) -> None:
+        """The helper commands never import the engine or its dependencies."""
+        assert set() == self.loaded(argv, tmp_path) & set(self.ENGINE)
+
+
+class TestRunCsvOutputFolders:
+    def test_missing_folders_are_created(self, tmp_path: Path) -> None:
+        """--output-csv-path creates missing parent folders, as slice and wave do."""
+        units, batch = tmp_path / "units.json", tmp_path / "batch.csv"
+        out = tmp_path / "deep" / "er" / "out.csv"
+        for argv in (
+            ["slice", "--input-json", str(EXAMPLE_PLAN), "--output-json", str(units)],
+            ["wave", "--units-json", str(units), "--csv-path", str(batch)],
+            ["run_csv", "--csv-path", str(batch), "--output-csv-path", str(out)],
+        ):
+            code, _, err = _cli.run(argv)
+            assert (code, err) == (0, "")
+        assert len(out.read_text().splitlines()) == 4
+
+    def test_no_folder_is_made_when_the_batch_is_bad(self, tmp_path: Path) -> None:
+        """A failing run_csv writes nothing: not even the output's folders."""
+        batch = tmp_path / "batch.csv"
+        batch.write_text("id,lane\nr,coder\n")
+        out = tmp_path / "deep" / "out.csv"
+        one_line_error(["run_csv", "--csv-path", str(batch), "--output-csv-path", str(out)])
+        assert not out.parent.exists()

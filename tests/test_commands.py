@@ -78,3 +78,26 @@ class TestRecordRoundTrips:
         """A value rejected by a record's own validator is reported, not raised raw."""
         with pytest.raises(mesh.ValidationError, match=r"\$: 'attempt' must be >= 1: 0"):
             structure({"id": "u", "objective": "o", "attempt": 0}, mesh.Unit, subject="unit")
+
+
+class TestWholeRunCommands:
+    def test_loaded_on_first_use(self) -> None:
+        """`run`, `status`, `RunReport`, ... are the engine's own, imported when first used."""
+        from mesh.cli import _run_command  # noqa: PLC0415 - the module the names come from
+
+        for name in ("RunReport", "demo", "report", "resume", "run", "status"):
+            assert getattr(_run_command, name) is getattr(mesh.commands, name)
+
+    def test_unknown_names_are_attribute_errors(self) -> None:
+        """A misspelt name is an AttributeError naming it, as for any module."""
+        with pytest.raises(AttributeError, match=r"'mesh\.commands' has no attribute 'stauts'"):
+            _ = mesh.commands.stauts  # type: ignore[attr-defined]
+
+    def test_run_csv_creates_the_output_folders(self, tmp_path: Path) -> None:
+        """run_csv writes its output CSV into folders it creates, as slice and wave do."""
+        units, batch = tmp_path / "u.json", tmp_path / "b.csv"
+        out = tmp_path / "new" / "folder" / "o.csv"
+        mesh.commands.slice(input_json=EXAMPLE_PLAN, output_json=units)
+        mesh.commands.wave(units_json=units, csv_path=batch)
+        assert mesh.commands.run_csv(csv_path=batch, output_csv_path=out)["row_count"] == 3
+        assert out.read_text().startswith("id,candidate_id,")

@@ -1,144 +1,58 @@
 """
 The ``mesh`` console script: a thin layer over `mesh.commands`.
 
-Flags are declared as data (`Flag`) so parsing, validation and help come from
-one table, and every error is one line: ``error: <Kind>: <message>``, exit 1.
-An unknown command prints usage and exits 2.
+Commands and flags are declared as data (`Command`, `Flag`) so the argparse
+parser, the help texts and the completion scripts come from one table. Every
+error is one line, ``error: <Kind>: <message>``, exit 1; an unknown command
+prints usage and exits 2.
+
+Start-up matters for a command run thousands of times by scripts: this module
+loads the standard library and attrs only, and each command's function loads
+what it needs when it runs (``mesh --help`` never imports the engine).
 """
 
 from __future__ import annotations
 
-import math
 import os
-import re
 import sys
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
-import attrs
-
-from .. import commands
 from .._version import __version__
-from ..contracts._convert import dumps_json
 from ..contracts._enums import Lane
-from ..contracts._errors import MeshError, OptionError
-from ..planning._budget import budget_policy
-from ._run_command import RunReport
+from ..contracts._errors import MeshError
+from ._completion import HELP_FLAGS, SHELLS, completion_script
+from ._options import Command, Flag, boolean, choice, finite, seconds, whole
+from ._parser import build_parser, did_you_mean, parse_options
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
+    from ._options import CommandResult
+    from ._run_command import RunReport
+
 __all__ = ["main"]
 
-_INT: Final = re.compile(r"[+-]?[0-9]+")
-_FLOAT: Final = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
-_BOOLS: Final = {"true": True, "1": True, "false": False, "0": False}
 EXIT_ERROR: Final = 1
 EXIT_USAGE: Final = 2
+_HELP_WORDS: Final = (*HELP_FLAGS, "help")
+_VERSION_WORDS: Final = ("--version", "-V")
 
 
-def _invalid(flag: str, expected: str, raw: str) -> OptionError:
-    return OptionError("InvalidOptionValue", f"{flag} expects {expected}, got {raw!r}")
+def _lazy(name: str) -> Callable[..., CommandResult]:
+    """``mesh.commands.<name>``, imported when the command runs rather than at start-up."""
 
+    def call(**options: object) -> CommandResult:
+        from .. import commands  # noqa: PLC0415 - its imports cost more than `mesh --help` may
 
-def whole(minimum: int | None = None, maximum: int | None = None) -> Callable[[str, str], int]:
-    """A parser for whole numbers within an optional range."""
-    if minimum is not None and maximum is not None:
-        expected = f"a whole number from {minimum} to {maximum}"
-    elif minimum is not None:
-        expected = f"a whole number >= {minimum}"
-    else:
-        expected = "a whole number"
+        function: Callable[..., CommandResult] = getattr(commands, name)
+        return function(**options)
 
-    def parse(flag: str, raw: str) -> int:
-        if not _INT.fullmatch(raw.strip()):
-            raise _invalid(flag, expected, raw)
-        value = int(raw)
-        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-            raise _invalid(flag, expected, raw)
-        return value
-
-    return parse
-
-
-def finite(flag: str, raw: str) -> float:
-    """Parse a finite decimal number (``nan``, ``inf`` and friends are errors)."""
-    if not _FLOAT.fullmatch(raw.strip()):
-        raise _invalid(flag, "a finite number", raw)
-    value = float(raw)
-    if not math.isfinite(value):
-        raise _invalid(flag, "a finite number", raw)
-    return value
-
-
-def boolean(flag: str, raw: str) -> bool:
-    """Parse true/false/1/0."""
-    try:
-        return _BOOLS[raw.strip().lower()]
-    except KeyError:
-        raise _invalid(flag, "true, false, 1 or 0", raw) from None
-
-
-def choice(*allowed: str) -> Callable[[str, str], str]:
-    """A parser accepting one of ``allowed``."""
-
-    def parse(flag: str, raw: str) -> str:
-        if raw not in allowed:
-            raise _invalid(flag, f"one of {', '.join(allowed)}", raw)
-        return raw
-
-    return parse
-
-
-def seconds(flag: str, raw: str) -> float:
-    """A positive, finite number of seconds."""
-    value = finite(flag, raw)
-    if value <= 0:
-        raise _invalid(flag, "a positive number of seconds", raw)
-    return value
-
-
-def text(flag: str, raw: str) -> str:
-    """Any non-empty text (paths)."""
-    if not raw:
-        raise _invalid(flag, "a non-empty value", raw)
-    return raw
-
-
-@attrs.frozen(kw_only=True)
-class Flag:
-    """One command-line flag: its name, how to parse it, and where it goes."""
-
-    name: str
-    help: str
-    parse: Callable[[str, str], object] = text
-    required: bool = False
-    metavar: str = "VALUE"
-    is_switch: bool = False
-    dest: str = ""
-    short: str = ""
-    """A one-letter spelling, such as ``-o``."""
-
-    @property
-    def keyword(self) -> str:
-        """The keyword argument of the `mesh.commands` function."""
-        return self.dest or self.name.removeprefix("--").replace("-", "_")
-
-
-@attrs.frozen(kw_only=True)
-class Command:
-    """One command: its flags and the function running it."""
-
-    name: str
-    summary: str
-    flags: tuple[Flag, ...]
-    run: Callable[..., dict[str, object] | str | RunReport]
-    example: str
-    conflicts: tuple[tuple[str, str], ...] = ()
-    positional: Flag | None = None
-    """One argument given without a flag name (its ``name`` is the keyword)."""
+    return call
 
 
 def _budget(*, output_format: str = "json", **options: Any) -> dict[str, object] | str:  # noqa: ANN401
+    from ..planning._budget import budget_policy  # noqa: PLC0415 - loaded when the command runs
+
     decision = budget_policy(**options)
     return decision.to_text() if output_format == "text" else decision.to_document()
 
@@ -245,7 +159,7 @@ _HELPER_COMMANDS: Final[Mapping[str, Command]] = {
                     help="units ready to run",
                 ),
             ),
-            run=commands.replay,
+            run=_lazy("replay"),
             example=(
                 "mesh replay --remaining-five-hour 72 --remaining-weekly 55 "
                 "--max-threads 12 --ready-units 24"
@@ -262,7 +176,7 @@ _HELPER_COMMANDS: Final[Mapping[str, Command]] = {
                     help="update_plan JSON: an array of steps, or {plan: [...]}",
                 ),
             ),
-            run=commands.plan_sync,
+            run=_lazy("plan_sync"),
             example="mesh plan_sync --input-json plan.json",
         ),
         Command(
@@ -282,7 +196,7 @@ _HELPER_COMMANDS: Final[Mapping[str, Command]] = {
                     help="also write the document there (folders are created)",
                 ),
             ),
-            run=commands.slice,
+            run=_lazy("slice"),
             example="mesh slice --input-json plan.json --output-json units.json",
         ),
         Command(
@@ -320,7 +234,7 @@ _HELPER_COMMANDS: Final[Mapping[str, Command]] = {
                     help="rows per unit, 1..3 (default 3)",
                 ),
             ),
-            run=commands.wave,
+            run=_lazy("wave"),
             example="mesh wave --units-json units.json --csv-path batch.csv --max-active 4",
         ),
         Command(
@@ -370,7 +284,7 @@ _HELPER_COMMANDS: Final[Mapping[str, Command]] = {
                     help="deps CSV (id,depends_on,interactive_lead) to validate",
                 ),
             ),
-            run=commands.run_csv,
+            run=_lazy("run_csv"),
             example="mesh run_csv --csv-path batch.csv --output-csv-path batch.out.csv",
             conflicts=(("--max-concurrency", "--max-workers"),),
         ),
@@ -392,7 +306,7 @@ _HELPER_COMMANDS: Final[Mapping[str, Command]] = {
                     help="where run ids are looked up (default mesh-runs)",
                 ),
             ),
-            run=commands.ledger,
+            run=_lazy("ledger"),
             example="mesh ledger --input-json ledger.json",
         ),
     )
@@ -490,7 +404,7 @@ _RUN_COMMANDS: Final = (
                 help="with --sandbox: no network in the sandbox, loopback only",
             ),
         ),
-        run=commands.run,
+        run=_lazy("run"),
         example="mesh run plan.json --repo . --coder-command 'my-agent exec {objective}'",
     ),
     Command(
@@ -503,7 +417,7 @@ _RUN_COMMANDS: Final = (
                 help="where to create it, kept afterwards (default: a temporary folder)",
             ),
         ),
-        run=commands.demo,
+        run=_lazy("demo"),
         example="mesh demo",
     ),
     Command(
@@ -511,7 +425,7 @@ _RUN_COMMANDS: Final = (
         summary="continue a stopped `mesh run` from its run store",
         positional=_RUN,
         flags=(_RUNS, _RAY),
-        run=commands.resume,
+        run=_lazy("resume"),
         example="mesh resume mesh-runs/4f2a9c1e0b7d",
     ),
     Command(
@@ -519,7 +433,7 @@ _RUN_COMMANDS: Final = (
         summary="a stored run's units by state",
         positional=_RUN,
         flags=(_RUNS,),
-        run=commands.status,
+        run=_lazy("status"),
         example="mesh status 4f2a9c1e0b7d",
     ),
     Command(
@@ -536,15 +450,39 @@ _RUN_COMMANDS: Final = (
             ),
             _RUNS,
         ),
-        run=commands.report,
+        run=_lazy("report"),
         example="mesh report mesh-runs/4f2a9c1e0b7d -o run.html",
     ),
 )
+
+
+def _completion(*, shell: str) -> str:
+    return completion_script(shell, COMMANDS, ALIASES, _TOP_LEVEL)
+
+
+_COMPLETION: Final = Command(
+    name="completion",
+    summary="print a shell completion script for bash or zsh",
+    positional=Flag(
+        name="shell",
+        metavar="SHELL",
+        required=True,
+        parse=choice(*SHELLS),
+        help="the shell: bash or zsh",
+    ),
+    flags=(),
+    run=_completion,
+    example="mesh completion bash > ~/.local/share/bash-completion/completions/mesh",
+)
 COMMANDS: Final[Mapping[str, Command]] = {
     **_HELPER_COMMANDS,
-    **{command.name: command for command in _RUN_COMMANDS},
+    **{command.name: command for command in (*_RUN_COMMANDS, _COMPLETION)},
 }
 ALIASES: Final = {"plan-sync": "plan_sync", "run-csv": "run_csv"}
+_TOP_LEVEL: Final = {
+    **dict.fromkeys(_HELP_WORDS, "show the commands"),
+    **dict.fromkeys(_VERSION_WORDS, "print the version"),
+}
 
 
 def usage() -> str:
@@ -558,7 +496,7 @@ def usage() -> str:
         "commands:",
         *(f"  {name.ljust(width)}  {command.summary}" for name, command in COMMANDS.items()),
         "",
-        "aliases: plan-sync, run-csv",
+        f"aliases: {', '.join(ALIASES)}",
         "options: -h/--help, --version",
     ]
     return "\n".join(lines) + "\n"
@@ -574,69 +512,19 @@ def command_help(command: Command) -> str:
         )
         for flag in command.flags
     ]
-    width = max(len(spec) for spec, _ in specs)
+    help_spec = ", ".join(HELP_FLAGS)
+    width = max(len(spec) for spec in [help_spec, *(spec for spec, _ in specs)])
     argument = f" {command.positional.metavar}" if command.positional else ""
     lines = [f"usage: mesh {command.name}{argument} [OPTIONS]", "", command.summary, "", "options:"]
     for spec, flag in specs:
         marker = " (required)" if flag.required else ""
         lines.append(f"  {spec.ljust(width)}  {flag.help}{marker}")
     lines += [
-        "  -h, --help".ljust(width + 2) + "  show this help",
+        f"  {help_spec.ljust(width)}  show this help",
         "",
         f"example: {command.example}",
     ]
     return "\n".join(lines) + "\n"
-
-
-def parse_options(command: Command, arguments: Sequence[str]) -> dict[str, object]:  # noqa: C901, PLR0912 - one linear pass over the tokens reads best
-    """
-    Parse a command's flags into keyword arguments for its `mesh.commands` function.
-
-    Raises:
-        OptionError: On an unknown, repeated, conflicting, valueless or missing flag,
-            a stray argument, or an unusable value.
-    """
-    by_name = {flag.name: flag for flag in command.flags}
-    shorts = {flag.short: flag.name for flag in command.flags if flag.short}
-    given: dict[str, object] = {}
-    remaining = [shorts.get(token, token) for token in arguments]
-    positional = command.positional
-    while remaining:
-        token = remaining.pop(0)
-        if not token.startswith("--") and positional is not None and positional.name not in given:
-            given[positional.name] = positional.parse(positional.metavar, token)
-            continue
-        if not token.startswith("--"):
-            raise OptionError("UnexpectedArgument", f"unexpected argument {token!r}")
-        name, has_value, value = token.partition("=")
-        flag = by_name.get(name)
-        if flag is None:
-            raise OptionError("UnknownOption", f"{name} is not an option of `mesh {command.name}`")
-        if name in given:
-            raise OptionError("DuplicateOption", f"{name} is given more than once")
-        if flag.is_switch:
-            if has_value:
-                raise OptionError("UnexpectedOptionValue", f"{name} takes no value")
-            given[name] = True
-            continue
-        if not has_value:
-            if not remaining or remaining[0].startswith("--"):
-                raise OptionError("MissingOptionValue", f"{name} needs a value")
-            value = remaining.pop(0)
-        given[name] = flag.parse(name, value)
-    for first, second in command.conflicts:
-        if first in given and second in given:
-            raise OptionError("ConflictingOptions", f"give {first} or {second}, not both")
-    if positional is not None and positional.required and positional.name not in given:
-        raise OptionError("MissingArgument", f"{positional.metavar} is required")
-    missing = [flag.name for flag in command.flags if flag.required and flag.name not in given]
-    if missing:
-        raise OptionError("MissingRequiredOption", f"{', '.join(missing)} is required")
-    positional_name = positional.name if positional is not None else None
-    return {
-        name if name == positional_name else by_name[name].keyword: value
-        for name, value in given.items()
-    }
 
 
 def _one_line(message: str) -> str:
@@ -650,21 +538,46 @@ def _write(stream: TextIO, content: str) -> None:
     stream.buffer.flush()
 
 
+def _printed(result: CommandResult) -> tuple[int, str, str]:
+    """What a command's result prints: text as is, a document as JSON, a run as its report."""
+    if isinstance(result, str):
+        return 0, result + "\n", ""
+    if isinstance(result, dict):
+        # Only commands returning documents need the converter's JSON (and attrs, cattrs).
+        from ..contracts._convert import dumps_json  # noqa: PLC0415
+
+        return 0, dumps_json(result) + "\n", ""
+    return _run_report(result)
+
+
+def _run_report(report: RunReport) -> tuple[int, str, str]:
+    outcomes = report.run.result.outcomes
+    incomplete = sum(outcome.state != "completed" for outcome in outcomes)
+    failure = (
+        f"error: RunIncomplete: {incomplete} of {len(outcomes)} units did not complete\n"
+        if report.exit_code
+        else ""
+    )
+    return report.exit_code, report.text + "\n", failure
+
+
 def run(argv: Sequence[str]) -> tuple[int, str, str]:  # noqa: PLR0911 - one return per outcome of the contract
     """Run the command line on ``argv``: ``(exit code, stdout text, stderr text)``."""
-    if not argv or argv[0] in {"-h", "--help", "help"}:
+    if not argv or argv[0] in _HELP_WORDS:
         return 0, usage(), ""
-    if argv[0] in {"--version", "-V"}:
+    if argv[0] in _VERSION_WORDS:
         return 0, f"mesh {__version__}\n", ""
     name = ALIASES.get(argv[0], argv[0])
     command = COMMANDS.get(name)
     if command is None:
-        return EXIT_USAGE, "", f"error: unknown command {argv[0]!r}\n\n{usage()}"
+        suggestion = did_you_mean(argv[0], [*COMMANDS, *ALIASES, *_TOP_LEVEL])
+        return EXIT_USAGE, "", f"error: unknown command {argv[0]!r}{suggestion}\n\n{usage()}"
     arguments = argv[1:]
-    if "-h" in arguments or "--help" in arguments:
+    if any(word in arguments for word in HELP_FLAGS):
         return 0, command_help(command), ""
     try:
-        result = command.run(**parse_options(command, arguments))
+        options = parse_options(build_parser(COMMANDS, ALIASES), command, arguments)
+        return _printed(command.run(**options))
     except MeshError as exc:
         return EXIT_ERROR, "", f"error: {exc.kind}: {_one_line(exc.message)}\n"
     except Exception as exc:
@@ -673,18 +586,6 @@ def run(argv: Sequence[str]) -> tuple[int, str, str]:  # noqa: PLR0911 - one ret
             raise
         detail = _one_line(f"{type(exc).__name__}: {exc}")
         return EXIT_ERROR, "", f"error: InternalError: {detail} (set MESH_DEBUG=1 for details)\n"
-    if isinstance(result, RunReport):
-        incomplete = sum(o.state != "completed" for o in result.run.result.outcomes)
-        failure = (
-            f"error: RunIncomplete: {incomplete} of {len(result.run.result.outcomes)} units "
-            "did not complete\n"
-            if result.exit_code
-            else ""
-        )
-        return result.exit_code, result.text + "\n", failure
-    if isinstance(result, str):
-        return 0, result + "\n", ""
-    return 0, dumps_json(result) + "\n", ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
