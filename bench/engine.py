@@ -19,6 +19,7 @@ import anyio
 import mesh
 from mesh.contracts._contract import recheck_worker_result
 from mesh.contracts._events import Ledger
+from mesh.engine import _answers as answers
 from mesh.engine._lifecycle import Trigger, UnitProgress, UnitState
 from mesh.engine._machine import UnitMachine
 from mesh.engine._roles import check_result
@@ -36,6 +37,14 @@ _ANSWER_BASE: dict[str, object] = {
     "proof_attempts": 0,
     "proof_evidence": {"command": "", "key_line": "", "exit_code": 0},
 }
+_PATCH = "--- a/src/x\n+++ b/src/x\n"
+_REDUCE_RECORD = mesh.ReduceRecord(
+    target_abstraction="x",
+    replacement_primitive="y",
+    complexity_delta="0",
+    invariants_preserved=("z",),
+    rollback_plan="revert",
+)
 _REDUCE = {
     "target_abstraction": "x",
     "replacement_primitive": "y",
@@ -64,46 +73,65 @@ def _or_na(value: float | None) -> float | str:
     return "n/a" if value is None else value
 
 
-def noop_roles(
+def noop_roles(  # noqa: C901 - one adapter per role, each in both answer styles
     wait: Callable[[mesh.AuthorRequest], Awaitable[object]] | None = None,
+    *,
+    built: bool = True,
 ) -> mesh.Roles:
-    """Adapters that do nothing and answer validly: at once, or coders after ``wait(request)``."""
+    """
+    Adapters that do nothing and answer validly: at once, or coders after ``wait(request)``.
 
-    async def coder(request: mesh.AuthorRequest) -> dict[str, object]:
+    ``built``: answer with records from mesh's answer builders (checked as they are
+    built, so the engine trusts them); else with JSON-like dicts, parsed by the engine.
+    """
+
+    async def coder(request: mesh.AuthorRequest) -> object:
         if wait is not None:
             await wait(request)
-        extra: dict[str, object] = (
-            {"reduce_record": _REDUCE} if request.lane is mesh.Lane.REDUCER else {}
-        )
+        reducing = request.lane is mesh.Lane.REDUCER
+        if built:
+            return answers.candidate(
+                request, patch=_PATCH, reduce_record=_REDUCE_RECORD if reducing else None
+            )
+        extra: dict[str, object] = {"reduce_record": _REDUCE} if reducing else {}
         return _answer(
             request,
             request.lane.value,
             "accept",
-            patch="--- a/src/x\n+++ b/src/x\n",
+            patch=_PATCH,
             triplet_index=request.triplet_index,
             **extra,
         )
 
-    async def applier(request: mesh.ApplyRequest) -> dict[str, object]:
+    async def applier(request: mesh.ApplyRequest) -> object:
+        if built:
+            return answers.applied(request, worktree_path="/nowhere")
         return _answer(request, "applier", "applied", worktree_path="/nowhere")
 
-    async def prover(request: mesh.ProofRequest) -> dict[str, object]:
+    async def prover(request: mesh.ProofRequest) -> object:
+        if built:
+            return answers.proof(request, passed=True)
         return _answer(
             request, "prover", "pass", proof_status="pass", proof_attempts=request.proof_attempt
         )
 
-    async def fixer(request: mesh.AdjudicationRequest) -> dict[str, object]:
+    async def fixer(request: mesh.AdjudicationRequest) -> object:
+        selected = request.proven[0][0].candidate_id
+        if built:
+            return answers.verdict(request, select=selected)
         return _answer(
             request,
             "fixer",
             "accepted",
             proof_status="pass",
-            selected_candidate=request.proven[0][0].candidate_id,
+            selected_candidate=selected,
             quorum_target=request.quorum_target,
             quorum_observed=request.quorum_target,
         )
 
-    async def integrator(request: mesh.DeliveryRequest) -> dict[str, object]:
+    async def integrator(request: mesh.DeliveryRequest) -> object:
+        if built:
+            return answers.delivered(request, artifact_ref="memory://patch")
         return _answer(
             request,
             "integrator",

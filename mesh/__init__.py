@@ -12,6 +12,7 @@ This module is the whole public API; ``mesh.commands`` mirrors the command line.
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import TYPE_CHECKING
 
 from ._version import __version__ as __version__
@@ -434,14 +435,27 @@ if not TYPE_CHECKING:  # pragma: no branch - true whenever the module runs
         value = getattr(importlib.import_module(home, __name__), name)
         # Re-exported classes and functions report `mesh` as their home, so reprs,
         # tracebacks and docs say `mesh.Unit`, not `mesh.contracts._records.Unit`.
-        if "._" in getattr(value, "__module__", ""):
-            if hasattr(value, "__attrs_attrs__"):
-                # Annotations are strings, resolved in the module `__module__` names:
-                # resolved now, in the module that defines them, before it changes.
-                importlib.import_module("attrs").resolve_types(value)
-            value.__module__ = __name__
+        _publish(home)
         globals()[name] = value
         return value
+
+    def _publish(home: str) -> None:
+        """Make every public name of ``home`` report `mesh` as its home, all at once."""
+        for public, module in _HOMES.items():
+            if module != home:
+                continue
+            value = getattr(importlib.import_module(home, __name__), public)
+            if "._" not in getattr(value, "__module__", ""):
+                continue
+            if isinstance(value, type):
+                # Annotations are strings (`from __future__ import annotations`), read
+                # in the module `__module__` names: evaluated now, in the module that
+                # defines them, so `typing.get_type_hints`, cattrs and subclasses
+                # keep working once `__module__` says `mesh`.
+                value.__annotations__ = inspect.get_annotations(value, eval_str=True)
+                if hasattr(value, "__attrs_attrs__"):
+                    importlib.import_module("attrs").resolve_types(value)
+            value.__module__ = __name__
 
 
 def __dir__() -> list[str]:

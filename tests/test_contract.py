@@ -355,6 +355,14 @@ class _Sub(str):
     __slots__ = ()
 
 
+class _Seq(list[object]):
+    """A list subclass, as YAML libraries hand out."""
+
+
+class _Tup(tuple[object, ...]):
+    __slots__ = ()
+
+
 class TestSurrogateScan:
     @pytest.mark.parametrize(
         "value",
@@ -380,11 +388,21 @@ class TestSurrogateScan:
             types.MappingProxyType({"k": "\ud800"}),
             mesh.ProofEvidence(command="c", key_line="\ud800", exit_code=0),
             _Sub("\ud800"),
+            {"write_scope": _Seq(["src", "\udc80"])},
+            _Tup(("\ud800",)),
         ],
     )
     def test_a_lone_surrogate_is_found_anywhere(self, value: object) -> None:
         """A lone surrogate in a key, a value, a nested record or a str subclass is found."""
         assert _any_surrogate(value)
+
+
+def test_a_surrogate_in_a_sequence_subclass_fails_the_answer() -> None:
+    """An answer whose list is a subclass is scanned too: the surrogate is refused, not kept."""
+    payload = result(write_scope=_Seq(["src/x.py", "\udc80"]))
+    with pytest.raises(mesh.InvalidOutputSchema) as caught:
+        mesh.parse_worker_result(payload)
+    assert "not valid Unicode" in caught.value.problems[0]
 
 
 NOT_UNICODE = "not valid Unicode (lone surrogate U+D800 at offset 0)"

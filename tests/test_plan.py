@@ -282,6 +282,7 @@ class TestEstimateSeconds:
             (-2.5, "expected a positive, finite number of seconds, got -2.5"),
             (float("inf"), "expected a positive, finite number of seconds, got inf"),
             (float("nan"), "expected a positive, finite number of seconds, got nan"),
+            (10**400, "expected a positive, finite number of seconds, got a number out of range"),
             ("60", "expected number, got string"),
             (True, "expected number, got boolean"),
             ([1], "expected number, got array"),
@@ -312,6 +313,7 @@ class TestEstimateSeconds:
         [
             (0, "got 0"),
             (float("nan"), "got nan"),
+            (10**400, "got a number out of range"),
             ("5", "expected a number of seconds, got str"),
             (False, "expected a number of seconds, got bool"),
         ],

@@ -40,6 +40,33 @@ class TestPublicApi:
         with pytest.raises(AttributeError, match="'Orchestrater'"):
             _ = mesh.Orchestrater  # type: ignore[attr-defined]
 
+    def test_type_hints_of_each_class_reached_first(self) -> None:
+        """`typing.get_type_hints` works on every public class, whichever is reached first."""
+        classes = [n for n in mesh.__all__ if inspect.isclass(getattr(mesh, n))]
+        probe = (
+            "import sys, typing, mesh\n"
+            "for name in sys.argv[1:]:\n"
+            "    typing.get_type_hints(getattr(mesh, name))\n"
+        )
+        for name in classes:  # each in a fresh interpreter, reached before any other
+            subprocess.run([sys.executable, "-c", probe, name, *classes], check=True)
+
+    def test_user_subclasses_of_records(self) -> None:
+        """A user's attrs subclass of a mesh record resolves its types and structures."""
+        probe = (
+            "import attrs, cattrs, typing, mesh\n"
+            "@attrs.frozen\n"
+            "class MyUnit(mesh.Unit):\n"
+            "    note: str = ''\n"
+            "attrs.resolve_types(MyUnit)\n"
+            "typing.get_type_hints(MyUnit)\n"
+            "print(cattrs.structure({'id': 'a', 'objective': 'b'}, MyUnit).risk_tier)\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+        )
+        assert done.stdout.strip() == "med"
+
     def test_import_mesh_loads_no_dependency(self) -> None:
         """`import mesh` is cheap: the engine's dependencies load on first use of a name."""
         heavy = ["anyio", "attrs", "cattrs", "structlog", "transitions", "wcmatch", "rich"]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio  # noqa: TID251 - only to put a callback on the loop's ready queue
 import time
 
 import anyio
 import anyio.abc
 import anyio.lowlevel
+import attrs
 import pytest
 
 import mesh
@@ -23,6 +25,14 @@ from mesh.testing import (
 )
 
 pytestmark = pytest.mark.anyio
+
+
+def _running_asyncio_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:  # on trio
+        return None
+
 
 UNIT = mesh.Unit(
     id="u1", objective="add a flag", write_scope=("src/flags.py",), proof_command="pytest"
@@ -303,6 +313,43 @@ class TestManualClock:
             await clock.sleep(30)
             await clock.sleep(30)
         assert clock.current_time() == 60
+
+    async def test_ready_callbacks_of_unhashable_objects(self) -> None:
+        """A ready callback bound to an unhashable object is not taken for a jumper's pass."""
+
+        @attrs.define
+        class Tracker:  # attrs.define: unhashable, as dataclasses are by default
+            calls: int = 0
+
+            def tick(self) -> None:
+                self.calls += 1
+
+        tracker = Tracker()
+        clock = ManualClock()
+        async with clock.autojumping():
+            for _ in range(5):
+                asyncio_loop = _running_asyncio_loop()
+                if asyncio_loop is not None:
+                    asyncio_loop.call_soon(tracker.tick)
+                await clock.sleep(4)
+        assert clock.current_time() == 20
+
+    async def test_sync_adapters_in_threads_are_not_timed_out(self) -> None:
+        """While a sync adapter works in a thread, virtual time waits for its answer."""
+
+        def slow_coder(request: mesh.AuthorRequest) -> dict[str, object]:
+            time.sleep(0.02)  # real work, which no virtual deadline should cut short
+            return answer(request)
+
+        clock = ManualClock()
+        roles = fake_roles(coder=slow_coder)
+        async with (
+            clock.autojumping(),
+            mesh.Orchestrator(roles=roles, clock=clock, call_timeout=600) as orchestrator,
+        ):
+            result = await orchestrator.execute([UNIT])
+        assert result.metrics.completed == 1
+        assert clock.current_time() < 600  # no call waited out its timeout
 
 
 class TestCaptureLedger:

@@ -70,7 +70,11 @@ def estimate_problem(value: object) -> str | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         return f"expected a number of seconds, got {type(value).__name__}"
-    if not math.isfinite(value) or value <= 0:
+    try:
+        seconds = float(value)
+    except OverflowError:  # an integer beyond any float: not finite, and too long to show
+        return "expected a positive, finite number of seconds, got a number out of range"
+    if not math.isfinite(seconds) or seconds <= 0:
         return f"expected a positive, finite number of seconds, got {value!r}"
     return None
 

@@ -26,6 +26,7 @@ from ..contracts._enums import Decision, Lane
 from ..contracts._errors import InvalidOutputSchema
 from ..contracts._records import Unit, WorkerResult
 from ..contracts._scopes import ScopeIndex, scopes_overlap
+from . import _answers as answers
 
 __all__ = [
     "AdjudicationRequest",
@@ -385,11 +386,19 @@ class LeaseTable:
 
     async def __call__(self, request: LeaseRequest) -> dict[str, object]:
         """Grant, deny or reclaim, as output contract v2 says."""
+        return lease_result(request, *self._decide(request))
+
+    async def answer(self, request: LeaseRequest) -> WorkerResult:
+        """The same answer as a record built checked: what the engine calls on its own table."""
+        decision, lease_id, reason = self._decide(request)
+        return answers.lease(request, decision=decision, lease_id=lease_id, reason=reason)
+
+    def _decide(self, request: LeaseRequest) -> tuple[Decision, str, str]:
         now = self._now()
         if request.action == "release":
             lease = self._drop(request.lease_id or "")
             reason = "released" if lease is not None else "already released or expired"
-            return lease_result(request, Decision.RECLAIM, request.lease_id or "none", reason)
+            return Decision.RECLAIM, request.lease_id or "none", reason
         self._reclaim_expired(now)
         expires = now + request.ttl_ms / 1000
         own = self._by_holder.get(request.holder, {})
@@ -397,7 +406,7 @@ class LeaseTable:
             if lease.scope == request.write_scope:
                 lease.expires_at = expires
                 heapq.heappush(self._expiries, (expires, lease.lease_id))
-                return lease_result(request, Decision.GRANT, lease.lease_id, "renewed")
+                return Decision.GRANT, lease.lease_id, "renewed"
         # Oldest first, so the lease named in a denial does not depend on set order.
         for lease_id in sorted(self._index.candidates(request.write_scope), key=_lease_number):
             lease = self._leases[lease_id]
@@ -405,7 +414,7 @@ class LeaseTable:
                 continue
             if scopes_overlap(lease.scope, request.write_scope, tracked_files=self.tracked_files):
                 reason = f"overlaps {lease.lease_id} held by {lease.holder}"
-                return lease_result(request, Decision.DENY, lease.lease_id, reason)
+                return Decision.DENY, lease.lease_id, reason
         lease_id = f"lease-{next(self._ids)}"
         lease = _Lease(
             lease_id=lease_id, holder=request.holder, scope=request.write_scope, expires_at=expires
@@ -414,4 +423,4 @@ class LeaseTable:
         self._by_holder.setdefault(request.holder, {})[lease_id] = lease
         self._index.add(lease_id, request.write_scope)
         heapq.heappush(self._expiries, (expires, lease_id))
-        return lease_result(request, Decision.GRANT, lease_id, "granted")
+        return Decision.GRANT, lease_id, "granted"

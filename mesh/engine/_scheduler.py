@@ -99,9 +99,10 @@ class Orchestrator:
         locksmith = roles.locksmith
         if locksmith is None:
             locksmith = LeaseTable(clock=self._clock)
-            roles = attrs.evolve(roles, locksmith=locksmith)
-        elif isinstance(locksmith, LeaseTable):
+        if isinstance(locksmith, LeaseTable):
             locksmith.bind_clock(self._clock)
+            # mesh's own table answers with records built checked: no parse per lease.
+            roles = attrs.evolve(roles, locksmith=locksmith.answer)
         self._roles = roles
         if executor is not None and not isinstance(executor, Executor):
             raise InputError(

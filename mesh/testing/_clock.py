@@ -12,6 +12,7 @@ from typing import Final
 
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
 
 _QUIET_PASSES: Final = 3
 """Loop passes in a row with nothing ready before asyncio counts as idle.
@@ -42,7 +43,19 @@ def _ready_queue() -> Collection[asyncio.Handle] | None:
 def _is_jumper(handle: asyncio.Handle) -> bool:
     """Whether a ready callback is another autojumper's pass (a task's step knows its task)."""
     callback = handle._callback  # type: ignore[attr-defined]  # noqa: SLF001 - no public view of a handle's task
-    return getattr(callback, "__self__", None) in _JUMPERS
+    owner = getattr(callback, "__self__", None)
+    # Only a task can be a jumper; anything else may not even be hashable.
+    return isinstance(owner, asyncio.Task) and owner in _JUMPERS
+
+
+def _threads_at_work() -> bool:
+    """
+    Whether a worker thread of anyio's default pool is running a call.
+
+    Sync adapters run there: a task waiting on one is not idle, it waits for
+    real work, and jumping past its timeout would time it out spuriously.
+    """
+    return anyio.to_thread.current_default_thread_limiter().borrowed_tokens > 0
 
 
 async def _wait_idle() -> None:
@@ -135,10 +148,11 @@ class ManualClock:
         while True:
             await _wait_idle()
             deadline = self.next_deadline
-            if deadline is not None:
+            if deadline is not None and not _threads_at_work():
                 self.advance(max(0.0, deadline - self._now))
             else:
-                # Nothing to jump to: only threads or real I/O can change that.
+                # Nothing to jump to, or a sync adapter still working in a thread (its
+                # answer will wake a task): only threads or real I/O can change that.
                 await anyio.sleep(0.001)
 
     @contextlib.asynccontextmanager
