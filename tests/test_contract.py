@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
 import types
@@ -342,13 +341,27 @@ class TestCheckedRecords:
             recheck_worker_result(built)
         assert not is_checked(built)
 
-    def test_checked_records_are_not_kept_alive(self) -> None:
-        """The registry holds records weakly: a dropped record leaves no entry behind."""
+    def test_the_register_is_bounded(self) -> None:
+        """Records never taken by the engine do not pile up: the oldest leave, untrusted."""
+        first = recheck_worker_result(mesh.parse_worker_result(result()))
+        for _ in range(300):
+            recheck_worker_result(mesh.parse_worker_result(result()))
+        assert len(_CHECKED) <= 256
+        assert not is_checked(first)
+        assert recheck_worker_result(first) is first  # checked again, and trusted again
+
+    def test_the_engine_takes_a_record_once(self) -> None:
+        """check_result takes the record out of the register: passed again, it is checked again."""
         parsed = recheck_worker_result(mesh.parse_worker_result(result()))
-        key = id(parsed)
-        del parsed
-        gc.collect()
-        assert key not in _CHECKED
+
+        def ask() -> mesh.WorkerResult:
+            return check_result(
+                parsed, unit=unit("u1"), candidate_id="u1-coder-1", lane=mesh.Lane.CODER
+            )
+
+        assert ask() is parsed
+        assert not is_checked(parsed)
+        assert ask() is parsed  # the fast check in place, then trusted
 
 
 class _Sub(str):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio  # noqa: TID251 - only to read the loop's time, which anyio would look up slower
+import time
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 import anyio
 
-__all__ = ["Clock", "SystemClock"]
+__all__ = ["Clock", "SystemClock", "time_reader"]
 
 
 @runtime_checkable
@@ -44,3 +46,20 @@ class SystemClock:
     async def sleep_until(self, deadline: float) -> None:
         """Sleep on the event loop."""
         await anyio.sleep_until(deadline)
+
+
+def time_reader(clock: Clock) -> Callable[[], float]:
+    """
+    ``clock.current_time`` as the cheapest function for the running loop (call it there).
+
+    The system clock on asyncio's own loops reads `time.monotonic`, which is the
+    loop's time, without the loop lookup; every other clock and loop (trio,
+    uvloop, a manual clock) is read through ``current_time`` itself.
+    """
+    if not isinstance(clock, SystemClock):
+        return clock.current_time
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return clock.current_time
+    return time.monotonic if type(loop).time is asyncio.BaseEventLoop.time else clock.current_time

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import itertools
 import typing
-import weakref
 from collections.abc import Iterable, Mapping
 from typing import Final, TypeGuard, TypeVar
 
@@ -28,6 +28,7 @@ __all__ = [
     "is_checked",
     "parse_worker_result",
     "recheck_worker_result",
+    "take_checked",
     "trusted",
     "worker_result_document",
 ]
@@ -39,15 +40,20 @@ E = TypeVar("E", bound=enum.StrEnum)
 
 _AUTHOR_LANES: Final = frozenset({Lane.CODER, Lane.REDUCER})
 
-# Typed results this module checked, by identity: a record is frozen, so one
-# checked stays valid, and passing it on again costs no second check. Identity,
-# not equality: an equal record built some other way was never checked. Weak, so
-# nothing is kept alive here. (A parse returns a new record the engine keeps; it
-# is not registered, which would cost every answer a weak reference.)
-_CHECKED: Final[weakref.WeakValueDictionary[int, WorkerResult]] = weakref.WeakValueDictionary()
+# Typed results checked here (or built checked by mesh's answer builders), by
+# identity, until the engine takes them: a record passed on as it was checked
+# costs no second check. Identity, not equality: an equal record built some
+# other way was never checked. Each entry holds its record, so its id cannot be
+# reused while it is here; the engine takes an entry out as it uses it, and the
+# oldest go when there are too many (a record dropped is only checked again).
+_CHECKED: Final[dict[int, WorkerResult]] = {}
+_MAX_CHECKED: Final = 256
 
 
 def _checked(result: WorkerResult) -> WorkerResult:
+    if len(_CHECKED) >= _MAX_CHECKED:
+        for key in list(itertools.islice(_CHECKED, _MAX_CHECKED // 2)):
+            del _CHECKED[key]
     _CHECKED[id(result)] = result
     return result
 
@@ -63,8 +69,16 @@ def trusted(result: WorkerResult) -> WorkerResult:
 
 
 def is_checked(answer: object) -> TypeGuard[WorkerResult]:
-    """Whether ``answer`` is a `WorkerResult` this module already checked (the very object)."""
+    """Whether ``answer`` is a `WorkerResult` checked here and not yet taken (the very object)."""
     return _CHECKED.get(id(answer)) is answer
+
+
+def take_checked(answer: object) -> TypeGuard[WorkerResult]:
+    """`is_checked`, and the record leaves the register: what the engine does with an answer."""
+    if _CHECKED.get(id(answer)) is answer:
+        del _CHECKED[id(answer)]
+        return True
+    return False
 
 
 def parse_worker_result(payload: object) -> WorkerResult:

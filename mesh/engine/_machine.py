@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
-from transitions import EventData, Machine, MachineError
+from transitions import EventData, Machine
 
 from ..contracts._errors import GateNotMet, TransitionError
 from ._lifecycle import GATES, TRANSITION_TABLE, Trigger, UnitProgress, UnitState
@@ -65,10 +65,22 @@ class UnitMachine:
             GateNotMet: When it is legal but its gate is not met.
         """
         before = UnitState(progress.state)
-        try:
-            moved = self._machine.events[trigger.value].trigger(progress)
-        except MachineError:
-            raise TransitionError(progress.unit.id, before.value, trigger.value) from None
+        # The transitions of this trigger from this state, run directly: the machine has
+        # no prepare, finalize or exception callbacks and no queue, so `Event.trigger`'s
+        # layers (a partial, the process loop, their debug logging) would only add cost.
+        event = self._machine.events[trigger.value]
+        candidates = event.transitions.get(progress.state)
+        if not candidates:
+            raise TransitionError(progress.unit.id, before.value, trigger.value)
+        data = EventData(
+            self._machine.get_state(progress.state), event, self._machine, progress, (), {}
+        )
+        moved = False
+        for transition in candidates:
+            data.transition = transition
+            if transition.execute(data):
+                moved = True
+                break
         if not moved:
             gate = self._gates[trigger, before]
             raise GateNotMet(progress.unit.id, before.value, trigger.value, gate)

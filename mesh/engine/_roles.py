@@ -21,7 +21,7 @@ import anyio.to_thread
 import attrs
 
 from ..contracts._clock import Clock
-from ..contracts._contract import is_checked, parse_worker_result, recheck_worker_result
+from ..contracts._contract import parse_worker_result, recheck_worker_result, take_checked
 from ..contracts._enums import Decision, Lane
 from ..contracts._errors import InvalidOutputSchema
 from ..contracts._records import Unit, WorkerResult
@@ -251,7 +251,7 @@ def check_result(answer: object, *, unit: Unit, candidate_id: str, lane: Lane) -
     """
     result = (
         answer
-        if is_checked(answer)
+        if take_checked(answer)
         else recheck_worker_result(answer)
         if isinstance(answer, WorkerResult)
         else parse_worker_result(answer)

@@ -21,7 +21,7 @@ from typing import Any, final
 import anyio
 import attrs
 
-from ..contracts._clock import Clock, SystemClock
+from ..contracts._clock import Clock, SystemClock, time_reader
 from ..contracts._enums import DeliveryMode, FailureCode, Lane
 from ..contracts._errors import InputError, MeshError
 from ..contracts._events import JsonLinesSink, Ledger, LedgerSink
@@ -229,11 +229,9 @@ class Orchestrator:
                 and unit_id in step_of
             ],
         )
+        self._now = time_reader(self._clock)
         self._ledger = Ledger(
-            run_id=self.run_id,
-            sinks=sinks,
-            now=self._clock.current_time,
-            first_seq=self._resume.next_seq,
+            run_id=self.run_id, sinks=sinks, now=self._now, first_seq=self._resume.next_seq
         )
         try:
             await self._open_executor(plan_state, step_of)
@@ -291,6 +289,7 @@ class Orchestrator:
             replacements=replacements,
             timeout=self._timeout,
             clock=self._clock,
+            now=self._now,
             ledger=self._ledger,
             on_signal=self._signal,
             slots=self._slots,
