@@ -228,6 +228,20 @@ class _Fanout:
             sink.emit(event)
 
 
+class _LedgerLogger(structlog.BoundLoggerBase):
+    """
+    The ledger's structlog logger: one method, taking the event's fields as a dict.
+
+    An event runs through structlog's own processing (`_process_event`, the
+    documented hook of custom wrapper classes) into the ledger's processor, without
+    the keyword packing and method lookup of a general-purpose logger.
+    """
+
+    def record(self, event: str, fields: dict[str, Any]) -> None:
+        args, _ = self._process_event("info", event, fields)
+        self._logger.info(*args)
+
+
 class Ledger:
     """Builds events with sequence numbers and sends them to the run's sinks."""
 
@@ -245,10 +259,10 @@ class Ledger:
         self.events_emitted = 0
         fanout = _Fanout((*sinks, *_CAPTURE.get()))
         # Bound once: the lazy proxy wrap_logger returns would build a logger per event.
-        self._log = structlog.wrap_logger(
+        self._log: _LedgerLogger = structlog.wrap_logger(
             fanout,
             processors=[self._to_event],
-            wrapper_class=structlog.BoundLogger,
+            wrapper_class=_LedgerLogger,
             context_class=dict,
         ).bind()
 
@@ -274,4 +288,9 @@ class Ledger:
     def emit(self, event: str, **fields: object) -> None:
         """Record one event (``unit_id``, ``lane``... as keywords; the rest is data)."""
         self.events_emitted += 1
-        self._log.info(event, **fields)
+        self._log.record(event, fields)
+
+    def emit_fields(self, event: str, fields: dict[str, Any]) -> None:
+        """`emit` with the fields already in a dict of their own (the dict is consumed)."""
+        self.events_emitted += 1
+        self._log.record(event, fields)

@@ -11,6 +11,7 @@ replacement, cancellation and ledger events around each call.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any, Protocol, final, runtime_checkable
 
@@ -105,8 +106,9 @@ class LocalExecutor:
         return ExecutorInfo(name="local")
 
     def bind(self, lane: Lane, adapter: Adapter[Any]) -> BoundCall:  # noqa: ARG002 - every lane runs here
-        """The adapter, inspected once for being async."""
-        return BoundAdapter.of(adapter).invoke
+        """The adapter, inspected once: an async one is called as it is."""
+        bound = BoundAdapter.of(adapter)
+        return typing.cast("BoundCall", adapter) if bound.is_async else bound.invoke
 
     async def stop(self) -> None:
         """Nothing to give back."""

@@ -102,8 +102,10 @@ class CallGateway:
         self._saturated = False
         # The system clock's deadlines are the event loop's own: a cancel scope suffices.
         self._loop_clock = isinstance(clock, SystemClock)
+        # No slot to wait for and no timeout: the adapter is awaited as it is.
+        self._direct = slots is None and timeout is None
 
-    async def call(
+    async def call(  # noqa: C901 - one call's whole story: retries, replacement, each outcome
         self,
         lane: Lane,
         request: Any,  # noqa: ANN401 - one of the request records
@@ -132,12 +134,12 @@ class CallGateway:
                 "call": call,
                 **extra,
             }
+            asked = request if request.call == call else attrs.evolve(request, call=call)
             try:
-                answer = await self._on_slot(
-                    lane,
-                    adapter,
-                    request if request.call == call else attrs.evolve(request, call=call),
-                )
+                if self._direct:
+                    answer = await adapter(asked)
+                else:
+                    answer = await self._on_slot(lane, adapter, asked)
                 if type(answer) is Placed:
                     fields["where"] = answer.where
                     answer = answer.answer
@@ -219,7 +221,8 @@ class CallGateway:
     def _emit(
         self, fields: dict[str, object], started: float, outcome: str, **more: object
     ) -> None:
-        duration_ms = (self._now() - started) * 1000
-        self._ledger.emit(
-            "adapter_call", duration_ms=duration_ms, outcome=outcome, **fields, **more
-        )
+        # Built once, in the order the ledger has always written it.
+        event = {"duration_ms": (self._now() - started) * 1000, "outcome": outcome, **fields}
+        if more:
+            event.update(more)
+        self._ledger.emit_fields("adapter_call", event)
