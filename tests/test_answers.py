@@ -24,6 +24,10 @@ REDUCE = mesh.ReduceRecord(
 )
 
 
+class _Str(str):
+    __slots__ = ()
+
+
 def author(lane: mesh.Lane = mesh.Lane.CODER) -> mesh.AuthorRequest:
     return mesh.AuthorRequest(
         unit=UNIT, lane=lane, candidate_id=f"u1-{lane.value}-1", triplet_index=1, attempt=1
@@ -190,6 +194,55 @@ class TestRefused:
         with pytest.raises(mesh.InvalidOutputSchema) as caught:
             build()
         assert caught.value.problems[0].startswith(problem)
+
+    def test_request_numbers_and_flags(self) -> None:
+        """Plain-string decisions, non-bool flags and requests the engine never makes: refused."""
+        patch, _ = built_answers()[0]
+        with pytest.raises(mesh.InvalidOutputSchema, match="locksmith may not decide"):
+            answers.lease(lease_request(), decision="grant", lease_id="l", reason="r")  # type: ignore[arg-type]
+        fixer_request = mesh.AuthorRequest(
+            unit=UNIT, lane=mesh.Lane.FIXER, candidate_id="u1-fixer-1", triplet_index=1, attempt=1
+        )
+        with pytest.raises(mesh.InvalidOutputSchema, match="coder or the reducer"):
+            answers.candidate(fixer_request, patch="p")
+        prove = mesh.ProofRequest(
+            unit=UNIT,
+            candidate_id=patch.candidate_id,
+            candidate=patch,
+            applied=patch,
+            proof_attempt=3,
+            attempt=1,
+        )
+        with pytest.raises(mesh.InvalidOutputSchema, match="passed: expected True or False"):
+            answers.proof(attrs.evolve(prove, proof_attempt=1), passed="no")  # type: ignore[arg-type]
+        with pytest.raises(mesh.InvalidOutputSchema, match="needs 1 or 2, got 3"):
+            answers.proof(prove, passed=True)
+        adjudicate = mesh.AdjudicationRequest(
+            unit=UNIT,
+            candidate_id="u1-fixer-1",
+            proven=((patch, patch),),
+            rejected=(),
+            fixer_index=1,
+            quorum_target=5,
+            attempt=1,
+        )
+        with pytest.raises(mesh.InvalidOutputSchema, match="high risk needs 3, got 5"):
+            answers.verdict(adjudicate, select=patch.candidate_id)
+        with pytest.raises(mesh.InvalidOutputSchema, match="selected_candidate: expected string"):
+            answers.verdict(
+                attrs.evolve(adjudicate, quorum_target=3), select=_Str(patch.candidate_id)
+            )
+        deliver = mesh.DeliveryRequest(
+            unit=UNIT,
+            candidate_id=patch.candidate_id,
+            candidate=patch,
+            proof=patch,
+            approvals=3,
+            plan_state={},
+            attempt=1,
+        )
+        with pytest.raises(mesh.InvalidOutputSchema, match="commit: expected True or False"):
+            answers.delivered(deliver, artifact_ref="a", commit=1)  # type: ignore[arg-type]
 
     def test_proofs_and_verdicts(self) -> None:
         """An exit code must be an integer; a verdict must select a proven candidate."""

@@ -61,3 +61,24 @@ def test_trio_reads_its_own_clock() -> None:
         assert abs(reader() - anyio.current_time()) < 1.0
 
     anyio.run(main, backend="trio")
+
+
+class _OffsetClock(mesh.SystemClock):
+    """A system clock that keeps its own time."""
+
+    def current_time(self) -> float:
+        return super().current_time() + 1e6
+
+
+def test_subclasses_and_patched_loops_are_asked() -> None:
+    """A SystemClock subclass, or a loop whose time is replaced, is read through the clock."""
+
+    async def main() -> None:
+        offset = _OffsetClock()
+        assert time_reader(offset) == offset.current_time
+        loop = asyncio.get_running_loop()
+        loop.time = lambda: 42.0  # type: ignore[method-assign]
+        clock = mesh.SystemClock()
+        assert time_reader(clock) == clock.current_time
+
+    asyncio.run(main())

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
+import threading
 import types
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import mesh
-from mesh.contracts._contract import _CHECKED, _any_surrogate, is_checked, recheck_worker_result
+from mesh.contracts._contract import (
+    _CHECKED,
+    _any_surrogate,
+    is_checked,
+    recheck_worker_result,
+    take_checked,
+)
 from mesh.contracts._convert import fast_structure, structure
 from mesh.contracts._errors import ValidationError
 from mesh.engine._roles import check_result
@@ -349,6 +357,32 @@ class TestCheckedRecords:
         assert len(_CHECKED) <= 256
         assert not is_checked(first)
         assert recheck_worker_result(first) is first  # checked again, and trusted again
+
+    def test_threads_share_the_register_safely(self) -> None:
+        """Records registered and taken from many threads at once never break the register."""
+        errors: list[BaseException] = []
+
+        def churn() -> None:
+            try:
+                for _ in range(400):
+                    record = recheck_worker_result(attrs.evolve(parsed))
+                    take_checked(record)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        parsed = mesh.parse_worker_result(result())
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)
+        try:
+            threads = [threading.Thread(target=churn) for _ in range(6)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        finally:
+            sys.setswitchinterval(interval)
+        assert errors == []
+        assert len(_CHECKED) <= 256
 
     def test_the_engine_takes_a_record_once(self) -> None:
         """check_result takes the record out of the register: passed again, it is checked again."""

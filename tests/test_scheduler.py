@@ -333,6 +333,20 @@ class TestConcurrency:
             await execute(plan, fake_roles(), budget=one_at_a_time)
         assert [e.unit_id for e in names(events, "unit_started")] == ["c", "a", "b"]
 
+    async def test_a_lease_table_subclass_is_called_as_it_is(self) -> None:
+        """A LeaseTable subclass's own __call__ judges every lease (no shortcut around it)."""
+        calls: list[str] = []
+
+        class Audited(mesh.LeaseTable):
+            async def __call__(self, request: mesh.LeaseRequest) -> dict[str, object]:
+                calls.append(request.action)
+                return await super().__call__(request)
+
+        result = await execute([unit("a")], attrs.evolve(fake_roles(), locksmith=Audited()))
+        assert result.metrics.completed == 1
+        assert calls.count("acquire") == 3
+        assert calls.count("release") == 1
+
     async def test_budget_is_re_read(self) -> None:
         """A budget provider is consulted during the run; its new target takes effect."""
         decisions = iter(

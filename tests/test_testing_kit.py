@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio  # noqa: TID251 - only to put a callback on the loop's ready queue
+import threading
 import time
 
 import anyio
 import anyio.abc
 import anyio.lowlevel
+import anyio.to_thread
 import attrs
 import pytest
 
@@ -350,6 +352,22 @@ class TestManualClock:
             result = await orchestrator.execute([UNIT])
         assert result.metrics.completed == 1
         assert clock.current_time() < 600  # no call waited out its timeout
+
+    async def test_threads_of_the_host_do_not_stop_time(self) -> None:
+        """A thread of the host's own (not a sync adapter's call) never stops the clock."""
+        release = threading.Event()
+        clock = ManualClock()
+
+        async def hold_a_thread() -> None:
+            await anyio.to_thread.run_sync(release.wait)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(hold_a_thread)
+            with anyio.fail_after(10):
+                async with clock.autojumping():
+                    await clock.sleep(30)
+            release.set()
+        assert clock.current_time() == 30
 
 
 class TestCaptureLedger:

@@ -56,10 +56,11 @@ def time_reader(clock: Clock) -> Callable[[], float]:
     loop's time, without the loop lookup; every other clock and loop (trio,
     uvloop, a manual clock) is read through ``current_time`` itself.
     """
-    if not isinstance(clock, SystemClock):
+    if type(clock) is not SystemClock:  # a subclass may keep its own time
         return clock.current_time
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         return clock.current_time
-    return time.monotonic if type(loop).time is asyncio.BaseEventLoop.time else clock.current_time
+    standard = getattr(loop.time, "__func__", None) is asyncio.BaseEventLoop.time
+    return time.monotonic if standard else clock.current_time

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import itertools
+import threading
 import typing
 from collections.abc import Iterable, Mapping
 from typing import Final, TypeGuard, TypeVar
@@ -48,13 +49,16 @@ _AUTHOR_LANES: Final = frozenset({Lane.CODER, Lane.REDUCER})
 # oldest go when there are too many (a record dropped is only checked again).
 _CHECKED: Final[dict[int, WorkerResult]] = {}
 _MAX_CHECKED: Final = 256
+# Runs on other threads (other event loops, sync adapters building answers) share it.
+_CHECKED_LOCK: Final = threading.Lock()
 
 
 def _checked(result: WorkerResult) -> WorkerResult:
-    if len(_CHECKED) >= _MAX_CHECKED:
-        for key in list(itertools.islice(_CHECKED, _MAX_CHECKED // 2)):
-            del _CHECKED[key]
-    _CHECKED[id(result)] = result
+    with _CHECKED_LOCK:
+        if len(_CHECKED) >= _MAX_CHECKED:
+            for key in list(itertools.islice(_CHECKED, _MAX_CHECKED // 2)):
+                del _CHECKED[key]
+        _CHECKED[id(result)] = result
     return result
 
 
@@ -75,9 +79,10 @@ def is_checked(answer: object) -> TypeGuard[WorkerResult]:
 
 def take_checked(answer: object) -> TypeGuard[WorkerResult]:
     """`is_checked`, and the record leaves the register: what the engine does with an answer."""
-    if _CHECKED.get(id(answer)) is answer:
-        del _CHECKED[id(answer)]
-        return True
+    with _CHECKED_LOCK:
+        if _CHECKED.get(id(answer)) is answer:
+            del _CHECKED[id(answer)]
+            return True
     return False
 
 

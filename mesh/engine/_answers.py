@@ -4,10 +4,12 @@ Answer builders: an adapter's answer as a checked `WorkerResult`, built from its
 Every field the request already knows (unit id, candidate id, lane, triplet
 index, write scope, risk tier, base commit, quorum target, proof attempt) is
 taken from it, so only what the adapter supplies is checked here: exact types,
-no lone surrogates, and the lane rule each builder's decision carries. The
-result is registered as checked, so the engine takes it without a second
-check. A builder's output always passes the full contract check too (a test
-holds them to it). Pure: no I/O.
+no lone surrogates, and the lane rule each builder's decision carries; the
+request's own numbers the rules constrain (lane, proof attempt, quorum target)
+are checked too. The unit is taken as the engine made it (checked when the
+plan was read). The result is registered as checked, so the engine takes it
+without a second check; a builder's output passes the full contract check too
+(a test holds them to it). Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import TYPE_CHECKING, Final
 
 from ..contracts._contract import trusted
 from ..contracts._convert import fast_conforms
-from ..contracts._enums import Decision, Lane, ProofStatus
+from ..contracts._enums import QUORUM_BY_RISK, Decision, Lane, ProofStatus
 from ..contracts._errors import InvalidOutputSchema
 from ..contracts._records import ProofEvidence, ReduceRecord, Unit, WorkerResult
 from ..contracts._text import first_surrogate
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["applied", "candidate", "delivered", "lease", "proof", "verdict"]
 
 _NO_EVIDENCE: Final = ProofEvidence(command="", key_line="", exit_code=0)
+_LEASE_DECISIONS: Final = (Decision.GRANT, Decision.DENY, Decision.RECLAIM)
 
 
 def _text(name: str, value: object, *, required: bool = False) -> str:
@@ -47,6 +50,11 @@ def _text(name: str, value: object, *, required: bool = False) -> str:
     if required and not value.strip():
         raise InvalidOutputSchema([f"$.{name}: must not be blank"])
     return value
+
+
+def _flag(name: str, value: object) -> None:
+    if type(value) is not bool:
+        raise InvalidOutputSchema([f"{name}: expected True or False, got {value!r}"])
 
 
 def _optional_text(name: str, value: object) -> str | None:
@@ -103,6 +111,9 @@ def candidate(
     challenge_findings: Sequence[str] | None = None,
 ) -> WorkerResult:
     """A coder's or reducer's candidate patch (``accept``); a reducer's needs its record."""
+    if request.lane is not Lane.CODER and request.lane is not Lane.REDUCER:
+        problem = f"$.lane: a candidate comes from a coder or the reducer, not {request.lane!r}"
+        raise InvalidOutputSchema([problem])
     if request.lane is Lane.REDUCER and reduce_record is None:
         raise InvalidOutputSchema(["$.reduce_record: a reducer's candidate needs a reduce_record"])
     if reduce_record is not None:
@@ -128,7 +139,7 @@ def candidate(
 
 def lease(request: LeaseRequest, *, decision: Decision, lease_id: str, reason: str) -> WorkerResult:
     """A locksmith's answer: ``grant`` (with the lease's id), ``deny`` or ``reclaim``."""
-    if decision not in {Decision.GRANT, Decision.DENY, Decision.RECLAIM}:
+    if all(decision is not allowed for allowed in _LEASE_DECISIONS):
         raise InvalidOutputSchema([f"$.decision: locksmith may not decide {decision!r}"])
     text = _text("notes", reason)
     if decision is Decision.GRANT and request.ttl_ms <= 0:
@@ -171,6 +182,10 @@ def proof(
         raise InvalidOutputSchema(
             [f"$.proof_evidence.exit_code: expected integer, got {exit_code!r}"]
         )
+    _flag("passed", passed)
+    if request.proof_attempt not in (1, 2):
+        problem = f"$.proof_attempts: a prover result needs 1 or 2, got {request.proof_attempt!r}"
+        raise InvalidOutputSchema([problem])
     status = ProofStatus.PASS if passed else ProofStatus.FAIL
     return _result(
         request.unit,
@@ -190,6 +205,11 @@ def proof(
 
 def verdict(request: AdjudicationRequest, *, select: str, notes: str | None = None) -> WorkerResult:
     """A fixer's approval of one proven candidate (decision ``accepted``)."""
+    select = _text("selected_candidate", select, required=True)
+    quorum = QUORUM_BY_RISK[request.unit.risk_tier]
+    if request.quorum_target != quorum:
+        problem = f"$.quorum_target: {request.unit.risk_tier.value} risk needs {quorum}"
+        raise InvalidOutputSchema([f"{problem}, got {request.quorum_target!r}"])
     proven = {c.candidate_id for c, _ in request.proven}
     if select not in proven:
         raise InvalidOutputSchema([f"$.selected_candidate: {select!r} is not a proven candidate"])
@@ -209,6 +229,7 @@ def verdict(request: AdjudicationRequest, *, select: str, notes: str | None = No
 
 def delivered(request: DeliveryRequest, *, artifact_ref: str, commit: bool = False) -> WorkerResult:
     """An integrator's answer: the candidate delivered, as a patch or (``commit``) a commit."""
+    _flag("commit", commit)
     return _result(
         request.unit,
         candidate_id=request.candidate_id,

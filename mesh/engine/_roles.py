@@ -13,6 +13,8 @@ from __future__ import annotations
 import heapq
 import inspect
 import itertools
+import threading
+from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any, Final, Literal, TypeVar
 
@@ -229,13 +231,28 @@ class BoundAdapter:
         """Call the adapter as `invoke` does."""
         if self.is_async:
             return await self.adapter(request)  # type: ignore[misc]
-        # Boxed so that trio does not refuse a sync callable that returns a coroutine.
-        (result,) = await anyio.to_thread.run_sync(
-            _boxed_call, self.adapter, request, abandon_on_cancel=True
-        )
+        # Counted for the manual test clock, which must not jump while a call works in a
+        # thread; keyed by the loop's thread, so runs on other loops do not count here.
+        loop_thread = threading.get_ident()
+        _CALLS_IN_THREADS[loop_thread] += 1
+        try:
+            # Boxed so that trio does not refuse a sync callable that returns a coroutine.
+            (result,) = await anyio.to_thread.run_sync(
+                _boxed_call, self.adapter, request, abandon_on_cancel=True
+            )
+        finally:
+            _CALLS_IN_THREADS[loop_thread] -= 1
         if inspect.isawaitable(result):
             return await result
         return result
+
+
+_CALLS_IN_THREADS: Final[Counter[int]] = Counter()
+
+
+def calls_in_threads() -> int:
+    """How many sync adapter calls of this event loop's thread are running in worker threads."""
+    return _CALLS_IN_THREADS[threading.get_ident()]
 
 
 def _boxed_call(adapter: Adapter[Any], request: object) -> tuple[object]:

@@ -101,7 +101,9 @@ class Orchestrator:
             locksmith = LeaseTable(clock=self._clock)
         if isinstance(locksmith, LeaseTable):
             locksmith.bind_clock(self._clock)
-            # mesh's own table answers with records built checked: no parse per lease.
+        if type(locksmith) is LeaseTable:
+            # mesh's own table answers with records built checked: no parse per lease. Not
+            # a subclass, whose own `__call__` may judge leases its own way.
             roles = attrs.evolve(roles, locksmith=locksmith.answer)
         self._roles = roles
         if executor is not None and not isinstance(executor, Executor):

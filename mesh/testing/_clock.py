@@ -12,7 +12,8 @@ from typing import Final
 
 import anyio
 import anyio.lowlevel
-import anyio.to_thread
+
+from ..engine._roles import calls_in_threads
 
 _QUIET_PASSES: Final = 3
 """Loop passes in a row with nothing ready before asyncio counts as idle.
@@ -50,12 +51,13 @@ def _is_jumper(handle: asyncio.Handle) -> bool:
 
 def _threads_at_work() -> bool:
     """
-    Whether a worker thread of anyio's default pool is running a call.
+    Whether a sync adapter the engine called from this loop is still working in its thread.
 
-    Sync adapters run there: a task waiting on one is not idle, it waits for
-    real work, and jumping past its timeout would time it out spuriously.
+    A task waiting on one is not idle, it waits for real work, and jumping past
+    its timeout would time it out spuriously. Other threads (the host's, or an
+    abandoned call's) do not count.
     """
-    return anyio.to_thread.current_default_thread_limiter().borrowed_tokens > 0
+    return calls_in_threads() > 0
 
 
 async def _wait_idle() -> None:
@@ -92,8 +94,10 @@ class ManualClock:
 
     With `autojumping`, whenever every task is blocked the clock jumps to the
     earliest pending deadline, so timeouts and backoffs take no real time.
-    Use async adapters with autojump: a thread running a sync adapter does not
-    count as busy.
+    While a sync adapter the engine called runs in its worker thread, the clock
+    waits for its answer; a sync adapter that never returns, or that waits on
+    this clock from its thread, therefore stops virtual time (make such
+    adapters async).
 
     .. versionadded:: 0.1.0
     """
