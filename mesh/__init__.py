@@ -113,6 +113,7 @@ if TYPE_CHECKING:
     from .engine._summary import RunMetrics as RunMetrics
     from .engine._summary import UnitOutcome as UnitOutcome
     from .engine._summary import render_ledger as render_ledger
+    from .engine._summary import unit_durations as unit_durations
     from .git._adapters import CommandProver as CommandProver
     from .git._adapters import GitApplier as GitApplier
     from .git._adapters import MechanicalFixer as MechanicalFixer
@@ -282,6 +283,7 @@ __all__ = [
     "scopes_overlap",
     "select_wave",
     "slice_plan",
+    "unit_durations",
     "unit_states",
     "validate_deps",
     "worker_result_document",
@@ -385,6 +387,7 @@ _HOMES: dict[str, str] = {
     "RunMetrics": ".engine._summary",
     "UnitOutcome": ".engine._summary",
     "render_ledger": ".engine._summary",
+    "unit_durations": ".engine._summary",
     "CommandProver": ".git._adapters",
     "GitApplier": ".git._adapters",
     "MechanicalFixer": ".git._adapters",

@@ -67,6 +67,40 @@ class TestRunInRepository:
         assert git(repo, "worktree", "list").count("\n") == 0  # only the main worktree is left
         assert finished.workspaces_reused > 0
 
+    async def test_estimates_are_kept_for_a_resume(self, repo: Path, tmp_path: Path) -> None:
+        """A past run's durations order the next run; the store keeps them; bad ones stop it."""
+        steps = plan({"id": "a", "step": "first", "write_scope": ["src"]})
+        first = await mesh.run_in_repository(
+            steps,
+            repo=repo,
+            out=tmp_path / "first",
+            coder=lambda ws: mesh.CommandCoder(ws, CODER),
+            default_proof_command="true",
+        )
+        with mesh.RunStore.open(first.store_path) as past:
+            durations = mesh.unit_durations(past.events())
+        assert list(durations) == ["unit-001"]
+        second = await mesh.run_in_repository(
+            steps,
+            repo=repo,
+            out=tmp_path / "second",
+            coder=lambda ws: mesh.CommandCoder(ws, CODER),
+            default_proof_command="true",
+            estimates=durations,
+        )
+        second.result.check()
+        with mesh.RunStore.open(second.store_path) as store:
+            assert store.config["estimates"] == durations
+        with pytest.raises(mesh.InputError, match=r"estimates\['unit-001'\]"):
+            await mesh.run_in_repository(
+                steps,
+                repo=repo,
+                out=tmp_path / "third",
+                coder=lambda ws: mesh.CommandCoder(ws, CODER),
+                estimates={"unit-001": float("nan")},
+            )
+        assert not (tmp_path / "third").exists()
+
     async def test_patch_first_and_scope_escapes(self, repo: Path, tmp_path: Path) -> None:
         """patch_first leaves the repository alone; a coder writing out of scope is refused."""
         escaping = f"{CODER} && echo oops > README.md"

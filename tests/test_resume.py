@@ -527,6 +527,8 @@ class TestDamagedConfigurations:
             ({"repo": 5}, "'repo' is unreadable"),
             ({"pool_size": True}, "'pool_size' is unreadable"),
             ({"plan": None}, "its configuration has no plan"),
+            ({"estimates": {"unit-001": -1}}, "'estimates' is unreadable"),
+            ({"estimates": ["unit-001"]}, "'estimates' is unreadable"),
         ],
     )
     async def test_resume(self, tmp_path: Path, damage: dict[str, object], message: str) -> None:

@@ -323,6 +323,35 @@ class TestConcurrency:
         started = [e.unit_id for e in names(events, "unit_started")]
         assert started == ["head", "tail", "short", "lone"]
 
+    async def test_given_estimates_take_precedence(self) -> None:
+        """Estimates given to the orchestrator (a past run's durations) outrank the units' own."""
+        plan = [
+            attrs.evolve(unit("a"), estimate_seconds=50.0),
+            unit("b"),
+            attrs.evolve(unit("c"), estimate_seconds=1.0),
+        ]
+        one_at_a_time = mesh.budget_policy(
+            remaining_five_hour=100, remaining_weekly=100, max_threads=1
+        )
+        with capture_ledger() as events:
+            await execute(plan, fake_roles(), budget=one_at_a_time, estimates={"a": 2.0, "b": 30.0})
+        assert [e.unit_id for e in names(events, "unit_started")] == ["b", "a", "c"]
+
+    @pytest.mark.parametrize(
+        ("estimates", "message"),
+        [
+            ([("a", 1.0)], "estimates must map unit ids to seconds, got list"),
+            ({1: 2.0}, "estimates: unit ids are strings, got int"),
+            ({"a": 0}, r"estimates\['a'\]: expected a positive, finite number of seconds, got 0"),
+            ({"a": None}, r"estimates\['a'\]: expected a number of seconds"),
+            ({"a": "5"}, r"estimates\['a'\]: expected a number of seconds, got str"),
+        ],
+    )
+    def test_bad_estimates_are_input_errors(self, estimates: object, message: str) -> None:
+        """Estimates are checked when the orchestrator is made, before any run."""
+        with pytest.raises(mesh.InputError, match=message):
+            mesh.Orchestrator(roles=fake_roles(), estimates=estimates)  # type: ignore[arg-type]
+
     async def test_without_estimates_plan_order_stands(self) -> None:
         """No estimate anywhere: ready units start in plan order, as before."""
         plan = [unit("c"), unit("a"), unit("b", "a")]

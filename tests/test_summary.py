@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import anyio
+
 import mesh
 from mesh.engine._summary import pick_learning
+from mesh.testing import FakeAdapter, ManualClock, capture_ledger, fake_roles
 
 COMPLETED = mesh.UnitOutcome(
     unit_id="u1", state="completed", attempts=1, delivery=mesh.Decision.INTEGRATED_COMMIT
@@ -154,3 +157,42 @@ class TestLearning:
         assert "Proofs failed for 50%" in (pick_learning(proofs, (COMPLETED,)) or "")
         assert "failed with proof_missing" in (pick_learning(mesh.RunMetrics(), (FAILED,)) or "")
         assert "completed" in (pick_learning(mesh.RunMetrics(completed=1), (COMPLETED,)) or "")
+
+
+class TestUnitDurations:
+    def test_completed_units_from_their_last_start(self) -> None:
+        """A unit's time runs from its last start to its completion; others are left out."""
+
+        def event(name: str, at: float, unit_id: str | None, **data: object) -> mesh.LedgerEvent:
+            return mesh.LedgerEvent(
+                event=name, run_id="r", seq=1, at=at, unit_id=unit_id, data=data
+            )
+
+        events = [
+            event("run_started", 0.0, None),
+            event("unit_started", 1.0, "a"),
+            event("unit_started", 2.0, "b"),
+            event("unit_finished", 4.0, "b", state="failed"),
+            event("unit_started", 5.0, "a"),  # restarted by a resume
+            event("unit_finished", 9.5, "a", state="completed"),
+            event("unit_finished", 3.0, "c", state="completed"),  # never seen starting
+            event("unit_started", 7.0, "d"),
+            event("unit_finished", 7.0, "d", state="completed"),  # no time at all
+        ]
+        assert mesh.unit_durations(events) == {"a": 4.5}
+
+    def test_a_run_feeds_the_next(self) -> None:
+        """A run's ledger gives the estimates of the next run of the same plan."""
+        clock = ManualClock()
+
+        async def main() -> dict[str, float]:
+            roles = fake_roles(prover=FakeAdapter(delay=3, clock=clock))
+            async with clock.autojumping():
+                with capture_ledger() as events:
+                    async with mesh.Orchestrator(roles=roles, clock=clock) as orchestrator:
+                        await orchestrator.execute([mesh.Unit(id="u", objective="x")])
+            return mesh.unit_durations(events)
+
+        durations = anyio.run(main)
+        assert list(durations) == ["u"]
+        assert durations["u"] == 3  # the proofs, side by side, 3 s each

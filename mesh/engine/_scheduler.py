@@ -15,7 +15,7 @@ from __future__ import annotations
 import heapq
 import os
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, final
 
 import anyio
@@ -25,7 +25,7 @@ from ..contracts._clock import Clock, SystemClock, time_reader
 from ..contracts._enums import DeliveryMode, FailureCode, Lane
 from ..contracts._errors import InputError, MeshError
 from ..contracts._events import JsonLinesSink, Ledger, LedgerSink
-from ..contracts._records import BudgetDecision, Plan, Unit
+from ..contracts._records import BudgetDecision, Plan, Unit, estimate_problem
 from ..contracts._scopes import scopes_overlap
 from ..planning._budget import MAX_TRIPLET_WIDTH, budget_policy
 from ..planning._priority import admission_ranks
@@ -40,7 +40,7 @@ from ._results import ResumePoint, RunResult, RunStatistics
 from ._roles import LeaseTable, Roles
 from ._summary import MetricsCollector, UnitOutcome
 
-__all__ = ["Orchestrator", "run"]
+__all__ = ["Orchestrator", "checked_estimates", "run"]
 
 BudgetProvider = Callable[[], BudgetDecision | Awaitable[BudgetDecision]]
 """Returns the current budget decision; called again during the run."""
@@ -71,6 +71,10 @@ class Orchestrator:
         run_id: Names the run (default: a fresh random id).
         executor: Where adapter calls run (default: `LocalExecutor`, this
             process); e.g. `RayExecutor` for a Ray cluster.
+        estimates: Seconds each unit is expected to take, by unit id (e.g. its
+            duration in a past run, `unit_durations`); they take precedence over
+            the units' own ``estimate_seconds``. Ready units start by longest
+            estimated remaining path; without any estimate, in plan order.
 
     .. versionadded:: 0.1.0
     """
@@ -90,9 +94,11 @@ class Orchestrator:
         ledger_path: str | os.PathLike[str] | None = None,
         run_id: str | None = None,
         executor: Executor | None = None,
+        estimates: Mapping[str, float] | None = None,
     ) -> None:
         if max_attempts < 1:
             raise InputError(f"max_attempts must be >= 1, got {max_attempts}")
+        self._estimates = checked_estimates(estimates)
         if call_timeout is not None and call_timeout <= 0:
             raise InputError(f"call_timeout must be > 0 seconds, got {call_timeout}")
         self._clock: Clock = clock or SystemClock()
@@ -213,7 +219,7 @@ class Orchestrator:
         self._reset()
         self._units = units
         self._index = {unit.id: index for index, unit in enumerate(units)}
-        self._rank = admission_ranks(units)
+        self._rank = admission_ranks(units, _merged_estimates(units, self._estimates))
         step_of = step_index(units, plan_record)
         metrics = MetricsCollector()
         for event in (resume or ResumePoint()).history:
@@ -573,6 +579,30 @@ class Orchestrator:
             self._ended("blocked")
             self._ledger.emit("unit_blocked", unit_id=current, blocked_by=cause)
             pending.extend((dependent, current) for dependent in self._dependents.get(current, ()))
+
+
+def checked_estimates(estimates: object) -> dict[str, float]:
+    """Estimates as `Orchestrator` takes them, checked: seconds by unit id (None: none)."""
+    if estimates is None:
+        return {}
+    if not isinstance(estimates, Mapping):
+        raise InputError(f"estimates must map unit ids to seconds, got {type(estimates).__name__}")
+    for unit_id, seconds in estimates.items():
+        if not isinstance(unit_id, str):
+            raise InputError(f"estimates: unit ids are strings, got {type(unit_id).__name__}")
+        if (problem := estimate_problem(seconds)) is not None or seconds is None:
+            raise InputError(f"estimates[{unit_id!r}]: {problem or 'expected a number of seconds'}")
+    return {unit_id: float(seconds) for unit_id, seconds in estimates.items()}
+
+
+def _merged_estimates(units: Sequence[Unit], given: Mapping[str, float]) -> dict[str, float] | None:
+    """Seconds by unit id: the given ones first, else each unit's own (None: no estimate at all)."""
+    merged = {
+        unit.id: seconds
+        for unit in units
+        if (seconds := given.get(unit.id, unit.estimate_seconds)) is not None
+    }
+    return merged or None
 
 
 def _gated_slots(

@@ -10,7 +10,7 @@ with its fixed line order, leaving out everything that did not happen.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
 import attrs
@@ -19,7 +19,14 @@ from ..contracts._enums import Decision, FailureCode, Lane
 from ..contracts._events import LedgerEvent
 from ..contracts._text import one_line
 
-__all__ = ["MetricsCollector", "RunMetrics", "UnitOutcome", "pick_learning", "render_ledger"]
+__all__ = [
+    "MetricsCollector",
+    "RunMetrics",
+    "UnitOutcome",
+    "pick_learning",
+    "render_ledger",
+    "unit_durations",
+]
 
 _LIST_LIMIT: Final = 10
 
@@ -344,6 +351,39 @@ def _delivery_line(outcomes: Sequence[UnitOutcome]) -> str:
     if blocked:
         parts.append(f"blocked: {_listing(blocked)}")
     return f"Delivery/join status: {'; '.join(parts)}." if parts else ""
+
+
+def unit_durations(events: Iterable[LedgerEvent]) -> dict[str, float]:
+    """
+    How long each unit that completed took, in seconds, by unit id: estimates for a next run.
+
+    A unit's time runs from its last ``unit_started`` to its ``unit_finished`` as
+    completed, on the run's clock; a unit restarted by a resume counts from its
+    restart. Units that failed, were blocked or never finished are left out.
+
+    >>> from mesh import LedgerEvent
+    >>> events = [
+    ...     LedgerEvent(event="unit_started", run_id="r", seq=1, at=10.0, unit_id="u1"),
+    ...     LedgerEvent(event="unit_finished", run_id="r", seq=2, at=70.0, unit_id="u1",
+    ...                 data={"state": "completed"}),
+    ... ]
+    >>> unit_durations(events)
+    {'u1': 60.0}
+
+    .. versionadded:: 0.1.0
+    """
+    started: dict[str, float] = {}
+    durations: dict[str, float] = {}
+    for event in events:
+        if event.unit_id is None:
+            continue
+        if event.event == "unit_started":
+            started[event.unit_id] = event.at
+        elif event.event == "unit_finished" and event.data.get("state") == "completed":
+            began = started.get(event.unit_id)
+            if began is not None and event.at > began:
+                durations[event.unit_id] = event.at - began
+    return durations
 
 
 def pick_learning(metrics: RunMetrics, outcomes: Sequence[UnitOutcome]) -> str | None:

@@ -29,7 +29,7 @@ from ..engine._plan_state import plan_units as _plan_units
 from ..engine._results import ResumePoint, RunResult
 from ..engine._resume import resume_point
 from ..engine._roles import Adapter, AuthorRequest, DeliveryRequest, LeaseTable, Roles
-from ..engine._scheduler import Orchestrator
+from ..engine._scheduler import Orchestrator, checked_estimates
 from ..git._adapters import CommandProver, GitApplier, MechanicalFixer
 from ..git._integrator import GitIntegrator
 from ..git._target import TargetState, open_target
@@ -134,6 +134,7 @@ async def run_in_repository(
     extra_config: Mapping[str, Any] | None = None,
     executor: Executor | None = None,
     sandbox: Sandbox | None = None,
+    estimates: Mapping[str, float] | None = None,
 ) -> RepositoryRun:
     """
     Run ``plan`` on ``repo`` with real worktrees, proofs and delivery, durably.
@@ -154,10 +155,15 @@ async def run_in_repository(
     With a ``sandbox`` (`mesh.Sandbox`), proofs run in bubblewrap; pass the
     same sandbox to your `CommandCoder` for the coders.
 
+    ``estimates`` (seconds by unit id, as `Orchestrator` takes them; for
+    instance a past run's `unit_durations`) order the start of ready units, and
+    are kept in the store for a resume.
+
     .. versionadded:: 0.1.0
     """
     # Read and check the plan before anything (folder, store, ledger, workspaces) exists.
     _plan_units(plan)
+    checked_estimates(estimates)
     identifier = run_id or uuid.uuid4().hex[:12]
     if problem := text_problem(identifier):
         raise InputError(f"run_id {one_line(identifier)!r} {problem}")
@@ -181,6 +187,7 @@ async def run_in_repository(
             "call_timeout": call_timeout,
             "pool_size": pool_size,
             "target": baseline.to_document(),
+            **({"estimates": dict(estimates)} if estimates else {}),
             **(extra_config or {}),
         }
         store = RunStore.create(folder / STORE_FILE, run_id=identifier, config=config)
@@ -306,6 +313,12 @@ def _check_config(store: RunStore) -> None:
         value = store.config.get(key)
         if not isinstance(value, kinds) or isinstance(value, bool):
             raise StoreError(f"{store.path} is damaged: its configuration's {key!r} is unreadable")
+    try:
+        checked_estimates(store.config.get("estimates"))
+    except InputError:
+        raise StoreError(
+            f"{store.path} is damaged: its configuration's 'estimates' is unreadable"
+        ) from None
 
 
 def _deliveries(history: Sequence[LedgerEvent]) -> tuple[list[str], dict[str, str]]:
@@ -421,6 +434,7 @@ async def _execute(
             ledger_path=ledger_path,
             run_id=store.run_id,
             executor=executor,
+            estimates=config.get("estimates"),
         ) as orchestrator:
             result = await orchestrator.execute(
                 plan,
