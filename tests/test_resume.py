@@ -548,6 +548,60 @@ class TestDamagedConfigurations:
         assert sorted(path.name for path in out.iterdir()) == ["run.owner", "run.sqlite"]
 
 
+class TestEstimatesFromAPastRun:
+    def test_durations_follow_their_step_text(
+        self, tmp_path: Path, repo: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A past run's durations become the estimates of the steps with the same text."""
+        monkeypatch.chdir(tmp_path)
+        first = tmp_path / "first.json"
+        first.write_text(json.dumps({"plan": [step("a"), step("b")]}))
+        past = mesh.commands.run(plan=first, repo=repo, coder_command=CODER, out="past")
+        assert past.exit_code == 0
+        # A step inserted before the others: unit ids shift, step texts do not.
+        second = tmp_path / "second.json"
+        second.write_text(json.dumps({"plan": [step("new"), step("a"), step("b")]}))
+        report = mesh.commands.run(
+            plan=second, repo=repo, coder_command=CODER, out="next", estimates_from="past"
+        )
+        assert report.exit_code == 0
+        with mesh.RunStore.open(tmp_path / "past" / "run.sqlite") as store:
+            durations = mesh.unit_durations(store.events())
+        with mesh.RunStore.open(tmp_path / "next" / "run.sqlite") as store:
+            assert store.config["estimates"] == {
+                "unit-002": durations["unit-001"],
+                "unit-003": durations["unit-002"],
+            }
+
+    def test_a_missing_past_run_is_an_error_before_anything(
+        self, tmp_path: Path, repo: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A past run that is not there is one error line, and no run folder is made."""
+        monkeypatch.chdir(tmp_path)
+        (tmp_path / "plan.json").write_text(json.dumps({"plan": [step("a")]}))
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mesh",
+                "run",
+                "plan.json",
+                "--repo",
+                str(repo),
+                "--coder-command",
+                "true",
+                "--estimates-from",
+                "nowhere",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert (done.returncode, done.stdout) == (1, "")
+        assert done.stderr.startswith("error: InputError: no run nowhere")
+        assert not (tmp_path / "mesh-runs").exists()
+
+
 class TestStoredRunCommands:
     def test_status_ledger_and_resume_errors(
         self, tmp_path: Path, repo: Path, monkeypatch: pytest.MonkeyPatch

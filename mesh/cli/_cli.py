@@ -403,6 +403,12 @@ _RUN_COMMANDS: Final = (
                 is_switch=True,
                 help="with --sandbox: no network in the sandbox, loopback only",
             ),
+            Flag(
+                name="--estimates-from",
+                metavar="RUN",
+                help="a past run (folder, store or id): its units' durations, matched by step "
+                "text, order which ready units start first",
+            ),
         ),
         run=_lazy("run"),
         example="mesh run plan.json --repo . --coder-command 'my-agent exec {objective}'",

@@ -23,9 +23,11 @@ from ..contracts._errors import InputError, OptionError, PathCollisionError
 from ..contracts._events import LedgerEvent
 from ..contracts._files import StrPath, atomic_write_text, ensure_distinct, read_text
 from ..contracts._text import one_line
+from ..engine._plan_state import plan_units
 from ..engine._ray import RayExecutor
 from ..engine._report import prose_ledger, render_report
 from ..engine._resume import UNIT_STATES, resume_point, states_at
+from ..engine._summary import unit_durations
 from ..git._coders import CommandCoder, check_command_template
 from ..git._git import git
 from ..host._owner import owning
@@ -178,6 +180,8 @@ def run(
     ray: str | None = None,
     sandbox: bool = False,
     no_network: bool = False,
+    estimates_from: StrPath | None = None,
+    runs: StrPath = "mesh-runs",
     console: Console | None = None,
 ) -> RunReport:
     """
@@ -191,7 +195,10 @@ def run(
     applier, prover and fixer calls run on that Ray cluster (`RayExecutor`).
     With ``sandbox``, coder commands and proofs run in bubblewrap (the system
     read-only, only their workspace writable; ``no_network``: no network
-    either); bubblewrap is checked before anything is created.
+    either); bubblewrap is checked before anything is created. With
+    ``estimates_from`` (a past run: its folder, store or id under ``runs``),
+    each unit's duration there, found by its step's text, is its estimate:
+    ready units start by longest estimated remaining path.
 
     .. versionadded:: 0.1.0
     """
@@ -205,6 +212,7 @@ def run(
         remaining_weekly=remaining_weekly,
         max_threads=max_threads,
     )
+    estimates = _past_estimates(estimates_from, runs, document)
     mode = DeliveryMode(delivery) if delivery is not None else None
     executor = _ray_executor(ray)
     run_id = uuid.uuid4().hex[:12]
@@ -246,9 +254,34 @@ def run(
             },
             executor=executor,
             sandbox=box,
+            estimates=estimates,
         )
 
     return _watched(console, main)
+
+
+def _past_estimates(
+    past: StrPath | None, runs: StrPath, document: object
+) -> dict[str, float] | None:
+    """
+    Each unit's duration in the past run ``past``, by the unit id it has in ``document``.
+
+    Units are matched by their step's text (the objective): unit ids are given
+    by position, so a plan with a step added or removed still finds its steps.
+    """
+    if past is None:
+        return None
+    with RunStore.open(_store_path(past, runs)) as store:
+        past_units = stored_plan(store.config, store.path)
+        durations = unit_durations(store.events())
+    seconds_by_step = {
+        unit.objective: durations[unit.id] for unit in past_units if unit.id in durations
+    }
+    return {
+        unit.id: seconds_by_step[unit.objective]
+        for unit in plan_units(document)[0]
+        if unit.objective in seconds_by_step
+    }
 
 
 def _sandbox(*, sandbox: bool, no_network: bool) -> Sandbox | None:
