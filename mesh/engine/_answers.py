@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
+import attrs
+
 from ..contracts._contract import trusted
 from ..contracts._convert import fast_conforms
 from ..contracts._enums import QUORUM_BY_RISK, Decision, Lane, ProofStatus
@@ -61,15 +63,15 @@ def _optional_text(name: str, value: object) -> str | None:
     return None if value is None else _text(name, value)
 
 
-def _record(kind: type, name: str, value: object) -> None:
-    """Refuse a nested record whose fields are not of their exact types or not Unicode."""
-    if not fast_conforms(value, kind):
-        raise InvalidOutputSchema([f"$.{name}: expected a {kind.__name__} with exact field types"])
-    for field in value.__attrs_attrs__:  # type: ignore[attr-defined]
+def _reduce_record(name: str, value: object) -> None:
+    """Refuse a reduce record whose fields are not of their exact types or not Unicode."""
+    if not fast_conforms(value, ReduceRecord):
+        raise InvalidOutputSchema([f"$.{name}: expected a ReduceRecord with exact field types"])
+    # Every field of a conforming reduce record is a string or a tuple of strings.
+    for field in attrs.fields(ReduceRecord):
         item = getattr(value, field.name)
         for text in item if type(item) is tuple else (item,):
-            if type(text) is str:
-                _text(f"{name}.{field.name}", text)
+            _text(f"{name}.{field.name}", text)
 
 
 def _result(
@@ -117,7 +119,7 @@ def candidate(
     if request.lane is Lane.REDUCER and reduce_record is None:
         raise InvalidOutputSchema(["$.reduce_record: a reducer's candidate needs a reduce_record"])
     if reduce_record is not None:
-        _record(ReduceRecord, "reduce_record", reduce_record)
+        _reduce_record("reduce_record", reduce_record)
     findings = None
     if challenge_findings is not None:
         findings = tuple(
