@@ -53,23 +53,19 @@ _MAX_CHECKED: Final = 256
 _CHECKED_LOCK: Final = threading.Lock()
 
 
-def _checked(result: WorkerResult) -> WorkerResult:
+def trusted(result: WorkerResult) -> WorkerResult:
+    """
+    Register ``result`` as checked: what the check here and mesh's answer builders do.
+
+    A builder takes every field its request knows from the request and checks
+    the rest itself, so what it builds is valid by construction.
+    """
     with _CHECKED_LOCK:
         if len(_CHECKED) >= _MAX_CHECKED:
             for key in list(itertools.islice(_CHECKED, _MAX_CHECKED // 2)):
                 del _CHECKED[key]
         _CHECKED[id(result)] = result
     return result
-
-
-def trusted(result: WorkerResult) -> WorkerResult:
-    """
-    Register ``result`` as checked: for mesh's answer builders only.
-
-    A builder takes every field its request knows from the request and checks
-    the rest itself, so what it builds is valid by construction.
-    """
-    return _checked(result)
 
 
 def is_checked(answer: object) -> TypeGuard[WorkerResult]:
@@ -147,7 +143,7 @@ def recheck_worker_result(result: WorkerResult) -> WorkerResult:
     view = {name: getattr(result, name) for name in _RESULT_FIELDS}
     if fast_conforms(result, WorkerResult):
         if not _semantic_problems(view) and not _unicode_problems(view, "$"):
-            return _checked(result)
+            return trusted(result)
     else:
         checked = fast_structure(view, WorkerResult)
         if (
@@ -155,7 +151,7 @@ def recheck_worker_result(result: WorkerResult) -> WorkerResult:
             and not _semantic_problems(view)
             and not _unicode_problems(view, "$")
         ):
-            return _checked(checked)
+            return trusted(checked)
     return parse_worker_result(worker_result_document(result))
 
 
@@ -176,17 +172,17 @@ def _any_surrogate(value: object) -> bool:  # noqa: C901, PLR0912 - one loop, ch
         if kind is dict:
             for key, field in typing.cast("dict[object, object]", item).items():
                 if type(key) is str:
-                    if _surrogate_in(key):
+                    if first_surrogate(key) is not None:
                         return True
                 else:
                     push(key)
                 if type(field) is str:
-                    if _surrogate_in(field):
+                    if first_surrogate(field) is not None:
                         return True
                 elif field is not None and type(field) is not int:
                     push(field)
         elif kind is str or (kind is not int and isinstance(item, str)):
-            if _surrogate_in(typing.cast("str", item)):
+            if first_surrogate(typing.cast("str", item)) is not None:
                 return True
         elif kind is list or kind is tuple:
             pending.extend(typing.cast("list[object]", item))
@@ -199,10 +195,6 @@ def _any_surrogate(value: object) -> bool:  # noqa: C901, PLR0912 - one loop, ch
         elif isinstance(item, Mapping):
             pending.extend(typing.cast("Mapping[object, object]", item).items())
     return False
-
-
-def _surrogate_in(text: str) -> bool:
-    return not text.isascii() and first_surrogate(text) is not None
 
 
 def _surrogate_paths(value: object, path: str) -> list[str]:

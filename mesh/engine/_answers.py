@@ -47,7 +47,7 @@ def _text(name: str, value: object, *, required: bool = False) -> str:
     """``value`` when it is a string of Unicode text (non-blank when required)."""
     if type(value) is not str:
         raise InvalidOutputSchema([f"$.{name}: expected string, got {type(value).__name__}"])
-    if not value.isascii() and first_surrogate(value) is not None:
+    if first_surrogate(value) is not None:
         raise InvalidOutputSchema([f"$.{name}: not valid Unicode (a lone surrogate)"])
     if required and not value.strip():
         raise InvalidOutputSchema([f"$.{name}: must not be blank"])
