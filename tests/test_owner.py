@@ -24,6 +24,7 @@ from mesh.host._owner import (
     OwnerRecord,
     RunOwned,
     RunOwnership,
+    _alive,
     end_leftovers,
     stale_locks,
 )
@@ -101,6 +102,43 @@ class TestOneOwner:
             assert owned.previous is None
             record = json.loads((tmp_path / OWNER_FILE).read_text())
             assert record["pid"] == os.getpid()
+
+    def test_refused_before_the_owner_wrote_its_record(self, tmp_path: Path) -> None:
+        """Refused while the holder's record still names a dead owner: it never names the dead."""
+        with RunOwnership.acquire(tmp_path):
+            dead = subprocess.run(
+                [sys.executable, "-c", "import os; print(os.getpid())"],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            stale = {
+                "pid": int(dead.stdout),
+                "host": socket.gethostname(),
+                "started": 1.0,
+                "token": "t",
+                "inherited": [],
+            }
+            (tmp_path / OWNER_FILE).write_text(json.dumps(stale))
+            with pytest.raises(RunOwned, match="is owned by another process: wait"):
+                RunOwnership.acquire(tmp_path)
+
+    def test_refused_by_an_owner_on_another_host(self, tmp_path: Path) -> None:
+        """A record from another host (a shared folder) is named as it is."""
+        with RunOwnership.acquire(tmp_path):
+            other = {"pid": 1, "host": "elsewhere", "started": 1.0, "token": "t", "inherited": []}
+            (tmp_path / OWNER_FILE).write_text(json.dumps(other))
+            with pytest.raises(RunOwned, match="is owned by process 1 on elsewhere since"):
+                RunOwnership.acquire(tmp_path)
+
+    def test_another_users_process_is_alive(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A pid that may not be signalled (another user's) is a live process."""
+
+        def refuse(pid: int, number: int) -> None:
+            raise PermissionError(pid, number)
+
+        monkeypatch.setattr(os, "kill", refuse)
+        assert _alive(12345)
 
     def test_released_twice_or_never_entered(self, tmp_path: Path) -> None:
         """Letting go is idempotent, entered or not."""

@@ -81,6 +81,39 @@ class OwnerRecord:
         return f"process {self.pid} on {one_line(self.host)} since {since}"
 
 
+_RECORD_WAIT: Final = 0.5
+"""Seconds a refused process waits for the lock holder's record to name it."""
+
+
+def _holder(descriptor: int) -> OwnerRecord | None:
+    """
+    The record of the process holding the owner lock, or None when it cannot be told.
+
+    An owner writes its record just after taking the lock: refused in between, the
+    file is empty or still names the dead owner before it. So the record is read
+    again, briefly, until it names a live process (on this host; another host's
+    record is taken as it is); it never names a dead one.
+    """
+    deadline = time.monotonic() + _RECORD_WAIT
+    while True:
+        owner = _read(_read_all(descriptor))
+        if owner is not None and (owner.host != socket.gethostname() or _alive(owner.pid)):
+            return owner
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.01)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
 def _read(text: str) -> OwnerRecord | None:
     try:
         document = json.loads(text)
@@ -152,7 +185,7 @@ class RunOwnership:
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            owner = _read(_read_all(descriptor))
+            owner = _holder(descriptor)
             os.close(descriptor)
             who = owner.describe() if owner is not None else "another process"
             raise RunOwned(
