@@ -19,6 +19,7 @@ import mesh
 from mesh.contracts._contract import (
     _CHECKED,
     _any_surrogate,
+    checked_result_document,
     is_checked,
     recheck_worker_result,
     take_checked,
@@ -253,6 +254,33 @@ class TestProperties:
         """Every valid result survives parse → document → parse unchanged."""
         parsed = mesh.parse_worker_result(payload)
         assert parsed == mesh.parse_worker_result(json.dumps(mesh.worker_result_document(parsed)))
+
+    @given(valid_results(), st.booleans())
+    def test_a_checked_result_is_written_as_the_converter_writes_it(
+        self,
+        payload: dict[str, object],
+        every_field: bool,  # noqa: FBT001 - drawn by hypothesis
+    ) -> None:
+        """The engine's direct writer gives the converter's document, key order included."""
+        if every_field:
+            payload = {
+                **payload,
+                "failure_code": "proof_missing",
+                "patch": "--- a/x\n+++ b/x\n",
+                "patch_sha256": hashlib.sha256(b"--- a/x\n+++ b/x\n").hexdigest(),
+                "reduce_record": LANE_EXTRAS["reducer"]["reduce_record"],
+                "lease_id": "lease-1",
+                "ttl_ms": 5,
+                "worktree_path": "/w",
+                "apply_evidence": {"command": "git apply", "key_line": "ok", "exit_code": 0},
+                "artifact_ref": "a",
+                "scope_assertion": "s",
+            }
+        parsed = mesh.parse_worker_result(payload)
+        expected = mesh.worker_result_document(parsed)
+        written = checked_result_document(parsed)
+        assert list(written.items()) == list(expected.items())
+        assert json.dumps(written) == json.dumps(expected)
 
 
 ODD_VALUES: st.SearchStrategy[object] = st.sampled_from(

@@ -28,6 +28,7 @@ from ..engine._ray import RayExecutor
 from ..engine._report import prose_ledger, render_report
 from ..engine._resume import UNIT_STATES, resume_point, states_at
 from ..engine._summary import unit_durations
+from ..engine._sync import run_to_result
 from ..git._coders import CommandCoder, check_command_template
 from ..git._git import git
 from ..host._owner import owning
@@ -318,7 +319,7 @@ def _watched(
         refusals.on_event(event)
 
     with bar.shown():
-        finished = anyio.run(main, follow)
+        finished = run_to_result(main, follow)
     return _report(finished, refusals)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import itertools
+import operator
 import threading
 import typing
 from collections.abc import Iterable, Mapping
@@ -21,11 +22,12 @@ import attrs
 from ._convert import converter, fast_conforms, fast_structure, loads_json, structure, type_name
 from ._enums import LANE_DECISIONS, QUORUM_BY_RISK, Decision, Lane, ProofStatus, RiskTier
 from ._errors import InvalidOutputSchema, ValidationError
-from ._records import WorkerResult
+from ._records import ProofEvidence, WorkerResult
 from ._text import first_surrogate, one_line
 
 __all__ = [
     "MAX_PROOF_ATTEMPTS",
+    "checked_result_document",
     "is_checked",
     "parse_worker_result",
     "recheck_worker_result",
@@ -357,3 +359,58 @@ def worker_result_document(result: WorkerResult) -> dict[str, object]:
     """
     document: dict[str, object] = converter.unstructure(result)
     return {key: value for key, value in document.items() if value is not None}
+
+
+def _evidence_document(evidence: ProofEvidence) -> dict[str, object]:
+    return {
+        "command": evidence.command,
+        "key_line": evidence.key_line,
+        "exit_code": evidence.exit_code,
+    }
+
+
+# How each optional field of a checked result is written, in field order (None: as it is).
+_OPTIONAL_WRITERS: Final[tuple[tuple[str, typing.Callable[[typing.Any], object] | None], ...]] = (
+    ("failure_code", lambda code: code._value_),
+    ("notes", None),
+    ("patch", None),
+    ("patch_sha256", None),
+    ("challenge_findings", list),
+    ("reduce_record", converter.unstructure),
+    ("lease_id", None),
+    ("ttl_ms", None),
+    ("worktree_path", None),
+    ("apply_evidence", _evidence_document),
+    ("selected_candidate", None),
+    ("quorum_target", None),
+    ("quorum_observed", None),
+    ("artifact_ref", None),
+    ("scope_assertion", None),
+)
+_read_optional: Final = operator.attrgetter(*(name for name, _ in _OPTIONAL_WRITERS))
+
+
+def checked_result_document(result: WorkerResult) -> dict[str, object]:
+    """
+    `worker_result_document` of a checked result, written without the converter.
+
+    Every value of a checked result has its exact type, so each field is written
+    directly; the engine records every candidate and proof this way.
+    """
+    document: dict[str, object] = {
+        "id": result.id,
+        "candidate_id": result.candidate_id,
+        "triplet_index": result.triplet_index,
+        "lane": result.lane._value_,
+        "decision": result.decision._value_,
+        "proof_status": result.proof_status._value_,
+        "write_scope": list(result.write_scope),
+        "risk_tier": result.risk_tier._value_,
+        "base_sha": result.base_sha,
+        "proof_attempts": result.proof_attempts,
+        "proof_evidence": _evidence_document(result.proof_evidence),
+    }
+    for (name, write), value in zip(_OPTIONAL_WRITERS, _read_optional(result), strict=True):
+        if value is not None:
+            document[name] = value if write is None else write(value)
+    return document

@@ -232,14 +232,20 @@ class _LedgerLogger(structlog.BoundLoggerBase):
     """
     The ledger's structlog logger: one method, taking the event's fields as a dict.
 
-    An event runs through structlog's own processing (`_process_event`, the
-    documented hook of custom wrapper classes) into the ledger's processor, without
-    the keyword packing and method lookup of a general-purpose logger.
+    An event runs through the logger's processors into the ledger's fan-out, as
+    structlog's `_process_event` runs them, minus what this logger never needs:
+    it has no bound context to merge (so the fields dict, the ledger's own, is
+    the event dict), and its last processor always returns positional arguments.
     """
 
     def record(self, event: str, fields: dict[str, Any]) -> None:
-        args, _ = self._process_event("info", event, fields)
-        self._logger.info(*args)
+        fields["event"] = event
+        processed: Any = fields
+        logger = self._logger
+        for processor in self._processors:
+            processed = processor(logger, "info", processed)
+        args, _ = processed
+        logger.info(*args)
 
 
 class Ledger:

@@ -61,6 +61,9 @@ def _kind(code: int) -> str:
     return "control character"
 
 
+_STRICT_PATTERN: Final = _PATTERNS[TextLevel.STRICT]
+
+
 def text_problem(text: str, level: TextLevel = TextLevel.STRICT) -> str | None:
     r"""
     Describe the first character ``text`` may not contain at ``level``, or None.
@@ -74,7 +77,8 @@ def text_problem(text: str, level: TextLevel = TextLevel.STRICT) -> str | None:
 
     .. versionadded:: 0.1.0
     """
-    found = _PATTERNS[level].search(text)
+    # By identity: an enum member's hash is a Python call, and plans hold many texts.
+    found = (_STRICT_PATTERN if level is TextLevel.STRICT else _PATTERNS[level]).search(text)
     if found is None:
         return None
     code = ord(found.group())

@@ -126,7 +126,11 @@ class CallGateway:
                     "adapter_replacement", unit_id=unit_id, candidate_id=candidate_id, lane=lane
                 )
             started = now()
-            fields: dict[str, object] = {
+            # The call's event, its first two values set when it ends: one dict per call,
+            # already in the ledger's field order.
+            event: dict[str, object] = {
+                "duration_ms": None,
+                "outcome": None,
                 "unit_id": unit_id,
                 "candidate_id": candidate_id,
                 "lane": lane,
@@ -141,10 +145,10 @@ class CallGateway:
                 else:
                     answer = await self._on_slot(lane, adapter, asked)
                 if type(answer) is Placed:
-                    fields["where"] = answer.where
+                    event["where"] = answer.where
                     answer = answer.answer
             except _TimedOut:
-                self._emit(fields, started, "timeout")
+                self._record(event, started, "timeout")
                 self._on_signal(unit_id)
                 if call == 1:
                     ledger.emit(
@@ -153,7 +157,7 @@ class CallGateway:
                 continue
             except Exception as exc:  # noqa: BLE001 - an aborted turn: recorded, never swallowed silently
                 detail = f"{type(exc).__name__}: {exc}"
-                self._emit(fields, started, "error", error=detail)
+                self._record(event, started, "error", error=detail)
                 self._on_signal(unit_id)
                 return CallFailure(
                     code=FailureCode.TOOLING_UNAVAILABLE, evidence=f"{lane.value}: {detail}"
@@ -161,18 +165,18 @@ class CallGateway:
             try:
                 result = check_result(answer, unit=unit, candidate_id=candidate_id, lane=lane)
             except InvalidOutputSchema as exc:
-                self._emit(fields, started, "invalid_output_schema", problems=list(exc.problems))
+                self._record(event, started, "invalid_output_schema", problems=list(exc.problems))
                 self._on_signal(unit_id)
                 return CallFailure(
                     code=FailureCode.INVALID_OUTPUT_SCHEMA,
                     evidence=f"{lane.value}: {exc.problems[0]}",
                 )
-            key_line = result.proof_evidence.key_line
-            if key_line:
-                self._emit(fields, started, "ok", decision=result.decision.value, evidence=key_line)
-            else:
-                self._emit(fields, started, "ok", decision=result.decision.value)
-            if result.decision is Decision.REJECT:
+            decision = result.decision
+            event["decision"] = decision._value_
+            if key_line := result.proof_evidence.key_line:
+                event["evidence"] = key_line
+            self._record(event, started, "ok")
+            if decision is Decision.REJECT:
                 self._on_signal(unit_id)
             return result
         return CallFailure(
@@ -218,11 +222,12 @@ class CallGateway:
             raise _TimedOut
         return box[0]
 
-    def _emit(
-        self, fields: dict[str, object], started: float, outcome: str, **more: object
+    def _record(
+        self, event: dict[str, object], started: float, outcome: str, **more: object
     ) -> None:
-        # Built once, in the order the ledger has always written it.
-        event = {"duration_ms": (self._now() - started) * 1000, "outcome": outcome, **fields}
+        """Send a call's ``adapter_call`` event, with how long it took and how it ended."""
+        event["duration_ms"] = (self._now() - started) * 1000
+        event["outcome"] = outcome
         if more:
             event.update(more)
         self._ledger.emit_fields("adapter_call", event)

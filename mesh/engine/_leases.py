@@ -89,9 +89,16 @@ class LeaseKeeper:
             action=action,
         )
 
-    async def acquire(self, holder: Holder, candidate_id: str) -> str | CallFailure:
-        """A lease on the unit's write scope for ``candidate_id``'s work: its id, or why not."""
+    async def unit_lease(self, holder: Holder) -> str | CallFailure:
+        """
+        The lease on the holder's write scope: the one it holds, else a new one; or why not.
+
+        A held lease is the renewer's to keep alive, so holding one costs no call here.
+        """
+        for lease_id in holder.leases:
+            return lease_id
         progress = holder.progress
+        candidate_id = f"{progress.unit.id}-lease"
         while True:
             request = self._request(progress, candidate_id, _ACQUIRE)
             answer = await self._ask(progress, request, _ACQUIRE)

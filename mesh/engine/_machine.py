@@ -20,6 +20,9 @@ from ._lifecycle import GATES, TRANSITION_TABLE, Trigger, UnitProgress, UnitStat
 
 __all__ = ["UnitMachine"]
 
+# The machine keeps a unit's state as its name; read back, it is one lookup, not an enum call.
+_STATES: Final = {state.value: state for state in UnitState}
+
 
 def _gate_condition(gate: str) -> Callable[[EventData], bool]:
     check = GATES[gate]
@@ -64,11 +67,11 @@ class UnitMachine:
             TransitionError: When the trigger is not legal from the current state.
             GateNotMet: When it is legal but its gate is not met.
         """
-        before = UnitState(progress.state)
+        before = _STATES[progress.state]
         # The transitions of this trigger from this state, run directly: the machine has
         # no prepare, finalize or exception callbacks and no queue, so `Event.trigger`'s
         # layers (a partial, the process loop, their debug logging) would only add cost.
-        event = self._machine.events[trigger.value]
+        event = self._machine.events[trigger._value_]
         candidates = event.transitions.get(progress.state)
         if not candidates:
             raise TransitionError(progress.unit.id, before.value, trigger.value)
@@ -84,4 +87,4 @@ class UnitMachine:
         if not moved:
             gate = self._gates[trigger, before]
             raise GateNotMet(progress.unit.id, before.value, trigger.value, gate)
-        return before, UnitState(progress.state)
+        return before, _STATES[progress.state]

@@ -16,7 +16,7 @@ from typing import Any, Final, final
 
 import anyio
 
-from ..contracts._contract import worker_result_document
+from ..contracts._contract import checked_result_document
 from ..contracts._enums import Decision, FailureCode, Lane, ProofStatus
 from ..contracts._events import Ledger
 from ..contracts._records import WorkerResult
@@ -81,9 +81,9 @@ class UnitPipeline:
             "unit_transition",
             unit_id=progress.unit.id,
             attempt=progress.attempt,
-            trigger=trigger.value,
-            from_state=before.value,
-            to_state=after.value,
+            trigger=trigger._value_,
+            from_state=before._value_,
+            to_state=after._value_,
         )
 
     def fail(self, progress: UnitProgress, code: FailureCode, evidence: str) -> None:
@@ -137,7 +137,7 @@ class UnitPipeline:
                 "candidates_recorded",
                 unit_id=progress.unit.id,
                 attempt=progress.attempt,
-                candidates=[worker_result_document(c) for c in progress.candidates],
+                candidates=[checked_result_document(c) for c in progress.candidates],
             )
         failures = await self._proofs(holder, resumed)
         if isinstance(failures, CallFailure):
@@ -203,18 +203,22 @@ class UnitPipeline:
     ) -> list[CallFailure] | CallFailure:
         """Prove every candidate, or take the proofs a stopped run recorded; the call failures."""
         progress = holder.progress
+        # One lease on the unit's write scope covers all its candidates, and every later
+        # attempt: it is held (and renewed) until the unit ends. A resumed unit's lease
+        # died with the process that held it, and even recorded proofs need a new one.
+        lease_id = await self._leases.unit_lease(holder)
+        if isinstance(lease_id, CallFailure):
+            return lease_id
         if resumed is not None and resumed.proofs:
             progress.proofs = dict(resumed.proofs)
-            # The proofs stand; the lease they were made under died with its process.
-            lease = await self._leases.acquire(holder, f"{progress.unit.id}-resumed")
-            return lease if isinstance(lease, CallFailure) else []
+            return []
         # Indexed by candidate, so the evidence chosen later does not depend on which
         # concurrent proof happened to finish first.
         candidates = progress.candidates
         failures: list[CallFailure | None] = [None] * len(candidates)
 
         async def one(index: int) -> None:
-            failures[index] = await self._prove(holder, candidates[index])
+            failures[index] = await self._prove(progress, candidates[index], lease_id)
 
         await _concurrently(one, len(candidates))
         self._ledger.emit(
@@ -222,20 +226,18 @@ class UnitPipeline:
             unit_id=progress.unit.id,
             attempt=progress.attempt,
             proofs={
-                cid: None if proof is None else worker_result_document(proof)
+                cid: None if proof is None else checked_result_document(proof)
                 for cid, proof in progress.proofs.items()
             },
         )
         return [failure for failure in failures if failure is not None]
 
-    async def _prove(self, holder: Holder, candidate: WorkerResult) -> CallFailure | None:
-        """Apply one candidate under a lease and run its proof, retried once."""
-        progress = holder.progress
+    async def _prove(
+        self, progress: UnitProgress, candidate: WorkerResult, lease_id: str
+    ) -> CallFailure | None:
+        """Apply one candidate under the unit's lease and run its proof, retried once."""
         unit, cid, attempt = progress.unit, candidate.candidate_id, progress.attempt
         progress.proofs[cid] = None
-        lease_id = await self._leases.acquire(holder, cid)
-        if isinstance(lease_id, CallFailure):
-            return lease_id
         request = ApplyRequest(
             unit=unit, candidate_id=cid, candidate=candidate, lease_id=lease_id, attempt=attempt
         )

@@ -39,6 +39,7 @@ from ._plan_state import initial_plan_state, plan_units, step_index, with_comple
 from ._results import ResumePoint, RunResult, RunStatistics
 from ._roles import LeaseTable, Roles
 from ._summary import MetricsCollector, UnitOutcome
+from ._sync import run_to_result
 
 __all__ = ["Orchestrator", "checked_estimates", "run"]
 
@@ -638,4 +639,4 @@ def run(
         async with Orchestrator(roles=roles, **options) as orchestrator:
             return await orchestrator.execute(plan)
 
-    return anyio.run(main, backend=backend)
+    return run_to_result(main, backend=backend)

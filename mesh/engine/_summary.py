@@ -104,7 +104,7 @@ def _rate(part: int, whole: int) -> float:
 
 
 _AUTHOR_LANES: Final = frozenset({Lane.CODER, Lane.REDUCER})
-_OUTCOME_KEYS: Final = {
+_OUTCOME_KEYS: Final[dict[object, str]] = {
     outcome: f"outcome:{outcome}" for outcome in ("ok", "error", "timeout", "invalid_output_schema")
 }
 
@@ -172,7 +172,7 @@ class MetricsCollector:
         counts = self._counts
         self._calls[lane] += 1
         outcome = data.get("outcome")
-        counts[_OUTCOME_KEYS.get(str(outcome)) or f"outcome:{outcome}"] += 1
+        counts[_OUTCOME_KEYS.get(outcome) or f"outcome:{outcome}"] += 1
         ok = outcome == "ok"
         if ok and lane in _AUTHOR_LANES:
             counts["author_results"] += 1

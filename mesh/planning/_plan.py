@@ -76,22 +76,23 @@ def _text_problems(
 ) -> list[str]:
     """Every forbidden character and empty write scope in an entry's text fields."""
     problems: list[str] = []
+    # Paths are written only for a problem: most plans have none, and many texts.
     for key, value in entry.items():
         level = levels.get(key)
         if level is None:
             continue
-        where = f"{path}.{key}"
         if key == "write_scope":
-            problems += _scope_problems(value, where)
+            problems += _scope_problems(value, f"{path}.{key}")
         if isinstance(value, str):
-            texts = [(where, value)]
+            if problem := text_problem(value, level):
+                problems.append(f"{path}.{key}: {problem}")
         elif isinstance(value, list | tuple):
-            texts = [(f"{where}[{i}]", v) for i, v in enumerate(value) if isinstance(v, str)]
-        else:
-            continue  # a wrong type: the parser reports it
-        problems += [
-            f"{at}: {problem}" for at, text in texts if (problem := text_problem(text, level))
-        ]
+            problems += [
+                f"{path}.{key}[{index}]: {problem}"
+                for index, text in enumerate(value)
+                if isinstance(text, str) and (problem := text_problem(text, level))
+            ]
+        # Any other type is wrong: the parser reports it.
     return problems
 
 
@@ -423,13 +424,13 @@ def check_units(units: Sequence[Unit]) -> None:
 
     .. versionadded:: 0.1.0
     """
-    problems = [
-        problem
-        for unit in units
-        for problem in _text_problems(
-            _fields(unit), f"unit {one_line(str(unit.id), _ID_IN_PATH)}", _UNIT_TEXT
-        )
-    ]
+    problems: list[str] = []
+    for unit in units:
+        fields = _fields(unit)
+        # Checked once without a path, the common case, and again to write the paths.
+        if _text_problems(fields, "", _UNIT_TEXT):
+            where = f"unit {one_line(str(unit.id), _ID_IN_PATH)}"
+            problems += _text_problems(fields, where, _UNIT_TEXT)
     if problems:
         raise ValidationError("units", problems)
     check_dependencies((unit.id, unit.deps, f"unit {unit.id}") for unit in units)
