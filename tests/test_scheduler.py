@@ -55,6 +55,36 @@ class TestHappyPath:
         assert all(e.duration_ms is not None and e.lane is not None for e in calls)
         assert [e.seq for e in events] == list(range(1, len(events) + 1))
 
+    @pytest.mark.parametrize("read_every", [1, 2, 5])
+    async def test_each_delivery_sees_the_plan_state_as_of_its_own_step(
+        self, read_every: int
+    ) -> None:
+        """A delivery's plan state holds the steps delivered before it, and its own, for good."""
+        kept: list[tuple[str, mesh.DeliveryRequest]] = []
+        fakes = fake_roles()
+
+        async def integrator(request: mesh.DeliveryRequest) -> object:
+            if len(kept) % read_every == 0:
+                json.dumps(request.plan_state)  # a real dict, as an integrator writes it
+            kept.append((request.unit.id, request))
+            if request.unit.id == "u3":
+                return answer(request, decision="blocked_delivery", notes="refused")
+            return await fakes.integrator(request)
+
+        units = [unit(f"u{i}", *([f"u{i - 1}"] if i % 4 else [])) for i in range(8)]
+        result = await execute(units, attrs.evolve(fakes, integrator=integrator), max_attempts=1)
+        delivered: list[str] = []
+        for unit_id, request in kept:
+            completed = [s["id"] for s in request.plan_state["plan"] if s["status"] == "completed"]
+            assert sorted(completed) == sorted([*delivered, unit_id]), unit_id
+            assert isinstance(request.plan_state, dict)
+            if unit_id != "u3":
+                delivered.append(unit_id)
+        assert [s["status"] == "completed" for s in result.plan_state["plan"]] == [
+            unit_id in delivered for unit_id in (u.id for u in units)
+        ]
+        assert isinstance(result.plan_state, dict)
+
     async def test_dependency_order_and_streaming(self) -> None:
         """A unit starts only after its deps complete, and without waiting for unrelated units."""
         slow = FakeAdapter(delay=0.2)

@@ -48,7 +48,8 @@ class LeaseKeeper:
         self._clock = clock
         self._ttl_ms = ttl_ms
         self._holders: dict[str, Holder] = {}
-        self._released = anyio.Event()
+        # Made when a denied unit waits for it: most releases wake nobody.
+        self._released: anyio.Event | None = None
         self._granted = anyio.Event()
 
     def hold(self, progress: UnitProgress) -> Holder:
@@ -116,6 +117,8 @@ class LeaseKeeper:
                 attempt=progress.attempt,
                 reason=answer.notes or answer.proof_evidence.key_line,
             )
+            if self._released is None:
+                self._released = anyio.Event()
             released = self._released
             deadline = self._clock.current_time() + self._ttl_ms / 1000
             await until(self._clock, released.wait, deadline)
@@ -127,8 +130,9 @@ class LeaseKeeper:
             await self._ask(progress, request, "release")
             del leases[lease_id]
         # Wake units whose lease was denied; later waiters wait for the next release.
-        self._released.set()
-        self._released = anyio.Event()
+        if self._released is not None:
+            self._released.set()
+            self._released = None
 
     async def renew_forever(self) -> None:
         """

@@ -11,7 +11,7 @@ only through the lease keeper; every transition is one ledger event.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, final
 
 import anyio
@@ -20,11 +20,12 @@ from ..contracts._contract import checked_result_document
 from ..contracts._enums import Decision, FailureCode, Lane, ProofStatus
 from ..contracts._events import Ledger
 from ..contracts._records import WorkerResult
+from ._fanout import concurrently_on_running_loop
 from ._gateway import CallFailure, CallGateway
 from ._leases import Holder, LeaseKeeper
 from ._lifecycle import Trigger, UnitProgress, attempts_remain, enough_candidates
 from ._machine import UnitMachine
-from ._plan_state import with_completed
+from ._plan_state import CompletedStep
 from ._results import UnitCheckpoint
 from ._roles import AdjudicationRequest, ApplyRequest, AuthorRequest, DeliveryRequest, ProofRequest
 
@@ -57,7 +58,7 @@ class UnitPipeline:
         leases: LeaseKeeper,
         ledger: Ledger,
         run_id: str,
-        plan_state: dict[str, Any],
+        plan_state: Mapping[str, Any],
         step_of: Mapping[str, int],
         checkpoints: Mapping[str, UnitCheckpoint],
     ) -> None:
@@ -65,12 +66,18 @@ class UnitPipeline:
         self._leases = leases
         self._ledger = ledger
         self._run_id = run_id
-        self.plan_state = plan_state
-        """The plan state as the integrator last wrote it."""
+        self.plan_state: Mapping[str, Any] = plan_state
+        """The plan state as the integrator last wrote it (see `written_plan_state`)."""
         self._step_of = step_of
         self._checkpoints = checkpoints
         # One delivery at a time: each builds on the plan state the previous one wrote.
-        self._delivery_lock = anyio.Lock()
+        self._delivery_lock = anyio.Lock(fast_acquire=True)
+        self._concurrently = concurrently_on_running_loop()
+
+    def written_plan_state(self) -> dict[str, Any]:
+        """The plan state as the integrator last wrote it, as a dict of its own."""
+        state = self.plan_state
+        return state.document() if type(state) is CompletedStep else dict(state)
 
     # -- the lifecycle -------------------------------------------------------------
 
@@ -189,7 +196,7 @@ class UnitPipeline:
                 lane, request, unit=unit, attempt=progress.attempt, candidate_id=candidate_id
             )
 
-        await _concurrently(author, len(lanes))
+        await self._concurrently(author, len(lanes))
         progress.candidates = [
             r
             for r in results
@@ -220,7 +227,7 @@ class UnitPipeline:
         async def one(index: int) -> None:
             failures[index] = await self._prove(progress, candidates[index], lease_id)
 
-        await _concurrently(one, len(candidates))
+        await self._concurrently(one, len(candidates))
         self._ledger.emit(
             "proofs_recorded",
             unit_id=progress.unit.id,
@@ -295,7 +302,7 @@ class UnitPipeline:
                 Lane.FIXER, request, unit=unit, attempt=progress.attempt, candidate_id=cid
             )
 
-        await _concurrently(fixer, quorum)
+        await self._concurrently(fixer, quorum)
         approvals: dict[str, int] = {}
         reasons: list[CallFailure] = []
         for verdict in verdicts:
@@ -344,8 +351,7 @@ class UnitPipeline:
         candidate = next(c for c in progress.candidates if c.candidate_id == accepted)
         proof = progress.proofs[accepted]
         assert proof is not None  # noqa: S101 - the quorum gate already required a passing proof
-        # A shallow copy: steps are replaced, never changed in place, so they can be shared.
-        plan_state = with_completed(self.plan_state, [self._step_of[unit.id]])
+        plan_state = CompletedStep(self.plan_state, self._step_of[unit.id])
         key = f"{self._run_id}/{unit.id}"
         approvals = progress.approvals.get(accepted, 0)
         # Recorded before the side effect, so that a restart knows to check the repository.
@@ -411,14 +417,3 @@ def _no_proof_reason(progress: UnitProgress, failures: Sequence[CallFailure]) ->
         )
     # Without a proof record, every candidate stopped at a recorded call failure.
     return failures[0]
-
-
-async def _concurrently(job: Callable[[int], Coroutine[Any, Any, None]], count: int) -> None:
-    """Run ``job(0)`` .. ``job(count - 1)`` at once; the last in this task, saving one task."""
-    if count == 1:
-        await job(0)
-        return
-    async with anyio.create_task_group() as group:
-        for index in range(count - 1):
-            group.start_soon(job, index)
-        await job(count - 1)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, final
 
 from ..contracts._records import Plan, Unit
 from ..planning._plan import (
@@ -54,14 +54,59 @@ def initial_plan_state(units: Sequence[Unit], plan: Plan | None) -> dict[str, An
     return document
 
 
-def with_completed(plan_state: dict[str, Any], steps: Sequence[int]) -> dict[str, Any]:
+def with_completed(plan_state: Mapping[str, Any], steps: Iterable[int]) -> dict[str, Any]:
     """``plan_state`` with these steps marked completed (the steps are replaced, not changed)."""
-    if not steps:
-        return plan_state
     marked = list(plan_state["plan"])
     for index in steps:
         marked[index] = {**marked[index], "status": "completed"}
     return {**plan_state, "plan": marked}
+
+
+@final
+class CompletedStep(Mapping[str, Any]):
+    """
+    A plan state: an earlier one with one more step completed, written out when first read.
+
+    Every delivery hands the integrator the plan state with its unit's step
+    completed; copying the step list each time would make a run quadratic in its
+    plan. Each state instead names the one before it, and is written out (once)
+    only if something reads it, from the nearest state already written out.
+    """
+
+    __slots__ = ("earlier", "step", "written")
+
+    def __init__(self, earlier: Mapping[str, Any], step: int) -> None:
+        self.earlier: Mapping[str, Any] | None = earlier
+        """The state before this step completed (None once this one is written out)."""
+        self.step = step
+        self.written: dict[str, Any] | None = None
+        """This state as a dict, once something read it."""
+
+    def document(self) -> dict[str, Any]:
+        """The plan state as its own dict (the same one on every call)."""
+        if self.written is None:
+            steps: list[int] = []
+            state: Mapping[str, Any] | None = self
+            while type(state) is CompletedStep and state.written is None:
+                steps.append(state.step)
+                state = state.earlier
+            base = state.document() if type(state) is CompletedStep else state
+            assert base is not None  # noqa: S101 - only a written-out state drops its earlier one
+            self.written = with_completed(base, reversed(steps))
+            self.earlier = None  # what came before is in the document now
+        return self.written
+
+    def __getitem__(self, key: str) -> Any:  # noqa: ANN401 - a JSON value
+        return self.document()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.document())
+
+    def __len__(self) -> int:
+        return len(self.document())
+
+    def __repr__(self) -> str:
+        return repr(self.document())
 
 
 def step_index(units: Sequence[Unit], plan: Plan | None) -> dict[str, int]:

@@ -29,6 +29,7 @@ from ..contracts._errors import InvalidOutputSchema
 from ..contracts._records import Unit, WorkerResult
 from ..contracts._scopes import ScopeIndex, scopes_overlap
 from . import _answers as answers
+from ._plan_state import CompletedStep
 
 __all__ = [
     "AdjudicationRequest",
@@ -160,12 +161,20 @@ class DeliveryRequest:
     candidate: WorkerResult
     proof: WorkerResult
     approvals: int
-    plan_state: Mapping[str, Any] = attrs.field(hash=False)
+    # Given as ``plan_state=``; read through the property, which writes out a state the
+    # engine passes as the one before it plus this step only when an integrator reads it.
+    _plan_state: Mapping[str, Any] = attrs.field(hash=False, alias="plan_state")
     attempt: int
     idempotency_key: str = ""
     """Names this delivery across restarts (``RUN/UNIT``): an integrator that finds it
     already delivered (a commit trailer, an artifact) must not deliver it again."""
     call: int = 1
+
+    @property
+    def plan_state(self) -> Mapping[str, Any]:
+        """The update_plan document with this unit's step completed (a dict)."""
+        state = self._plan_state
+        return state.document() if type(state) is CompletedStep else state
 
 
 @attrs.frozen(kw_only=True)

@@ -261,7 +261,7 @@ class Orchestrator:
             run_id=self.run_id,
             outcomes=tuple(self._outcomes[u.id] for u in units),
             metrics=metrics.metrics(),
-            plan_state=self._pipeline.plan_state,
+            plan_state=self._pipeline.written_plan_state(),
         )
 
     async def _open_executor(self, plan_state: dict[str, Any], step_of: dict[str, int]) -> None:
@@ -448,7 +448,7 @@ class Orchestrator:
                 raise InputError(
                     f"the budget provider returned {type(decision).__name__}, not BudgetDecision"
                 )
-        if decision == self._budget:
+        if decision is self._budget or decision == self._budget:
             return
         first_read = self._budget is None
         self._budget = decision
