@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import unicodedata
 from pathlib import Path
 
 import anyio
@@ -21,7 +22,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import mesh
+from mesh.contracts import _gate
 from mesh.contracts._gate import describe_path, parse_raw_diff
+from mesh.contracts._text import text_problem
 
 from repo_helpers import git, make_repo
 
@@ -185,3 +188,61 @@ def test_the_gate_reads_what_git_changed(
             assert reported[0].startswith(f"touches {describe_path(left_out)} (")
     finally:
         git(base_repo, "worktree", "remove", "--force", str(work))
+
+
+def _reference_path_problem(path: str) -> str | None:
+    """The gate's path rules as first written: each a plain reading, none taking a shortcut."""
+    parts = set(path.replace("\\", "/").split("/"))
+
+    def git_dir(component: str) -> bool:
+        folded = "".join(
+            c for c in unicodedata.normalize("NFC", component) if c not in _gate._IGNORABLE
+        )
+        return folded.casefold().rstrip(". ") in {".git", "git~1"}
+
+    rules = (
+        (not path, "is empty"),
+        (any(ord(c) in _gate._ESCAPED_BYTES for c in path), "is not UTF-8"),
+        (text_problem(path) is not None, "contains a control character"),
+        (_gate._absolute(path), "is an absolute path"),
+        (".." in parts, "climbs out with '..'"),
+        (bool({".", ""} & parts), "is not a plain relative path"),
+        (
+            any(git_dir(part) for part in path.replace("\\", "/").split("/")),
+            "writes into git's own files",
+        ),
+    )
+    return next((problem for broken, problem in rules if broken), None)
+
+
+PATH_PIECES = st.sampled_from(
+    [
+        "src",
+        "a.py",
+        ".git",
+        ".GIT",
+        "Git~1",
+        ".git.",
+        "git",
+        "..",
+        ".",
+        "",
+        "x\\y",
+        "/abs",
+        "C:",
+        "\u200d.git",
+        ".gi\u0307t",
+        "\u0130",
+        "\udc80",
+        "\x01",
+        "ä",
+        "ǅ",
+        " .git ",
+    ]
+) | st.text(max_size=6)
+
+
+@given(st.lists(PATH_PIECES, max_size=5).map("/".join))
+def test_path_rules_read_every_path_as_the_plain_rules_do(path: str) -> None:
+    """The gate's quicker reading of a path (ASCII shortcuts) names the same problem."""
+    assert _gate.path_problem(path) == _reference_path_problem(path)

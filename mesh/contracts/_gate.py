@@ -118,39 +118,38 @@ def describe_path(path: str) -> str:
 
 
 def _is_git_dir_name(component: str) -> bool:
+    if component.isascii():
+        # No ignorable or composed characters in ASCII, and casefold is lower there.
+        return component.lower().rstrip(". ") in _GIT_DIR_NAMES
     folded = "".join(c for c in unicodedata.normalize("NFC", component) if c not in _IGNORABLE)
-    folded = folded.casefold().rstrip(". ")
-    return folded in {".git", "git~1"}
+    return folded.casefold().rstrip(". ") in _GIT_DIR_NAMES
+
+
+_GIT_DIR_NAMES: Final = frozenset({".git", "git~1"})
 
 
 def _absolute(path: str) -> bool:
     return path.startswith("/") or (len(path) > 1 and path[1] == ":" and path[0].isalpha())
 
 
-def _parts(path: str) -> set[str]:
-    return set(path.replace("\\", "/").split("/"))
-
-
-def _in_git_dir(path: str) -> bool:
-    return any(_is_git_dir_name(part) for part in path.replace("\\", "/").split("/"))
-
-
-_PATH_RULES: Final = (
-    (lambda path: not path, "is empty"),
-    (lambda path: any(ord(c) in _ESCAPED_BYTES for c in path), "is not UTF-8"),
-    (lambda path: text_problem(path) is not None, "contains a control character"),
-    (_absolute, "is an absolute path"),
-    (lambda path: ".." in _parts(path), "climbs out with '..'"),
-    (lambda path: bool({".", ""} & _parts(path)), "is not a plain relative path"),
-    (_in_git_dir, "writes into git's own files"),
-)
-
-
-def path_problem(path: str) -> str | None:
+def path_problem(path: str) -> str | None:  # noqa: PLR0911 - one answer per rule, first rule first
     """Why ``path`` can never be written by a candidate (None: it is a plain relative path)."""
-    for broken, problem in _PATH_RULES:
-        if broken(path):
-            return problem
+    if not path:
+        return "is empty"
+    # Escaped bytes are lone surrogates, which ASCII text (most paths) cannot hold.
+    if not path.isascii() and any(ord(c) in _ESCAPED_BYTES for c in path):
+        return "is not UTF-8"
+    if text_problem(path) is not None:
+        return "contains a control character"
+    if _absolute(path):
+        return "is an absolute path"
+    parts = path.replace("\\", "/").split("/")
+    if ".." in parts:
+        return "climbs out with '..'"
+    if "." in parts or "" in parts:
+        return "is not a plain relative path"
+    if any(_is_git_dir_name(part) for part in parts):
+        return "writes into git's own files"
     return None
 
 
