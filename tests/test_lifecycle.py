@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -82,6 +84,20 @@ class TestTable:
         progress = progress_for()
         walk_to_completed(progress)
         assert progress.state == mesh.UnitState.COMPLETED
+
+    def test_the_machine_writes_nothing_to_the_hosts_logs(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Moves, refused triggers and unmet gates alike: nothing from transitions at any level."""
+        caplog.set_level(logging.DEBUG)
+        progress = progress_for()
+        with pytest.raises(mesh.GateNotMet):
+            MACHINE.fire(progress, mesh.Trigger.CANDIDATES_GENERATED)
+        walk_to_completed(progress)
+        with pytest.raises(mesh.TransitionError):
+            MACHINE.fire(progress, mesh.Trigger.REWORK)
+        assert progress.state == mesh.UnitState.COMPLETED
+        assert caplog.records == []
 
     def test_terminal_states_refuse_every_trigger(self) -> None:
         """No trigger is legal from completed or failed."""

@@ -3,9 +3,12 @@ The unit state machine: the declarative table of ``_lifecycle`` run by ``transit
 
 One `transitions.Machine` serves every unit: a unit's `UnitProgress` is the
 model, and only the unit's own task fires its triggers, so each unit has a
-single writer. Callbacks run synchronously in the calling task, which keeps
-the machine safe under both asyncio and trio (no AsyncMachine, no tasks of its
-own). ``transitions`` stays private behind `UnitState` and `Trigger`.
+single writer. Its only callbacks are the gates, run synchronously in the
+calling task, which keeps the machine safe under both asyncio and trio (no
+AsyncMachine, no tasks of its own). With no enter, exit or transition
+callbacks, its state and transition classes leave out those layers and their
+logging: the machine never writes to the host's logs. ``transitions`` stays
+private behind `UnitState` and `Trigger`.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
-from transitions import EventData, Machine
+from transitions import EventData, Machine, State, Transition
 
 from ..contracts._errors import GateNotMet, TransitionError
 from ._lifecycle import GATES, TRANSITION_TABLE, Trigger, UnitProgress, UnitState
@@ -35,11 +38,39 @@ def _gate_condition(gate: str) -> Callable[[EventData], bool]:
     return condition
 
 
+class _QuietState(State):
+    """A state of a machine with no enter or exit callbacks: entering or leaving it is nothing."""
+
+    def enter(self, event_data: EventData) -> None:
+        """Nothing to run (and nothing to log)."""
+
+    def exit(self, event_data: EventData) -> None:
+        """Nothing to run (and nothing to log)."""
+
+
+class _GatedTransition(Transition):
+    """A transition of a machine with no callbacks: its gate, then the state change."""
+
+    def execute(self, event_data: EventData) -> bool:
+        """Change the state when the gate holds (True), without the callback and log layers."""
+        if not all(condition.check(event_data) for condition in self.conditions):
+            return False
+        self._change_state(event_data)
+        return True
+
+
+class _Lifecycle(Machine):
+    """``transitions`` machine with the two classes above (its documented extension point)."""
+
+    state_cls = _QuietState
+    transition_cls = _GatedTransition
+
+
 class UnitMachine:
     """Fires triggers on unit progress records, raising mesh errors for illegal moves."""
 
     def __init__(self) -> None:
-        self._machine: Final = Machine(
+        self._machine: Final = _Lifecycle(
             model=None,
             states=[state.value for state in UnitState],
             initial=UnitState.PLANNED.value,
