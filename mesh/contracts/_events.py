@@ -217,6 +217,10 @@ def capture_sinks(sink: LedgerSink) -> Iterator[LedgerSink]:
         _CAPTURE.reset(token)
 
 
+_NO_KEYWORDS: Final[dict[str, Any]] = {}
+"""What the ledger's processor hands the fan-out besides the event: nothing (never changed)."""
+
+
 class _Fanout:
     """The structlog 'logger' at the end of mesh's private pipeline."""
 
@@ -292,7 +296,7 @@ class Ledger:
             duration_ms=pop("duration_ms", None),
             data=fields,
         )
-        return (event,), {}
+        return (event,), _NO_KEYWORDS
 
     def emit(self, event: str, **fields: object) -> None:
         """Record one event (``unit_id``, ``lane``... as keywords; the rest is data)."""

@@ -30,11 +30,22 @@ from typing import Any
 
 import anyio
 
-__all__ = ["Job", "concurrently_on_running_loop"]
+__all__ = ["Job", "cancel_scope_class", "concurrently_on_running_loop"]
 
 Job = Callable[[int], Coroutine[Any, Any, None]]
 """``job(index)``: one of the jobs of a fan-out."""
 FanOut = Callable[[Job, int], Coroutine[Any, Any, None]]
+
+
+def cancel_scope_class() -> type[anyio.CancelScope]:
+    """
+    The running backend's own cancel scope class, to make scopes without a backend lookup.
+
+    ``anyio.CancelScope()`` finds the running backend on every call, which costs
+    more than the scope; this class takes the same arguments (``deadline``,
+    ``shield``) and is what that call returns.
+    """
+    return type(anyio.CancelScope())
 
 
 def concurrently_on_running_loop() -> FanOut:
@@ -43,8 +54,7 @@ def concurrently_on_running_loop() -> FanOut:
         asyncio.get_running_loop()
     except RuntimeError:
         return _on_trio
-    # The backend's own scope class, made directly: anyio.CancelScope() looks the backend up.
-    return functools.partial(_on_asyncio, scope_class=type(anyio.CancelScope()))
+    return functools.partial(_on_asyncio, scope_class=cancel_scope_class())
 
 
 async def _on_trio(job: Job, count: int) -> None:

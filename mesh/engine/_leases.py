@@ -18,6 +18,7 @@ from ..contracts._clock import Clock
 from ..contracts._enums import Decision, Lane
 from ..contracts._events import Ledger
 from ..contracts._records import WorkerResult
+from ._fanout import cancel_scope_class
 from ._gateway import CallFailure, CallGateway, until
 from ._lifecycle import UnitProgress, UnitState
 from ._roles import LeaseRequest
@@ -48,13 +49,16 @@ class LeaseKeeper:
         self._clock = clock
         self._ttl_ms = ttl_ms
         self._holders: dict[str, Holder] = {}
+        self._scope_class = cancel_scope_class()
         # Made when a denied unit waits for it: most releases wake nobody.
         self._released: anyio.Event | None = None
         self._granted = anyio.Event()
 
     def hold(self, progress: UnitProgress) -> Holder:
         """Register a unit that starts its work (its leases are renewed until `drop`)."""
-        holder = self._holders[progress.unit.id] = Holder(progress=progress)
+        holder = self._holders[progress.unit.id] = Holder(
+            progress=progress, work=self._scope_class()
+        )
         return holder
 
     def drop(self, holder: Holder) -> None:

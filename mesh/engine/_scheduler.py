@@ -30,6 +30,7 @@ from ..contracts._scopes import scopes_overlap
 from ..planning._budget import MAX_TRIPLET_WIDTH, budget_policy
 from ..planning._priority import admission_ranks
 from ._executors import BoundCall, Executor, ExecutorInfo, LocalExecutor, executor_slots
+from ._fanout import cancel_scope_class
 from ._gateway import CallGateway
 from ._governor import Backpressure
 from ._leases import LeaseKeeper
@@ -359,11 +360,13 @@ class Orchestrator:
             )
 
     async def _run_all(self, units: Sequence[Unit]) -> None:
+        self._scope_class = cancel_scope_class()
         self._start(units)
         async with anyio.create_task_group() as group:
             group.start_soon(self._leases.renew_forever)
             while True:
-                await self._read_budget()
+                if self._budget_source is not self._budget:  # a fixed decision is read once
+                    await self._read_budget()
                 while len(self._active) < self._governor.limit:
                     admitted = self._next_admissible()
                     if admitted is None:
@@ -510,7 +513,7 @@ class Orchestrator:
                 self._pipeline.fail(progress, FailureCode.SCOPE_OVERLAP_CONFLICT, holder.lost)
         finally:
             self._leases.drop(holder)
-            with anyio.CancelScope(shield=True):
+            with self._scope_class(shield=True):
                 await self._leases.release(progress, holder.leases)
             del self._active[unit.id]
             # Keeping every finished unit's evidence would make the heap, and each
