@@ -46,13 +46,15 @@ _AUTHOR_LANES: Final = frozenset({Lane.CODER, Lane.REDUCER})
 # Typed results checked here (or built checked by mesh's answer builders), by
 # identity, until the engine takes them: a record passed on as it was checked
 # costs no second check. Identity, not equality: an equal record built some
-# other way was never checked. Each entry holds its record, so its id cannot be
-# reused while it is here; the engine takes an entry out as it uses it, and the
-# oldest go when there are too many (a record dropped is only checked again).
+# other way was never checked. Each entry holds its record, so no other live
+# object can have its id while it is here; the engine takes an entry out as it
+# uses it, and the oldest go when there are too many (a record dropped is only
+# checked again). Runs on other threads (other event loops, sync adapters
+# building answers) share it: each entry goes in and out in one dict operation,
+# atomic in CPython; only trimming, several operations, takes the lock.
 _CHECKED: Final[dict[int, WorkerResult]] = {}
 _MAX_CHECKED: Final = 256
-# Runs on other threads (other event loops, sync adapters building answers) share it.
-_CHECKED_LOCK: Final = threading.Lock()
+_TRIM_LOCK: Final = threading.Lock()
 
 
 def trusted(result: WorkerResult) -> WorkerResult:
@@ -62,11 +64,11 @@ def trusted(result: WorkerResult) -> WorkerResult:
     A builder takes every field its request knows from the request and checks
     the rest itself, so what it builds is valid by construction.
     """
-    with _CHECKED_LOCK:
-        if len(_CHECKED) >= _MAX_CHECKED:
+    if len(_CHECKED) >= _MAX_CHECKED:
+        with _TRIM_LOCK:
             for key in list(itertools.islice(_CHECKED, _MAX_CHECKED // 2)):
-                del _CHECKED[key]
-        _CHECKED[id(result)] = result
+                _CHECKED.pop(key, None)
+    _CHECKED[id(result)] = result
     return result
 
 
@@ -77,11 +79,8 @@ def is_checked(answer: object) -> TypeGuard[WorkerResult]:
 
 def take_checked(answer: object) -> TypeGuard[WorkerResult]:
     """`is_checked`, and the record leaves the register: what the engine does with an answer."""
-    with _CHECKED_LOCK:
-        if _CHECKED.get(id(answer)) is answer:
-            del _CHECKED[id(answer)]
-            return True
-    return False
+    # The entry under this id, if any, is this very object: it is alive, so its id is its own.
+    return _CHECKED.pop(id(answer), None) is answer
 
 
 def parse_worker_result(payload: object) -> WorkerResult:

@@ -269,7 +269,6 @@ class Ledger:
         self.run_id = run_id
         self._now = now
         self._seq = first_seq - 1
-        self.events_emitted = 0
         fanout = _Fanout((*sinks, *_CAPTURE.get()))
         # Bound once: the lazy proxy wrap_logger returns would build a logger per event.
         self._log: _LedgerLogger = structlog.wrap_logger(
@@ -278,6 +277,8 @@ class Ledger:
             wrapper_class=_LedgerLogger,
             context_class=dict,
         ).bind()
+        self.emit_fields: Callable[[str, dict[str, Any]], None] = self._log.record
+        """`emit` with the fields already in a dict of their own (the dict is consumed)."""
 
     def _to_event(
         self, _: object, __: str, fields: MutableMapping[str, Any]
@@ -300,10 +301,4 @@ class Ledger:
 
     def emit(self, event: str, **fields: object) -> None:
         """Record one event (``unit_id``, ``lane``... as keywords; the rest is data)."""
-        self.events_emitted += 1
-        self._log.record(event, fields)
-
-    def emit_fields(self, event: str, fields: dict[str, Any]) -> None:
-        """`emit` with the fields already in a dict of their own (the dict is consumed)."""
-        self.events_emitted += 1
-        self._log.record(event, fields)
+        self.emit_fields(event, fields)

@@ -104,6 +104,9 @@ def _rate(part: int, whole: int) -> float:
 
 
 _AUTHOR_LANES: Final = frozenset({Lane.CODER, Lane.REDUCER})
+_COUNTED_ONLY: Final = frozenset(
+    {"unit_transition", "candidates_recorded", "proofs_recorded", "delivery_started"}
+)
 _OUTCOME_KEYS: Final[dict[object, str]] = {
     outcome: f"outcome:{outcome}" for outcome in ("ok", "error", "timeout", "invalid_output_schema")
 }
@@ -133,6 +136,8 @@ class MetricsCollector:
         name, data, counts = event.event, event.data, self._counts
         if name == "adapter_call" and event.lane is not None:
             self._fold_call(event.lane, data)
+        elif name in _COUNTED_ONLY:  # the commonest events after calls: counted, nothing else
+            counts[name] += 1
         elif name in {"executor_started", "executor_slots"}:
             self._executor = str(data.get("executor", self._executor))
             slots = data.get("slots")
