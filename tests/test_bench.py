@@ -8,13 +8,17 @@ from pathlib import Path
 
 import pytest
 
+import mesh
 from bench import __main__ as bench_main
 from bench import cli, engine, ray_executor, scheduling, workspaces
+from mesh.testing import capture_ledger
 
 
 def test_engine_section() -> None:
-    """No-op adapters drive every role; the memory probe sees units in flight."""
+    """No-op adapters drive every role on both backends; the memory probe sees units in flight."""
     cpu_ms, _ = engine.mesh_cpu_per_unit(20)
+    assert cpu_ms > 0
+    cpu_ms, _ = engine.mesh_cpu_per_unit(20, backend="trio", built=False, runs=2)
     assert cpu_ms > 0
     per_unit, in_flight = engine.memory_per_unit_in_flight(20)
     assert (per_unit > 0, in_flight) == (True, 20)
@@ -66,6 +70,20 @@ def test_prefect_peer(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     fake.chmod(0o755)
     monkeypatch.setenv("MESH_BENCH_PREFECT_PYTHON", str(fake))
     assert engine.prefect_cpu_per_task(20) == pytest.approx(100.0)
+
+
+def test_the_breakdown_counts_what_a_unit_of_the_bench_does() -> None:
+    """Answers, events, transitions and fan-outs per unit are what a run of the DAG records."""
+    with capture_ledger() as events:
+        result = mesh.run(engine.dag(1), roles=engine.noop_roles(), call_timeout=None)
+    assert result.metrics.completed == 1
+    kinds = [event.event for event in events if event.unit_id == "u0"]
+    assert kinds.count("adapter_call") == engine.ANSWERS
+    assert kinds.count("unit_transition") == engine.TRANSITIONS
+    assert len(kinds) == engine.EVENTS
+    lanes = {event.lane for event in events if event.event == "adapter_call"}
+    fanned = {mesh.Lane.CODER, mesh.Lane.PROVER, mesh.Lane.FIXER}  # several calls at once each
+    assert len(fanned & lanes) == engine.FAN_OUTS
 
 
 def test_engine_breakdown() -> None:

@@ -390,7 +390,7 @@ class UnitPipeline:
 
 
 def _candidate_id(progress: UnitProgress, lane: Lane, index: int) -> str:
-    base = f"{progress.unit.id}-{lane.value}-{index}"
+    base = f"{progress.unit.id}-{lane._value_}-{index}"
     return base if progress.attempt == 1 else f"{base}-a{progress.attempt}"
 
 

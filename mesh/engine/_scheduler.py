@@ -549,7 +549,7 @@ class Orchestrator:
             evidence=progress.evidence or None,
             accepted_candidate=outcome.accepted_candidate,
             artifact_ref=outcome.artifact_ref,
-            delivery=outcome.delivery.value if outcome.delivery else None,
+            delivery=outcome.delivery._value_ if outcome.delivery else None,
         )
         if state == UnitState.COMPLETED:
             if not self._signals.get(unit.id) and self._governor.clean():
