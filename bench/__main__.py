@@ -2,7 +2,8 @@
 ``python -m bench [--quick] [SECTION ...]``: run mesh's benchmarks and print the ratios.
 
 Sections: engine, scheduling, workspaces, cli, ray (default: all; ray needs
-``mesh[ray]``). ``--quick`` uses
+``mesh[ray]``), and on request instructions (the engine's cost per unit in
+machine instructions, noise-free; needs valgrind). ``--quick`` uses
 small sizes, for a smoke run. Peers are measured when installed: Dask in the
 bench's environment (``pip install dask``), Prefect there or in the
 interpreter ``MESH_BENCH_PREFECT_PYTHON`` names (a separate environment keeps
@@ -15,7 +16,7 @@ import platform
 import sys
 import time
 
-from . import cli, engine, ray_executor, scheduling, workspaces
+from . import cli, engine, instructions, ray_executor, scheduling, workspaces
 
 
 def main(arguments: list[str]) -> int:
@@ -34,6 +35,7 @@ def main(arguments: list[str]) -> int:
         "workspaces": lambda: workspaces.run((100,) if quick else (100, 5000), 3 if quick else 20),
         "cli": lambda: cli.run(500 if quick else 10000),
         "ray": lambda: ray_executor.run(4 if quick else 40),
+        "instructions": lambda: instructions.run(20 if quick else 200),
     }
     unknown = [name for name in chosen if name not in sections]
     if unknown:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import shutil
 import sys
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 import mesh
 from bench import __main__ as bench_main
-from bench import cli, engine, ray_executor, scheduling, workspaces
+from bench import cli, engine, instructions, ray_executor, scheduling, workspaces
 from mesh.testing import capture_ledger
 
 
@@ -91,3 +92,13 @@ def test_engine_breakdown() -> None:
     text = engine.breakdown()
     assert "parse and check an answer" in text
     assert "sum" in text
+
+
+def test_instructions_section(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counted under valgrind where it is installed; without it, the table says n/a."""
+    if shutil.which("valgrind") is not None:
+        millions = instructions.per_unit(3, "asyncio")
+        assert millions is not None
+        assert millions > 0
+    monkeypatch.setattr(shutil, "which", lambda _: None)
+    assert "n/a (valgrind not installed)" in instructions.run(3)

@@ -25,7 +25,7 @@ from ._gateway import CallFailure, CallGateway
 from ._leases import Holder, LeaseKeeper
 from ._lifecycle import Trigger, UnitProgress, attempts_remain, enough_candidates
 from ._machine import UnitMachine
-from ._plan_state import CompletedStep
+from ._plan_state import CompletedStep, with_completed
 from ._results import UnitCheckpoint
 from ._roles import AdjudicationRequest, ApplyRequest, AuthorRequest, DeliveryRequest, ProofRequest
 
@@ -66,8 +66,9 @@ class UnitPipeline:
         self._leases = leases
         self._ledger = ledger
         self._run_id = run_id
-        self.plan_state: Mapping[str, Any] = plan_state
-        """The plan state as the integrator last wrote it (see `written_plan_state`)."""
+        self._plan_base = plan_state
+        self._delivered: list[int] = []
+        """The plan steps this run delivered, in order (only appended to)."""
         self._step_of = step_of
         self._checkpoints = checkpoints
         # One delivery at a time: each builds on the plan state the previous one wrote.
@@ -76,8 +77,7 @@ class UnitPipeline:
 
     def written_plan_state(self) -> dict[str, Any]:
         """The plan state as the integrator last wrote it, as a dict of its own."""
-        state = self.plan_state
-        return state.document() if type(state) is CompletedStep else dict(state)
+        return with_completed(self._plan_base, self._delivered)
 
     # -- the lifecycle -------------------------------------------------------------
 
@@ -351,7 +351,8 @@ class UnitPipeline:
         candidate = next(c for c in progress.candidates if c.candidate_id == accepted)
         proof = progress.proofs[accepted]
         assert proof is not None  # noqa: S101 - the quorum gate already required a passing proof
-        plan_state = CompletedStep(self.plan_state, self._step_of[unit.id])
+        step = self._step_of[unit.id]
+        plan_state = CompletedStep(self._plan_base, self._delivered, len(self._delivered), step)
         key = f"{self._run_id}/{unit.id}"
         approvals = progress.approvals.get(accepted, 0)
         # Recorded before the side effect, so that a restart knows to check the repository.
@@ -385,7 +386,7 @@ class UnitPipeline:
             code = result.failure_code or FailureCode.DELIVERY_BLOCKED
             return CallFailure(code=code, evidence=evidence)
         # The integrator wrote it; the engine only records what was written.
-        self.plan_state = plan_state
+        self._delivered.append(step)
         return result
 
 

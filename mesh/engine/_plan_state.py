@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, final
 
@@ -65,19 +66,26 @@ def with_completed(plan_state: Mapping[str, Any], steps: Iterable[int]) -> dict[
 @final
 class CompletedStep(Mapping[str, Any]):
     """
-    A plan state: an earlier one with one more step completed, written out when first read.
+    A plan state: a run's base state with the steps it delivered so far and one more.
 
     Every delivery hands the integrator the plan state with its unit's step
     completed; copying the step list each time would make a run quadratic in its
-    plan. Each state instead names the one before it, and is written out (once)
-    only if something reads it, from the nearest state already written out.
+    plan. A state instead names the run's base state, its append-only list of
+    delivered steps and how many of them it includes; it is written out (once)
+    only if something reads it. Holding no state before it, it leaves nothing
+    behind for the garbage collector when its delivery is done.
     """
 
-    __slots__ = ("earlier", "step", "written")
+    __slots__ = ("base", "delivered", "included", "step", "written")
 
-    def __init__(self, earlier: Mapping[str, Any], step: int) -> None:
-        self.earlier: Mapping[str, Any] | None = earlier
-        """The state before this step completed (None once this one is written out)."""
+    def __init__(
+        self, base: Mapping[str, Any], delivered: Sequence[int], included: int, step: int
+    ) -> None:
+        self.base = base
+        self.delivered = delivered
+        """The run's delivered steps, in order; only appended to."""
+        self.included = included
+        """How many of ``delivered`` this state holds."""
         self.step = step
         self.written: dict[str, Any] | None = None
         """This state as a dict, once something read it."""
@@ -85,15 +93,8 @@ class CompletedStep(Mapping[str, Any]):
     def document(self) -> dict[str, Any]:
         """The plan state as its own dict (the same one on every call)."""
         if self.written is None:
-            steps: list[int] = []
-            state: Mapping[str, Any] | None = self
-            while type(state) is CompletedStep and state.written is None:
-                steps.append(state.step)
-                state = state.earlier
-            base = state.document() if type(state) is CompletedStep else state
-            assert base is not None  # noqa: S101 - only a written-out state drops its earlier one
-            self.written = with_completed(base, reversed(steps))
-            self.earlier = None  # what came before is in the document now
+            steps = itertools.chain(itertools.islice(self.delivered, self.included), (self.step,))
+            self.written = with_completed(self.base, steps)
         return self.written
 
     def __getitem__(self, key: str) -> Any:  # noqa: ANN401 - a JSON value

@@ -397,18 +397,21 @@ class Orchestrator:
             if outcome.state == "blocked":
                 self._ended("blocked")
         done = {unit_id for unit_id, o in restored.items() if o.state == UnitState.COMPLETED}
-        self._waiting: dict[str, set[str]] = {}
+        # How many dependencies each unit still waits for: a count, not a set, so that a
+        # large plan leaves fewer objects for the garbage collector to go through.
+        self._waiting: dict[str, int] = {}
         self._dependents: dict[str, list[str]] = {}
         for unit in units:
-            self._waiting[unit.id] = set(unit.deps) - done
-            for dep in unit.deps:
+            deps = set(unit.deps)
+            self._waiting[unit.id] = len(deps - done)
+            for dep in deps:
                 self._dependents.setdefault(dep, []).append(unit.id)
         for unit in units:
             if unit.id in restored:
                 continue
             # A dependency that is neither done nor in this run, or one that stopped before.
             cause = [
-                dep for dep in self._waiting[unit.id] if dep not in self._index or dep in restored
+                dep for dep in set(unit.deps) - done if dep not in self._index or dep in restored
             ]
             if cause:
                 self._block(unit.id, min(cause))
@@ -554,13 +557,12 @@ class Orchestrator:
         if state == UnitState.COMPLETED:
             if not self._signals.get(unit.id) and self._governor.clean():
                 self._concurrency_changed("restored")
-            for dependent in self._dependents.get(unit.id, ()):
-                waiting = self._waiting[dependent]
-                waiting.discard(unit.id)
-                if not waiting and dependent not in self._outcomes:
+            for dependent in self._dependents.pop(unit.id, ()):
+                self._waiting[dependent] -= 1
+                if not self._waiting[dependent] and dependent not in self._outcomes:
                     self._make_ready(dependent)
         else:
-            for dependent in self._dependents.get(unit.id, ()):
+            for dependent in self._dependents.pop(unit.id, ()):
                 self._block(dependent, unit.id)
         self._notify()
 
