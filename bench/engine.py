@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import operator
 import os
 import subprocess
@@ -12,7 +13,7 @@ import timeit
 import tracemalloc
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any, TypedDict, TypeVar
 
 import anyio
 
@@ -66,6 +67,7 @@ def _answer(request: Any, lane: str, decision: str, **extra: object) -> dict[str
     }
 
 
+T = TypeVar("T")
 PREFECT_TASKS = 1000
 TARGET_MS_PER_UNIT = 0.5
 # What one unit of the bench's DAG does (medium risk, three candidates).
@@ -277,6 +279,38 @@ def prefect_cpu_per_task(count: int, *, baseline: int = 10) -> float | None:
     return max(large - small, 0.0) * 1000 / (count - baseline)
 
 
+def _isolated(measure: Callable[..., T], *args: object, **options: object) -> T:
+    """
+    ``measure(*args, **options)`` in a fresh interpreter, its JSON result.
+
+    Each library is measured in a process of its own: the modules another one
+    loaded would otherwise be gone through by every full garbage collection,
+    and the figure would depend on the order of the measurements.
+    """
+    script = (
+        "import json, sys\n"
+        "from bench import engine\n"
+        "args, options = json.loads(sys.argv[2]), json.loads(sys.argv[3])\n"
+        "print(json.dumps(getattr(engine, sys.argv[1])(*args, **options)))\n"
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            measure.__name__,
+            json.dumps(args),
+            json.dumps(options),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parents[1],
+    )
+    value = json.loads(done.stdout.splitlines()[-1])
+    return tuple(value) if isinstance(value, list) else value  # type: ignore[return-value]
+
+
 def _microseconds(action: Callable[[], object], number: int = 20000) -> float:
     return timeit.timeit(action, number=number) / number * 1e6
 
@@ -392,11 +426,11 @@ def run(sizes: tuple[int, ...]) -> str:
     rows = []
     for count in sizes:
         runs = 3 if count >= 1000 else 1
-        mesh_ms, wall = mesh_cpu_per_unit(count, runs=runs)
-        trio_ms, _ = mesh_cpu_per_unit(count, backend="trio", runs=runs)
-        parsed_ms, _ = mesh_cpu_per_unit(count, built=False, runs=runs)
-        dask_ms = dask_cpu_per_unit(count)
-        langgraph_ms = langgraph_cpu_per_node(count)
+        mesh_ms, wall = _isolated(mesh_cpu_per_unit, count, runs=runs)
+        trio_ms, _ = _isolated(mesh_cpu_per_unit, count, backend="trio", runs=runs)
+        parsed_ms, _ = _isolated(mesh_cpu_per_unit, count, built=False, runs=runs)
+        dask_ms = _isolated(dask_cpu_per_unit, count)
+        langgraph_ms = _isolated(langgraph_cpu_per_node, count)
         # Prefect's per-task cost is only readable above its start-up noise, and
         # 10,000 tasks would take minutes to say nothing new: one size is measured.
         prefect_ms = prefect_cpu_per_task(count) if count == PREFECT_TASKS else None

@@ -25,6 +25,12 @@ def test_engine_section() -> None:
     assert (per_unit > 0, in_flight) == (True, 20)
 
 
+def test_each_measurement_runs_in_a_fresh_interpreter() -> None:
+    """The table's figures come from processes of their own, handed back as JSON."""
+    cpu_ms, wall = engine._isolated(engine.mesh_cpu_per_unit, 10, backend="trio")
+    assert (cpu_ms > 0, wall > 0) == (True, True)
+
+
 def test_langgraph_peer() -> None:
     """The LangGraph peer runs the same DAG where LangGraph is installed, else says n/a."""
     per_node = engine.langgraph_cpu_per_node(20)
