@@ -62,6 +62,7 @@ class TestHappyPath:
         """A delivery's plan state holds the steps delivered before it, and its own, for good."""
         kept: list[tuple[str, mesh.DeliveryRequest]] = []
         fakes = fake_roles()
+        deliver = FakeAdapter()
 
         async def integrator(request: mesh.DeliveryRequest) -> object:
             if len(kept) % read_every == 0:
@@ -69,7 +70,7 @@ class TestHappyPath:
             kept.append((request.unit.id, request))
             if request.unit.id == "u3":
                 return answer(request, decision="blocked_delivery", notes="refused")
-            return await fakes.integrator(request)
+            return await deliver(request)
 
         units = [unit(f"u{i}", *([f"u{i - 1}"] if i % 4 else [])) for i in range(8)]
         result = await execute(units, attrs.evolve(fakes, integrator=integrator), max_attempts=1)
