@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import anyio
 import anyio.lowlevel
 import pytest
 
-from mesh.engine._fanout import concurrently_on_running_loop
+from mesh.engine._fanout import Job, concurrently_on_running_loop
 
 pytestmark = pytest.mark.anyio
 
@@ -27,6 +29,31 @@ class Jobs:
 
     def ended_at_return(self) -> list[int]:
         return sorted(self.ended)
+
+
+async def cancelled_once_started(
+    jobs: Jobs, job: Job, seen: Callable[[], list[int]]
+) -> tuple[bool, list[int]]:
+    """
+    Fan out ``jobs``, cancelled from outside once all have started.
+
+    Returns whether the outer scope caught its cancellation, and what ``seen()``
+    gave the moment the fan-out ended.
+    """
+    when_ended: list[int] = []
+    with anyio.fail_after(5), anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as group:
+
+            async def cancel_when_started() -> None:
+                await jobs.all_started.wait()
+                scope.cancel()
+
+            group.start_soon(cancel_when_started)
+            try:
+                await concurrently_on_running_loop()(job, jobs.count)
+            finally:
+                when_ended.extend(seen())
+    return scope.cancelled_caught, when_ended
 
 
 async def test_every_job_runs_at_once_and_has_ended_when_it_returns() -> None:
@@ -106,21 +133,8 @@ async def test_cancelling_the_caller_cancels_every_job_and_waits_for_them() -> N
         finally:
             jobs.ended.append(index)
 
-    ended_when_cancelled: list[int] = []
-    with anyio.fail_after(5):
-        with anyio.CancelScope() as scope:
-            async with anyio.create_task_group() as group:
-
-                async def cancel_when_started() -> None:
-                    await jobs.all_started.wait()
-                    scope.cancel()
-
-                group.start_soon(cancel_when_started)
-                try:
-                    await concurrently_on_running_loop()(job, 3)
-                finally:
-                    ended_when_cancelled.extend(jobs.ended)
-    assert scope.cancelled_caught
+    caught, ended_when_cancelled = await cancelled_once_started(jobs, job, lambda: jobs.ended)
+    assert caught
     assert sorted(ended_when_cancelled) == [0, 1, 2]
 
 
@@ -138,20 +152,7 @@ async def test_a_shielded_cleanup_in_a_job_finishes_before_the_cancellation_goes
                 await anyio.sleep(0.05)  # a process being reaped, a worktree removed
                 cleaned.append(index)
 
-    cleaned_when_cancelled: list[int] = []
-    with anyio.fail_after(5):
-        with anyio.CancelScope() as scope:
-            async with anyio.create_task_group() as group:
-
-                async def cancel_when_started() -> None:
-                    await jobs.all_started.wait()
-                    scope.cancel()
-
-                group.start_soon(cancel_when_started)
-                try:
-                    await concurrently_on_running_loop()(job, 2)
-                finally:
-                    cleaned_when_cancelled.extend(cleaned)
+    _, cleaned_when_cancelled = await cancelled_once_started(jobs, job, lambda: cleaned)
     assert sorted(cleaned_when_cancelled) == [0, 1]
 
 
@@ -187,16 +188,5 @@ async def test_a_failure_while_the_caller_is_cancelled_is_still_raised() -> None
         await anyio.sleep_forever()
 
     failed = pytest.RaisesExc(RuntimeError, match="cleanup failed")
-    with (
-        pytest.RaisesGroup(failed, flatten_subgroups=True),
-        anyio.fail_after(5),
-        anyio.CancelScope() as scope,
-    ):
-        async with anyio.create_task_group() as group:
-
-            async def cancel_when_started() -> None:
-                await jobs.all_started.wait()
-                scope.cancel()
-
-            group.start_soon(cancel_when_started)
-            await concurrently_on_running_loop()(job, 2)
+    with pytest.RaisesGroup(failed, flatten_subgroups=True):
+        await cancelled_once_started(jobs, job, list)
