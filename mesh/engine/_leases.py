@@ -103,9 +103,8 @@ class LeaseKeeper:
         for lease_id in holder.leases:
             return lease_id
         progress = holder.progress
-        candidate_id = f"{progress.unit.id}-lease"
         while True:
-            request = self._request(progress, candidate_id, _ACQUIRE)
+            request = self._request(progress, _lease_call_id(progress), _ACQUIRE)
             answer = await self._ask(progress, request, _ACQUIRE)
             if isinstance(answer, CallFailure):
                 return answer
@@ -117,7 +116,7 @@ class LeaseKeeper:
             self._ledger.emit(
                 "lease_denied",
                 unit_id=progress.unit.id,
-                candidate_id=candidate_id,
+                candidate_id=request.candidate_id,
                 attempt=progress.attempt,
                 reason=answer.notes or answer.proof_evidence.key_line,
             )
@@ -130,7 +129,7 @@ class LeaseKeeper:
     async def release(self, progress: UnitProgress, leases: dict[str, None]) -> None:
         """Give back every lease in ``leases`` (emptying it) and wake the denied."""
         for lease_id in list(leases):
-            request = self._request(progress, f"{progress.unit.id}-lease", "release", lease_id)
+            request = self._request(progress, _lease_call_id(progress), "release", lease_id)
             await self._ask(progress, request, "release")
             del leases[lease_id]
         # Wake units whose lease was denied; later waiters wait for the next release.
@@ -159,7 +158,7 @@ class LeaseKeeper:
     async def _renew(self, holder: Holder) -> None:
         progress = holder.progress
         unit = progress.unit
-        request = self._request(progress, f"{unit.id}-lease", _ACQUIRE)
+        request = self._request(progress, _lease_call_id(progress), _ACQUIRE)
         answer = await self._ask(progress, request, "renew")
         granted = (
             answer.lease_id
@@ -186,3 +185,8 @@ class LeaseKeeper:
         self._ledger.emit("lease_lost", unit_id=unit.id, attempt=progress.attempt, reason=reason)
         if progress.state != UnitState.FIXER_ACCEPT:  # a delivery under way finishes
             holder.work.cancel()
+
+
+def _lease_call_id(progress: UnitProgress) -> str:
+    """The candidate id of a unit's lease calls: the lease is the unit's, not a candidate's."""
+    return f"{progress.unit.id}-lease"
