@@ -77,7 +77,7 @@ EVENTS = 23
 """14 adapter calls, 4 transitions, started, candidates, proofs, delivery started, finished."""
 TRANSITIONS = 4
 FAN_OUTS = 3
-"""Authors, proofs, fixers (the last job of each in the calling task)."""
+"""Authors, proofs, fixers: each a task per call (asyncio) or a nursery (trio)."""
 
 
 def _or_na(value: float | None) -> float | str:

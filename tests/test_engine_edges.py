@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio  # noqa: TID251 - asyncio's own cancellation, which trio does not have
 import functools
 import json
 from pathlib import Path
@@ -362,3 +363,42 @@ class TestDelivery:
         assert len(result.completed) == 3
         assert not overlap
         assert [state.count("completed") for state in seen] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("where", ["a fan-out's last call", "a call of its own"])
+def test_a_stray_cancelled_error_from_an_adapter_is_that_calls_error(where: str) -> None:
+    """
+    asyncio: an adapter awaiting a future someone else cancelled fails its call, not the run.
+
+    (Passed on, it looked like the unit being cancelled: the run stopped with a KeyError.)
+    """
+
+    async def stray() -> None:
+        future = asyncio.get_running_loop().create_future()
+        future.cancel()
+        await future
+
+    async def coder(request: mesh.AuthorRequest) -> dict[str, object]:
+        if where.startswith("a fan-out") and request.triplet_index == 3:
+            await stray()
+        return answer(request)
+
+    async def integrator(request: mesh.DeliveryRequest) -> dict[str, object]:
+        if where.endswith("own") and request.unit.id == "u2":
+            await stray()
+        return answer(request)
+
+    roles = fake_roles(
+        coder=FakeAdapter(coder), reducer=FakeAdapter(coder), integrator=FakeAdapter(integrator)
+    )
+    result = mesh.run([_unit("u1"), _unit("u2")], roles=roles, backend="asyncio")
+    failed = [
+        (o.unit_id, o.failure_code, o.evidence) for o in result.outcomes if o.state != "completed"
+    ]
+    if where.endswith("own"):
+        assert failed == [
+            ("u2", mesh.FailureCode.TOOLING_UNAVAILABLE, "integrator: CancelledError: ")
+        ]
+    else:
+        assert failed == []  # the reducer's candidate failed; the two coders' were enough
+        assert result.metrics.adapter_errors == 2

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio  # noqa: TID251 - asyncio's own tasks and cancellation, which trio does not have
+import contextlib
+import gc
 from collections.abc import Callable
 
 import anyio
@@ -190,3 +193,115 @@ async def test_a_failure_while_the_caller_is_cancelled_is_still_raised() -> None
     failed = pytest.RaisesExc(RuntimeError, match="cleanup failed")
     with pytest.RaisesGroup(failed, flatten_subgroups=True):
         await cancelled_once_started(jobs, job, list)
+
+
+async def test_a_cancellation_reaches_every_job_while_one_is_shielded() -> None:
+    """However busy one job is (here in a shielded step), the others are cancelled at once."""
+    others_stopped = anyio.Event()
+    stopped: list[int] = []
+    shielded_done: list[bool] = []
+
+    async def job(index: int) -> None:
+        if index == 2:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+                await others_stopped.wait()
+            shielded_done.append(others_stopped.is_set())
+            return
+        try:
+            await anyio.sleep_forever()
+        finally:
+            stopped.append(index)
+            if len(stopped) == 2:
+                others_stopped.set()
+
+    with anyio.fail_after(5), anyio.move_on_after(0.05):
+        await concurrently_on_running_loop()(job, 3)
+    assert sorted(stopped) == [0, 1]
+    assert shielded_done == [True]  # the others stopped while it was still shielded
+
+
+async def test_every_job_sees_the_callers_deadline() -> None:
+    """anyio.current_effective_deadline() in a job is the caller's."""
+    seen: list[float] = []
+
+    async def job(_: int) -> None:
+        seen.append(anyio.current_effective_deadline())
+
+    with anyio.move_on_after(30):
+        expected = anyio.current_effective_deadline()
+        await concurrently_on_running_loop()(job, 3)
+    assert seen == [expected] * 3
+
+
+def test_a_native_cancellation_in_a_job_stops_the_others_without_failing() -> None:
+    """As in a task group: a job's stray CancelledError (asyncio) cancels the rest, quietly."""
+    cancelled: list[int] = []
+
+    async def job(index: int) -> None:
+        if index == 0:
+            future = asyncio.get_running_loop().create_future()
+            future.cancel()
+            await future  # a CancelledError no cancel scope sent
+        try:
+            await anyio.sleep_forever()
+        finally:
+            cancelled.append(index)
+
+    async def main() -> None:
+        with anyio.fail_after(5):
+            await concurrently_on_running_loop()(job, 3)
+
+    anyio.run(main, backend="asyncio")
+    assert sorted(cancelled) == [1, 2]
+
+
+def test_a_keyboard_interrupt_in_a_job_is_raised_and_nothing_is_left_unretrieved(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C in a job's task (asyncio) leaves the loop; asyncio has nothing to complain of."""
+    complaints: list[str] = []
+    monkeypatch.setattr(
+        asyncio.BaseEventLoop,
+        "default_exception_handler",
+        lambda _, context: complaints.append(context["message"]),
+    )
+
+    async def job(index: int) -> None:
+        if index == 0:
+            await anyio.lowlevel.checkpoint()
+            raise KeyboardInterrupt
+        await anyio.sleep_forever()
+
+    async def main() -> None:
+        await concurrently_on_running_loop()(job, 3)
+
+    with pytest.raises(KeyboardInterrupt):
+        anyio.run(main, backend="asyncio")
+    gc.collect()  # an unretrieved task exception is reported when the task goes
+    assert complaints == []
+
+
+def test_cancelled_twice_it_still_waits_for_every_job() -> None:
+    """A second native cancel does not make the fan-out leave jobs behind (asyncio)."""
+    ended: list[int] = []
+
+    async def job(index: int) -> None:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            if index < 2:
+                with anyio.CancelScope(shield=True):
+                    await anyio.sleep(0.1)
+            ended.append(index)
+
+    async def main() -> list[int]:
+        task = asyncio.ensure_future(concurrently_on_running_loop()(job, 3))
+        await asyncio.sleep(0.02)
+        task.cancel()
+        await asyncio.sleep(0.02)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return sorted(ended)
+
+    assert asyncio.run(main()) == [0, 1, 2]

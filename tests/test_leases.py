@@ -6,6 +6,7 @@ from collections import Counter
 from typing import Any
 
 import anyio
+import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -41,6 +42,54 @@ class Writers:
             return answer(request)
 
         return FakeAdapter(work)
+
+
+class LostWhileShielded:
+    """
+    Units a and b on one scope; a's first renewal finds its lease gone (as if expired).
+
+    a's third applier is in a shielded step then, its provers in plain, long work;
+    ``overlaps`` records every apply of b while a prover of a still runs.
+    """
+
+    def __init__(self, clock: ManualClock) -> None:
+        self.clock = clock
+        self.table = mesh.LeaseTable(clock=clock)
+        self.held: dict[str, str] = {}
+        self.provers_of_a = 0
+        self.overlaps: list[tuple[float, str]] = []
+
+    async def locksmith(self, request: mesh.LeaseRequest) -> dict[str, object]:
+        if request.action == "acquire" and request.holder == "a" and "a" in self.held:
+            drop = attrs.evolve(request, action="release", lease_id=self.held.pop("a"))
+            await self.table(drop)
+            return answer(request, decision="deny", lease_id="none", notes="expired")
+        result = await self.table(request)
+        if request.action == "acquire" and result["decision"] == "grant":
+            self.held.setdefault(request.holder, str(result["lease_id"]))
+        return result
+
+    async def coder(self, request: mesh.AuthorRequest) -> dict[str, object]:
+        if request.unit.id == "b":
+            await self.clock.sleep(1)  # a takes the scope first
+        return answer(request)
+
+    async def applier(self, request: mesh.ApplyRequest) -> dict[str, object]:
+        if request.unit.id == "b" and self.provers_of_a:
+            self.overlaps.append((self.clock.current_time(), request.candidate_id))
+        if request.unit.id == "a" and request.candidate_id.endswith("-3"):
+            with anyio.CancelScope(shield=True):  # an uninterruptible step
+                await self.clock.sleep(400)
+        return answer(request)
+
+    async def prover(self, request: mesh.ProofRequest) -> dict[str, object]:
+        if request.unit.id == "a":
+            self.provers_of_a += 1
+            try:
+                await self.clock.sleep(500)
+            finally:
+                self.provers_of_a -= 1
+        return answer(request)
 
 
 async def run_with(
@@ -157,6 +206,29 @@ class TestRenewal:
         assert clock.current_time() < 500  # stopped, not proved to the end
         assert table.active == ()
 
+    async def test_a_lost_lease_stops_every_call_of_the_stage_at_once(self) -> None:
+        """A's lease lost while an applier is shielded: its provers stop, B never works beside."""
+        clock = ManualClock()
+        scene = LostWhileShielded(clock)
+        roles = fake_roles(
+            locksmith=scene.locksmith,
+            coder=FakeAdapter(scene.coder),
+            reducer=FakeAdapter(scene.coder),
+            applier=FakeAdapter(scene.applier),
+            prover=FakeAdapter(scene.prover),
+        )
+        async with (
+            clock.autojumping(),
+            mesh.Orchestrator(roles=roles, clock=clock, lease_ttl=30, max_attempts=1) as run,
+        ):
+            result = await run.execute([unit("a", scope="src"), unit("b", scope="src")])
+        assert [(o.unit_id, o.state) for o in result.outcomes] == [
+            ("a", "failed"),
+            ("b", "completed"),
+        ]
+        assert result.outcomes[0].failure_code is mesh.FailureCode.SCOPE_OVERLAP_CONFLICT
+        assert scene.overlaps == []
+
     async def test_a_lease_granted_anew_goes_back(self) -> None:
         """The renewal answers with another lease (the held one had expired): lost, returned."""
         clock = ManualClock()
@@ -241,3 +313,33 @@ class TestRenewal:
             result = await run.execute([unit("a")])
         assert result.outcomes[0].state == "completed", result.outcomes[0].evidence
         assert [e.data["reason"] for e in events if e.event == "lease_lost"] == ["revoked"]
+
+
+async def test_a_release_while_a_denial_is_being_judged_wakes_the_denied_unit() -> None:
+    """A locksmith that takes its time to deny: a release meanwhile is not missed (no TTL wait)."""
+    clock = ManualClock()
+    table = mesh.LeaseTable(clock=clock)
+
+    async def slow_locksmith(request: mesh.LeaseRequest) -> dict[str, object]:
+        decided = await table(request)
+        if decided["decision"] == "deny":
+            await clock.sleep(5)  # judged at once, answered late; a meanwhile releases
+        return decided
+
+    async def prover(request: mesh.ProofRequest) -> dict[str, object]:
+        await clock.sleep(2)
+        return answer(request)
+
+    roles = fake_roles(locksmith=slow_locksmith, prover=FakeAdapter(prover))
+    events: list[mesh.LedgerEvent] = []
+    async with (
+        clock.autojumping(),
+        mesh.Orchestrator(
+            roles=roles, clock=clock, sinks=[mesh.MemorySink(events)], lease_ttl=900
+        ) as run,
+    ):
+        result = await run.execute([unit("a", scope="src"), unit("b", scope="src")])
+    assert [o.state for o in result.outcomes] == ["completed", "completed"]
+    # Whichever unit came second (trio's task order varies) was denied once.
+    assert len([e for e in events if e.event == "lease_denied"]) == 1
+    assert clock.current_time() < 60  # asked again when its denial came, not after 900 s

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import pickle
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -67,6 +68,8 @@ class TestHappyPath:
         async def integrator(request: mesh.DeliveryRequest) -> object:
             if len(kept) % read_every == 0:
                 json.dumps(request.plan_state)  # a real dict, as an integrator writes it
+                json.dumps(attrs.asdict(request))  # the request's public shape: plain data
+                assert pickle.loads(pickle.dumps(request)) == request  # noqa: S301 - our own
             kept.append((request.unit.id, request))
             if request.unit.id == "u3":
                 return answer(request, decision="blocked_delivery", notes="refused")

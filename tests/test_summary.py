@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 
 import mesh
-from mesh.engine._summary import pick_learning
+from mesh.engine._summary import MetricsCollector, pick_learning
 from mesh.testing import FakeAdapter, ManualClock, capture_ledger, fake_roles
 
 COMPLETED = mesh.UnitOutcome(
@@ -196,3 +196,20 @@ class TestUnitDurations:
         durations = anyio.run(main)
         assert list(durations) == ["u"]
         assert durations["u"] == 3  # the proofs, side by side, 3 s each
+
+
+def test_a_damaged_stored_call_event_is_still_counted() -> None:
+    """An adapter_call whose outcome is not text (a damaged store) is counted, not a crash."""
+    event = mesh.LedgerEvent(
+        run_id="r",
+        seq=1,
+        at=0.0,
+        event="adapter_call",
+        unit_id="u",
+        lane=mesh.Lane.CODER,
+        data={"outcome": ["ok"]},
+    )
+    collector = MetricsCollector()
+    collector.emit(event)
+    assert collector.metrics().adapter_calls == (("coder", 1),)
+    assert mesh.prose_ledger([event])

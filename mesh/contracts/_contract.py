@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import itertools
 import operator
 import threading
 import typing
@@ -66,7 +65,8 @@ def trusted(result: WorkerResult) -> WorkerResult:
     """
     if len(_CHECKED) >= _MAX_CHECKED:
         with _TRIM_LOCK:
-            for key in list(itertools.islice(_CHECKED, _MAX_CHECKED // 2)):
+            # list() copies the keys in one operation, even while other threads add some.
+            for key in list(_CHECKED)[: _MAX_CHECKED // 2]:
                 _CHECKED.pop(key, None)
     _CHECKED[id(result)] = result
     return result

@@ -10,15 +10,19 @@ one shape the pipeline needs, built on each backend's own tasks:
 - every job has ended (returned, failed or been cancelled) before `concurrently`
   returns or raises: no task outlives it;
 - a job that fails cancels the others, and the failures are raised together
-  as a `BaseExceptionGroup`, as a task group raises them;
-- cancelling the caller cancels every job through anyio's own cancel scopes, so
-  shielded scopes inside a job (an adapter's cleanup) are honoured, and the
-  caller's cancellation is raised as it came once they have all ended.
+  as a `BaseExceptionGroup`, as a task group raises them; a cancellation that
+  did not come from the fan-out's scopes (a native one) stops the others
+  without being a failure, as in a task group;
+- cancelling the caller cancels every job at once, through anyio's own cancel
+  scopes, so shielded scopes inside a job (an adapter's cleanup) are honoured,
+  and the caller's cancellation is raised as it came once they have all ended;
+- each job sees the caller's deadline (`anyio.current_effective_deadline`).
 
 On trio a nursery is that structure already, and anyio's cancel scopes are
-trio's. On asyncio, each job but the last runs in a task of its own inside a
-cancel scope of its own, which the caller cancels when it is cancelled or a job
-fails; the last job runs in the calling task, saving a task.
+trio's. On asyncio, every job runs in a task of its own inside a cancel scope
+of its own, while the caller only waits: so a cancellation reaches the caller
+at once, whatever a job is doing, and the caller passes it to every job's
+scope.
 """
 
 from __future__ import annotations
@@ -30,11 +34,31 @@ from typing import Any
 
 import anyio
 
-__all__ = ["Job", "cancel_scope_class", "concurrently_on_running_loop"]
+__all__ = ["Job", "cancel_scope_class", "concurrently_on_running_loop", "is_stray_cancellation"]
 
 Job = Callable[[int], Coroutine[Any, Any, None]]
 """``job(index)``: one of the jobs of a fan-out."""
 FanOut = Callable[[Job, int], Coroutine[Any, Any, None]]
+
+
+def is_stray_cancellation(exc: BaseException) -> bool:
+    """
+    Whether ``exc`` is asyncio's cancellation that nothing asked for.
+
+    An adapter that awaits a future someone else cancelled (a client library's
+    pool, say) raises `asyncio.CancelledError` while its own task is not being
+    cancelled. Passed on, it would look like a cancellation of the unit, and
+    stop the run; it is that call's error instead. A real cancellation (a cancel
+    scope, a timeout) always has its task's cancel request counted first; trio's
+    are never this class.
+    """
+    if not isinstance(exc, asyncio.CancelledError):
+        return False
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:
+        return True  # no asyncio loop: nothing here cancels with asyncio's class
+    return task is not None and task.cancelling() == 0
 
 
 def cancel_scope_class() -> type[anyio.CancelScope]:
@@ -69,17 +93,20 @@ async def _on_trio(job: Job, count: int) -> None:
         await job(count - 1)
 
 
-async def _on_asyncio(  # noqa: C901 - the whole structure in one place
+async def _on_asyncio(  # noqa: C901, PLR0915 - the whole structure in one place
     job: Job, count: int, *, scope_class: type[anyio.CancelScope]
 ) -> None:
     if count == 1:
         await job(0)
         return
     loop = asyncio.get_running_loop()
-    scopes = [scope_class() for _ in range(count)]
+    # The jobs' scopes are their tasks' outermost: they take the caller's deadline here,
+    # and its cancellation from the caller (below).
+    deadline = anyio.current_effective_deadline()
+    scopes = [scope_class(deadline=deadline) for _ in range(count)]
     failures: list[BaseException] = []
-    running = count - 1
-    all_ended: asyncio.Future[None] | None = None
+    running = count
+    all_ended = loop.create_future()
 
     def cancel_all() -> None:
         for scope in scopes:
@@ -89,36 +116,40 @@ async def _on_asyncio(  # noqa: C901 - the whole structure in one place
         try:
             with scopes[index]:
                 await job(index)
+        except asyncio.CancelledError:
+            cancel_all()  # not from its scope: a native cancellation, which stops the others
         except (KeyboardInterrupt, SystemExit):
-            raise  # as asyncio does: they leave the loop at once
+            cancel_all()
+            raise  # as asyncio does: they leave the loop at once, by themselves
         except BaseException as exc:  # noqa: BLE001 - raised by the caller, with the others
             failures.append(exc)
             cancel_all()
 
-    def ended(_: object) -> None:
+    def ended(task: asyncio.Task[None]) -> None:
         nonlocal running
+        if not task.cancelled():
+            task.exception()  # retrieved: it is in `failures` (or on its way out of the loop)
         running -= 1
-        if running == 0 and all_ended is not None and not all_ended.done():
+        if not running and not all_ended.done():
             all_ended.set_result(None)
 
     # Held here: asyncio keeps only weak references to tasks.
-    tasks = [loop.create_task(run(index)) for index in range(count - 1)]
+    tasks = [loop.create_task(run(index)) for index in range(count)]
     for task in tasks:
         task.add_done_callback(ended)
     try:
-        with scopes[-1]:
-            await job(count - 1)
-        if running:
-            all_ended = loop.create_future()
-            await all_ended
+        await all_ended
     except BaseException as exc:
-        # Cancelled from outside, or the caller's own job failed: the others stop too,
-        # and are waited for (shielded, as a task group waits) before this goes on.
+        # Cancelled (or interrupted): every job stops too, and is waited for, shielded
+        # as a task group waits, and through any further cancellation, before this goes on.
         cancel_all()
-        with anyio.CancelScope(shield=True):
+        with scope_class(shield=True):
             while running:
                 all_ended = loop.create_future()
-                await all_ended
+                try:
+                    await all_ended
+                except asyncio.CancelledError:
+                    continue  # cancelled again: every job is told already
         cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
         if isinstance(exc, KeyboardInterrupt | SystemExit) or (cancelled and not failures):
             raise

@@ -22,6 +22,7 @@ from ..contracts._errors import InvalidOutputSchema
 from ..contracts._events import Ledger
 from ..contracts._records import Unit, WorkerResult
 from ._executors import BoundCall, Placed
+from ._fanout import is_stray_cancellation
 from ._roles import check_result
 
 __all__ = ["MAX_CALLS", "CallFailure", "CallGateway", "until"]
@@ -155,7 +156,9 @@ class CallGateway:
                         "adapter_retry", unit_id=unit_id, candidate_id=candidate_id, lane=lane
                     )
                 continue
-            except Exception as exc:  # noqa: BLE001 - an aborted turn: recorded, never swallowed silently
+            except BaseException as exc:  # an aborted turn: recorded, never swallowed silently
+                if not isinstance(exc, Exception) and not is_stray_cancellation(exc):
+                    raise
                 detail = f"{type(exc).__name__}: {exc}"
                 self._record(event, started, "error", error=detail)
                 self._on_signal(unit_id)

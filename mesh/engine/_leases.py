@@ -50,8 +50,10 @@ class LeaseKeeper:
         self._ttl_ms = ttl_ms
         self._holders: dict[str, Holder] = {}
         self._scope_class = cancel_scope_class()
-        # Made when a denied unit waits for it: most releases wake nobody.
+        # Made when a denied unit waits for it: most releases wake nobody. The count tells
+        # a denied unit whether a release came while its request was being judged.
         self._released: anyio.Event | None = None
+        self._releases = 0
         self._granted = anyio.Event()
 
     def hold(self, progress: UnitProgress) -> Holder:
@@ -104,6 +106,7 @@ class LeaseKeeper:
             return lease_id
         progress = holder.progress
         while True:
+            releases = self._releases
             request = self._request(progress, _lease_call_id(progress), _ACQUIRE)
             answer = await self._ask(progress, request, _ACQUIRE)
             if isinstance(answer, CallFailure):
@@ -120,6 +123,8 @@ class LeaseKeeper:
                 attempt=progress.attempt,
                 reason=answer.notes or answer.proof_evidence.key_line,
             )
+            if self._releases != releases:
+                continue  # a lease went back while the locksmith judged: ask again at once
             if self._released is None:
                 self._released = anyio.Event()
             released = self._released
@@ -133,6 +138,7 @@ class LeaseKeeper:
             await self._ask(progress, request, "release")
             del leases[lease_id]
         # Wake units whose lease was denied; later waiters wait for the next release.
+        self._releases += 1
         if self._released is not None:
             self._released.set()
             self._released = None

@@ -161,20 +161,40 @@ class DeliveryRequest:
     candidate: WorkerResult
     proof: WorkerResult
     approvals: int
-    # Given as ``plan_state=``; read through the property, which writes out a state the
-    # engine passes as the one before it plus this step only when an integrator reads it.
-    _plan_state: Mapping[str, Any] = attrs.field(hash=False, alias="plan_state")
+    plan_state: Mapping[str, Any] = attrs.field(hash=False)
     attempt: int
     idempotency_key: str = ""
     """Names this delivery across restarts (``RUN/UNIT``): an integrator that finds it
     already delivered (a commit trailer, an artifact) must not deliver it again."""
     call: int = 1
 
-    @property
-    def plan_state(self) -> Mapping[str, Any]:
-        """The update_plan document with this unit's step completed (a dict)."""
-        state = self._plan_state
+
+class _WrittenOnRead:
+    """
+    `DeliveryRequest.plan_state`'s slot, read through: a state not yet written out is on read.
+
+    The engine hands each delivery a `CompletedStep`, which names the plan state
+    rather than copying it; whoever reads the field (an integrator, ``repr``,
+    equality, ``attrs.asdict``, pickling) gets the dict it stands for, so the
+    request looks and behaves as if it held the dict from the start.
+    """
+
+    def __init__(self, slot: Any) -> None:  # noqa: ANN401 - the slot's member descriptor
+        self._slot = slot
+
+    def __get__(self, request: object, owner: type | None = None) -> Any:  # noqa: ANN401
+        if request is None:
+            return self
+        state = self._slot.__get__(request, owner)
         return state.document() if type(state) is CompletedStep else state
+
+    def __set__(self, request: object, value: object) -> None:
+        self._slot.__set__(request, value)
+
+
+setattr(  # noqa: B010 - a class attribute attrs made, which type checkers see as the field
+    DeliveryRequest, "plan_state", _WrittenOnRead(DeliveryRequest.__dict__["plan_state"])
+)
 
 
 @attrs.frozen(kw_only=True)
@@ -275,13 +295,14 @@ def check_result(answer: object, *, unit: Unit, candidate_id: str, lane: Lane) -
     Raises:
         InvalidOutputSchema: Listing every problem.
     """
-    result = (
-        answer
-        if take_checked(answer)
-        else recheck_worker_result(answer)
-        if isinstance(answer, WorkerResult)
-        else parse_worker_result(answer)
-    )
+    if take_checked(answer):
+        result = answer
+    elif isinstance(answer, WorkerResult):
+        result = recheck_worker_result(answer)
+        # Checked now, for this call only: the same object handed in again is checked again.
+        take_checked(result)
+    else:
+        result = parse_worker_result(answer)
     if result.id == unit.id and result.candidate_id == candidate_id and result.lane is lane:
         return result
     problems = [

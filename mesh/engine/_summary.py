@@ -107,7 +107,7 @@ _AUTHOR_LANES: Final = frozenset({Lane.CODER, Lane.REDUCER})
 _COUNTED_ONLY: Final = frozenset(
     {"unit_transition", "candidates_recorded", "proofs_recorded", "delivery_started"}
 )
-_OUTCOME_KEYS: Final[dict[object, str]] = {
+_OUTCOME_KEYS: Final[dict[str, str]] = {
     outcome: f"outcome:{outcome}" for outcome in ("ok", "error", "timeout", "invalid_output_schema")
 }
 
@@ -177,7 +177,9 @@ class MetricsCollector:
         counts = self._counts
         self._calls[lane] += 1
         outcome = data.get("outcome")
-        counts[_OUTCOME_KEYS.get(outcome) or f"outcome:{outcome}"] += 1
+        # A stored ledger may hold anything here: only text is looked up.
+        known = _OUTCOME_KEYS.get(outcome) if type(outcome) is str else None
+        counts[known or f"outcome:{outcome}"] += 1
         ok = outcome == "ok"
         if ok and lane in _AUTHOR_LANES:
             counts["author_results"] += 1
