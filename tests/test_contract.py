@@ -362,12 +362,17 @@ class TestCheckedRecords:
     def test_an_answer_handed_in_again_is_checked_again(self) -> None:
         """The engine's check of a typed answer is for that call: changed since, it is refused."""
         answer_record = mesh.parse_worker_result(result())
-        where = {"unit": unit("u1"), "candidate_id": "u1-coder-1", "lane": mesh.Lane.CODER}
-        assert check_result(answer_record, **where) is answer_record
+        the_unit = unit("u1")
+        checked = check_result(
+            answer_record, unit=the_unit, candidate_id="u1-coder-1", lane=mesh.Lane.CODER
+        )
+        assert checked is answer_record
         assert not is_checked(answer_record)
         object.__setattr__(answer_record, "notes", "lone \ud800")  # an adapter mutating it
         with pytest.raises(mesh.InvalidOutputSchema, match="lone surrogate"):
-            check_result(answer_record, **where)
+            check_result(
+                answer_record, unit=the_unit, candidate_id="u1-coder-1", lane=mesh.Lane.CODER
+            )
 
     def test_an_equal_record_built_otherwise_is_checked(self) -> None:
         """Trust goes by identity: a copy, an evolved record or a hand-built one is checked."""
