@@ -11,7 +11,8 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from mesh.engine._fanout import Job, concurrently_on_running_loop
+import mesh
+from mesh.engine._fanout import Job, concurrently_on_running_loop, is_stray_cancellation
 
 pytestmark = pytest.mark.anyio
 
@@ -305,3 +306,48 @@ def test_cancelled_twice_it_still_waits_for_every_job() -> None:
         return sorted(ended)
 
     assert asyncio.run(main()) == [0, 1, 2]
+
+
+def test_a_job_cancelled_before_it_started_has_simply_ended() -> None:
+    """asyncio: a job's task cancelled natively before its first step counts as ended."""
+    started: list[int] = []
+
+    async def job(index: int) -> None:
+        started.append(index)
+        if index == 0:  # runs first, and cancels the other jobs' tasks before they start
+            current = asyncio.current_task()
+            for task in asyncio.all_tasks():
+                if task is not current and getattr(task.get_coro(), "__qualname__", "").endswith(
+                    "run"
+                ):
+                    task.cancel()
+
+    async def main() -> None:
+        with anyio.fail_after(5):
+            await concurrently_on_running_loop()(job, 3)
+
+    anyio.run(main, backend="asyncio")
+    assert started == [0]
+
+
+async def test_only_asyncios_unasked_cancellations_are_stray() -> None:
+    """A CancelledError nobody asked for is stray; a real cancellation (either backend's) is not."""
+    assert is_stray_cancellation(asyncio.CancelledError())  # nothing is cancelling this task
+    assert not is_stray_cancellation(ValueError())
+    real: list[bool] = []
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        try:
+            await anyio.lowlevel.checkpoint()
+        except anyio.get_cancelled_exc_class() as cancelled:
+            real.append(is_stray_cancellation(cancelled))
+            raise
+    assert real == [False]
+
+
+def test_a_delivery_requests_plan_state_is_read_through_on_instances_only() -> None:
+    """On the class, the field's descriptor is itself (as attrs' slot was)."""
+    descriptor = mesh.DeliveryRequest.plan_state
+    assert descriptor is type(mesh.DeliveryRequest).__getattribute__(
+        mesh.DeliveryRequest, "plan_state"
+    )

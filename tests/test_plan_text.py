@@ -370,6 +370,12 @@ class TestScopeRoots:
         assert mesh.parse_plan({"plan": [{"step": "x", "write_scope": scope}]}).steps
 
 
+class _Text(str):
+    """Text of a subclass of str, as some libraries hand out."""
+
+    __slots__ = ()
+
+
 class TestEngineEntry:
     @pytest.mark.parametrize(
         ("the_unit", "problem"),
@@ -397,6 +403,15 @@ class TestEngineEntry:
             (
                 mesh.Unit(id="u1", objective="x", write_scope=("",)),
                 f"unit u1.write_scope: {EMPTY_SCOPE}",
+            ),
+            # attrs checks no types: a list, or a str subclass, gets the same reading.
+            (
+                mesh.Unit(id="u1", objective="x", write_scope=["src", "a\x1bb"]),  # type: ignore[arg-type]
+                "unit u1.write_scope[1]: contains control character U+001B at offset 1",
+            ),
+            (
+                mesh.Unit(id="u1", objective=_Text("do\u2028this")),
+                "unit u1.objective: contains line separator U+2028 at offset 2",
             ),
         ],
     )

@@ -40,6 +40,7 @@ class TestPublicApi:
         with pytest.raises(AttributeError, match="'Orchestrater'"):
             _ = mesh.Orchestrater  # type: ignore[attr-defined]
 
+    @pytest.mark.timeout(300)  # an interpreter per public class: ~30 s alone, more when busy
     def test_type_hints_of_each_class_reached_first(self) -> None:
         """`typing.get_type_hints` works on every public class, whichever is reached first."""
         classes = [n for n in mesh.__all__ if inspect.isclass(getattr(mesh, n))]

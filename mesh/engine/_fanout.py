@@ -93,7 +93,7 @@ async def _on_trio(job: Job, count: int) -> None:
         await job(count - 1)
 
 
-async def _on_asyncio(  # noqa: C901, PLR0915 - the whole structure in one place
+async def _on_asyncio(  # noqa: C901 - the whole structure in one place
     job: Job, count: int, *, scope_class: type[anyio.CancelScope]
 ) -> None:
     if count == 1:
@@ -150,11 +150,9 @@ async def _on_asyncio(  # noqa: C901, PLR0915 - the whole structure in one place
                     await all_ended
                 except asyncio.CancelledError:
                     continue  # cancelled again: every job is told already
-        cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
-        if isinstance(exc, KeyboardInterrupt | SystemExit) or (cancelled and not failures):
+        if not failures or not isinstance(exc, anyio.get_cancelled_exc_class()):
             raise
-        if not cancelled:
-            failures.insert(0, exc)
+        # Cancelled while jobs failed: their failures are raised, as a task group raises them.
     del tasks
     if failures:
         raise BaseExceptionGroup("unhandled errors in a fan-out", failures)
