@@ -92,6 +92,20 @@ class LostWhileShielded:
         return answer(request)
 
 
+async def execute_recorded(
+    clock: ManualClock, roles: mesh.Roles, plan: list[mesh.Unit], **options: Any
+) -> tuple[mesh.RunResult, list[mesh.LedgerEvent]]:
+    """Run ``plan`` on ``clock`` (autojumping): its result and every ledger event."""
+    events: list[mesh.LedgerEvent] = []
+    async with (
+        clock.autojumping(),
+        mesh.Orchestrator(
+            roles=roles, clock=clock, sinks=[mesh.MemorySink(events)], **options
+        ) as run,
+    ):
+        return await run.execute(plan), events
+
+
 async def run_with(
     plan: list[mesh.Unit], writers: Writers, **options: Any
 ) -> tuple[mesh.RunResult, list[mesh.LedgerEvent]]:
@@ -303,14 +317,7 @@ class TestRenewal:
             return answer(request)
 
         roles = fake_roles(locksmith=locksmith, integrator=FakeAdapter(integrator))
-        events: list[mesh.LedgerEvent] = []
-        async with (
-            clock.autojumping(),
-            mesh.Orchestrator(
-                roles=roles, clock=clock, lease_ttl=30, sinks=[mesh.MemorySink(events)]
-            ) as run,
-        ):
-            result = await run.execute([unit("a")])
+        result, events = await execute_recorded(clock, roles, [unit("a")], lease_ttl=30)
         assert result.outcomes[0].state == "completed", result.outcomes[0].evidence
         assert [e.data["reason"] for e in events if e.event == "lease_lost"] == ["revoked"]
 
@@ -331,14 +338,8 @@ async def test_a_release_while_a_denial_is_being_judged_wakes_the_denied_unit() 
         return answer(request)
 
     roles = fake_roles(locksmith=slow_locksmith, prover=FakeAdapter(prover))
-    events: list[mesh.LedgerEvent] = []
-    async with (
-        clock.autojumping(),
-        mesh.Orchestrator(
-            roles=roles, clock=clock, sinks=[mesh.MemorySink(events)], lease_ttl=900
-        ) as run,
-    ):
-        result = await run.execute([unit("a", scope="src"), unit("b", scope="src")])
+    plan = [unit("a", scope="src"), unit("b", scope="src")]
+    result, events = await execute_recorded(clock, roles, plan, lease_ttl=900)
     assert [o.state for o in result.outcomes] == ["completed", "completed"]
     # Whichever unit came second (trio's task order varies) was denied once.
     assert len([e for e in events if e.event == "lease_denied"]) == 1
