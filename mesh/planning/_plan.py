@@ -113,7 +113,7 @@ def _texts_clean(record: object, levels: Mapping[str, TextLevel]) -> bool:
             texts.append(value)
         elif type(value) is tuple and all(type(item) is str for item in value):
             texts.extend(value)
-        elif value is not None:
+        else:
             return False
     return text_problem(" ".join(strict)) is None and text_problem("\n".join(prose), _PROSE) is None
 
