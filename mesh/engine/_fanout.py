@@ -15,8 +15,12 @@ one shape the pipeline needs, built on each backend's own tasks:
   without being a failure, as in a task group;
 - cancelling the caller cancels every job at once, through anyio's own cancel
   scopes, so shielded scopes inside a job (an adapter's cleanup) are honoured,
-  and the caller's cancellation is raised as it came once they have all ended;
-- each job sees the caller's deadline (`anyio.current_effective_deadline`).
+  and the caller's cancellation is raised as it came once they have all ended.
+
+On asyncio a job's scope is its task's outermost, so within a job
+`anyio.current_effective_deadline()` does not show the caller's deadline; that
+deadline reaches the job as a cancellation when it fires (and not before, if
+the caller extends it).
 
 On trio a nursery is that structure already, and anyio's cancel scopes are
 trio's. On asyncio, every job runs in a task of its own inside a cancel scope
@@ -100,10 +104,9 @@ async def _on_asyncio(  # noqa: C901 - the whole structure in one place
         await job(0)
         return
     loop = asyncio.get_running_loop()
-    # The jobs' scopes are their tasks' outermost: they take the caller's deadline here,
-    # and its cancellation from the caller (below).
-    deadline = anyio.current_effective_deadline()
-    scopes = [scope_class(deadline=deadline) for _ in range(count)]
+    # The jobs' scopes are their tasks' outermost: the caller's cancellation (a deadline
+    # that fires included) reaches them from the caller, below, when it comes.
+    scopes = [scope_class() for _ in range(count)]
     failures: list[BaseException] = []
     running = count
     all_ended = loop.create_future()
