@@ -24,8 +24,8 @@ from mesh.host._owner import (
     OwnerRecord,
     RunOwned,
     RunOwnership,
-    _alive,
     end_leftovers,
+    pid_alive,
     stale_locks,
 )
 from mesh.host._process import run_command
@@ -138,7 +138,7 @@ class TestOneOwner:
             raise PermissionError(pid, number)
 
         monkeypatch.setattr(os, "kill", refuse)
-        assert _alive(12345)
+        assert pid_alive(12345)
 
     def test_released_twice_or_never_entered(self, tmp_path: Path) -> None:
         """Letting go is idempotent, entered or not."""

@@ -13,6 +13,7 @@ import anyio
 import pytest
 
 import mesh
+from mesh.host._owner import pid_alive, process_state
 
 from repo_helpers import commit_files, git
 
@@ -263,23 +264,21 @@ class TestWhatAnAgentLeaves:
 class TestOwnership:
     def test_pid_alive(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Live, reaped, zombie and other users' processes are told apart."""
-        from mesh.git import _workspaces  # noqa: PLC0415 - the private helper under test
-
-        assert _workspaces._pid_alive(os.getpid())
+        assert pid_alive(os.getpid())
         child = subprocess.Popen(["true"])
         deadline = time.monotonic() + 5
-        while _workspaces._process_state(child.pid) != "Z" and time.monotonic() < deadline:
+        while process_state(child.pid) != "Z" and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert not _workspaces._pid_alive(child.pid)  # a zombie: exited, not yet collected
+        assert not pid_alive(child.pid)  # a zombie: exited, not yet collected
         child.wait()
-        assert not _workspaces._pid_alive(child.pid)
-        assert _workspaces._process_state(child.pid) == ""
+        assert not pid_alive(child.pid)
+        assert process_state(child.pid) == ""
 
         def denied(pid: int, signal: int) -> None:
             raise PermissionError
 
         monkeypatch.setattr(os, "kill", denied)
-        assert _workspaces._pid_alive(1)
+        assert pid_alive(1)
 
     async def test_unreadable_owner_files_count_as_dead(self, repo: Path) -> None:
         """A folder whose owner file is missing or garbage is a leftover."""

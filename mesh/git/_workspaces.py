@@ -46,6 +46,7 @@ from ..contracts._enums import FailureCode
 from ..contracts._errors import InputError, MeshError
 from ..contracts._files import force_remove
 from ..contracts._gate import SYMLINK_MODE, PathChange, parse_raw_diff
+from ..host._owner import pid_alive
 from ._git import Git, GitError
 
 __all__ = [
@@ -163,25 +164,6 @@ async def repository_top(repo: str | os.PathLike[str]) -> Path:
         raise InputError(f"{os.fspath(repo)} is not a git repository: {exc.message}") from exc
 
 
-def _process_state(pid: int) -> str:
-    """The process's state letter (``Z`` for a zombie), or "" where /proc cannot tell."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return ""
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's live process
-    # A zombie has exited; only its parent has not collected it yet.
-    return _process_state(pid) != "Z"
-
-
 def _owner_record() -> str:
     return f"{os.getpid()} {socket.gethostname()}"
 
@@ -199,7 +181,7 @@ def _dead_owner_folders(base: Path) -> list[Path]:
             pid, owner_host = 0, ""
         if owner_host and owner_host != host:
             continue  # a repository on a shared folder: another machine's process, alive or not
-        if not (pid and _pid_alive(pid)):
+        if not (pid and pid_alive(pid)):
             dead.append(folder)
     return dead
 

@@ -44,6 +44,8 @@ __all__ = [
     "end_leftovers",
     "owner_environment",
     "owning",
+    "pid_alive",
+    "process_state",
     "stale_locks",
 ]
 
@@ -97,21 +99,31 @@ def _holder(descriptor: int) -> OwnerRecord | None:
     deadline = time.monotonic() + _RECORD_WAIT
     while True:
         owner = _read(_read_all(descriptor))
-        if owner is not None and (owner.host != socket.gethostname() or _alive(owner.pid)):
+        if owner is not None and (owner.host != socket.gethostname() or pid_alive(owner.pid)):
             return owner
         if time.monotonic() >= deadline:
             return None
         time.sleep(0.01)
 
 
-def _alive(pid: int) -> bool:
+def process_state(pid: int) -> str:
+    """The process's state letter (``Z`` for a zombie), or "" where /proc cannot tell."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host (another user's counts; a zombie does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
+    except PermissionError:
+        return True  # another user's live process
+    # A zombie has exited; only its parent has not collected it yet.
+    return process_state(pid) != "Z"
 
 
 def _read(text: str) -> OwnerRecord | None:
