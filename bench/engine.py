@@ -13,7 +13,7 @@ import timeit
 import tracemalloc
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypedDict, TypeVar
+from typing import Annotated, Any, Literal, TypedDict, TypeVar
 
 import anyio
 
@@ -176,7 +176,11 @@ def dag(count: int, *, chain: int = 10) -> list[mesh.Unit]:
 
 
 def mesh_cpu_per_unit(
-    count: int, *, built: bool = True, backend: str = "asyncio", runs: int = 1
+    count: int,
+    *,
+    built: bool = True,
+    backend: Literal["asyncio", "trio"] = "asyncio",
+    runs: int = 1,
 ) -> tuple[float, float]:
     """
     CPU ms per unit for the whole pipeline (3 candidates, every role), and wall seconds.

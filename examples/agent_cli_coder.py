@@ -16,8 +16,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import anyio
-
 import mesh
 
 # The agent gets the unit's fields as shell-quoted placeholders and MESH_*
@@ -65,16 +63,13 @@ def main() -> None:
             ]
         }
 
-        async def run() -> mesh.RepositoryRun:
-            return await mesh.run_in_repository(
-                plan,
-                repo=repo,
-                out=folder / "out",
-                coder=lambda workspaces: mesh.CommandCoder(workspaces, agent_command),
-                delivery_mode=mesh.DeliveryMode.COMMIT_FIRST,
-            )
-
-        finished = anyio.run(run)
+        finished = mesh.run(
+            plan,
+            repo=repo,
+            out=folder / "out",
+            roles=mesh.Roles(coder=mesh.CommandCoder(repo, agent_command)),
+            delivery_mode=mesh.DeliveryMode.COMMIT_FIRST,
+        )
         finished.result.check()
         print((repo / "hello.py").read_text(), end="")
         log = subprocess.run(

@@ -22,8 +22,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import anyio
-
 import mesh
 
 # Candidate 1 is hostile; candidate 2 does only what it was asked.
@@ -85,17 +83,14 @@ def main() -> None:
             ]
         }
 
-        async def run() -> mesh.RepositoryRun:
-            return await mesh.run_in_repository(
-                plan,
-                repo=repo,
-                out=folder / "out",
-                coder=lambda ws: mesh.CommandCoder(ws, agent_command, sandbox=sandbox),
-                delivery_mode=mesh.DeliveryMode.COMMIT_FIRST,
-                sandbox=sandbox,
-            )
-
-        finished = anyio.run(run)
+        finished = mesh.run(
+            plan,
+            repo=repo,
+            out=folder / "out",
+            roles=mesh.Roles(coder=mesh.CommandCoder(repo, agent_command, sandbox=sandbox)),
+            delivery_mode=mesh.DeliveryMode.COMMIT_FIRST,
+            sandbox=sandbox,
+        )
         finished.result.check()
         refused = [
             event.data.get("evidence")

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import mesh
+import mesh.batch
 from mesh.testing import fake_roles
 
 HERE = Path(__file__).parent
@@ -43,8 +44,8 @@ def main() -> None:
         f"wave: {wave.units_selected} of {wave.units_in} units ready, {len(wave.rows)} coder rows"
     )
 
-    batch_csv = mesh.format_csv(mesh.BATCH_COLUMNS, (row.cells() for row in wave.rows))
-    prepared = mesh.prepare_batch(batch_csv, max_concurrency=budget.max_active_units)
+    batch_csv = mesh.batch.format_csv(mesh.batch.BATCH_COLUMNS, (row.cells() for row in wave.rows))
+    prepared = mesh.batch.prepare_batch(batch_csv, max_concurrency=budget.max_active_units)
     print(
         f"batch: {len(prepared.output_rows)} candidates queued, "
         f"floor gate {prepared.floor_result} (peak {prepared.effective_peak})"

@@ -1,12 +1,103 @@
 """
-mesh: an embeddable, plan-driven orchestration engine for coding agents.
+An embeddable, plan-driven orchestration engine for coding agents.
 
 A plan of steps is sliced into units with dependencies; each unit is written
 by several candidate authors, proved in isolation, adjudicated by a risk-based
 quorum and delivered by a single integrator, under one budget-derived
 concurrency target and an occurred-events ledger.
 
-This module is the whole public API; ``mesh.commands`` mirrors the command line.
+An index of the public API by purpose, the engine first; ``help(mesh.NAME)``
+documents each name, and the submodules at the end hold the rest.
+
+Running a plan
+
+- `run`, `run_async`: run a plan to the end, from sync or async code.
+- `resume`, `resume_async`: continue a repository run that stopped.
+- `Orchestrator`: the engine itself, for full control (``async with``).
+- `RunResult`, `UnitOutcome`, `OutcomeState`, `RunMetrics`: what a run returns.
+- `RunStatistics`, `UnitState`, `Trigger`: a run in progress, a unit's lifecycle.
+- `ResumePoint`, `UnitCheckpoint`, `resume_point`, `unit_states`: where a
+  stopped run stands, from its events.
+
+Roles and adapters
+
+- `Roles`: the adapters of a run, one per role.
+- `CommandCoder`, `CallableCoder`, `ScriptedCoder`: coders around an agent
+  command line, a Python callable, or scripted files.
+- `git_roles`, `GitApplier`, `CommandProver`, `MechanicalFixer`,
+  `GitIntegrator`, `LeaseTable`: mesh's own roles around your coders.
+- `check_command_template`, `diff_candidate`: for adapters of your own.
+- `rerun_safe`, `not_rerun_safe`: whether an adapter may be called again
+  for a request a crash interrupted.
+- `Executor`, `LocalExecutor`, `RayExecutor`, `ExecutorInfo`, `Placed`,
+  `executor_slots`: where adapter calls run.
+- `Clock`, `SystemClock`: where the engine reads time.
+
+Requests and answers
+
+- `AuthorRequest`, `LeaseRequest`, `ApplyRequest`, `ProofRequest`,
+  `AdjudicationRequest`, `DeliveryRequest`: what each role is asked.
+- `WorkerResult`, `ProofEvidence`, `ReduceRecord`, `parse_worker_result`,
+  `worker_result_document`: answers under output contract v2
+  (``mesh.answers`` builds them).
+- `Lane`, `Decision`, `LANE_DECISIONS`, `ProofStatus`, `FailureCode`,
+  `MAX_PROOF_ATTEMPTS`: their closed vocabularies.
+
+Records
+
+- `Plan`, `PlanStep`, `StepStatus`, `Unit`: a plan and the units sliced from it.
+- `RiskTier`, `QUORUM_BY_RISK`, `DeliveryMode`, `SpecialPath`: a unit's risk
+  tier, delivery and the special paths it may write.
+- `BudgetDecision`, `BudgetMode`, `ReplayResult`, `PlanSummary`,
+  `SliceResult`, `Wave`: what the planning helpers return.
+
+Ledger and reports
+
+- `LedgerEvent`, `LedgerSink`, `MemorySink`, `JsonLinesSink`, `CallbackSink`,
+  `StructlogSink`: a run's events and where they go.
+- `RunStore`, `STORE_FILE`: a run's configuration and events in SQLite.
+- `render_ledger`, `prose_ledger`, `render_report`, `unit_durations`,
+  `append_learning`: reports, timings and lessons from a run.
+- `occurred`, `occurred_events`: which ledger values record something that
+  happened.
+
+Planning helpers
+
+- `parse_plan`, `parse_units`, `check_dependencies`, `slice_plan`,
+  `plan_sync`: plans and their units.
+- `budget_policy`, `replay`, `select_wave`: the budget, a preview of its
+  waves, the next wave.
+
+Repository, workspaces and git
+
+- `RepositoryRun`: a finished run on a repository, and where its files are.
+- `WorkspaceManager`, `Workspace`, `ChangeReading`: git worktrees and what a
+  change in one does.
+- `patch_changes`, `FileChange`, `scope_problems`, `gate_problems`,
+  `PathChange`, `in_scope`, `scopes_overlap`: what a change touches and
+  whether it may.
+- `Sandbox`: running commands under bubblewrap.
+
+Errors
+
+- `MeshError`: the root; every error carries a `FailureCode`.
+- `InputError`, `ValidationError`, `PlanError`, `OptionError`,
+  `PathCollisionError`, `InvalidOutputSchema`: input mesh cannot use.
+- `FileAccessError`, `ExecutorError`, `StoreError`, `RunOwned`,
+  `SandboxUnavailable`, `GitError`: the machine, a store or a tool failed.
+- `TransitionError`, `GateNotMet`, `UnitFailed`, `RunFailed`: units that
+  could not move on, or did not complete.
+- `AdapterMistake`: a strict run stopped at an adapter's exception or
+  invalid answer.
+
+Submodules
+
+- ``mesh.answers``: answer builders, one per decision: a checked `WorkerResult`
+  built from its request.
+- ``mesh.batch``: the batch CSV contract (the ``wave`` and ``run_csv`` commands).
+- ``mesh.testing``: fake adapters, a manual clock and ledger capture, for tests.
+- ``mesh.typing``: protocols and type aliases for code that plugs into mesh.
+- ``mesh.commands``: the command line as Python functions.
 """
 
 from __future__ import annotations
@@ -18,6 +109,7 @@ from typing import TYPE_CHECKING
 from ._version import __version__ as __version__
 
 if TYPE_CHECKING:
+    from . import answers as answers
     from .contracts._clock import Clock as Clock
     from .contracts._clock import SystemClock as SystemClock
     from .contracts._contract import MAX_PROOF_ATTEMPTS as MAX_PROOF_ATTEMPTS
@@ -29,16 +121,14 @@ if TYPE_CHECKING:
     from .contracts._enums import Decision as Decision
     from .contracts._enums import DeliveryMode as DeliveryMode
     from .contracts._enums import FailureCode as FailureCode
-    from .contracts._enums import FloorResult as FloorResult
     from .contracts._enums import Lane as Lane
     from .contracts._enums import ProofStatus as ProofStatus
     from .contracts._enums import RiskTier as RiskTier
     from .contracts._enums import SpecialPath as SpecialPath
     from .contracts._enums import StepStatus as StepStatus
-    from .contracts._errors import CsvContractError as CsvContractError
+    from .contracts._errors import AdapterMistake as AdapterMistake
     from .contracts._errors import ExecutorError as ExecutorError
     from .contracts._errors import FileAccessError as FileAccessError
-    from .contracts._errors import FloorGateFailed as FloorGateFailed
     from .contracts._errors import GateNotMet as GateNotMet
     from .contracts._errors import InputError as InputError
     from .contracts._errors import InvalidOutputSchema as InvalidOutputSchema
@@ -63,17 +153,10 @@ if TYPE_CHECKING:
     from .contracts._patch import FileChange as FileChange
     from .contracts._patch import patch_changes as patch_changes
     from .contracts._patch import scope_problems as scope_problems
-    from .contracts._records import BATCH_COLUMNS as BATCH_COLUMNS
-    from .contracts._records import OUTPUT_COLUMNS as OUTPUT_COLUMNS
-    from .contracts._records import REQUIRED_BATCH_COLUMNS as REQUIRED_BATCH_COLUMNS
-    from .contracts._records import BatchRow as BatchRow
     from .contracts._records import BudgetDecision as BudgetDecision
-    from .contracts._records import DepsRow as DepsRow
-    from .contracts._records import OutputRow as OutputRow
     from .contracts._records import Plan as Plan
     from .contracts._records import PlanStep as PlanStep
     from .contracts._records import PlanSummary as PlanSummary
-    from .contracts._records import PreparedBatch as PreparedBatch
     from .contracts._records import ProofEvidence as ProofEvidence
     from .contracts._records import ReduceRecord as ReduceRecord
     from .contracts._records import ReplayResult as ReplayResult
@@ -108,8 +191,10 @@ if TYPE_CHECKING:
     from .engine._roles import LeaseTable as LeaseTable
     from .engine._roles import ProofRequest as ProofRequest
     from .engine._roles import Roles as Roles
+    from .engine._roles import not_rerun_safe as not_rerun_safe
+    from .engine._roles import rerun_safe as rerun_safe
     from .engine._scheduler import Orchestrator as Orchestrator
-    from .engine._scheduler import run as run
+    from .engine._summary import OutcomeState as OutcomeState
     from .engine._summary import RunMetrics as RunMetrics
     from .engine._summary import UnitOutcome as UnitOutcome
     from .engine._summary import render_ledger as render_ledger
@@ -130,12 +215,6 @@ if TYPE_CHECKING:
     from .host._owner import RunOwned as RunOwned
     from .host._sandbox import Sandbox as Sandbox
     from .host._sandbox import SandboxUnavailable as SandboxUnavailable
-    from .planning._batch import floor_gate as floor_gate
-    from .planning._batch import format_csv as format_csv
-    from .planning._batch import parse_batch_csv as parse_batch_csv
-    from .planning._batch import parse_deps_csv as parse_deps_csv
-    from .planning._batch import prepare_batch as prepare_batch
-    from .planning._batch import validate_deps as validate_deps
     from .planning._budget import budget_policy as budget_policy
     from .planning._budget import replay as replay
     from .planning._plan import check_dependencies as check_dependencies
@@ -144,26 +223,25 @@ if TYPE_CHECKING:
     from .planning._plan import plan_sync as plan_sync
     from .planning._plan import slice_plan as slice_plan
     from .planning._wave import select_wave as select_wave
+    from .store._front import resume as resume
+    from .store._front import resume_async as resume_async
+    from .store._front import run as run
+    from .store._front import run_async as run_async
     from .store._repo_run import RepositoryRun as RepositoryRun
     from .store._repo_run import git_roles as git_roles
-    from .store._repo_run import resume_in_repository as resume_in_repository
-    from .store._repo_run import run_in_repository as run_in_repository
     from .store._store import STORE_FILE as STORE_FILE
     from .store._store import RunStore as RunStore
     from .store._store import StoreError as StoreError
 
 __all__ = [
-    "BATCH_COLUMNS",
     "LANE_DECISIONS",
     "MAX_PROOF_ATTEMPTS",
-    "OUTPUT_COLUMNS",
     "QUORUM_BY_RISK",
-    "REQUIRED_BATCH_COLUMNS",
     "STORE_FILE",
+    "AdapterMistake",
     "AdjudicationRequest",
     "ApplyRequest",
     "AuthorRequest",
-    "BatchRow",
     "BudgetDecision",
     "BudgetMode",
     "CallableCoder",
@@ -172,19 +250,15 @@ __all__ = [
     "Clock",
     "CommandCoder",
     "CommandProver",
-    "CsvContractError",
     "Decision",
     "DeliveryMode",
     "DeliveryRequest",
-    "DepsRow",
     "Executor",
     "ExecutorError",
     "ExecutorInfo",
     "FailureCode",
     "FileAccessError",
     "FileChange",
-    "FloorGateFailed",
-    "FloorResult",
     "GateNotMet",
     "GitApplier",
     "GitError",
@@ -203,7 +277,7 @@ __all__ = [
     "MeshError",
     "OptionError",
     "Orchestrator",
-    "OutputRow",
+    "OutcomeState",
     "PathChange",
     "PathCollisionError",
     "Placed",
@@ -211,7 +285,6 @@ __all__ = [
     "PlanError",
     "PlanStep",
     "PlanSummary",
-    "PreparedBatch",
     "ProofEvidence",
     "ProofRequest",
     "ProofStatus",
@@ -256,36 +329,33 @@ __all__ = [
     "check_dependencies",
     "diff_candidate",
     "executor_slots",
-    "floor_gate",
-    "format_csv",
     "gate_problems",
     "git_roles",
     "in_scope",
+    "not_rerun_safe",
     "occurred",
     "occurred_events",
-    "parse_batch_csv",
-    "parse_deps_csv",
     "parse_plan",
     "parse_units",
     "parse_worker_result",
     "patch_changes",
     "plan_sync",
-    "prepare_batch",
     "prose_ledger",
     "render_ledger",
     "render_report",
     "replay",
-    "resume_in_repository",
+    "rerun_safe",
+    "resume",
+    "resume_async",
     "resume_point",
     "run",
-    "run_in_repository",
+    "run_async",
     "scope_problems",
     "scopes_overlap",
     "select_wave",
     "slice_plan",
     "unit_durations",
     "unit_states",
-    "validate_deps",
     "worker_result_document",
 ]
 
@@ -303,19 +373,17 @@ _HOMES: dict[str, str] = {
     "Decision": ".contracts._enums",
     "DeliveryMode": ".contracts._enums",
     "FailureCode": ".contracts._enums",
-    "FloorResult": ".contracts._enums",
     "Lane": ".contracts._enums",
     "ProofStatus": ".contracts._enums",
     "RiskTier": ".contracts._enums",
     "SpecialPath": ".contracts._enums",
     "StepStatus": ".contracts._enums",
-    "CsvContractError": ".contracts._errors",
     "ExecutorError": ".contracts._errors",
     "FileAccessError": ".contracts._errors",
-    "FloorGateFailed": ".contracts._errors",
     "GateNotMet": ".contracts._errors",
     "InputError": ".contracts._errors",
     "InvalidOutputSchema": ".contracts._errors",
+    "AdapterMistake": ".contracts._errors",
     "MeshError": ".contracts._errors",
     "OptionError": ".contracts._errors",
     "PathCollisionError": ".contracts._errors",
@@ -337,17 +405,10 @@ _HOMES: dict[str, str] = {
     "FileChange": ".contracts._patch",
     "patch_changes": ".contracts._patch",
     "scope_problems": ".contracts._patch",
-    "BATCH_COLUMNS": ".contracts._records",
-    "OUTPUT_COLUMNS": ".contracts._records",
-    "REQUIRED_BATCH_COLUMNS": ".contracts._records",
-    "BatchRow": ".contracts._records",
     "BudgetDecision": ".contracts._records",
-    "DepsRow": ".contracts._records",
-    "OutputRow": ".contracts._records",
     "Plan": ".contracts._records",
     "PlanStep": ".contracts._records",
     "PlanSummary": ".contracts._records",
-    "PreparedBatch": ".contracts._records",
     "ProofEvidence": ".contracts._records",
     "ReduceRecord": ".contracts._records",
     "ReplayResult": ".contracts._records",
@@ -377,13 +438,15 @@ _HOMES: dict[str, str] = {
     "LeaseTable": ".engine._roles",
     "ProofRequest": ".engine._roles",
     "Roles": ".engine._roles",
+    "not_rerun_safe": ".engine._roles",
+    "rerun_safe": ".engine._roles",
     "Orchestrator": ".engine._scheduler",
     "ResumePoint": ".engine._results",
     "RunResult": ".engine._results",
     "RunStatistics": ".engine._results",
     "UnitCheckpoint": ".engine._results",
     "append_learning": ".engine._results",
-    "run": ".engine._scheduler",
+    "OutcomeState": ".engine._summary",
     "RunMetrics": ".engine._summary",
     "UnitOutcome": ".engine._summary",
     "render_ledger": ".engine._summary",
@@ -404,12 +467,6 @@ _HOMES: dict[str, str] = {
     "RunOwned": ".host._owner",
     "Sandbox": ".host._sandbox",
     "SandboxUnavailable": ".host._sandbox",
-    "floor_gate": ".planning._batch",
-    "format_csv": ".planning._batch",
-    "parse_batch_csv": ".planning._batch",
-    "parse_deps_csv": ".planning._batch",
-    "prepare_batch": ".planning._batch",
-    "validate_deps": ".planning._batch",
     "budget_policy": ".planning._budget",
     "replay": ".planning._budget",
     "check_dependencies": ".planning._plan",
@@ -420,8 +477,10 @@ _HOMES: dict[str, str] = {
     "select_wave": ".planning._wave",
     "RepositoryRun": ".store._repo_run",
     "git_roles": ".store._repo_run",
-    "resume_in_repository": ".store._repo_run",
-    "run_in_repository": ".store._repo_run",
+    "resume": ".store._front",
+    "resume_async": ".store._front",
+    "run": ".store._front",
+    "run_async": ".store._front",
     "STORE_FILE": ".store._store",
     "RunStore": ".store._store",
     "StoreError": ".store._store",
@@ -432,6 +491,8 @@ _HOMES: dict[str, str] = {
 if not TYPE_CHECKING:  # pragma: no branch - true whenever the module runs
 
     def __getattr__(name: str) -> object:
+        if name == "answers":  # a public submodule, reachable after a plain `import mesh`
+            return importlib.import_module(".answers", __name__)
         home = _HOMES.get(name)
         if home is None:
             raise AttributeError(f"module 'mesh' has no attribute {name!r}")
@@ -445,20 +506,23 @@ if not TYPE_CHECKING:  # pragma: no branch - true whenever the module runs
     def _publish(home: str) -> None:
         """Make every public name of ``home`` report `mesh` as its home, all at once."""
         for public, module in _HOMES.items():
-            if module != home:
-                continue
-            value = getattr(importlib.import_module(home, __name__), public)
-            if "._" not in getattr(value, "__module__", ""):
-                continue
-            if isinstance(value, type):
-                # Annotations are strings (`from __future__ import annotations`), read
-                # in the module `__module__` names: evaluated now, in the module that
-                # defines them, so `typing.get_type_hints`, cattrs and subclasses
-                # keep working once `__module__` says `mesh`.
-                value.__annotations__ = inspect.get_annotations(value, eval_str=True)
-                if hasattr(value, "__attrs_attrs__"):
-                    importlib.import_module("attrs").resolve_types(value)
-            value.__module__ = __name__
+            if module == home:
+                _rehome(getattr(importlib.import_module(home, __name__), public), __name__)
+
+
+def _rehome(value: object, public_module: str) -> None:
+    """Make ``value``, defined in a private module, report ``public_module`` as its home."""
+    if "._" not in getattr(value, "__module__", ""):
+        return
+    if isinstance(value, type):
+        # Annotations are strings (`from __future__ import annotations`), read in the
+        # module `__module__` names: evaluated now, in the module that defines them, so
+        # `typing.get_type_hints`, cattrs and subclasses keep working once `__module__`
+        # says the public module.
+        value.__annotations__ = inspect.get_annotations(value, eval_str=True)
+        if hasattr(value, "__attrs_attrs__"):
+            importlib.import_module("attrs").resolve_types(value)
+    value.__module__ = public_module
 
 
 def __dir__() -> list[str]:

@@ -63,8 +63,8 @@ def built_answers() -> list[tuple[mesh.WorkerResult, mesh.Lane]]:
         proof_attempt=2,
         attempt=1,
     )
-    passed = answers.proof(prove, passed=True, command="pytest", key_line="1 passed")
-    failed = answers.proof(prove, passed=False, key_line="1 failed", exit_code=1)
+    passed = answers.proof(prove, passed=True, command="pytest", evidence="1 passed")
+    failed = answers.proof(prove, passed=False, evidence="1 failed", exit_code=1)
     adjudicate = mesh.AdjudicationRequest(
         unit=UNIT,
         candidate_id="u1-fixer-1",

@@ -61,6 +61,8 @@ class TestLayers:
             "__init__.py",
             "__main__.py",
             "_version.py",
+            "answers.py",
+            "batch.py",
             "commands.py",
             "typing.py",
         ]

@@ -10,11 +10,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import mesh
+import mesh.batch
 
 
-def batch_csv(rows: list[dict[str, str]], columns: tuple[str, ...] = mesh.BATCH_COLUMNS) -> str:
-    base = dict.fromkeys(mesh.BATCH_COLUMNS, "x") | {"lane": "coder", "triplet_index": "1"}
-    return mesh.format_csv(columns, ([(base | row).get(c, "") for c in columns] for row in rows))
+def batch_csv(
+    rows: list[dict[str, str]], columns: tuple[str, ...] = mesh.batch.BATCH_COLUMNS
+) -> str:
+    base = dict.fromkeys(mesh.batch.BATCH_COLUMNS, "x") | {"lane": "coder", "triplet_index": "1"}
+    return mesh.batch.format_csv(
+        columns, ([(base | row).get(c, "") for c in columns] for row in rows)
+    )
 
 
 cell_text = st.text(st.characters(blacklist_categories=["Cs"]), max_size=30)
@@ -23,8 +28,8 @@ cell_text = st.text(st.characters(blacklist_categories=["Cs"]), max_size=30)
 class TestParseBatchCsv:
     def test_rows_and_defaults(self) -> None:
         """Rows parse to BatchRow; a missing base_sha column defaults to HEAD."""
-        columns = tuple(c for c in mesh.BATCH_COLUMNS if c != "base_sha")
-        rows = mesh.parse_batch_csv(
+        columns = tuple(c for c in mesh.batch.BATCH_COLUMNS if c != "base_sha")
+        rows = mesh.batch.parse_batch_csv(
             batch_csv([{"id": "r1"}, {"id": "r2", "lane": "fixer"}], columns)
         )
         assert [(r.id, r.lane, r.base_sha) for r in rows] == [
@@ -35,22 +40,24 @@ class TestParseBatchCsv:
     def test_quoted_commas_and_newlines(self) -> None:
         """Real CSV parsing: commas, quotes and newlines inside cells survive."""
         objective = 'fix "a, b"\nthen c'
-        (row,) = mesh.parse_batch_csv(batch_csv([{"id": "r1", "objective": objective}]))
+        (row,) = mesh.batch.parse_batch_csv(batch_csv([{"id": "r1", "objective": objective}]))
         assert objective == row.objective
 
     def test_empty_ids_and_blank_lines_are_skipped(self) -> None:
         """Rows whose id is empty, and blank lines, are not rows."""
         text = batch_csv([{"id": ""}, {"id": "r2"}]) + "\r\n\r\n"
-        assert [r.id for r in mesh.parse_batch_csv(text)] == ["r2"]
+        assert [r.id for r in mesh.batch.parse_batch_csv(text)] == ["r2"]
 
     def test_byte_order_mark_in_header(self) -> None:
         """A header starting with a UTF-8 BOM (spreadsheet export) still has an `id` column."""
-        (row,) = mesh.parse_batch_csv("\ufeff" + batch_csv([{"id": "r"}]))
+        (row,) = mesh.batch.parse_batch_csv("\ufeff" + batch_csv([{"id": "r"}]))
         assert row.id == "r"
 
     def test_extra_columns_are_ignored(self) -> None:
         """Columns beyond the contract are allowed."""
-        (row,) = mesh.parse_batch_csv(batch_csv([{"id": "r"}], (*mesh.BATCH_COLUMNS, "note")))
+        (row,) = mesh.batch.parse_batch_csv(
+            batch_csv([{"id": "r"}], (*mesh.batch.BATCH_COLUMNS, "note"))
+        )
         assert row.id == "r"
 
     @pytest.mark.parametrize(
@@ -66,13 +73,13 @@ class TestParseBatchCsv:
     )
     def test_contract_errors(self, text: str, match: str) -> None:
         """Each contract breach is a CsvContractError naming where."""
-        with pytest.raises(mesh.CsvContractError, match=match):
-            mesh.parse_batch_csv(text)
+        with pytest.raises(mesh.batch.CsvContractError, match=match):
+            mesh.batch.parse_batch_csv(text)
 
     @given(st.lists(st.lists(cell_text, min_size=3, max_size=3), max_size=8))
     def test_csv_round_trip(self, rows: list[list[str]]) -> None:
         """format_csv then csv.reader gives back exactly the cells written."""
-        text = mesh.format_csv(["a", "b", "c"], rows)
+        text = mesh.batch.format_csv(["a", "b", "c"], rows)
         parsed = list(csv.reader(io.StringIO(text, newline="")))
         assert [["a", "b", "c"], *rows] == parsed
 
@@ -84,7 +91,7 @@ class TestParseBatchCsv:
     )
     def test_batch_round_trip(self, rows: list[dict[str, str]]) -> None:
         """Batch rows written with format_csv parse back to the same cells."""
-        parsed = mesh.parse_batch_csv(batch_csv(rows))
+        parsed = mesh.batch.parse_batch_csv(batch_csv(rows))
         assert [(r["id"], r["objective"]) for r in rows] == [(p.id, p.objective) for p in parsed]
         assert all(p.cells()[0] == p.id for p in parsed)
 
@@ -92,7 +99,7 @@ class TestParseBatchCsv:
 class TestDeps:
     def test_parse(self) -> None:
         """depends_on splits on ';' or ','; interactive_lead is a boolean."""
-        rows = mesh.parse_deps_csv("id,depends_on,interactive_lead\na,,true\nb,a;c,\nc,a,0\n")
+        rows = mesh.batch.parse_deps_csv("id,depends_on,interactive_lead\na,,true\nb,a;c,\nc,a,0\n")
         assert [(r.id, r.depends_on, r.interactive_lead) for r in rows] == [
             ("a", (), True),
             ("b", ("a", "c"), False),
@@ -110,8 +117,8 @@ class TestDeps:
     )
     def test_invalid_tables(self, text: str, match: str) -> None:
         """Unknown ids, duplicates, cycles and leads with deps are errors."""
-        with pytest.raises(mesh.CsvContractError, match=match):
-            mesh.validate_deps(mesh.parse_deps_csv(text))
+        with pytest.raises(mesh.batch.CsvContractError, match=match):
+            mesh.batch.validate_deps(mesh.batch.parse_deps_csv(text))
 
     @pytest.mark.parametrize(
         ("text", "match"),
@@ -123,22 +130,24 @@ class TestDeps:
     )
     def test_malformed(self, text: str, match: str) -> None:
         """Malformed deps CSVs are contract errors."""
-        with pytest.raises(mesh.CsvContractError, match=match):
-            mesh.parse_deps_csv(text)
+        with pytest.raises(mesh.batch.CsvContractError, match=match):
+            mesh.batch.parse_deps_csv(text)
 
     def test_batch_ids_are_known(self) -> None:
         """A dependency may name a batch row id that has no deps row."""
-        mesh.validate_deps(mesh.parse_deps_csv("id,depends_on\na,r1\n"), known_ids=["r1"])
+        mesh.batch.validate_deps(
+            mesh.batch.parse_deps_csv("id,depends_on\na,r1\n"), known_ids=["r1"]
+        )
 
 
 class TestFloorGate:
     @pytest.mark.parametrize(
         ("concurrency", "runnable", "floor", "expected"),
         [
-            (5, 5, 3, (5, True, mesh.FloorResult.PASS)),
-            (2, 5, 3, (2, True, mesh.FloorResult.FAIL)),
-            (2, 2, 3, (2, False, mesh.FloorResult.NOT_APPLICABLE)),
-            (9, 3, 3, (3, True, mesh.FloorResult.PASS)),
+            (5, 5, 3, (5, True, mesh.batch.FloorResult.PASS)),
+            (2, 5, 3, (2, True, mesh.batch.FloorResult.FAIL)),
+            (2, 2, 3, (2, False, mesh.batch.FloorResult.NOT_APPLICABLE)),
+            (9, 3, 3, (3, True, mesh.batch.FloorResult.PASS)),
         ],
     )
     def test_gate(
@@ -146,10 +155,10 @@ class TestFloorGate:
         concurrency: int,
         runnable: int,
         floor: int,
-        expected: tuple[int, bool, mesh.FloorResult],
+        expected: tuple[int, bool, mesh.batch.FloorResult],
     ) -> None:
         """effective_peak = min(concurrency, runnable); applies only at runnable >= floor."""
-        assert expected == mesh.floor_gate(
+        assert expected == mesh.batch.floor_gate(
             concurrency=concurrency, runnable=runnable, floor_threshold=floor
         )
 
@@ -157,7 +166,9 @@ class TestFloorGate:
 class TestPrepareBatch:
     def test_prepared_document_and_rows(self) -> None:
         """Output rows are queued/pending with empty evidence; the document follows the contract."""
-        prepared = mesh.prepare_batch(batch_csv([{"id": "r1"}, {"id": "r2"}]), max_concurrency=4)
+        prepared = mesh.batch.prepare_batch(
+            batch_csv([{"id": "r1"}, {"id": "r2"}]), max_concurrency=4
+        )
         assert prepared.to_document(csv_path="in.csv", output_csv_path="out.csv") == {
             "command": "run_csv",
             "row_count": 2,
@@ -190,8 +201,8 @@ class TestPrepareBatch:
 
     def test_fail_on_floor(self) -> None:
         """fail_on_floor raises when the gate fails."""
-        with pytest.raises(mesh.FloorGateFailed, match="below the floor"):
-            mesh.prepare_batch(
+        with pytest.raises(mesh.batch.FloorGateFailed, match="below the floor"):
+            mesh.batch.prepare_batch(
                 batch_csv([{"id": f"r{i}"} for i in range(5)]),
                 max_concurrency=2,
                 fail_on_floor=True,
@@ -200,11 +211,11 @@ class TestPrepareBatch:
     def test_fail_on_floor_needs_concurrency(self) -> None:
         """fail_on_floor without max_concurrency is an input error."""
         with pytest.raises(mesh.InputError, match="needs max_concurrency"):
-            mesh.prepare_batch(batch_csv([{"id": "r"}]), fail_on_floor=True)
+            mesh.batch.prepare_batch(batch_csv([{"id": "r"}]), fail_on_floor=True)
 
     def test_deps_checked(self) -> None:
         """A valid deps CSV sets deps_check_status to pass."""
-        prepared = mesh.prepare_batch(
+        prepared = mesh.batch.prepare_batch(
             batch_csv([{"id": "r1"}]), deps_csv_text="id,depends_on\nr2,r1\n"
         )
         assert prepared.deps_check_status == "pass"
@@ -215,4 +226,4 @@ class TestPrepareBatch:
     def test_out_of_range(self, kwargs: dict[str, int]) -> None:
         """Out-of-range numbers are input errors."""
         with pytest.raises(mesh.InputError):
-            mesh.prepare_batch(batch_csv([{"id": "r"}]), **kwargs)  # type: ignore[arg-type]
+            mesh.batch.prepare_batch(batch_csv([{"id": "r"}]), **kwargs)  # type: ignore[arg-type]

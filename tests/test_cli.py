@@ -15,6 +15,7 @@ import attrs
 import pytest
 
 import mesh
+import mesh.batch
 from mesh.cli import _cli, _options, _parser
 
 RunMesh = Callable[..., CompletedProcess[str]]
@@ -333,7 +334,7 @@ class TestWaveAndRunCsv:
             report["floor_result"],
         ) == (6, 4, 4, "pass")
         lines = out.read_text().splitlines()
-        assert ",".join(mesh.OUTPUT_COLUMNS) == lines[0]
+        assert ",".join(mesh.batch.OUTPUT_COLUMNS) == lines[0]
         assert len(lines) == 7
 
     def test_bad_wave_flags(self, run_mesh: RunMesh, tmp_path: Path, units_json: Path) -> None:

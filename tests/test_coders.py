@@ -105,7 +105,7 @@ class TestCommandCoder:
         [
             (
                 "echo 'Error: model overloaded'; exit 4",
-                "coder command exit code 4: Error: model overloaded",
+                "reducer command exit code 4: Error: model overloaded",  # named by its lane
             ),
             ("echo '[1,2]' > \"$MESH_REDUCE_RECORD\"", "MESH_REDUCE_RECORD is not a JSON object"),
             ("echo '{{oops' > \"$MESH_REDUCE_RECORD\"", "MESH_REDUCE_RECORD is not JSON: "),

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import mesh
+import mesh.batch
 import mesh.commands
 from mesh.cli import _cli
 from mesh.contracts._convert import converter, structure
@@ -66,7 +67,7 @@ class TestRecordRoundTrips:
             mesh.plan_sync([{"step": "a"}]),
             mesh.slice_plan(json.loads(EXAMPLE_PLAN.read_text())),
             mesh.Unit(id="u", objective="o", write_scope=("a", "b"), deps=("x",)),
-            mesh.DepsRow(id="a", depends_on=("b",), interactive_lead=False),
+            mesh.batch.DepsRow(id="a", depends_on=("b",), interactive_lead=False),
         ],
         ids=lambda record: type(record).__name__,
     )

@@ -564,6 +564,7 @@ class TestLoneSurrogates:
         assert mesh.parse_worker_result(text).notes == "é 😀 \U0001f600"
 
     @pytest.mark.anyio
+    @pytest.mark.mesh_strict(strict=False)
     async def test_the_run_survives_and_only_that_candidate_fails(self, tmp_path: Path) -> None:
         """A coder patch with a lone surrogate fails its candidate; the run goes on to the end."""
 

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import mesh
+import mesh.batch
 from mesh.cli import _cli
 from mesh.contracts._convert import loads_json
 
@@ -112,15 +113,16 @@ class TestParsersNeverCrash:
     )
     def test_csv_text(self, text: str) -> None:
         """Any text gives batch rows, deps rows, or a MeshError."""
-        header = ",".join(mesh.BATCH_COLUMNS) + "\n"
+        header = ",".join(mesh.batch.BATCH_COLUMNS) + "\n"
         for candidate in (text, header + text):
-            survives(lambda t: mesh.parse_batch_csv(str(t)), candidate)
+            survives(lambda t: mesh.batch.parse_batch_csv(str(t)), candidate)
             survives(
-                lambda t: mesh.prepare_batch(str(t), max_concurrency=2, fail_on_floor=True),
+                lambda t: mesh.batch.prepare_batch(str(t), max_concurrency=2, fail_on_floor=True),
                 candidate,
             )
         survives(
-            lambda t: mesh.validate_deps(mesh.parse_deps_csv(str(t))), "id,depends_on\n" + text
+            lambda t: mesh.batch.validate_deps(mesh.batch.parse_deps_csv(str(t))),
+            "id,depends_on\n" + text,
         )
 
 
@@ -162,7 +164,7 @@ class TestCommandLineNeverCrashes:
         source.write_bytes(content)
         target.unlink(missing_ok=True)
         valid_csv = tmp_path / "valid.csv"
-        valid_csv.write_text(",".join(mesh.BATCH_COLUMNS) + "\n")
+        valid_csv.write_text(",".join(mesh.batch.BATCH_COLUMNS) + "\n")
         argv = [a.format(input=source, output=target, csv=valid_csv) for a in command]
         code, out, err = _cli.run(argv)
         check_outcome(code, out, err)

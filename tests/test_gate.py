@@ -110,11 +110,11 @@ class TestRecords:
         """A run id is written into trailers and file names: control characters are refused."""
 
         async def start() -> None:
-            await mesh.run_in_repository(
+            await mesh.run_async(
                 {"plan": [{"step": "x"}]},
                 repo=repo,
                 out=tmp_path / "out",
-                coder=lambda ws: mesh.ScriptedCoder(ws, {}),
+                roles=mesh.Roles(coder=mesh.ScriptedCoder(repo, {})),
                 run_id="run\nMesh-Delivery: x",
             )
 

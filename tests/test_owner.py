@@ -152,8 +152,8 @@ class TestOneOwner:
     async def test_resuming_nothing(self, tmp_path: Path) -> None:
         """No store there: said at once, and no folder or owner file is made."""
         with pytest.raises(mesh.StoreError, match="no run store there"):
-            await mesh.resume_in_repository(
-                tmp_path / "none", coder=lambda ws: mesh.ScriptedCoder(ws, {})
+            await mesh.resume_async(
+                tmp_path / "none", roles=mesh.Roles(coder=mesh.ScriptedCoder(tmp_path, {}))
             )
         assert not (tmp_path / "none").exists()
 

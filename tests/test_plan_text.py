@@ -506,7 +506,9 @@ class TestRunReport:
         escaped = one_line(FORGED)
         assert "  u1-coder-2: not applied: " + escaped in refused
         assert "  u1-coder-1: proof failed: " + escaped in refused
-        assert f"u1 failed: proof_missing (pytest: {escaped})" == lines[-1]
+        # The unit's evidence: every problem it met, each escaped on its one line.
+        problems = f"pytest: {escaped} | u1-coder-2: {escaped} | u1-coder-2-a2: {escaped}"
+        assert f"u1 failed: proof_missing ({problems})" == lines[-1]
 
 
 class TestJsonLines:

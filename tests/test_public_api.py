@@ -5,22 +5,47 @@ import __future__
 
 import importlib
 import inspect
+import pydoc
+import re
 import subprocess
 import sys
 
 import pytest
 
 import mesh
+import mesh.batch
 
-PUBLIC_MODULES = ["mesh", "mesh.commands", "mesh.testing", "mesh.typing"]
+PUBLIC_MODULES = [
+    "mesh",
+    "mesh.answers",
+    "mesh.batch",
+    "mesh.commands",
+    "mesh.testing",
+    "mesh.typing",
+]
+# The index at the top of `help(mesh)`: its groups, in order, engine first.
+INDEX_GROUPS = [
+    "Running a plan",
+    "Roles and adapters",
+    "Requests and answers",
+    "Records",
+    "Ledger and reports",
+    "Planning helpers",
+    "Repository, workspaces and git",
+    "Errors",
+    "Submodules",
+]
+
+
+def _house_order(name: str) -> tuple[bool, bool, str]:
+    """Constants, classes, then functions, each A-Z."""
+    return (not name.isupper(), name[0].islower(), name)
 
 
 class TestPublicApi:
     def test_all_is_sorted(self) -> None:
         """`mesh.__all__` is sorted (constants, classes, then functions, each A-Z)."""
-        assert sorted(mesh.__all__, key=lambda n: (not n.isupper(), n[0].islower(), n)) == list(
-            mesh.__all__
-        )
+        assert sorted(mesh.__all__, key=_house_order) == list(mesh.__all__)
 
     def test_all_is_complete(self) -> None:
         """Every name mesh loads on demand is listed in __all__, and nothing else is public."""
@@ -107,7 +132,73 @@ class TestPublicApi:
             assert issubclass(error, mesh.MeshError)
             assert isinstance(error.default_code, mesh.FailureCode)
 
+    def test_help_begins_with_the_index(self) -> None:
+        """`help(mesh)` opens on an index of every public name, grouped by purpose."""
+        page = pydoc.plain(pydoc.render_doc(mesh)).splitlines()
+        index = page[: page.index("PACKAGE CONTENTS")]
+        assert (
+            "    mesh - An embeddable, plan-driven orchestration engine for coding agents." in index
+        )
+        headings = [line.strip() for line in index if line.strip() in INDEX_GROUPS]
+        assert headings == INDEX_GROUPS
+        assert len(index) <= 120  # two screens: an index, not a reference
+        indexed = set(re.findall(r"(?<!`)`(\w+)`(?!`)", mesh.__doc__ or ""))
+        assert set(mesh.__all__) - {"__version__"} == indexed
+        submodules = {f"mesh.{name}" for name in re.findall(r"``mesh\.(\w+)``", mesh.__doc__ or "")}
+        assert set(PUBLIC_MODULES) - {"mesh"} <= submodules
+
     def test_version_is_exposed(self) -> None:
         """`mesh.__version__` is a non-empty string."""
         assert isinstance(mesh.__version__, str)
         assert mesh.__version__
+
+
+class TestBatchModule:
+    def test_all_is_sorted_and_complete(self) -> None:
+        """`mesh.batch.__all__` is in house order and lists every public name it defines."""
+        assert sorted(mesh.batch.__all__, key=_house_order) == list(mesh.batch.__all__)
+        defined = {
+            name
+            for name, value in vars(mesh.batch).items()
+            if not name.startswith("_")
+            and not inspect.ismodule(value)
+            and not isinstance(value, __future__._Feature)
+        }
+        assert defined == set(mesh.batch.__all__)
+
+    def test_batch_names_left_the_top_level(self) -> None:
+        """The CSV helpers live in `mesh.batch` alone: `mesh` neither lists nor loads them."""
+        assert set(mesh.batch.__all__).isdisjoint({*mesh.__all__, *mesh._HOMES})
+        for name in mesh.batch.__all__:
+            assert not hasattr(mesh, name), name
+
+    def test_objects_report_mesh_batch_as_module(self) -> None:
+        """Its classes and functions say `mesh.batch`, as `mesh`'s own say `mesh`."""
+        for name in mesh.batch.__all__:
+            value = getattr(mesh.batch, name)
+            if inspect.isclass(value) or inspect.isfunction(value):
+                assert (name, "mesh.batch") == (name, value.__module__)
+
+    @pytest.mark.parametrize("module_name", ["mesh", "mesh.batch", "mesh.typing"])
+    def test_no_private_module_shows(self, module_name: str) -> None:
+        """What these modules export reports a public module, never a private one."""
+        module = importlib.import_module(module_name)
+        homes = {
+            name: value.__module__
+            for name in module.__all__
+            if inspect.isclass(value := getattr(module, name)) or inspect.isfunction(value)
+        }
+        assert {name: home for name, home in homes.items() if "._" in home} == {}
+
+    def test_records_and_errors_keep_working_once_rehomed(self) -> None:
+        """Type hints resolve, errors pickle, and `repr` names the public module."""
+        probe = (
+            "import pickle, typing, mesh.batch\n"
+            "typing.get_type_hints(mesh.batch.PreparedBatch)\n"
+            "error = pickle.loads(pickle.dumps(mesh.batch.CsvContractError('bad row')))\n"
+            "print(type(error).__module__, repr(mesh.batch.FloorResult.PASS))\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+        )
+        assert done.stdout.strip() == "mesh.batch <FloorResult.PASS: 'pass'>"

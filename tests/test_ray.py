@@ -101,11 +101,11 @@ class TestRealPlanOnRay:
             task_options={mesh.Lane.PROVER: {"resources": {"prover": 1}, "num_cpus": 0}},
             base_slots=1,
         )
-        finished = await mesh.run_in_repository(
+        finished = await mesh.run_async(
             two_units(),
             repo=repo,
             out=tmp_path / "out",
-            coder=lambda source: mesh.ScriptedCoder(source, SCRIPT),
+            roles=mesh.Roles(coder=mesh.ScriptedCoder(repo, SCRIPT)),
             delivery_mode=mesh.DeliveryMode.COMMIT_FIRST,
             executor=executor,
         )
@@ -185,6 +185,7 @@ class TestRealPlanOnRay:
 
 
 class TestSameEngineBehaviour:
+    @pytest.mark.mesh_strict(strict=False)
     async def test_an_adapter_error_reads_as_in_a_local_run(self) -> None:
         """The adapter's own exception comes back (not Ray's wrapper): same evidence, same code."""
         roles = fake_roles(coder=FailingCoder())
@@ -199,6 +200,7 @@ class TestSameEngineBehaviour:
         assert results["ray"].evidence == results["local"].evidence
         assert "RuntimeError: no model for a" in results["ray"].evidence
 
+    @pytest.mark.mesh_strict(strict=False)
     async def test_a_dead_worker_is_tooling_unavailable(self) -> None:
         """A worker that dies under a call fails the unit with Ray's reason, not a traceback."""
         async with mesh.Orchestrator(

@@ -48,12 +48,13 @@ class TestRunInRepository:
                 "proof_command": "test -f src/unit-001.txt && test -f src/unit-002.txt",
             },
         )
-        finished = await mesh.run_in_repository(
+        finished = await mesh.run_async(
             steps,
             repo=repo,
             out=tmp_path / "out",
-            coder=lambda ws: mesh.CommandCoder(ws, CODER),
-            reducer=lambda ws: mesh.CommandCoder(ws, CODER),
+            roles=mesh.Roles(
+                coder=mesh.CommandCoder(repo, CODER), reducer=mesh.CommandCoder(repo, CODER)
+            ),
             delivery_mode=mesh.DeliveryMode.COMMIT_FIRST,
         )
         finished.result.check()
@@ -70,21 +71,21 @@ class TestRunInRepository:
     async def test_estimates_are_kept_for_a_resume(self, repo: Path, tmp_path: Path) -> None:
         """A past run's durations order the next run; the store keeps them; bad ones stop it."""
         steps = plan({"id": "a", "step": "first", "write_scope": ["src"]})
-        first = await mesh.run_in_repository(
+        first = await mesh.run_async(
             steps,
             repo=repo,
             out=tmp_path / "first",
-            coder=lambda ws: mesh.CommandCoder(ws, CODER),
+            roles=mesh.Roles(coder=mesh.CommandCoder(repo, CODER)),
             default_proof_command="true",
         )
         with mesh.RunStore.open(first.store_path) as past:
             durations = mesh.unit_durations(past.events())
         assert list(durations) == ["unit-001"]
-        second = await mesh.run_in_repository(
+        second = await mesh.run_async(
             steps,
             repo=repo,
             out=tmp_path / "second",
-            coder=lambda ws: mesh.CommandCoder(ws, CODER),
+            roles=mesh.Roles(coder=mesh.CommandCoder(repo, CODER)),
             default_proof_command="true",
             estimates=durations,
         )
@@ -92,11 +93,11 @@ class TestRunInRepository:
         with mesh.RunStore.open(second.store_path) as store:
             assert store.config["estimates"] == durations
         with pytest.raises(mesh.InputError, match=r"estimates\['unit-001'\]"):
-            await mesh.run_in_repository(
+            await mesh.run_async(
                 steps,
                 repo=repo,
                 out=tmp_path / "third",
-                coder=lambda ws: mesh.CommandCoder(ws, CODER),
+                roles=mesh.Roles(coder=mesh.CommandCoder(repo, CODER)),
                 estimates={"unit-001": float("nan")},
             )
         assert not (tmp_path / "third").exists()
@@ -104,12 +105,13 @@ class TestRunInRepository:
     async def test_patch_first_and_scope_escapes(self, repo: Path, tmp_path: Path) -> None:
         """patch_first leaves the repository alone; a coder writing out of scope is refused."""
         escaping = f"{CODER} && echo oops > README.md"
-        finished = await mesh.run_in_repository(
+        finished = await mesh.run_async(
             plan({"id": "a", "step": "first", "write_scope": ["src"]}),
             repo=repo,
             out=tmp_path / "out",
-            coder=lambda ws: mesh.CommandCoder(ws, escaping),
-            reducer=lambda ws: mesh.CommandCoder(ws, CODER),
+            roles=mesh.Roles(
+                coder=mesh.CommandCoder(repo, escaping), reducer=mesh.CommandCoder(repo, CODER)
+            ),
             default_proof_command="true",
         )
         outcome = finished.result.outcome("unit-001")
@@ -136,11 +138,11 @@ class TestRunInRepository:
                 for i in range(3)
             )
         )
-        finished = await mesh.run_in_repository(
+        finished = await mesh.run_async(
             steps,
             repo=repo,
             out=tmp_path / "out",
-            coder=lambda ws: mesh.CommandCoder(ws, CODER),
+            roles=mesh.Roles(coder=mesh.CommandCoder(repo, CODER)),
         )
         assert len(finished.result.completed) == 3
         lines = log.read_text().split("\n")[:-1]

@@ -14,7 +14,7 @@ import attrs
 import pytest
 
 import mesh
-from mesh.testing import answer
+from mesh.testing import FakeAdapter, answer, fake_roles
 
 from repo_helpers import unit
 
@@ -283,7 +283,7 @@ class TestResumePoint:
         )
         assert point.checkpoints["u2"].outcome == mesh.UnitOutcome(
             unit_id="u2",
-            state="completed",
+            state=mesh.OutcomeState.COMPLETED,
             attempts=1,
             accepted_candidate="u2-coder-1",
             artifact_ref="abc",
@@ -297,6 +297,13 @@ class TestResumePoint:
             mesh.FailureCode.PROOF_MISSING,
             "1 failed",
         )
+        # Read back from stored events, outcome states are the enum, not bare text.
+        read_back = [point.checkpoints[unit_id].outcome for unit_id in ("u2", "u3", "u4")]
+        assert [
+            (mesh.OutcomeState, mesh.OutcomeState.COMPLETED),
+            (mesh.OutcomeState, mesh.OutcomeState.BLOCKED),
+            (mesh.OutcomeState, mesh.OutcomeState.FAILED),
+        ] == [(type(outcome.state), outcome.state) for outcome in read_back if outcome]
         assert mesh.unit_states(events, ["u1", "u2", "u3", "u4", "u5"]) == {
             "u1": "in_flight",
             "u2": "completed",
@@ -304,6 +311,42 @@ class TestResumePoint:
             "u4": "failed",
             "u5": "pending",
         }
+
+    def test_outcomes_read_back_from_a_store_are_enums(self, tmp_path: Path) -> None:
+        """A run's outcomes, stored as events and read back, are the same `OutcomeState`s."""
+
+        def prover(request: mesh.ProofRequest) -> dict[str, object]:
+            verdict = "fail" if request.unit.id == "broken" else "pass"
+            return answer(request, decision=verdict, proof_status=verdict)
+
+        units = [
+            mesh.Unit(id="fine", objective="works"),
+            mesh.Unit(id="broken", objective="fails its proof"),
+            mesh.Unit(id="after", objective="waits for broken", deps=("broken",)),
+        ]
+        path = tmp_path / "run.sqlite"
+        with mesh.RunStore.create(path, run_id="r1", config={}) as store:
+            roles = fake_roles(prover=FakeAdapter(prover))
+            result = mesh.run(units, roles=roles, run_id="r1", sinks=[store])
+        with mesh.RunStore.open(path) as again:
+            point = mesh.resume_point(again.events())
+        read_back = [point.checkpoints[unit.id].outcome for unit in units]
+        assert read_back == list(result.outcomes)
+        states = [outcome.state for outcome in read_back if outcome is not None]
+        assert [type(state) for state in states] == [mesh.OutcomeState] * 3
+        assert states == [
+            mesh.OutcomeState.COMPLETED,
+            mesh.OutcomeState.FAILED,
+            mesh.OutcomeState.BLOCKED,
+        ]
+
+    @pytest.mark.parametrize("state", ["exploded", 3, None])
+    def test_unknown_finished_state_reads_as_failed(self, state: object) -> None:
+        """A stored finish whose state is no outcome (or missing) reads back as failed."""
+        events = [event(1, "unit_finished", unit_id="u1", attempt=1, state=state)]
+        outcome = mesh.resume_point(events).checkpoints["u1"].outcome
+        assert outcome is not None
+        assert mesh.OutcomeState.FAILED is outcome.state
 
     @pytest.mark.parametrize("candidates", ["nope", [{"id": "u1"}]])
     def test_unreadable_candidates(self, candidates: object) -> None:

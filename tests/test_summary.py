@@ -9,15 +9,18 @@ from mesh.engine._summary import MetricsCollector, pick_learning
 from mesh.testing import FakeAdapter, ManualClock, capture_ledger, fake_roles
 
 COMPLETED = mesh.UnitOutcome(
-    unit_id="u1", state="completed", attempts=1, delivery=mesh.Decision.INTEGRATED_COMMIT
+    unit_id="u1",
+    state=mesh.OutcomeState.COMPLETED,
+    attempts=1,
+    delivery=mesh.Decision.INTEGRATED_COMMIT,
 )
 FAILED = mesh.UnitOutcome(
     unit_id="u2",
-    state="failed",
+    state=mesh.OutcomeState.FAILED,
     failure_code=mesh.FailureCode.PROOF_MISSING,
     evidence="pytest: 1 failed",
 )
-BLOCKED = mesh.UnitOutcome(unit_id="u3", state="blocked", blocked_by="u2")
+BLOCKED = mesh.UnitOutcome(unit_id="u3", state=mesh.OutcomeState.BLOCKED, blocked_by="u2")
 
 LINE_ORDER = [
     "Skills used",
@@ -115,9 +118,11 @@ class TestRenderLedger:
             executor=forged,
         )
         outcomes = (
-            mesh.UnitOutcome(unit_id=forged, state="completed"),
-            mesh.UnitOutcome(unit_id=f"f{forged}", state="failed"),
-            mesh.UnitOutcome(unit_id=f"b{forged}", state="blocked", blocked_by=forged),
+            mesh.UnitOutcome(unit_id=forged, state=mesh.OutcomeState.COMPLETED),
+            mesh.UnitOutcome(unit_id=f"f{forged}", state=mesh.OutcomeState.FAILED),
+            mesh.UnitOutcome(
+                unit_id=f"b{forged}", state=mesh.OutcomeState.BLOCKED, blocked_by=forged
+            ),
         )
         text = mesh.render_ledger(metrics, outcomes)
         lines = text.splitlines()
@@ -141,7 +146,9 @@ class TestRenderLedger:
 
     def test_long_lists_are_shortened(self) -> None:
         """Delivery lists stop after ten names."""
-        outcomes = [mesh.UnitOutcome(unit_id=f"u{i}", state="completed") for i in range(25)]
+        outcomes = [
+            mesh.UnitOutcome(unit_id=f"u{i}", state=mesh.OutcomeState.COMPLETED) for i in range(25)
+        ]
         text = mesh.render_ledger(mesh.RunMetrics(completed=25), outcomes)
         assert "u9 as patch and 15 more" in text
 

@@ -999,7 +999,7 @@ class TestWhatHappensWhileNoOneRuns:
             ]
         }
 
-        def coder(ws: mesh.typing.WorkspaceSource) -> object:
+        def coder(ws: mesh.typing.WorkspaceSource) -> mesh.CallableCoder:
             def edit(request: mesh.AuthorRequest, tree: Path) -> None:
                 if request.unit.id == "unit-002":
                     raise Killed  # stands in for a kill: the run stops here
@@ -1008,30 +1008,30 @@ class TestWhatHappensWhileNoOneRuns:
             return mesh.CallableCoder(ws, edit)
 
         with pytest.raises(BaseExceptionGroup):
-            await mesh.run_in_repository(
+            await mesh.run_async(
                 plan,
                 repo=repo,
                 out=out,
-                coder=coder,  # type: ignore[arg-type]
+                roles=mesh.Roles(coder=coder(repo)),
                 delivery_mode=mesh.DeliveryMode.COMMIT_FIRST,
                 run_id="run",
             )
         assert git(repo, "log", "-1", "--format=%s") == "write a"
 
     @staticmethod
-    async def resume(out: Path) -> mesh.RepositoryRun:
+    async def resume(out: Path, repo: Path) -> mesh.RepositoryRun:
         def coder(ws: mesh.typing.WorkspaceSource) -> mesh.CallableCoder:
             return mesh.CallableCoder(
                 ws, lambda request, tree: (tree / "src" / "b.txt").write_text("b\n")
             )
 
-        return await mesh.resume_in_repository(out, coder=coder)
+        return await mesh.resume_async(out, roles=mesh.Roles(coder=coder(repo)))
 
     async def test_a_foreign_commit_made_while_stopped(self, repo: Path, tmp_path: Path) -> None:
         """A commit that appeared while no process ran is foreign after the resume too."""
         await self.stopped_run(repo, tmp_path / "out")
         commit_files(repo, {"setup.py": "import os\n"}, "while no one was looking")
-        resumed = await self.resume(tmp_path / "out")
+        resumed = await self.resume(tmp_path / "out", repo)
         outcome = resumed.result.outcome("unit-002")
         assert outcome.failure_code is mesh.FailureCode.DELIVERY_BLOCKED
         assert "moved outside mesh" in (outcome.evidence or "")
@@ -1042,14 +1042,14 @@ class TestWhatHappensWhileNoOneRuns:
         """A hook planted while no process ran blocks the resumed run's deliveries."""
         await self.stopped_run(repo, tmp_path / "out")
         (repo / ".git" / "hooks" / "post-checkout").write_text("#!/bin/sh\n")
-        resumed = await self.resume(tmp_path / "out")
+        resumed = await self.resume(tmp_path / "out", repo)
         evidence = resumed.result.outcome("unit-002").evidence or ""
         assert evidence.startswith("the repository's git settings changed during the run: hooks")
 
     async def test_nothing_changed_while_stopped(self, repo: Path, tmp_path: Path) -> None:
         """Resumed with nothing foreign in between, the run finishes as it would have."""
         await self.stopped_run(repo, tmp_path / "out")
-        resumed = await self.resume(tmp_path / "out")
+        resumed = await self.resume(tmp_path / "out", repo)
         assert [o.state for o in resumed.result.outcomes] == ["completed", "completed"]
         assert git(repo, "log", "--format=%s").splitlines() == ["write b", "write a", "initial"]
 
@@ -1278,11 +1278,11 @@ class TestCommitsADeadProcessLeft:
             out = tmp_path / case / "out"
             monkeypatch.setattr(mesh.GitIntegrator, "_move_branch", killed)
             with pytest.raises(BaseExceptionGroup):
-                await mesh.run_in_repository(
+                await mesh.run_async(
                     plan,
                     repo=fresh,
                     out=out,
-                    coder=coder,
+                    roles=mesh.Roles(coder=coder(fresh)),
                     delivery_mode=mesh.DeliveryMode.COMMIT_FIRST,
                     default_proof_command="true",
                     run_id="run",
@@ -1295,7 +1295,7 @@ class TestCommitsADeadProcessLeft:
                 parent = git(fresh, "rev-parse", "main~1")
                 made = forge_commit(fresh, parent, {"src/a.txt": "not a\n"}, message)
                 git(fresh, "update-ref", "refs/heads/main", made)
-            resumed = await mesh.resume_in_repository(out, coder=coder)
+            resumed = await mesh.resume_async(out, roles=mesh.Roles(coder=coder(fresh)))
             outcome = resumed.result.outcome("unit-001")
             assert git(fresh, "rev-parse", "main") == made
             if case == "mesh's own":
@@ -1393,11 +1393,11 @@ class TestTheKeptState:
                 connection.execute("UPDATE run SET config = ?", (json.dumps(document),))
                 connection.commit()
                 with pytest.raises(mesh.MeshError, match="record of the target is damaged"):
-                    await TestWhatHappensWhileNoOneRuns.resume(tmp_path / "out")
+                    await TestWhatHappensWhileNoOneRuns.resume(tmp_path / "out", repo)
         with sqlite3.connect(store) as connection:
             del document["target"]
             connection.execute("UPDATE run SET config = ?", (json.dumps(document),))
-        resumed = await TestWhatHappensWhileNoOneRuns.resume(tmp_path / "out")
+        resumed = await TestWhatHappensWhileNoOneRuns.resume(tmp_path / "out", repo)
         assert [o.state for o in resumed.result.outcomes] == ["completed", "completed"]
 
     async def test_links_and_missing_files_in_the_checkout(

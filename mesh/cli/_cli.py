@@ -585,7 +585,8 @@ def run(argv: Sequence[str]) -> tuple[int, str, str]:  # noqa: PLR0911 - one ret
         options = parse_options(build_parser(COMMANDS, ALIASES), command, arguments)
         return _printed(command.run(**options))
     except MeshError as exc:
-        return EXIT_ERROR, "", f"error: {exc.kind}: {_one_line(exc.message)}\n"
+        hint = f"hint: {_one_line(exc.hint)}\n" if exc.hint else ""
+        return EXIT_ERROR, "", f"error: {exc.kind}: {_one_line(exc.message)}\n{hint}"
     except Exception as exc:
         # A bug in mesh: still one line and no traceback, unless asked for.
         if os.environ.get("MESH_DEBUG"):
@@ -603,8 +604,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     try:
         code, out, err = run(list(sys.argv[1:] if argv is None else argv))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         code, out, err = 130, "", "error: Interrupted: stopped by the user\n"
+        # A run keeps its state: say how to continue it.
+        if command := getattr(interrupt, "resume_command", None):
+            err += f"hint: continue the run with: {_one_line(command)}\n"
     try:
         if out:
             _write(sys.stdout, out)

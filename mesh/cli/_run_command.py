@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import shlex
 import tempfile
 import uuid
 from collections import Counter
@@ -27,6 +28,7 @@ from ..engine._plan_state import plan_units
 from ..engine._ray import RayExecutor
 from ..engine._report import prose_ledger, render_report
 from ..engine._resume import UNIT_STATES, resume_point, states_at
+from ..engine._roles import Roles
 from ..engine._summary import unit_durations
 from ..engine._sync import run_to_result
 from ..git._coders import CommandCoder, check_command_template
@@ -34,7 +36,8 @@ from ..git._git import git
 from ..host._owner import owning
 from ..host._sandbox import Sandbox, require_sandbox
 from ..planning._budget import budget_policy
-from ..store._repo_run import RepositoryRun, resume_in_repository, run_in_repository, stored_plan
+from ..store._front import ctrl_c, resume_async, run_async
+from ..store._repo_run import RepositoryRun, stored_plan
 from ..store._store import STORE_FILE, RunStore
 from ._demo import create_demo_repository, demo_coder_command
 
@@ -224,15 +227,27 @@ def run(
             f"--out {folder} holds PLAN {plan}: the run writes there; keep the plan elsewhere"
         )
 
+    roles = Roles(
+        coder=CommandCoder(repo, coder_command, sandbox=box),
+        reducer=CommandCoder(repo, reducer_command or coder_command, sandbox=box),
+    )
+    cli_options = {
+        "coder_command": coder_command,
+        "reducer_command": reducer_command,
+        "remaining_five_hour": remaining_five_hour,
+        "remaining_weekly": remaining_weekly,
+        "max_threads": max_threads,
+        "ray": ray,
+        "sandbox": sandbox,
+        "no_network": no_network,
+    }
+
     async def main(follow: Callable[[LedgerEvent], None]) -> RepositoryRun:
-        return await run_in_repository(
+        return await run_async(
             document,
             repo=repo,
             out=folder,
-            coder=lambda workspaces: CommandCoder(workspaces, coder_command, sandbox=box),
-            reducer=lambda workspaces: CommandCoder(
-                workspaces, reducer_command or coder_command, sandbox=box
-            ),
+            roles=roles,
             budget=budget,
             delivery_mode=mode,
             default_proof_command=proof_command,
@@ -241,24 +256,13 @@ def run(
             call_timeout=call_timeout,
             on_event=follow,
             run_id=run_id,
-            extra_config={
-                "cli": {
-                    "coder_command": coder_command,
-                    "reducer_command": reducer_command,
-                    "remaining_five_hour": remaining_five_hour,
-                    "remaining_weekly": remaining_weekly,
-                    "max_threads": max_threads,
-                    "ray": ray,
-                    "sandbox": sandbox,
-                    "no_network": no_network,
-                }
-            },
+            extra_config={"cli": cli_options},
             executor=executor,
             sandbox=box,
             estimates=estimates,
         )
 
-    return _watched(console, main)
+    return _watched(console, main, folder)
 
 
 def _past_estimates(
@@ -309,8 +313,14 @@ def _ray_executor(address: str | None) -> RayExecutor | None:
 def _watched(
     console: Console | None,
     main: Callable[[Callable[[LedgerEvent], None]], Awaitable[RepositoryRun]],
+    folder: Path,
 ) -> RunReport:
-    """Run ``main`` with a progress bar and a record of refused candidates, then report."""
+    """
+    Run ``main`` with a progress bar and a record of refused candidates, then report.
+
+    Ctrl-C stops the run; the interrupt carries the command that continues it
+    (``resume_command``), which the command line prints.
+    """
     bar = ProgressBar(console)
     refusals = _Refusals()
 
@@ -318,8 +328,18 @@ def _watched(
         bar.on_event(event)
         refusals.on_event(event)
 
-    with bar.shown():
-        finished = run_to_result(main, follow)
+    try:
+        with bar.shown():
+            finished = run_to_result(main, follow)
+    except BaseException as stopped:
+        interrupt = ctrl_c(stopped)
+        if interrupt is None:
+            raise
+        if (folder / STORE_FILE).is_file():
+            interrupt.resume_command = f"mesh resume {shlex.quote(str(folder))}"  # type: ignore[attr-defined]
+        if interrupt is stopped:
+            raise
+        raise interrupt from None
     return _report(finished, refusals)
 
 
@@ -346,7 +366,7 @@ def resume(
 
     ``run`` is the run's folder, its ``run.sqlite``, or its id under ``runs``.
     Finished units stay as they were; in-flight units restart from their
-    recorded state; nothing is integrated twice (see `resume_in_repository`).
+    recorded state; nothing is integrated twice (see `mesh.resume`).
     The calls run where the first ``mesh run`` sent them (its ``--ray``), or
     on the cluster ``ray`` names; a run started with ``--sandbox`` resumes in
     the sandbox.
@@ -354,7 +374,7 @@ def resume(
     .. versionadded:: 0.1.0
     """
     path = _store_path(run, runs)
-    # Owned before anything else is done (`resume_in_repository` keeps this ownership).
+    # Owned before anything else is done (`mesh.resume` keeps this ownership).
     with owning(path.parent):
         return _resume(path, ray=ray, console=console)
 
@@ -362,7 +382,8 @@ def resume(
 def _resume(path: Path, *, ray: str | None, console: Console | None) -> RunReport:
     with RunStore.open(path) as store:
         options = store.config.get("cli")
-    if not isinstance(options, dict):
+        repo = store.config.get("repo")
+    if not isinstance(options, dict) or not isinstance(repo, str):
         raise InputError(f"{path} was not started by `mesh run`: resume it from Python")
     coder_command = str(options["coder_command"])
     reducer_command = str(options.get("reducer_command") or coder_command)
@@ -375,18 +396,22 @@ def _resume(path: Path, *, ray: str | None, console: Console | None) -> RunRepor
     executor = _ray_executor(ray if ray is not None else stored_ray and str(stored_ray))
     box = _sandbox(sandbox=bool(options.get("sandbox")), no_network=bool(options.get("no_network")))
 
+    roles = Roles(
+        coder=CommandCoder(repo, coder_command, sandbox=box),
+        reducer=CommandCoder(repo, reducer_command, sandbox=box),
+    )
+
     async def main(follow: Callable[[LedgerEvent], None]) -> RepositoryRun:
-        return await resume_in_repository(
+        return await resume_async(
             path,
-            coder=lambda workspaces: CommandCoder(workspaces, coder_command, sandbox=box),
-            reducer=lambda workspaces: CommandCoder(workspaces, reducer_command, sandbox=box),
+            roles=roles,
             budget=budget,
             on_event=follow,
             executor=executor,
             sandbox=box,
         )
 
-    return _watched(console, main)
+    return _watched(console, main, path.parent)
 
 
 def _stored(run: StrPath, runs: StrPath) -> tuple[str, dict[str, Any], list[LedgerEvent]]:

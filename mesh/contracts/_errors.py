@@ -19,6 +19,8 @@ failure without string matching::
     ├── SandboxUnavailable (+ RuntimeError)  code: tooling_unavailable (no usable bubblewrap)
     ├── TransitionError (+ RuntimeError)     an illegal trigger for the unit's state
     │   └── GateNotMet                       a legal trigger whose gate is not met
+    ├── AdapterMistake                       a strict run stopped: an adapter raised or answered
+    │                                        invalidly (invalid_output_schema, tooling_unavailable)
     ├── UnitFailed                           one unit ended failed or blocked (its code)
     └── RunFailed (+ ExceptionGroup)         several UnitFailed, raised by RunResult.check()
 
@@ -31,9 +33,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar, Self
 
-from ._enums import FailureCode
+from ._enums import FailureCode, Lane
 
 __all__ = [
+    "AdapterMistake",
     "CsvContractError",
     "ExecutorError",
     "FileAccessError",
@@ -59,16 +62,23 @@ class MeshError(Exception):
     Attributes:
         code: The failure-taxonomy code this failure maps to.
         kind: One word naming the condition (the class name unless overridden).
+        hint: What to do about it, when mesh can say (also a note on the
+            exception, so tracebacks show it; the command line prints it).
 
     .. versionadded:: 0.1.0
     """
 
     default_code: ClassVar[FailureCode] = FailureCode.REQUIRES_CLARIFICATION
 
-    def __init__(self, message: str, *, code: FailureCode | None = None) -> None:
+    def __init__(
+        self, message: str, *, code: FailureCode | None = None, hint: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.code: FailureCode = code if code is not None else self.default_code
+        self.hint = hint
+        if hint is not None:
+            self.add_note(f"hint: {hint}")
 
     @property
     def kind(self) -> str:
@@ -240,13 +250,86 @@ class GateNotMet(TransitionError):
         )
 
 
+class AdapterMistake(MeshError):
+    """
+    A strict run stopped at an adapter's first mistake: it raised, or answered invalidly.
+
+    Raised by `Orchestrator.execute` (and `mesh.run`) when the run is strict
+    (``strict=True``, the default inside tests with mesh's pytest plugin). The
+    call is recorded first (its ``adapter_call`` event, then ``run_failed``),
+    every unit in flight is cancelled and its lease given back. When the
+    adapter raised, its exception is chained as ``__cause__``.
+
+    Attributes:
+        unit_id: The unit the call was about.
+        lane: The lane the adapter played.
+        candidate_id: The candidate (or fixer, or lease) the call was about.
+        attempt: The unit's attempt.
+        call: 1 for the first call, 2 for the retry after a timeout, 3 for the replacement.
+        adapter: The adapter, named by its qualified name or its ``repr``.
+        request_kind: What it was asked: ``AuthorRequest``, ``ProofRequest``...
+        problems: Every contract problem of an invalid answer, each with its
+            ``$.path`` (empty when the adapter raised).
+        error: ``Type: message`` of the exception it raised (None for an invalid answer).
+        code: ``invalid_output_schema`` for an invalid answer, ``tooling_unavailable``
+            for an exception.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        *,
+        unit_id: str,
+        lane: Lane,
+        candidate_id: str,
+        attempt: int,
+        call: int,
+        adapter: str,
+        request_kind: str,
+        problems: Sequence[str] = (),
+        error: str | None = None,
+    ) -> None:
+        self.unit_id = unit_id
+        self.lane = lane
+        self.candidate_id = candidate_id
+        self.attempt = attempt
+        self.call = call
+        self.adapter = adapter
+        self.request_kind = request_kind
+        self.problems: tuple[str, ...] = tuple(problems)
+        self.error = error
+        if error is not None:
+            what = f"raised {error}"
+            code = FailureCode.TOOLING_UNAVAILABLE
+        else:
+            count = len(self.problems)
+            what = f"answered invalidly ({count} {'problem' if count == 1 else 'problems'})"
+            code = FailureCode.INVALID_OUTPUT_SCHEMA
+        lines = [
+            f"the {lane.value} adapter {adapter} {what}",
+            (
+                f"  unit {unit_id}, candidate {candidate_id}, attempt {attempt}, call {call}, "
+                f"asked with {request_kind}"
+            ),
+            *(f"  {problem}" for problem in self.problems),
+        ]
+        super().__init__(
+            "\n".join(lines),
+            code=code,
+            hint="a strict run stops at an adapter's first mistake; "
+            "pass strict=False to record it and go on",
+        )
+
+
 class UnitFailed(MeshError):
     """
     A unit ended failed (or blocked by a failed dependency).
 
     Attributes:
         unit_id: The unit.
-        evidence: The one evidence anchor explaining the failure.
+        evidence: Every problem the unit met, the one explaining its failure first
+            (see `UnitOutcome.evidence`).
 
     .. versionadded:: 0.1.0
     """

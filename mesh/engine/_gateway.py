@@ -23,7 +23,8 @@ from ..contracts._events import Ledger
 from ..contracts._records import Unit, WorkerResult
 from ._executors import BoundCall, Placed
 from ._fanout import is_stray_cancellation
-from ._roles import check_result
+from ._mistakes import Mistakes
+from ._roles import check_result, check_selection
 
 __all__ = ["MAX_CALLS", "CallFailure", "CallGateway", "until"]
 
@@ -74,6 +75,9 @@ class CallGateway:
         slots: The executor's slot limiter for remote lanes (None: no limit).
         remote_lanes: The lanes whose calls run on the executor's workers.
         on_saturated: Told when a remote call first found every slot taken.
+        mistakes: Given in a strict run: a call that raises or answers invalidly
+            raises its `AdapterMistake` (recorded first). None: the call fails,
+            and the run goes on.
     """
 
     def __init__(
@@ -89,8 +93,21 @@ class CallGateway:
         slots: anyio.CapacityLimiter | None = None,
         remote_lanes: frozenset[Lane] = frozenset(),
         on_saturated: Callable[[], None] = lambda: None,
+        unsafe: frozenset[Lane] = frozenset(),
+        announced_replacements: frozenset[Lane] = frozenset(),
+        mistakes: Mistakes | None = None,
     ) -> None:
         self._adapters = adapters
+        self._mistakes = mistakes
+        # Lanes whose adapter is not safe to re-run: each call is recorded durably as
+        # started before it is made, so that a resume can tell it was interrupted.
+        # Lanes whose adapter is not safe to re-run are never called twice for one
+        # request: no retry after a timeout (the first call may still be at work, as a
+        # sync adapter's thread is), no replacement. The integrator's start is recorded
+        # anyway (``delivery_started``).
+        self._unsafe = unsafe
+        self._announced = unsafe - {Lane.INTEGRATOR}
+        self._announced_replacements = announced_replacements
         self._replacements = replacements
         self._timeout = timeout
         self._clock = clock
@@ -106,7 +123,7 @@ class CallGateway:
         # No slot to wait for and no timeout: the adapter is awaited as it is.
         self._direct = slots is None and timeout is None
 
-    async def call(  # noqa: C901 - one call's whole story: retries, replacement, each outcome
+    async def call(  # noqa: C901, PLR0912 - one call's whole story: retries, replacement, each outcome
         self,
         lane: Lane,
         request: Any,  # noqa: ANN401 - one of the request records
@@ -140,6 +157,8 @@ class CallGateway:
                 **extra,
             }
             asked = request if request.call == call else attrs.evolve(request, call=call)
+            if lane in (self._announced if call < MAX_CALLS else self._announced_replacements):
+                self._announce(lane, unit_id, candidate_id, attempt, call)
             try:
                 if self._direct:
                     answer = await adapter(asked)
@@ -151,6 +170,12 @@ class CallGateway:
             except _TimedOut:
                 self._record(event, started, "timeout")
                 self._on_signal(unit_id)
+                if lane in self._unsafe:
+                    return CallFailure(
+                        code=FailureCode.TIMEOUT_RETRY_EXHAUSTED,
+                        evidence=f"{lane.value} timed out ({self._timeout}s) and was not "
+                        "called again: its adapter is not safe to re-run",
+                    )
                 if call == 1:
                     ledger.emit(
                         "adapter_retry", unit_id=unit_id, candidate_id=candidate_id, lane=lane
@@ -162,18 +187,15 @@ class CallGateway:
                 detail = f"{type(exc).__name__}: {exc}"
                 self._record(event, started, "error", error=detail)
                 self._on_signal(unit_id)
-                return CallFailure(
-                    code=FailureCode.TOOLING_UNAVAILABLE, evidence=f"{lane.value}: {detail}"
-                )
+                return self._failed(lane, asked, unit_id, attempt, error=detail, cause=exc)
             try:
                 result = check_result(answer, unit=unit, candidate_id=candidate_id, lane=lane)
+                if lane is Lane.FIXER:
+                    check_selection(request, result)
             except InvalidOutputSchema as exc:
                 self._record(event, started, "invalid_output_schema", problems=list(exc.problems))
                 self._on_signal(unit_id)
-                return CallFailure(
-                    code=FailureCode.INVALID_OUTPUT_SCHEMA,
-                    evidence=f"{lane.value}: {exc.problems[0]}",
-                )
+                return self._failed(lane, asked, unit_id, attempt, problems=exc.problems)
             decision = result.decision
             event["decision"] = decision._value_
             if key_line := result.proof_evidence.key_line:
@@ -185,6 +207,56 @@ class CallGateway:
         return CallFailure(
             code=FailureCode.TIMEOUT_RETRY_EXHAUSTED,
             evidence=f"{lane.value} timed out {MAX_CALLS} times ({self._timeout}s each)",
+        )
+
+    def _failed(
+        self,
+        lane: Lane,
+        request: Any,  # noqa: ANN401 - one of the request records
+        unit_id: str,
+        attempt: int,
+        *,
+        problems: tuple[str, ...] = (),
+        error: str | None = None,
+        cause: BaseException | None = None,
+    ) -> CallFailure:
+        """
+        How a call that raised (``error``) or answered invalidly ends, once recorded.
+
+        Its failure, which the unit's evidence keeps; in a strict run, its
+        `AdapterMistake`, raised (chained to what the adapter raised).
+        """
+        if self._mistakes is not None:
+            raise self._mistakes.found(
+                lane=lane,
+                request=request,
+                unit_id=unit_id,
+                candidate_id=request.candidate_id,
+                attempt=attempt,
+                call=request.call,
+                replacement=request.call == MAX_CALLS,
+                problems=problems,
+                error=error,
+            ) from cause
+        if error is not None:
+            return CallFailure(
+                code=FailureCode.TOOLING_UNAVAILABLE, evidence=f"{lane.value}: {error}"
+            )
+        return CallFailure(
+            code=FailureCode.INVALID_OUTPUT_SCHEMA, evidence=f"{lane.value}: {'; '.join(problems)}"
+        )
+
+    def _announce(
+        self, lane: Lane, unit_id: str, candidate_id: str, attempt: int, call: int
+    ) -> None:
+        """Record durably that a call not safe to re-run starts (a resume will not redo it)."""
+        self._ledger.emit(
+            "call_started",
+            unit_id=unit_id,
+            candidate_id=candidate_id,
+            lane=lane,
+            attempt=attempt,
+            call=call,
         )
 
     async def _on_slot(self, lane: Lane, adapter: BoundCall, request: object) -> object:

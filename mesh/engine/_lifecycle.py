@@ -10,7 +10,7 @@ and driven by any executor. ``_machine.py`` turns the table into a
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Final
 
@@ -27,7 +27,13 @@ __all__ = [
     "Trigger",
     "UnitProgress",
     "UnitState",
+    "joined_evidence",
 ]
+
+_PROBLEMS_SHOWN: Final = 10
+"""Problems written out in a unit's evidence; the others are counted."""
+_PROBLEM_CHARS: Final = 500
+"""Characters of one problem kept in a unit's evidence (an adapter's text may be long)."""
 
 
 class UnitState(enum.StrEnum):
@@ -89,6 +95,19 @@ class UnitProgress:
     delivery: WorkerResult | None = None
     failure_code: FailureCode | None = None
     evidence: str = ""
+    """The failure's own evidence (what ended the unit)."""
+    problems: dict[str, None] = attrs.Factory(dict)
+    """Every problem the unit met, each once, in the order met (the keys)."""
+
+    def note(self, problem: str) -> None:
+        """Record a problem the unit met (a problem met before keeps its place)."""
+        self.problems.setdefault(problem, None)
+
+    def outcome_evidence(self) -> str:
+        """The unit's evidence: its failure's own first, then every other problem it met."""
+        if not self.problems:
+            return self.evidence
+        return joined_evidence([self.evidence, *self.problems] if self.evidence else self.problems)
 
     @property
     def required_candidates(self) -> int:
@@ -107,6 +126,26 @@ class UnitProgress:
         self.proofs.clear()
         self.approvals.clear()
         self.accepted = None
+
+
+def joined_evidence(problems: Iterable[str]) -> str:
+    """
+    Problems as one evidence text: in order, each once, ``first | second | third``.
+
+    Bounded: each problem is cut at 500 characters, and past the tenth the
+    others are only counted (``... | and 4 more``).
+
+    >>> joined_evidence(["coder: RuntimeError: boom", "pytest: 1 failed", "pytest: 1 failed"])
+    'coder: RuntimeError: boom | pytest: 1 failed'
+    """
+    distinct = list(dict.fromkeys(problems))
+    shown = [
+        problem if len(problem) <= _PROBLEM_CHARS else f"{problem[: _PROBLEM_CHARS - 1]}…"
+        for problem in distinct[:_PROBLEMS_SHOWN]
+    ]
+    if (more := len(distinct) - _PROBLEMS_SHOWN) > 0:
+        shown.append(f"and {more} more")
+    return " | ".join(shown)
 
 
 def enough_candidates(progress: UnitProgress) -> bool:

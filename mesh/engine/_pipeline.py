@@ -11,10 +11,11 @@ only through the lease keeper; every transition is one ledger event.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final, final
 
 import anyio
+import attrs
 
 from ..contracts._contract import checked_result_document
 from ..contracts._enums import Decision, FailureCode, Lane, ProofStatus
@@ -49,6 +50,7 @@ class UnitPipeline:
         plan_state: The update_plan state before any delivery of this run.
         step_of: The plan step index of each unit.
         checkpoints: Where each unit of a resumed run stood.
+        resolve_base: Turns a unit's base into a commit when an attempt starts.
     """
 
     def __init__(
@@ -61,7 +63,11 @@ class UnitPipeline:
         plan_state: Mapping[str, Any],
         step_of: Mapping[str, int],
         checkpoints: Mapping[str, UnitCheckpoint],
+        resolve_base: Callable[[str], Awaitable[str]] | None = None,
+        rerun_safe_integrator: bool = True,
     ) -> None:
+        self._resolve_base = resolve_base
+        self._rerun_safe_integrator = rerun_safe_integrator
         self._gateway = gateway
         self._leases = leases
         self._ledger = ledger
@@ -102,6 +108,7 @@ class UnitPipeline:
         self, progress: UnitProgress, failure: CallFailure, *, rework: bool = True
     ) -> bool:
         """End a failed attempt: start the next one when allowed and left (True), else fail."""
+        progress.note(failure.evidence)
         if rework and attempts_remain(progress):
             self.fire(progress, Trigger.REWORK)
             progress.start_next_attempt()
@@ -121,12 +128,29 @@ class UnitPipeline:
         progress = holder.progress
         # A restart picks a unit up at the furthest stage its events recorded.
         checkpoint = self._checkpoints.get(progress.unit.id)
+        if checkpoint is not None and (interrupted := self._unsafe_to_redo(checkpoint)):
+            self.fail(
+                progress,
+                FailureCode.REQUIRES_CLARIFICATION,
+                f"{interrupted} was made before the run stopped and its result was not "
+                "recorded; its adapter is not safe to re-run: check what it did before "
+                "running this unit again",
+            )
+            return
         resumed = checkpoint if checkpoint is not None and checkpoint.candidates else None
         while True:
             progress.width = width()
             if not await self._attempt(holder, resumed):
                 return
             resumed = None
+
+    def _unsafe_to_redo(self, checkpoint: UnitCheckpoint) -> str | None:
+        """The interrupted call a resume must not make again (None: everything may be redone)."""
+        if checkpoint.interrupted:
+            return checkpoint.interrupted[0]
+        if checkpoint.accepted is not None and not self._rerun_safe_integrator:
+            return f"the delivery of {checkpoint.accepted}"
+        return None
 
     async def _attempt(self, holder: Holder, resumed: UnitCheckpoint | None) -> bool:
         """Run one attempt of a unit: True when it ended in rework (run the next one)."""
@@ -179,6 +203,17 @@ class UnitPipeline:
     async def _generate(self, progress: UnitProgress) -> CallFailure | None:
         """Ask the coders (and the reducer) for candidates; the first call failure."""
         unit = progress.unit
+        if self._resolve_base is not None:
+            # The authors start from one commit, the base as it stands now: their answers
+            # carry it back, and every later stage applies the patch there.
+            try:
+                base = await self._resolve_base(unit.base_sha)
+            except Exception as exc:  # noqa: BLE001 - the unit's failure, with what was said
+                return CallFailure(
+                    code=FailureCode.TOOLING_UNAVAILABLE,
+                    evidence=f"base {unit.base_sha!r}: {type(exc).__name__}: {exc}",
+                )
+            unit = attrs.evolve(unit, base_sha=base)
         lanes = _AUTHOR_LANES[: progress.width]
         results: list[WorkerResult | CallFailure | None] = [None] * len(lanes)
 
@@ -202,6 +237,13 @@ class UnitPipeline:
             for r in results
             if isinstance(r, WorkerResult) and r.decision is Decision.ACCEPT and r.patch
         ]
+        # In slot order, not as the calls ended: the same run always reads the same.
+        for lane, result in zip(lanes, results, strict=True):
+            if isinstance(result, CallFailure):
+                progress.note(result.evidence)
+            elif isinstance(result, WorkerResult) and result.decision is not Decision.ACCEPT:
+                reason = result.notes or result.proof_evidence.key_line or "no reason given"
+                progress.note(f"{lane._value_}: {result.decision._value_}: {reason}")
         failures = [r for r in results if isinstance(r, CallFailure)]
         return failures[0] if failures else None
 
@@ -228,6 +270,12 @@ class UnitPipeline:
             failures[index] = await self._prove(progress, candidates[index], lease_id)
 
         await self._concurrently(one, len(candidates))
+        for candidate, failure in zip(candidates, failures, strict=True):
+            proof = progress.proofs.get(candidate.candidate_id)
+            if failure is not None:
+                progress.note(failure.evidence)
+            elif proof is not None and proof.proof_status is not ProofStatus.PASS:
+                progress.note(_proof_problem(proof))
         self._ledger.emit(
             "proofs_recorded",
             unit_id=progress.unit.id,
@@ -317,22 +365,16 @@ class UnitPipeline:
                 )
                 return CallFailure(code=FailureCode.SAFETY_REGRESSION_RISK, evidence=evidence)
             elif verdict.decision is Decision.ACCEPTED and verdict.selected_candidate in proven_ids:
+                # A selection the fixer was not shown as proven is an invalid answer already.
                 selected = verdict.selected_candidate
                 approvals[selected] = approvals.get(selected, 0) + 1
-            elif verdict.decision is Decision.ACCEPTED:
-                # Only proven candidates may be accepted: such an approval counts for nothing.
-                reasons.append(
-                    CallFailure(
-                        code=FailureCode.PROOF_MISSING,
-                        evidence=f"a fixer accepted {verdict.selected_candidate}, "
-                        "which has no passing proof",
-                    )
-                )
             else:
                 code = verdict.failure_code or FailureCode.REQUIRES_CLARIFICATION
                 reasons.append(
                     CallFailure(code=code, evidence=verdict.notes or "fixer asked for rework")
                 )
+        for reason in reasons:
+            progress.note(reason.evidence)
         progress.approvals = approvals
         best = max(approvals, key=lambda cid: (approvals[cid], cid in proven_ids), default=None)
         if best is not None and approvals[best] >= quorum:
@@ -408,13 +450,17 @@ def _recorded_verdict(
     return resumed.accepted
 
 
+def _proof_problem(proof: WorkerResult) -> str:
+    """A failed proof as a problem: its command and key line."""
+    evidence = proof.proof_evidence
+    return f"{evidence.command}: {evidence.key_line}".strip(": ")
+
+
 def _no_proof_reason(progress: UnitProgress, failures: Sequence[CallFailure]) -> CallFailure:
     failed_proofs = [p for p in progress.proofs.values() if p is not None]
     if failed_proofs:
-        evidence = failed_proofs[-1].proof_evidence
         return CallFailure(
-            code=FailureCode.PROOF_MISSING,
-            evidence=f"{evidence.command}: {evidence.key_line}".strip(": "),
+            code=FailureCode.PROOF_MISSING, evidence=_proof_problem(failed_proofs[-1])
         )
     # Without a proof record, every candidate stopped at a recorded call failure.
     return failures[0]

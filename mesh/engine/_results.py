@@ -15,7 +15,8 @@ from ..contracts._enums import FailureCode
 from ..contracts._errors import FileAccessError, RunFailed, UnitFailed
 from ..contracts._events import LedgerEvent
 from ..contracts._records import WorkerResult
-from ._summary import RunMetrics, UnitOutcome, pick_learning, render_ledger
+from ._lifecycle import UnitState
+from ._summary import OutcomeState, RunMetrics, UnitOutcome, pick_learning, render_ledger
 
 __all__ = ["ResumePoint", "RunResult", "RunStatistics", "UnitCheckpoint", "append_learning"]
 
@@ -46,6 +47,9 @@ class UnitCheckpoint:
     approvals: int = 0
     """The fixer approvals of ``accepted``."""
     outcome: UnitOutcome | None = None
+    interrupted: tuple[str, ...] = ()
+    """Calls of adapters not safe to re-run (`mesh.not_rerun_safe`) made in a stage
+    whose results were not recorded: the unit fails instead of calling them again."""
 
 
 @attrs.frozen(kw_only=True)
@@ -75,7 +79,8 @@ class RunStatistics:
     finished: int
     in_flight: int
     ready: int
-    by_state: Mapping[str, int] = attrs.field(hash=False)
+    by_state: Mapping[UnitState | OutcomeState, int] = attrs.field(hash=False)
+    """Units per state: in flight by their `UnitState`, finished by their `OutcomeState`."""
     limit: int
     target: int
     serialize_overlaps: bool
@@ -95,23 +100,23 @@ class RunResult:
     plan_state: Mapping[str, Any] = attrs.field(hash=False)
     """The update_plan document as the integrator last wrote it."""
 
-    def _with_state(self, state: str) -> tuple[UnitOutcome, ...]:
+    def _with_state(self, state: OutcomeState) -> tuple[UnitOutcome, ...]:
         return tuple(outcome for outcome in self.outcomes if outcome.state == state)
 
     @property
     def completed(self) -> tuple[UnitOutcome, ...]:
         """Units delivered."""
-        return self._with_state("completed")
+        return self._with_state(OutcomeState.COMPLETED)
 
     @property
     def failed(self) -> tuple[UnitOutcome, ...]:
         """Units that ended failed, each with one failure code."""
-        return self._with_state("failed")
+        return self._with_state(OutcomeState.FAILED)
 
     @property
     def blocked(self) -> tuple[UnitOutcome, ...]:
         """Units never started because a dependency failed."""
-        return self._with_state("blocked")
+        return self._with_state(OutcomeState.BLOCKED)
 
     def outcome(self, unit_id: str) -> UnitOutcome:
         """The outcome of one unit."""
@@ -137,7 +142,7 @@ class RunResult:
                 o.evidence or f"blocked by {o.blocked_by}",
             )
             for o in self.outcomes
-            if o.state != "completed"
+            if o.state != OutcomeState.COMPLETED
         ]
         if problems:
             raise RunFailed(

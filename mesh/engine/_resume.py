@@ -18,11 +18,14 @@ from ..contracts._errors import InvalidOutputSchema, MeshError
 from ..contracts._events import LedgerEvent
 from ..contracts._records import WorkerResult
 from ._results import ResumePoint, UnitCheckpoint
-from ._summary import UnitOutcome
+from ._summary import OutcomeState, UnitOutcome
 
 __all__ = ["UNIT_STATES", "resume_point", "states_at", "unit_states"]
 
 UNIT_STATES: Final = ("completed", "failed", "blocked", "in_flight", "pending")
+# A stored ledger may hold anything as a finished unit's state: what is not an outcome
+# counts as failed, as the report reads it.
+_OUTCOME_STATES: Final = {state.value: state for state in OutcomeState}
 
 
 class _Unit:
@@ -34,6 +37,18 @@ class _Unit:
         self.accepted: str | None = None
         self.approvals = 0
         self.outcome: UnitOutcome | None = None
+        # Calls of adapters not safe to re-run that started and have not ended, by
+        # (candidate, lane, attempt, call).
+        self.started: dict[tuple[str | None, str | None, int | None, object], str] = {}
+
+
+# The lanes whose calls each event settles (`rework`: the attempt they belonged to ended).
+_SETTLES: Final[Mapping[str, frozenset[str | None]]] = {
+    "candidates_recorded": frozenset({"coder", "reducer"}),
+    "proofs_recorded": frozenset({"applier", "prover"}),
+    "delivery_started": frozenset({"fixer"}),
+    "rework": frozenset({"coder", "reducer", "applier", "prover", "fixer", "locksmith", None}),
+}
 
 
 def _text(data: Mapping[str, object], key: str) -> str | None:
@@ -43,7 +58,7 @@ def _text(data: Mapping[str, object], key: str) -> str | None:
 
 def _finished(event: LedgerEvent, unit: _Unit) -> UnitOutcome:
     data = event.data
-    state = _text(data, "state") or "failed"
+    state = _OUTCOME_STATES.get(_text(data, "state") or "", OutcomeState.FAILED)
     code = _text(data, "failure_code")
     delivery = _text(data, "delivery")
     return UnitOutcome(
@@ -91,10 +106,22 @@ def _apply(unit: _Unit, event: LedgerEvent) -> None:
         unit.attempt = event.attempt
     if name in {"rework", "candidates_recorded"}:
         unit.candidates, unit.proofs, unit.accepted = (), {}, None
+    # A call of an adapter not safe to re-run is settled once its stage's results are
+    # recorded (a resume does not make it again); until then, finished or not, a resume
+    # would make it again.
+    if settled := _SETTLES.get(name):
+        unit.started = {key: what for key, what in unit.started.items() if key[1] not in settled}
     if name == "candidates_recorded":
         unit.candidates = _candidates(event)
     elif name == "proofs_recorded":
         unit.proofs = _proofs(event, unit)
+    elif name == "call_started":
+        lane = event.lane.value if event.lane else None
+        key = (event.candidate_id, lane, event.attempt, event.data.get("call"))
+        unit.started[key] = (
+            f"the {lane} call for {event.candidate_id} (attempt {event.attempt}, "
+            f"call {event.data.get('call')})"
+        )
     elif name == "delivery_started":
         unit.accepted = event.candidate_id
         approvals = event.data.get("approvals")
@@ -104,7 +131,7 @@ def _apply(unit: _Unit, event: LedgerEvent) -> None:
     elif name == "unit_blocked":
         unit.outcome = UnitOutcome(
             unit_id=unit.unit_id,
-            state="blocked",
+            state=OutcomeState.BLOCKED,
             failure_code=FailureCode.REQUIRES_CLARIFICATION,
             evidence=f"dependency {event.data.get('blocked_by')} did not complete",
             blocked_by=_text(event.data, "blocked_by"),
@@ -141,6 +168,7 @@ def resume_point(events: Iterable[LedgerEvent]) -> ResumePoint:
             accepted=unit.accepted,
             approvals=unit.approvals,
             outcome=unit.outcome,
+            interrupted=tuple(unit.started.values()),
         )
         for unit_id, unit in units.items()
     }

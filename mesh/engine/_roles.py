@@ -25,9 +25,10 @@ import attrs
 from ..contracts._clock import Clock
 from ..contracts._contract import parse_worker_result, recheck_worker_result, take_checked
 from ..contracts._enums import Decision, Lane
-from ..contracts._errors import InvalidOutputSchema
+from ..contracts._errors import InputError, InvalidOutputSchema
 from ..contracts._records import Unit, WorkerResult
 from ..contracts._scopes import ScopeIndex, scopes_overlap
+from ..contracts._text import one_line
 from . import _answers as answers
 from ._plan_state import CompletedStep
 
@@ -41,7 +42,12 @@ __all__ = [
     "ProofRequest",
     "Roles",
     "check_result",
+    "check_selection",
     "invoke",
+    "is_rerun_safe",
+    "not_rerun_safe",
+    "preflight_problems",
+    "rerun_safe",
 ]
 
 RequestT = TypeVar("RequestT")
@@ -206,21 +212,68 @@ class Roles:
     the budget's triplet width decides how many. ``replacements`` maps a lane to
     the adapter tried after a call timed out twice.
 
+    On a repository (``mesh.run(plan, repo=..., out=...)``) only ``coder`` is
+    needed: every role left as None is played by mesh's own git adapter
+    (`GitApplier`, `CommandProver`, `MechanicalFixer`, `GitIntegrator`, and a
+    `LeaseTable` locksmith). Without a repository, ``applier``, ``prover``,
+    ``fixer`` and ``integrator`` must be given too.
+
     .. versionadded:: 0.1.0
     """
 
     coder: Adapter[AuthorRequest]
-    applier: Adapter[ApplyRequest]
-    prover: Adapter[ProofRequest]
-    fixer: Adapter[AdjudicationRequest]
-    integrator: Adapter[DeliveryRequest]
+    applier: Adapter[ApplyRequest] | None = None
+    prover: Adapter[ProofRequest] | None = None
+    fixer: Adapter[AdjudicationRequest] | None = None
+    integrator: Adapter[DeliveryRequest] | None = None
     reducer: Adapter[AuthorRequest] | None = None
     locksmith: Adapter[LeaseRequest] | None = None
     replacements: Mapping[Lane, Adapter[Any]] = attrs.field(factory=dict, hash=False)
 
     def for_lane(self, lane: Lane) -> Adapter[Any]:
         """The adapter playing ``lane`` (the locksmith must be set by then)."""
-        adapter = {
+        adapter = self.for_lane_or_none(lane)
+        assert adapter is not None, lane  # noqa: S101 - Orchestrator checks them all first
+        return adapter
+
+    def problems(self, *, required: Collection[Lane]) -> list[str]:
+        """
+        What is wrong with these roles, all at once: missing ones, and adapters of the wrong shape.
+
+        An adapter must be callable with one request; a class passed instead of
+        an instance, or a function taking no argument or two, is said here,
+        before the first unit, instead of as a failed call in the middle of a run.
+        """
+        problems = []
+        given = self.named()
+        for name, adapter in given:
+            if adapter is None:
+                if any(lane.value == name for lane in required):
+                    problems.append(f"roles.{name}: missing (no adapter plays this role)")
+                continue
+            if problem := _shape_problem(adapter):
+                problems.append(f"roles.{name}: {problem}")
+        problems.extend(
+            f"roles.replacements: keys are mesh.Lane members, got {lane!r}"
+            for lane in self.replacements
+            if not isinstance(lane, Lane)
+        )
+        return problems
+
+    def named(self) -> list[tuple[str, Adapter[Any] | None]]:
+        """Every role and replacement with its name (``prover``, ``replacements[coder]``)."""
+        given: list[tuple[str, Adapter[Any] | None]] = [
+            (lane.value, self.for_lane_or_none(lane)) for lane in Lane
+        ]
+        given += [
+            (f"replacements[{getattr(lane, 'value', lane)}]", adapter)
+            for lane, adapter in self.replacements.items()
+        ]
+        return given
+
+    def for_lane_or_none(self, lane: Lane) -> Adapter[Any] | None:
+        """The adapter playing ``lane``, or None when the role is left unset."""
+        return {
             Lane.CODER: self.coder,
             Lane.REDUCER: self.reducer,
             Lane.LOCKSMITH: self.locksmith,
@@ -229,8 +282,110 @@ class Roles:
             Lane.FIXER: self.fixer,
             Lane.INTEGRATOR: self.integrator,
         }[lane]
-        assert adapter is not None, lane  # noqa: S101 - Orchestrator fills the locksmith in
-        return adapter
+
+
+async def preflight_problems(roles: Roles) -> list[str]:
+    """
+    Every problem the adapters find with themselves (their ``preflight()``), by role.
+
+    A preflight may be sync or async and returns a list of problems; one that
+    raises, or returns anything else, is a problem too. Each problem is made
+    safe to print on one line.
+    """
+    problems: list[str] = []
+    for name, adapter in roles.named():
+        check = getattr(adapter, "preflight", None)
+        if not callable(check):
+            continue
+        try:
+            found = check()
+            if inspect.isawaitable(found):
+                found = await found
+        except Exception as exc:  # noqa: BLE001 - the adapter's own failure, reported as such
+            problems.append(f"roles.{name}: preflight() raised {type(exc).__name__}: {exc}")
+            continue
+        if not isinstance(found, list | tuple) or not all(type(p) is str for p in found):
+            problems.append(
+                f"roles.{name}: preflight() returned {type(found).__name__}, not a list of str"
+            )
+            continue
+        problems.extend(f"roles.{name}: {problem}" for problem in found)
+    return [one_line(problem, 500) for problem in problems]
+
+
+def _shape_problem(adapter: object) -> str | None:
+    """Why ``adapter`` cannot be called with one request (None: it can, as far as Python says)."""
+    if isinstance(adapter, type):
+        return f"{adapter.__qualname__} is a class: pass an instance of it"
+    if not callable(adapter):
+        return f"expected a callable taking one request, got {type(adapter).__name__}"
+    try:
+        signature = inspect.signature(adapter)
+    except (TypeError, ValueError):  # builtins and C callables without a signature: trust them
+        return None
+    try:
+        signature.bind(object())
+    except TypeError:
+        return f"{_adapter_name(adapter)}{signature} cannot be called with one request"
+    return None
+
+
+def _adapter_name(adapter: object) -> str:
+    return str(getattr(adapter, "__qualname__", type(adapter).__qualname__))
+
+
+# Whether an interrupted call may be made again after a crash, when an adapter does not say.
+# Delivering twice is the one harm mesh cannot undo: an integrator must declare it is safe.
+_RERUN_SAFE_BY_DEFAULT: Final = frozenset(Lane) - {Lane.INTEGRATOR}
+
+AdapterT = TypeVar("AdapterT")
+
+
+def rerun_safe(adapter: AdapterT) -> AdapterT:
+    """
+    Declare ``adapter`` safe to call again for a request a crash interrupted.
+
+    Use it on an integrator that delivers idempotently (it finds a delivery
+    by its ``idempotency_key`` and does not make it twice); every other role
+    is taken as safe to re-run unless it says otherwise (`not_rerun_safe`).
+    Sets ``adapter.rerun_safe = True``; a class can set that attribute itself.
+
+    .. versionadded:: 0.1.0
+    """
+    return _declared(adapter, safe=True)
+
+
+def not_rerun_safe(adapter: AdapterT) -> AdapterT:
+    """
+    Declare that ``adapter`` must not be called again for a request a crash interrupted.
+
+    For an adapter with effects outside mesh (it opens a ticket, spends a
+    quota, posts a review): before each call mesh records durably that it
+    started, and when a resumed run finds such a call started but never
+    finished, the unit fails with ``requires_clarification`` and evidence
+    naming the call, instead of calling it again. Integrators are taken as
+    not safe to re-run unless they declare otherwise (`rerun_safe`).
+
+    .. versionadded:: 0.1.0
+    """
+    return _declared(adapter, safe=False)
+
+
+def _declared(adapter: AdapterT, *, safe: bool) -> AdapterT:
+    try:
+        adapter.rerun_safe = safe  # type: ignore[attr-defined]
+    except (AttributeError, TypeError):
+        kind = type(adapter).__name__
+        raise InputError(
+            f"cannot declare a {kind}'s re-run safety: set a `rerun_safe` class attribute instead"
+        ) from None
+    return adapter
+
+
+def is_rerun_safe(lane: Lane, adapter: object) -> bool:
+    """Whether an interrupted call of ``adapter`` playing ``lane`` may be made again."""
+    declared = getattr(adapter, "rerun_safe", None)
+    return declared if type(declared) is bool else lane in _RERUN_SAFE_BY_DEFAULT
 
 
 def _is_async(adapter: object) -> bool:
@@ -315,6 +470,25 @@ def check_result(answer: object, *, unit: Unit, candidate_id: str, lane: Lane) -
         if expected != actual
     ]
     raise InvalidOutputSchema(problems)
+
+
+def check_selection(request: AdjudicationRequest, result: WorkerResult) -> None:
+    """
+    Refuse a fixer's answer selecting a candidate it was not shown as proven.
+
+    The contract sees only the answer; which candidates may be selected is the
+    request's to say.
+
+    Raises:
+        InvalidOutputSchema: Naming the selection and the candidates it was shown.
+    """
+    selected = result.selected_candidate
+    if selected is None:
+        return
+    shown = [candidate.candidate_id for candidate, _ in request.proven]
+    if selected not in shown:
+        problem = f"$.selected_candidate: {selected!r} is not one of the proven candidates"
+        raise InvalidOutputSchema([f"{problem} it was shown ({', '.join(shown)})"])
 
 
 def result_document(

@@ -16,14 +16,14 @@ import heapq
 import os
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, final
+from typing import Any, Final, final
 
 import anyio
 import attrs
 
 from ..contracts._clock import Clock, SystemClock, time_reader
 from ..contracts._enums import DeliveryMode, FailureCode, Lane
-from ..contracts._errors import InputError, MeshError
+from ..contracts._errors import InputError, MeshError, ValidationError
 from ..contracts._events import JsonLinesSink, Ledger, LedgerSink
 from ..contracts._records import BudgetDecision, Plan, Unit, estimate_problem
 from ..contracts._scopes import scopes_overlap
@@ -35,14 +35,18 @@ from ._gateway import CallGateway
 from ._governor import Backpressure
 from ._leases import LeaseKeeper
 from ._lifecycle import UnitProgress, UnitState
+from ._mistakes import Mistakes, checked_strict, default_strict, stopped_by
 from ._pipeline import UnitPipeline
 from ._plan_state import initial_plan_state, plan_units, step_index, with_completed
 from ._results import ResumePoint, RunResult, RunStatistics
-from ._roles import LeaseTable, Roles
-from ._summary import MetricsCollector, UnitOutcome
-from ._sync import run_to_result
+from ._roles import LeaseTable, Roles, is_rerun_safe, preflight_problems
+from ._summary import MetricsCollector, OutcomeState, UnitOutcome
 
-__all__ = ["Orchestrator", "checked_estimates", "run"]
+__all__ = ["Orchestrator", "checked_estimates"]
+
+# The roles a run cannot do without (the reducer is optional; a LeaseTable is the default
+# locksmith).
+_REQUIRED_ROLES: Final = (Lane.CODER, Lane.APPLIER, Lane.PROVER, Lane.FIXER, Lane.INTEGRATOR)
 
 BudgetProvider = Callable[[], BudgetDecision | Awaitable[BudgetDecision]]
 """Returns the current budget decision; called again during the run."""
@@ -77,6 +81,28 @@ class Orchestrator:
             duration in a past run, `unit_durations`); they take precedence over
             the units' own ``estimate_seconds``. Ready units start by longest
             estimated remaining path; without any estimate, in plan order.
+        resolve_base: Turns a unit's ``base_sha`` (``HEAD``, a branch) into the
+            commit its candidates start from, when each attempt begins: the
+            coders' requests then carry that commit as ``unit.base_sha``.
+            `mesh.run` on a repository passes the repository's own.
+        preflight: Ask the adapters to check themselves when `execute` starts
+            (below); `mesh.run` on a repository asks them before it creates
+            anything, and turns this off.
+        strict: Stop the run at an adapter's first mistake (it raised, or its
+            answer broke the contract): `execute` raises `AdapterMistake`,
+            which says what was asked, of which adapter, and what was wrong.
+            False: the mistake is recorded (an ``adapter_call`` event, the
+            unit's evidence, backpressure) and the run goes on. Timeouts are
+            never mistakes. None (the default): False, except inside a test
+            run by mesh's pytest plugin (see `mesh.testing`).
+
+    The roles are checked before anything runs, every problem at once
+    (`mesh.ValidationError`): a missing role, an adapter that cannot be called
+    with one request. An adapter may also define ``preflight()`` (sync or
+    async) returning a list of problems (strings); it is called when
+    `execute` starts, before the first unit, and any problem stops the run
+    there (`mesh.ValidationError`). mesh's own adapters use it to refuse a
+    `WorkspaceManager` that is not open.
 
     .. versionadded:: 0.1.0
     """
@@ -97,7 +123,17 @@ class Orchestrator:
         run_id: str | None = None,
         executor: Executor | None = None,
         estimates: Mapping[str, float] | None = None,
+        resolve_base: Callable[[str], Awaitable[str]] | None = None,
+        strict: bool | None = None,
+        preflight: bool = True,
     ) -> None:
+        self._strict = default_strict() if strict is None else checked_strict(strict, "strict")
+        if not isinstance(roles, Roles):
+            raise ValidationError("roles", [f"expected mesh.Roles, got {type(roles).__name__}"])
+        if problems := roles.problems(required=_REQUIRED_ROLES):
+            raise ValidationError("roles", problems)
+        self._resolve_base = resolve_base
+        self._preflight = preflight
         if max_attempts < 1:
             raise InputError(f"max_attempts must be >= 1, got {max_attempts}")
         self._estimates = checked_estimates(estimates)
@@ -136,7 +172,7 @@ class Orchestrator:
     def _reset(self) -> None:
         self._progress: dict[str, UnitProgress] = {}
         """Units in flight; a finished unit leaves only its outcome and a count."""
-        self._ended_by_state: dict[str, int] = {}
+        self._ended_by_state: dict[UnitState | OutcomeState, int] = {}
         self._outcomes: dict[str, UnitOutcome] = {}
         self._active: dict[str, Unit] = {}
         # Ready units as (admission rank, plan index): the heap's head starts first.
@@ -144,6 +180,7 @@ class Orchestrator:
         self._changed = anyio.Event()
         self._budget: BudgetDecision | None = None
         self._governor = Backpressure(target=1, clean_stretch=self._clean_stretch)
+        self._mistakes = Mistakes(self._roles) if self._strict else None
         self._signals: dict[str, int] = {}
 
     async def __aenter__(self) -> Orchestrator:
@@ -162,7 +199,8 @@ class Orchestrator:
         """A snapshot of the run in progress (safe to call at any time)."""
         by_state = dict(self._ended_by_state)
         for progress in self._progress.values():
-            by_state[progress.state] = by_state.get(progress.state, 0) + 1
+            state = UnitState(progress.state)
+            by_state[state] = by_state.get(state, 0) + 1
         return RunStatistics(
             run_id=self.run_id,
             units_total=len(getattr(self, "_units", ())),
@@ -235,7 +273,7 @@ class Orchestrator:
                 step_of[unit_id]
                 for unit_id, checkpoint in self._resume.checkpoints.items()
                 if checkpoint.outcome is not None
-                and checkpoint.outcome.state == "completed"
+                and checkpoint.outcome.state == OutcomeState.COMPLETED
                 and unit_id in step_of
             ],
         )
@@ -250,13 +288,31 @@ class Orchestrator:
             finally:
                 with anyio.CancelScope(shield=True):
                     await self._executor.stop()
+        except BaseException as exc:
+            mistake = stopped_by(self._mistakes, exc)
+            if mistake is None:
+                raise
+            self._ledger.emit(
+                "run_failed",
+                unit_id=mistake.unit_id,
+                candidate_id=mistake.candidate_id,
+                lane=mistake.lane,
+                attempt=mistake.attempt,
+                failure_code=mistake.code.value,
+                call=mistake.call,
+                adapter=mistake.adapter,
+                request_kind=mistake.request_kind,
+                problems=list(mistake.problems),
+                error=mistake.error,
+            )
+            raise mistake from mistake.__cause__
         finally:
             self._executing = False
         self._ledger.emit(
             "run_finished",
-            completed=sum(o.state == "completed" for o in self._outcomes.values()),
-            failed=sum(o.state == "failed" for o in self._outcomes.values()),
-            blocked=sum(o.state == "blocked" for o in self._outcomes.values()),
+            completed=sum(o.state == OutcomeState.COMPLETED for o in self._outcomes.values()),
+            failed=sum(o.state == OutcomeState.FAILED for o in self._outcomes.values()),
+            blocked=sum(o.state == OutcomeState.BLOCKED for o in self._outcomes.values()),
         )
         return RunResult(
             run_id=self.run_id,
@@ -267,6 +323,8 @@ class Orchestrator:
 
     async def _open_executor(self, plan_state: dict[str, Any], step_of: dict[str, int]) -> None:
         """Start the executor and bind every adapter to it, before any unit runs."""
+        if self._preflight and (problems := await preflight_problems(self._roles)):
+            raise ValidationError("roles", problems)
         info: object = await self._executor.start()
         if not isinstance(info, ExecutorInfo):
             with anyio.CancelScope(shield=True):
@@ -305,6 +363,18 @@ class Orchestrator:
             slots=self._slots,
             remote_lanes=info.remote_lanes,
             on_saturated=self._on_saturated,
+            unsafe=frozenset(
+                lane
+                for lane in Lane
+                if (adapter := roles.for_lane_or_none(lane)) is not None
+                and not is_rerun_safe(lane, adapter)
+            ),
+            mistakes=self._mistakes,
+            announced_replacements=frozenset(
+                lane
+                for lane, adapter in roles.replacements.items()
+                if lane is not Lane.INTEGRATOR and not is_rerun_safe(lane, adapter)
+            ),
         )
         self._leases = LeaseKeeper(
             gateway=gateway, ledger=self._ledger, clock=self._clock, ttl_ms=self._lease_ttl_ms
@@ -317,6 +387,8 @@ class Orchestrator:
             plan_state=plan_state,
             step_of=step_of,
             checkpoints=self._resume.checkpoints,
+            resolve_base=self._resolve_base,
+            rerun_safe_integrator=is_rerun_safe(Lane.INTEGRATOR, roles.for_lane(Lane.INTEGRATOR)),
         )
 
     def _on_saturated(self) -> None:
@@ -394,9 +466,9 @@ class Orchestrator:
         self._announce_executor()
         self._outcomes.update(restored)
         for outcome in restored.values():
-            if outcome.state == "blocked":
-                self._ended("blocked")
-        done = {unit_id for unit_id, o in restored.items() if o.state == UnitState.COMPLETED}
+            if outcome.state == OutcomeState.BLOCKED:
+                self._ended(OutcomeState.BLOCKED)
+        done = {unit_id for unit_id, o in restored.items() if o.state == OutcomeState.COMPLETED}
         # How many dependencies each unit still waits for: a count, not a set, so that a
         # large plan leaves fewer objects for the garbage collector to go through.
         self._waiting: dict[str, int] = {}
@@ -529,15 +601,15 @@ class Orchestrator:
 
     def _finish(self, progress: UnitProgress) -> None:
         unit = progress.unit
-        state = progress.state
+        state = OutcomeState(progress.state)
         delivery = progress.delivery
         outcome = UnitOutcome(
             unit_id=unit.id,
             state=state,
             attempts=progress.attempt,
             failure_code=progress.failure_code,
-            evidence=progress.evidence,
-            accepted_candidate=progress.accepted if state == UnitState.COMPLETED else None,
+            evidence=progress.outcome_evidence(),
+            accepted_candidate=progress.accepted if state == OutcomeState.COMPLETED else None,
             artifact_ref=delivery.artifact_ref if delivery else None,
             delivery=delivery.decision if delivery else None,
         )
@@ -547,14 +619,14 @@ class Orchestrator:
             "unit_finished",
             unit_id=unit.id,
             attempt=progress.attempt,
-            state=state,
+            state=state.value,
             failure_code=progress.failure_code.value if progress.failure_code else None,
-            evidence=progress.evidence or None,
+            evidence=outcome.evidence or None,
             accepted_candidate=outcome.accepted_candidate,
             artifact_ref=outcome.artifact_ref,
             delivery=outcome.delivery._value_ if outcome.delivery else None,
         )
-        if state == UnitState.COMPLETED:
+        if state == OutcomeState.COMPLETED:
             if not self._signals.get(unit.id) and self._governor.clean():
                 self._concurrency_changed("restored")
             for dependent in self._dependents.pop(unit.id, ()):
@@ -566,7 +638,7 @@ class Orchestrator:
                 self._block(dependent, unit.id)
         self._notify()
 
-    def _ended(self, state: str) -> None:
+    def _ended(self, state: OutcomeState) -> None:
         self._ended_by_state[state] = self._ended_by_state.get(state, 0) + 1
 
     def _block(self, unit_id: str, blocked_by: str) -> None:
@@ -577,12 +649,12 @@ class Orchestrator:
                 continue
             self._outcomes[current] = UnitOutcome(
                 unit_id=current,
-                state="blocked",
+                state=OutcomeState.BLOCKED,
                 failure_code=FailureCode.REQUIRES_CLARIFICATION,
                 evidence=f"dependency {cause} did not complete",
                 blocked_by=cause,
             )
-            self._ended("blocked")
+            self._ended(OutcomeState.BLOCKED)
             self._ledger.emit("unit_blocked", unit_id=current, blocked_by=cause)
             pending.extend((dependent, current) for dependent in self._dependents.get(current, ()))
 
@@ -619,29 +691,3 @@ def _gated_slots(
     return executor_slots(
         base_slots=base, max_slots=max_slots, scaleout_allowed=allowed, saturated=saturated
     )
-
-
-def run(
-    plan: Plan | Sequence[Unit] | object,
-    *,
-    roles: Roles,
-    backend: str = "asyncio",
-    **options: Any,  # noqa: ANN401 - forwarded to Orchestrator
-) -> RunResult:
-    """
-    Run a plan to the end from synchronous code (scripts, notebooks without a loop).
-
-    Args:
-        plan: As `Orchestrator.execute` takes it.
-        roles: The role adapters.
-        backend: ``asyncio`` or ``trio``.
-        **options: Any other `Orchestrator` option.
-
-    .. versionadded:: 0.1.0
-    """
-
-    async def main() -> RunResult:
-        async with Orchestrator(roles=roles, **options) as orchestrator:
-            return await orchestrator.execute(plan)
-
-    return run_to_result(main, backend=backend)

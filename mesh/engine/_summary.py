@@ -9,6 +9,7 @@ with its fixed line order, leaving out everything that did not happen.
 
 from __future__ import annotations
 
+import enum
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
@@ -21,6 +22,7 @@ from ..contracts._text import one_line
 
 __all__ = [
     "MetricsCollector",
+    "OutcomeState",
     "RunMetrics",
     "UnitOutcome",
     "pick_learning",
@@ -29,6 +31,24 @@ __all__ = [
 ]
 
 _LIST_LIMIT: Final = 10
+
+
+class OutcomeState(enum.StrEnum):
+    """
+    How a unit ended: the closed vocabulary of `UnitOutcome.state`.
+
+    Members are text, so ``outcome.state == "completed"`` holds, and ``COMPLETED``
+    and ``FAILED`` equal the terminal `UnitState` members of the same name.
+
+    .. versionadded:: 0.1.0
+    """
+
+    COMPLETED = "completed"
+    """The integrator delivered the unit's accepted candidate."""
+    FAILED = "failed"
+    """A gate could not be met; the outcome carries exactly one failure code."""
+    BLOCKED = "blocked"
+    """Never started: a dependency did not complete (``blocked_by`` names it)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -40,11 +60,15 @@ class UnitOutcome:
     """
 
     unit_id: str
-    state: str
-    """``completed``, ``failed``, or ``blocked`` (a dependency failed)."""
+    state: OutcomeState
+    """Completed, failed, or blocked (a dependency did not complete)."""
     attempts: int = 0
     failure_code: FailureCode | None = None
     evidence: str = ""
+    """Every problem the unit met, each once, ``first | second``: a failed unit's own
+    reason first, then the others in the order met (invalid answers, adapter errors,
+    rejects, refused or failed candidates, rework). At most ten problems of 500
+    characters each are written out; the rest are counted. Empty when nothing went wrong."""
     accepted_candidate: str | None = None
     artifact_ref: str | None = None
     delivery: Decision | None = None
@@ -339,21 +363,21 @@ def _delivery_line(outcomes: Sequence[UnitOutcome]) -> str:
         f"{one_line(o.unit_id)} as "
         f"{'commit' if o.delivery is Decision.INTEGRATED_COMMIT else 'patch'}"
         for o in outcomes
-        if o.state == "completed"
+        if o.state == OutcomeState.COMPLETED
     ]
     if delivered:
         parts.append(f"{len(delivered)} delivered ({_listing(delivered)})")
     failed = [
         f"{one_line(o.unit_id)} ({o.failure_code.value if o.failure_code else 'unknown'})"
         for o in outcomes
-        if o.state == "failed"
+        if o.state == OutcomeState.FAILED
     ]
     if failed:
         parts.append(f"failed: {_listing(failed)}")
     blocked = [
         f"{one_line(o.unit_id)} by {one_line(str(o.blocked_by))}"
         for o in outcomes
-        if o.state == "blocked"
+        if o.state == OutcomeState.BLOCKED
     ]
     if blocked:
         parts.append(f"blocked: {_listing(blocked)}")

@@ -28,7 +28,14 @@ from ..engine._roles import (
 )
 from ..host._process import key_line, run_command
 from ..host._sandbox import Sandbox
-from ._workspaces import ChangeReading, Workspace, WorkspaceManager, WorkspaceSource, opened
+from ._workspaces import (
+    ChangeReading,
+    Workspace,
+    WorkspaceManager,
+    WorkspaceSource,
+    opened,
+    source_problems,
+)
 
 __all__ = ["CommandProver", "GitApplier", "MechanicalFixer", "PatchVerdict", "judge_patch"]
 
@@ -68,6 +75,10 @@ class GitApplier:
 
     def __init__(self, workspaces: WorkspaceSource) -> None:
         self.workspaces = workspaces
+
+    def preflight(self) -> list[str]:
+        """Problems to fix before a run starts (an unopened `WorkspaceManager`)."""
+        return source_problems(self.workspaces)
 
     async def __call__(self, request: ApplyRequest) -> dict[str, object]:
         """Apply one candidate: ``applied`` with its workspace, else ``apply_failed`` and why."""
@@ -223,6 +234,10 @@ class CommandProver:
         self.output_limit = output_limit
         self.env = env
         self.sandbox = sandbox
+
+    def preflight(self) -> list[str]:
+        """Problems to fix before a run starts (an unopened `WorkspaceManager`)."""
+        return source_problems(self.workspaces)
 
     async def __call__(self, request: ProofRequest) -> dict[str, object]:
         """Run the proof once: ``pass`` or ``fail`` with the command's evidence."""

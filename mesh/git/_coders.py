@@ -28,7 +28,7 @@ from ..engine._roles import AuthorRequest, invoke, result_document
 from ..host._process import key_line, run_command
 from ..host._sandbox import Sandbox
 from ._template import template_problem
-from ._workspaces import Workspace, WorkspaceSource, checkout_at
+from ._workspaces import Workspace, WorkspaceSource, checkout_at, source_problems
 
 __all__ = [
     "CallableCoder",
@@ -221,6 +221,10 @@ class CommandCoder:
         """The command line for these values, each shell-quoted."""
         return render_command(self.command, values)
 
+    def preflight(self) -> list[str]:
+        """Problems to fix before a run starts (an unopened `WorkspaceManager`)."""
+        return source_problems(self.workspaces)
+
     async def __call__(self, request: AuthorRequest) -> dict[str, object]:
         """Run the agent once and return its diff as a candidate."""
         async with checkout_at(self.workspaces, request.unit.base_sha) as (manager, workspace):
@@ -249,9 +253,9 @@ class CommandCoder:
                 record_file.unlink(missing_ok=True)
             if not result.ok:
                 reason = "timed out" if result.timed_out else f"exit code {result.exit_code}"
-                return _reject(
-                    request, workspace, f"coder command {reason}: {key_line(result.output)}"
-                )
+                # Named by its lane: a reducer's failure is the reducer's, not a coder's.
+                why = f"{request.lane.value} command {reason}: {key_line(result.output)}"
+                return _reject(request, workspace, why)
             if isinstance(record, str):
                 return _reject(request, workspace, record)
             return await diff_candidate(
@@ -309,6 +313,10 @@ class CallableCoder:
         self.workspaces = workspaces
         self.edit = edit
 
+    def preflight(self) -> list[str]:
+        """Problems to fix before a run starts (an unopened `WorkspaceManager`)."""
+        return source_problems(self.workspaces)
+
     async def __call__(self, request: AuthorRequest) -> dict[str, object]:
         """Call the editor in a fresh worktree and diff the result."""
         async with checkout_at(self.workspaces, request.unit.base_sha) as (_, workspace):
@@ -353,6 +361,10 @@ class ScriptedCoder:
     ) -> None:
         self.workspaces = workspaces
         self.script = script
+
+    def preflight(self) -> list[str]:
+        """Problems to fix before a run starts (an unopened `WorkspaceManager`)."""
+        return source_problems(self.workspaces)
 
     async def __call__(self, request: AuthorRequest) -> dict[str, object]:
         """Write the scripted files in a fresh worktree and diff them."""

@@ -57,7 +57,7 @@ from ..host._process import key_line
 from ._adapters import judge_patch
 from ._git import Git, GitError
 from ._target import Target, TargetState
-from ._workspaces import WorkspaceManager
+from ._workspaces import WorkspaceManager, source_problems
 
 __all__ = ["GitIntegrator", "commit_message", "mailbox", "parse_trailers"]
 
@@ -210,6 +210,9 @@ class GitIntegrator:
 
     .. versionadded:: 0.1.0
     """
+
+    rerun_safe = True
+    """A delivery a crash interrupted is checked against the repository, never made twice."""
 
     def __init__(
         self,
@@ -653,6 +656,10 @@ class GitIntegrator:
             # Files mesh itself just wrote are not hidden edits.
             self._baseline = self._target.refreshed(self._baseline, checkout, names)
         return behind
+
+    def preflight(self) -> list[str]:
+        """Problems to fix before a run starts (an unopened `WorkspaceManager`)."""
+        return source_problems(self.workspaces)
 
     async def __call__(self, request: DeliveryRequest) -> dict[str, object]:
         """Deliver as the unit's delivery mode says; write plan state after success."""

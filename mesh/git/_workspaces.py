@@ -58,6 +58,7 @@ __all__ = [
     "checkout_at",
     "opened",
     "shadow_settings",
+    "source_problems",
 ]
 
 _OWNER_FILE: Final = "owner.pid"
@@ -277,6 +278,11 @@ class WorkspaceManager:
             "a WorkspaceManager belongs to the process that opened it and cannot be "
             "pickled: give the adapter the repository's path instead"
         )
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the manager is open (inside its ``async with``)."""
+        return self._owned is not None
 
     @property
     def repo(self) -> Path:
@@ -606,6 +612,19 @@ class WorkspaceManager:
 
 WorkspaceSource: TypeAlias = "WorkspaceManager | str | os.PathLike[str]"
 """An open `WorkspaceManager`, or the path of a repository to open one on for each call."""
+
+
+def source_problems(source: WorkspaceSource) -> list[str]:
+    """What keeps an adapter on ``source`` from working: a manager that is not open."""
+    if isinstance(source, WorkspaceManager) and not source.is_open:
+        return [
+            (
+                "its WorkspaceManager is not open: run inside `async with "
+                "mesh.WorkspaceManager(repo) as workspaces:`, or give mesh.run the repository "
+                "(repo=...) and let it open them"
+            )
+        ]
+    return []
 
 
 @contextlib.asynccontextmanager

@@ -2,5 +2,5 @@
 Layer 2, plan and budget.
 
 Slicing a plan into units, the budget policy, waves and CSV batches. Pure logic, no I/O.
-Private: import from ``mesh``.
+Private: import from ``mesh`` (the CSV batch contract: ``mesh.batch``).
 """

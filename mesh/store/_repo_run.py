@@ -2,35 +2,46 @@
 Running a plan on a real repository with the built-in adapters (``mesh run``, ``mesh demo``).
 
 `git_roles` wires worktrees, leases, the git applier, the command prover, a
-fixer and the git integrator around the coders you bring. `run_in_repository`
-opens the workspaces, runs the plan, and leaves the ledger, the plan state and
-the patches in an output folder.
+fixer and the git integrator around the coders you bring.
+`start_repository_run` (``mesh.run(plan, repo=..., out=...)``) opens the
+workspaces, plays every role the caller left unset with those, runs the plan
+and leaves the run store, the ledger, the plan state and the patches in the
+output folder; `resume_repository_run` continues it after a stop.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import anyio
 import attrs
 
-from ..contracts._enums import DeliveryMode
-from ..contracts._errors import InputError
+from ..contracts._enums import DeliveryMode, Lane
+from ..contracts._errors import InputError, ValidationError
 from ..contracts._events import CallbackSink, LedgerEvent, LedgerSink, ledger_text
 from ..contracts._files import atomic_write_text
-from ..contracts._records import BudgetDecision, Plan, Unit
+from ..contracts._records import Plan, Unit
 from ..contracts._text import one_line, text_problem
 from ..engine._executors import Executor, LocalExecutor
 from ..engine._plan_state import plan_units as _plan_units
 from ..engine._results import ResumePoint, RunResult
 from ..engine._resume import resume_point
-from ..engine._roles import Adapter, AuthorRequest, DeliveryRequest, LeaseTable, Roles
+from ..engine._roles import (
+    Adapter,
+    AuthorRequest,
+    DeliveryRequest,
+    LeaseTable,
+    Roles,
+    preflight_problems,
+)
 from ..engine._scheduler import Orchestrator, checked_estimates
 from ..git._adapters import CommandProver, GitApplier, MechanicalFixer
+from ..git._coders import CallableCoder, CommandCoder, ScriptedCoder
 from ..git._integrator import GitIntegrator
 from ..git._target import TargetState, open_target
 from ..git._workspaces import WorkspaceManager, WorkspaceSource, repository_top
@@ -38,7 +49,17 @@ from ..host._owner import owning
 from ..host._sandbox import Sandbox
 from ._store import STORE_FILE, RunStore, StoreError
 
-__all__ = ["RepositoryRun", "git_roles", "resume_in_repository", "run_in_repository"]
+__all__ = [
+    "STORED_OPTIONS",
+    "RepositoryRun",
+    "git_roles",
+    "resume_repository_run",
+    "start_repository_run",
+]
+
+AdapterT = TypeVar("AdapterT")
+# The built-in adapters that work in the repository's workspaces (given its path).
+_WORKSPACE_ADAPTERS: Final = (CommandCoder, CallableCoder, ScriptedCoder, GitApplier, CommandProver)
 
 
 def git_roles(
@@ -114,186 +135,231 @@ def _plan_document(plan: Plan | Sequence[Unit] | object) -> object:
     return plan
 
 
-async def run_in_repository(
-    plan: Plan | Sequence[Unit] | object,
+def role_kinds(roles: Roles) -> dict[str, str]:
+    """
+    Who plays each role, by the adapter's kind (``builtin`` where mesh plays it).
+
+    Kinds are names (a module and a qualified name): they tell a class from
+    another, not one lambda or one configuration of a class from another.
+    """
+    return {
+        name: _kind(adapter)
+        if adapter is not None
+        else "none"
+        if name == Lane.REDUCER.value
+        else "builtin"
+        for name, adapter in roles.named()
+    }
+
+
+def _same_kind(was: str, now: str) -> bool:
+    """Whether two kinds name one adapter (a script's ``__main__`` is its module's name too)."""
+    if was == now:
+        return True
+    was_module, _, was_name = was.rpartition(":")
+    now_module, _, now_name = now.rpartition(":")
+    return was_name == now_name and "__main__" in {was_module, now_module}
+
+
+def _kind(adapter: object) -> str:
+    named = adapter if callable(adapter) and hasattr(adapter, "__qualname__") else type(adapter)
+    module = getattr(named, "__module__", None) or "?"
+    # mesh's own classes report `mesh` once re-exported, their private module before:
+    # one name either way, so a resume in another process compares like with like.
+    if module.startswith("mesh."):
+        module = "mesh"
+    return f"{module}:{getattr(named, '__qualname__', type(named).__qualname__)}"
+
+
+def _checked_roles(roles: object, top: Path, stored: object, path: Path | None) -> Roles:
+    """``roles``, checked to be usable on the repository ``top`` (and as first given, on resume)."""
+    if not isinstance(roles, Roles):
+        raise ValidationError("roles", [f"roles: expected mesh.Roles, got {type(roles).__name__}"])
+    problems = roles.problems(required=(Lane.CODER,))
+    problems.extend(
+        problem
+        for name, adapter in roles.named()
+        if (problem := _source_problem(name, adapter, top))
+    )
+    if isinstance(roles.integrator, GitIntegrator):
+        problems.append(
+            "roles.integrator: leave it unset on a repository: the run delivers with its own "
+            "GitIntegrator, kept in step with the run store"
+        )
+    if isinstance(stored, dict):
+        now = role_kinds(roles)
+        problems.extend(
+            f"roles.{name}: the run was started with {was}, not {now.get(name, 'none')}"
+            for name, was in stored.items()
+            if not _same_kind(str(was), now.get(name, "none"))
+        )
+        problems.extend(
+            f"roles.{name}: the run was started without it"
+            for name in now.keys() - stored.keys()
+            if now[name] not in {"builtin", "none"}
+        )
+    if problems:
+        error = ValidationError("roles", problems)
+        if path is not None and isinstance(stored, dict):
+            error.add_note(f"hint: resume {path} with the roles it was started with")
+        raise error
+    return roles
+
+
+async def _preflight(roles: Roles) -> None:
+    """The adapters' own checks, before anything of the run is made or opened."""
+    if problems := await preflight_problems(roles):
+        raise ValidationError("roles", problems)
+
+
+def _source_problem(name: str, adapter: object, top: Path) -> str | None:
+    """Why a built-in adapter given to a repository run cannot work there (None: it can)."""
+    if not isinstance(adapter, _WORKSPACE_ADAPTERS):
+        return None
+    given = adapter.workspaces
+    kind = type(adapter).__name__
+    if isinstance(given, WorkspaceManager):
+        return (
+            f"roles.{name}: give the {kind} the repository's path, not a WorkspaceManager: "
+            "the run opens its own workspaces"
+        )
+    if Path(given).resolve() != top:
+        return f"roles.{name}: the {kind} works on {given}, but the run's repository is {top}"
+    return None
+
+
+def _bound(adapter: AdapterT, source: WorkspaceSource) -> AdapterT:
+    """
+    A built-in git adapter given the repository's path, bound to the run's workspaces.
+
+    Built-in adapters take the path (``mesh.CommandCoder(repo, "agent {objective}")``)
+    because the run opens the workspaces itself (`_source_problem` checked the path).
+    """
+    if not isinstance(adapter, _WORKSPACE_ADAPTERS):
+        return adapter
+    bound = copy.copy(adapter)
+    bound.workspaces = source
+    return bound
+
+
+async def start_repository_run(
+    plan: object,
     *,
     repo: str | os.PathLike[str],
     out: str | os.PathLike[str],
-    coder: Callable[[WorkspaceSource], Adapter[AuthorRequest]],
-    reducer: Callable[[WorkspaceSource], Adapter[AuthorRequest]] | None = None,
-    fixer: Adapter[Any] | None = None,
-    budget: BudgetDecision | None = None,
-    delivery_mode: DeliveryMode | None = None,
-    default_proof_command: str | None = None,
-    branch: str | None = None,
-    proof_timeout: float = 600.0,
-    call_timeout: float | None = 3600.0,
-    on_event: Callable[[LedgerEvent], object] | None = None,
-    pool_size: int = 4,
-    run_id: str | None = None,
-    extra_config: Mapping[str, Any] | None = None,
-    executor: Executor | None = None,
-    sandbox: Sandbox | None = None,
-    estimates: Mapping[str, float] | None = None,
+    roles: Roles,
+    options: Mapping[str, Any],
 ) -> RepositoryRun:
     """
-    Run ``plan`` on ``repo`` with real worktrees, proofs and delivery, durably.
+    Run ``plan`` on ``repo`` with real worktrees, proofs and delivery, durably (`mesh.run`).
 
-    ``coder`` and ``reducer`` build the author adapters once the workspaces
-    are open (e.g. ``lambda ws: CommandCoder(ws, "agent {objective}")``).
-    Every event goes to the run store ``out/run.sqlite`` (see `RunStore`), so
-    that `resume_in_repository` can continue the run after a crash; the
-    ledger also goes to ``out/ledger.jsonl``, plan state to ``out/plan.json``
-    (written by the integrator after each delivery), patches to ``out/patches``.
-    ``extra_config`` is kept in the store for whoever resumes the run.
-
-    With an ``executor`` that runs calls elsewhere (`RayExecutor`), ``coder``
-    and ``reducer`` get the repository's path instead of the open manager, and
-    the applier and prover make their worktrees where they run; the
-    integrator and the leases stay here.
-
-    With a ``sandbox`` (`mesh.Sandbox`), proofs run in bubblewrap; pass the
-    same sandbox to your `CommandCoder` for the coders.
-
-    ``estimates`` (seconds by unit id, as `Orchestrator` takes them; for
-    instance a past run's `unit_durations`) order the start of ready units, and
-    are kept in the store for a resume.
-
-    .. versionadded:: 0.1.0
+    ``options`` are `mesh.run`'s, checked by it.
     """
-    # Read and check the plan before anything (folder, store, ledger, workspaces) exists.
+    # Read and check everything before anything (folder, store, ledger, workspaces) exists.
     _plan_units(plan)
-    checked_estimates(estimates)
-    identifier = run_id or uuid.uuid4().hex[:12]
+    checked_estimates(options.get("estimates"))
+    identifier = options.get("run_id") or uuid.uuid4().hex[:12]
     if problem := text_problem(identifier):
         raise InputError(f"run_id {one_line(identifier)!r} {problem}")
     await repository_top(repo)  # a missing folder or repository, before anything is made
     top = await anyio.Path(repo).resolve()
+    _checked_roles(roles, Path(top), None, None)
     folder = Path(out)
+    if await anyio.Path(folder / STORE_FILE).exists():
+        raise StoreError(
+            f"{folder / STORE_FILE}: a run store is already there",
+            hint=f"continue that run with mesh.resume({str(folder)!r}, roles=...), "
+            "or give another out folder",
+        )
+    await _preflight(roles)
     # One process at a time: a second run into this folder is refused before any work.
     with owning(folder) as ownership:
         await ownership.settle()
         # The target as the run found it: what every delivery, resumed ones too, is checked against.
         target = await open_target(Path(top), own_outputs=[folder])
-        baseline = await target.snapshot(branch)
+        baseline = await target.snapshot(options.get("branch"))
         await anyio.Path(folder).mkdir(parents=True, exist_ok=True)
+        mode = options.get("delivery_mode")
         config = {
+            # The caller's keys first: they can never stand in for mesh's own.
+            **(options.get("extra_config") or {}),
             "plan": _plan_document(plan),
             "repo": str(top),
-            "delivery_mode": delivery_mode.value if delivery_mode else None,
-            "default_proof_command": default_proof_command,
-            "branch": branch,
-            "proof_timeout": proof_timeout,
-            "call_timeout": call_timeout,
-            "pool_size": pool_size,
+            "delivery_mode": mode.value if mode else None,
             "target": baseline.to_document(),
-            **({"estimates": dict(estimates)} if estimates else {}),
-            **(extra_config or {}),
+            "roles": role_kinds(roles),
+            **{key: options.get(key, default) for key, default in STORED_OPTIONS.items()},
+            **({"estimates": dict(options["estimates"])} if options.get("estimates") else {}),
         }
         store = RunStore.create(folder / STORE_FILE, run_id=identifier, config=config)
         ownership.hold_store(store.path)
         with store:
-            return await _execute(
-                plan,
-                store=store,
-                folder=folder,
-                coder=coder,
-                reducer=reducer,
-                fixer=fixer,
-                budget=budget,
-                on_event=on_event,
-                resume=None,
-                executor=executor,
-                sandbox=sandbox,
-            )
+            return await _execute(plan, store=store, roles=roles, options=options, resume=None)
 
 
-async def resume_in_repository(
-    out: str | os.PathLike[str],
-    *,
-    coder: Callable[[WorkspaceSource], Adapter[AuthorRequest]],
-    reducer: Callable[[WorkspaceSource], Adapter[AuthorRequest]] | None = None,
-    fixer: Adapter[Any] | None = None,
-    budget: BudgetDecision | None = None,
-    on_event: Callable[[LedgerEvent], object] | None = None,
-    executor: Executor | None = None,
-    sandbox: Sandbox | None = None,
+async def resume_repository_run(
+    out: str | os.PathLike[str], *, roles: Roles, options: Mapping[str, Any]
 ) -> RepositoryRun:
     """
-    Continue a run of `run_in_repository` that stopped (a crash, a kill, a reboot).
+    Continue a repository run that stopped (a crash, a kill, a reboot): `mesh.resume`.
 
     The run's store is read back: completed and failed units keep their
     outcome; units that were in flight restart at their recorded attempt,
     proving their recorded candidates again or writing new ones. Worktrees of
     the dead process are removed, an interrupted ``git am`` is aborted, and a
     unit whose delivery had started is checked against the repository first,
-    so that nothing is integrated twice. Pass the same adapters as the first
-    time (they cannot be stored); the executor may differ.
-
-    .. versionadded:: 0.1.0
+    so that nothing is integrated twice.
     """
     given = Path(out)
     path = given / STORE_FILE if await anyio.Path(given).is_dir() else given
     if not await anyio.Path(path).is_file():
         raise StoreError(f"{path}: no run store there")
+    await _preflight(roles)
     with owning(path.parent) as ownership:
         ownership.hold_store(path)
         # What dead owners left running (a git command, a proof) ends before anything else.
         await ownership.settle()
-        return await _resume(
-            path,
-            coder=coder,
-            reducer=reducer,
-            fixer=fixer,
-            budget=budget,
-            on_event=on_event,
-            executor=executor,
-            sandbox=sandbox,
-        )
+        store = RunStore.open(path)
+        with store:
+            _check_config(store)
+            top = Path(str(store.config["repo"]))
+            _checked_roles(roles, top, store.config.get("roles"), path.parent)
+            point = resume_point(store.events())
+            # The store is the record: the JSON-lines copy may run ahead of it (batched
+            # commits) or end in half a line, so it is rewritten from the store.
+            await anyio.to_thread.run_sync(
+                _rewrite_ledger, store.path.parent / "ledger.jsonl", point.history
+            )
+            return await _execute(
+                store.config["plan"], store=store, roles=roles, options=options, resume=point
+            )
 
 
-async def _resume(
-    path: Path,
-    *,
-    coder: Callable[[WorkspaceSource], Adapter[AuthorRequest]],
-    reducer: Callable[[WorkspaceSource], Adapter[AuthorRequest]] | None,
-    fixer: Adapter[Any] | None,
-    budget: BudgetDecision | None,
-    on_event: Callable[[LedgerEvent], object] | None,
-    executor: Executor | None,
-    sandbox: Sandbox | None,
-) -> RepositoryRun:
-    store = RunStore.open(path)
-    with store:
-        _check_config(store)
-        point = resume_point(store.events())
-        # The store is the record: the JSON-lines copy may run ahead of it (batched
-        # commits) or end in half a line, so it is rewritten from the store.
-        await anyio.to_thread.run_sync(
-            _rewrite_ledger, store.path.parent / "ledger.jsonl", point.history
-        )
-        return await _execute(
-            store.config["plan"],
-            store=store,
-            folder=store.path.parent,
-            coder=coder,
-            reducer=reducer,
-            fixer=fixer,
-            budget=budget,
-            on_event=on_event,
-            resume=point,
-            executor=executor,
-            sandbox=sandbox,
-        )
+# The options a repository run keeps in its store, with their defaults: a resume runs
+# with the same ones.
+STORED_OPTIONS: Final[Mapping[str, object]] = {
+    "default_proof_command": None,
+    "branch": None,
+    "proof_timeout": 600.0,
+    "call_timeout": 3600.0,
+    "pool_size": 4,
+    "max_attempts": 2,
+    "lease_ttl": 900.0,
+    "clean_stretch": 3,
+}
 
-
-# What a resume reads from the configuration `run_in_repository` stored, and its types.
+# What a resume reads from the stored configuration, and its types (absent: the default,
+# for runs stored before mesh kept it).
 _STORED: Final[Mapping[str, tuple[type, ...]]] = {
     "repo": (str,),
     "pool_size": (int,),
     "proof_timeout": (int, float),
     "call_timeout": (int, float, type(None)),
+    "max_attempts": (int,),
+    "lease_ttl": (int, float),
+    "clean_stretch": (int,),
 }
+_REQUIRED: Final = ("repo", "pool_size", "proof_timeout", "call_timeout")
 
 
 def stored_plan(config: Mapping[str, Any], path: Path) -> tuple[Unit, ...]:
@@ -310,6 +376,8 @@ def _check_config(store: RunStore) -> None:
     """A resume's configuration, whole: a store damaged there is said before any work."""
     stored_plan(store.config, store.path)
     for key, kinds in _STORED.items():
+        if key not in store.config and key not in _REQUIRED:
+            continue
         value = store.config.get(key)
         if not isinstance(value, kinds) or isinstance(value, bool):
             raise StoreError(f"{store.path} is damaged: its configuration's {key!r} is unreadable")
@@ -378,24 +446,21 @@ async def _execute(
     plan: object,
     *,
     store: RunStore,
-    folder: Path,
-    coder: Callable[[WorkspaceSource], Adapter[AuthorRequest]],
-    reducer: Callable[[WorkspaceSource], Adapter[AuthorRequest]] | None,
-    fixer: Adapter[Any] | None,
-    budget: BudgetDecision | None,
-    on_event: Callable[[LedgerEvent], object] | None,
+    roles: Roles,
+    options: Mapping[str, Any],
     resume: ResumePoint | None,
-    executor: Executor | None,
-    sandbox: Sandbox | None,
 ) -> RepositoryRun:
-    config = store.config
+    config = {**STORED_OPTIONS, **store.config}
+    folder = store.path.parent
     ledger_path = folder / "ledger.jsonl"
     plan_path = folder / "plan.json"
     patches = folder / "patches"
-    sinks: list[LedgerSink] = [store]
-    if on_event is not None:
+    sinks: list[LedgerSink] = [store, *options.get("sinks", ())]
+    if (on_event := options.get("on_event")) is not None:
         sinks.append(CallbackSink(on_event))
     mode = config.get("delivery_mode")
+    executor: Executor | None = options.get("executor")
+    sandbox: Sandbox | None = options.get("sandbox")
     async with WorkspaceManager(config["repo"], pool_size=config["pool_size"]) as workspaces:
         integrator = GitIntegrator(
             workspaces, artifacts=patches, plan_path=plan_path, branch=config.get("branch")
@@ -415,26 +480,44 @@ async def _execute(
             )
         portable = executor is not None and not isinstance(executor, LocalExecutor)
         source: WorkspaceSource = str(workspaces.repo) if portable else workspaces
-        roles = git_roles(
+        builtin = git_roles(
             workspaces,
-            coder=coder(source),
-            reducer=reducer(source) if reducer is not None else None,
-            fixer=fixer,
+            coder=roles.coder,
             integrator=integrator,
             proof_timeout=config["proof_timeout"],
             tracked_files=await workspaces.tracked_files(),
             portable=portable,
             sandbox=sandbox,
         )
+        played = attrs.evolve(
+            roles,
+            coder=_bound(roles.coder, source),
+            reducer=None if roles.reducer is None else _bound(roles.reducer, source),
+            applier=builtin.applier if roles.applier is None else _bound(roles.applier, source),
+            prover=builtin.prover if roles.prover is None else _bound(roles.prover, source),
+            fixer=builtin.fixer if roles.fixer is None else _bound(roles.fixer, source),
+            integrator=roles.integrator or integrator,
+            locksmith=roles.locksmith or builtin.locksmith,
+            replacements={
+                lane: _bound(adapter, source) for lane, adapter in roles.replacements.items()
+            },
+        )
         async with Orchestrator(
-            roles=roles,
-            budget=budget,
+            roles=played,
+            budget=options.get("budget"),
+            max_attempts=config["max_attempts"],
             call_timeout=config["call_timeout"],
+            lease_ttl=config["lease_ttl"],
+            clean_stretch=config["clean_stretch"],
+            clock=options.get("clock"),
             sinks=sinks,
             ledger_path=ledger_path,
             run_id=store.run_id,
             executor=executor,
             estimates=config.get("estimates"),
+            resolve_base=workspaces.resolve,
+            preflight=False,  # asked before the run's folder was made
+            **({"strict": options["strict"]} if "strict" in options else {}),
         ) as orchestrator:
             result = await orchestrator.execute(
                 plan,

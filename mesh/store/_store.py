@@ -3,7 +3,8 @@ The durable event store of a run: one SQLite file per run, named by the run id.
 
 Every ledger event is appended (WAL mode, one writer). Commits are batched,
 except that an event a restart must not miss commits at once: the start of a
-delivery (recorded before its side effect), a unit's end, the run's end.
+delivery or of a call not safe to re-run (recorded before its side effect), a
+stage's recorded results (candidates, proofs), a unit's end, the run's end.
 With ``synchronous=NORMAL`` a commit survives the process being killed;
 ``synchronous="FULL"`` also survives power loss, at some speed.
 
@@ -31,7 +32,16 @@ __all__ = ["STORE_FILE", "RunStore", "StoreError"]
 
 STORE_FILE: Final = "run.sqlite"
 SCHEMA_VERSION: Final = 1
-_BARRIERS: Final = frozenset({"delivery_started", "unit_finished", "run_finished"})
+_BARRIERS: Final = frozenset(
+    {
+        "call_started",
+        "candidates_recorded",
+        "proofs_recorded",
+        "delivery_started",
+        "unit_finished",
+        "run_finished",
+    }
+)
 _SCHEMA: Final = """
 CREATE TABLE run (
     run_id TEXT PRIMARY KEY,

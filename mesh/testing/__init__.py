@@ -9,7 +9,10 @@ Test doubles for mesh and for role adapters written against it.
 - `ManualClock`: time that moves only when told to (or when all tasks wait).
 
 A pytest plugin (loaded automatically) offers the fixtures ``mesh_roles``,
-``mesh_ledger`` and ``mesh_clock``.
+``mesh_ledger`` and ``mesh_clock``, and makes runs in tests strict: a run built
+without ``strict=`` stops at an adapter's first mistake with
+`mesh.AdapterMistake`. Opt out with ``@pytest.mark.mesh_strict(strict=False)``
+(a test, class or module) or ``mesh_strict = false`` (a whole suite).
 
 .. versionadded:: 0.1.0
 """

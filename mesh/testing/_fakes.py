@@ -11,9 +11,12 @@ from typing import Any
 import anyio
 import attrs
 
-from ..contracts._enums import Decision, DeliveryMode, Lane
+from .. import answers
+from ..contracts._contract import checked_result_document
+from ..contracts._enums import Decision, FailureCode, Lane
 from ..contracts._events import LedgerEvent, MemorySink, capture_sinks
-from ..contracts._records import Unit
+from ..contracts._records import Unit, WorkerResult
+from ..engine._mistakes import adapter_name
 from ..engine._roles import (
     AdjudicationRequest,
     ApplyRequest,
@@ -22,8 +25,6 @@ from ..engine._roles import (
     LeaseRequest,
     ProofRequest,
     Roles,
-    lease_result,
-    result_document,
 )
 from ._clock import ManualClock
 
@@ -49,12 +50,6 @@ class Sleep:
     seconds: float
 
 
-def _base(unit: Unit, candidate_id: str, lane: Lane, triplet_index: int) -> dict[str, object]:
-    return result_document(
-        unit, candidate_id=candidate_id, lane=lane, decision="", triplet_index=triplet_index
-    )
-
-
 def _patch_for(unit: Unit, candidate_id: str) -> str:
     path = next((root for root in unit.write_scope if "*" not in root), "change.txt")
     path = path if path != "unknown" else "change.txt"
@@ -69,68 +64,58 @@ def answer(request: object, **overrides: object) -> dict[str, object]:
     applier applies; the prover passes on the requested attempt; fixers accept
     the first proven candidate; the integrator delivers as the unit's delivery
     mode says. ``answer(request, decision="reject")`` and the like script the rest.
+    The answer is built with `mesh.answers` and written out as its document,
+    so overrides can break it on purpose; an adapter of your own returns what
+    `mesh.answers` builds instead.
 
     .. versionadded:: 0.1.0
     """
-    if isinstance(request, AuthorRequest):
-        document = _base(request.unit, request.candidate_id, request.lane, request.triplet_index)
-        document |= {"decision": "accept", "patch": _patch_for(request.unit, request.candidate_id)}
-        if request.lane is Lane.REDUCER:
-            document["reduce_record"] = {
-                "target_abstraction": "the change",
-                "replacement_primitive": "a smaller change",
-                "complexity_delta": "-1",
-                "invariants_preserved": [request.unit.invariants or "behaviour"],
-                "rollback_plan": "revert the patch",
-            }
-    elif isinstance(request, LeaseRequest):
-        decision = "grant" if request.action == "acquire" else "reclaim"
-        document = lease_result(
-            request, Decision(decision), request.lease_id or "lease-fake", "fake"
-        )
-    elif isinstance(request, ApplyRequest):
-        document = _base(
-            request.unit, request.candidate_id, Lane.APPLIER, request.candidate.triplet_index
-        )
-        document |= {"decision": "applied", "worktree_path": f"memory://{request.candidate_id}"}
-    elif isinstance(request, ProofRequest):
-        document = _base(
-            request.unit, request.candidate_id, Lane.PROVER, request.candidate.triplet_index
-        )
-        command = request.unit.proof_command or "true"
-        document |= {
-            "decision": "pass",
-            "proof_status": "pass",
-            "proof_attempts": request.proof_attempt,
-            "proof_evidence": {"command": command, "key_line": "passed", "exit_code": 0},
-        }
-    elif isinstance(request, AdjudicationRequest):
-        document = _base(request.unit, request.candidate_id, Lane.FIXER, request.fixer_index)
-        selected = request.proven[0][0].candidate_id if request.proven else None
-        document |= {
-            "decision": "accepted" if selected else "rework_required",
-            "proof_status": "pass" if selected else "not_applicable",
-            "selected_candidate": selected,
-            "quorum_target": request.quorum_target,
-            "quorum_observed": request.quorum_target,
-        }
-        if not selected:
-            document["failure_code"] = "proof_missing"
-    elif isinstance(request, DeliveryRequest):
-        document = _base(
-            request.unit, request.candidate_id, Lane.INTEGRATOR, request.candidate.triplet_index
-        )
-        commit = request.unit.delivery_mode is DeliveryMode.COMMIT_FIRST
-        document |= {
-            "decision": "integrated_commit" if commit else "integrated_patch",
-            "proof_status": "pass",
-            "artifact_ref": f"memory://{request.unit.id}/{request.candidate_id}.patch",
-            "scope_assertion": "within write_scope",
-        }
-    else:
-        raise TypeError(f"no fake answer for {type(request).__name__}")
+    document = checked_result_document(_happy_path(request))
     document.update(overrides)
     return {key: value for key, value in document.items() if value is not None}
+
+
+def _happy_path(request: object) -> WorkerResult:  # noqa: PLR0911 - one per kind of request
+    """`answer` before its overrides: the happy-path record, built checked."""
+    if isinstance(request, AuthorRequest):
+        patch = _patch_for(request.unit, request.candidate_id)
+        if request.lane is not Lane.REDUCER:
+            return answers.candidate(request, patch=patch)
+        return answers.reduction(
+            request,
+            patch=patch,
+            target_abstraction="the change",
+            replacement_primitive="a smaller change",
+            complexity_delta="-1",
+            invariants_preserved=[request.unit.invariants or "behaviour"],
+            rollback_plan="revert the patch",
+        )
+    if isinstance(request, LeaseRequest):
+        decision: answers.LeaseDecision = (
+            Decision.GRANT if request.action == "acquire" else Decision.RECLAIM
+        )
+        lease_id = request.lease_id or "lease-fake"
+        return answers.lease(request, decision=decision, lease_id=lease_id, reason="fake")
+    if isinstance(request, ApplyRequest):
+        return answers.applied(request, worktree_path=f"memory://{request.candidate_id}")
+    if isinstance(request, ProofRequest):
+        command = request.unit.proof_command or "true"
+        return answers.proof(request, passed=True, evidence="passed", command=command)
+    if isinstance(request, AdjudicationRequest):
+        if request.proven:
+            return answers.verdict(request, select=request.proven[0][0].candidate_id)
+        return answers.rework(
+            request,
+            reason="no candidate passed its proof",
+            failure_code=FailureCode.PROOF_MISSING,
+        )
+    if isinstance(request, DeliveryRequest):
+        return answers.delivered(
+            request,
+            artifact_ref=f"memory://{request.unit.id}/{request.candidate_id}.patch",
+            scope_assertion="within write_scope",
+        )
+    raise TypeError(f"no fake answer for {type(request).__name__}")
 
 
 class FakeAdapter:
@@ -145,6 +130,9 @@ class FakeAdapter:
             `Raise`, `Hang` or `Sleep`.
         delay: Seconds to wait before every answer.
         clock: Clock for delays (a `ManualClock` in tests); default the event loop.
+        rerun_safe: Whether a resumed run may call it again for a request a
+            crash interrupted (see `mesh.not_rerun_safe`); a fake has no
+            effects outside the test, so it is, unless a test says otherwise.
 
     ``calls`` lists every request received, in order.
 
@@ -158,12 +146,19 @@ class FakeAdapter:
         script: Iterable[object] = (),
         delay: float = 0.0,
         clock: ManualClock | None = None,
+        rerun_safe: bool = True,
     ) -> None:
+        self.rerun_safe = rerun_safe
         self.handler = handler or answer
         self.script = collections.deque(script)
         self.delay = delay
         self.clock = clock
         self.calls: list[Any] = []
+
+    def __repr__(self) -> str:
+        left = len(self.script)
+        script = f", {left} scripted {'step' if left == 1 else 'steps'} left" if left else ""
+        return f"FakeAdapter(handler={adapter_name(self.handler)}{script})"
 
     async def _sleep(self, seconds: float) -> None:
         if self.clock is not None:
