@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import signal
@@ -145,7 +146,8 @@ class TestInMemory:
             ({"on_event": "print"}, "on_event: expected a callable, got str"),
             ({"lease_ttl": None}, "lease_ttl: has no None; leave it out for the default"),
             ({"lease_ttl": float("nan")}, "lease_ttl: must be > 0 seconds, got nan"),
-            ({"call_timeout": float("inf")}, "call_timeout: must be > 0 seconds, got inf"),
+            ({"call_timeout": float("inf")}, "call_timeout: must be at most 1,000,000,000 seconds"),
+            ({"lease_ttl": 10**400}, "lease_ttl: must be at most 1,000,000,000 seconds"),
             ({"call_timeout": -1}, "call_timeout: must be > 0 seconds, got -1"),
             ({"max_attempts": 0}, "max_attempts: must be >= 1, got 0"),
             ({"sinks": 5}, "sinks: expected a list of ledger sinks (objects with emit()), got 5"),
@@ -558,7 +560,7 @@ class TestNothingMadeForARunThatCannotStart:
         )
         assert not (tmp_path / "out").exists()
         (tmp_path / "stopped").mkdir()
-        (tmp_path / "stopped" / "run.sqlite").write_text("")
+        (tmp_path / "stopped" / "run.sqlite").write_bytes(b"SQLite format 3\0")
         with pytest.raises(mesh.ValidationError):
             await mesh.resume_async(tmp_path / "stopped", roles=roles)
         assert sorted(p.name for p in (tmp_path / "stopped").iterdir()) == ["run.sqlite"]
@@ -684,3 +686,144 @@ class TestNeverTwice:
         group = BaseExceptionGroup("two", [KeyboardInterrupt(), Killed()])
         assert ctrl_c(group) is None
         assert ctrl_c(Killed()) is None
+
+
+class TestSecondReview:
+    """What a second attack review found, each held by a test."""
+
+    async def test_a_rework_is_committed_at_once(
+        self, anyio_backend: str, repo: Path, tmp_path: Path
+    ) -> None:
+        """An unsafe fixer's rework settles its call; a kill in the next attempt keeps it so."""
+        calls: list[str] = []
+
+        @mesh.not_rerun_safe
+        def fixer(request: mesh.AdjudicationRequest) -> mesh.WorkerResult:
+            calls.append(request.candidate_id)
+            if request.attempt == 1:
+                return mesh.answers.rework(request, reason="try again")
+            return mesh.answers.verdict(request, select=request.proven[0][0].candidate_id)
+
+        class Coder(LlmCoder):
+            async def __call__(self, request: mesh.AuthorRequest) -> dict[str, object]:
+                if request.attempt == 2 and self.stop_at:
+                    raise Killed
+                return await super().__call__(request)
+
+        plan = {"plan": [two_steps()["plan"][0] | {"risk_tier": "low"}]}  # type: ignore[index]
+        out = tmp_path / "out"
+        with pytest.raises(BaseExceptionGroup):
+            await mesh.run_async(
+                plan, repo=repo, out=out, roles=mesh.Roles(coder=Coder(stop_at="x"), fixer=fixer)
+            )
+        with sqlite3.connect(out / "run.sqlite") as connection:
+            events = [e for (e,) in connection.execute("SELECT event FROM events ORDER BY seq")]
+        assert "rework" in events  # committed though no later barrier came
+        resumed = await mesh.resume_async(out, roles=mesh.Roles(coder=Coder(), fixer=fixer))
+        assert [o.state for o in resumed.result.outcomes] == ["completed"]
+        assert calls == ["unit-001-fixer-1", "unit-001-fixer-1-a2"]
+
+    def test_out_is_the_repository_itself(self, repo: Path) -> None:
+        with pytest.raises(mesh.InputError, match="is the repository's top folder"):
+            mesh.run(two_steps(), repo=repo, out=repo, roles=custom_roles(LlmCoder()))
+        assert not (repo / "run.owner").exists()
+
+    @pytest.mark.parametrize("out", ["", "  ", "a\0b"])
+    def test_out_that_names_no_folder(self, repo: Path, out: str) -> None:
+        with pytest.raises(mesh.ValidationError, match="out: "):
+            mesh.run(two_steps(), repo=repo, out=out, roles=custom_roles(LlmCoder()))
+        with pytest.raises(mesh.ValidationError, match="out: "):
+            mesh.resume(out, roles=custom_roles(LlmCoder()))
+
+    def test_a_bad_branch_leaves_nothing(self, repo: Path, tmp_path: Path) -> None:
+        with pytest.raises(mesh.MeshError, match="is not a branch name"):
+            mesh.run(two_steps(), repo=repo, out=tmp_path / "out", roles=fake_roles(), branch="-x")
+        assert not (tmp_path / "out").exists()
+
+    def test_resuming_what_is_not_a_store(self, tmp_path: Path) -> None:
+        notes = tmp_path / "notes.db"
+        notes.write_text("not sqlite")
+        with pytest.raises(mesh.StoreError, match="not a run store"):
+            mesh.resume(notes, roles=custom_roles(LlmCoder()))
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.db"]
+
+    async def test_preflights_that_misbehave(self, anyio_backend: str) -> None:
+        class Unprintable(Exception):
+            def __str__(self) -> str:
+                raise RuntimeError
+
+        class BadStr(FakeAdapter):
+            def preflight(self) -> list[str]:
+                raise Unprintable
+
+        class BadProperty(FakeAdapter):
+            @property
+            def preflight(self) -> object:
+                raise LookupError("no")
+
+        class Flood(FakeAdapter):
+            def preflight(self) -> list[str]:
+                return [f"problem {n}" for n in range(1000)]
+
+        roles = fake_roles(coder=BadStr(), prover=BadProperty(), fixer=Flood())
+        with pytest.raises(mesh.ValidationError) as caught:
+            await mesh.run_async(two_steps(), roles=roles)
+        problems = caught.value.problems
+        assert problems[:2] == (
+            "roles.coder: preflight() raised Unprintable",
+            "roles.prover: preflight() raised LookupError: no",
+        )
+        assert problems[2:] == (
+            *(f"roles.fixer: problem {n}" for n in range(20)),
+            "roles.fixer: and 980 more problems",
+        )
+
+    def test_a_locksmith_cannot_be_unsafe(self) -> None:
+        locksmith = mesh.not_rerun_safe(mesh.LeaseTable())
+        with pytest.raises(mesh.ValidationError, match=r"roles\.locksmith: a locksmith is asked"):
+            mesh.run(two_steps(), roles=fake_roles(locksmith=locksmith))
+
+    def test_partials_are_named_by_what_they_wrap(self) -> None:
+        from mesh.store._repo_run import role_kinds  # noqa: PLC0415 - what the store keeps
+
+        kinds = role_kinds(mesh.Roles(coder=functools.partial(functools.partial(voting_fixer))))
+        assert kinds["coder"] == f"{__name__}:voting_fixer"
+
+    async def test_a_strict_stop_says_how_to_continue(
+        self, anyio_backend: str, repo: Path, tmp_path: Path
+    ) -> None:
+        def broken(request: mesh.AdjudicationRequest) -> dict[str, object]:
+            return {"not": "an answer"}
+
+        out = tmp_path / "out"
+        roles = mesh.Roles(coder=LlmCoder(), fixer=broken)
+        with pytest.raises(mesh.AdapterMistake) as caught:
+            await mesh.run_async(two_steps(), repo=repo, out=out, roles=roles, strict=True)
+        assert caught.value.__notes__[-1] == (
+            f"hint: the run's state is kept in {out}: fix the adapter, then continue "
+            f"with mesh.resume({str(out)!r}, roles=...)"
+        )
+
+    @pytest.mark.parametrize(
+        ("name", "command"),
+        [
+            ("out dir", "mesh resume 'out dir'"),
+            ("--help", "mesh resume ./--help"),
+            ("a\nb", "mesh resume RUN (RUN: the run's folder)"),
+        ],
+    )
+    def test_the_pasted_resume_command(self, name: str, command: str) -> None:
+        from mesh.cli._run_command import _resume_command  # noqa: PLC0415 - the CLI's own
+
+        assert _resume_command(Path(name)) == command
+
+    def test_ctrl_c_before_the_run_has_a_store(self, repo: Path, tmp_path: Path) -> None:
+        class Interrupted(FakeAdapter):
+            def preflight(self) -> list[str]:
+                raise KeyboardInterrupt
+
+        out = tmp_path / "out"
+        with pytest.raises(KeyboardInterrupt) as caught:
+            mesh.run(two_steps(), repo=repo, out=out, roles=mesh.Roles(coder=Interrupted()))
+        assert not hasattr(caught.value, "__notes__")  # nothing to resume: no note saying so
+        assert not out.exists()

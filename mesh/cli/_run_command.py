@@ -310,6 +310,21 @@ def _ray_executor(address: str | None) -> RayExecutor | None:
     return RayExecutor(None if address == "local" else address)
 
 
+def _resume_command(folder: Path) -> str:
+    """
+    The command that continues the run in ``folder``, as it can be pasted into a shell.
+
+    A name that would read as an option starts with ``./``; one with characters a
+    terminal line cannot show as they are gets no command to paste, only what to run.
+    """
+    text = str(folder)
+    if one_line(text) != text:
+        return "mesh resume RUN (RUN: the run's folder)"
+    if text.startswith("-"):
+        text = f"./{text}"
+    return f"mesh resume {shlex.quote(text)}"
+
+
 def _watched(
     console: Console | None,
     main: Callable[[Callable[[LedgerEvent], None]], Awaitable[RepositoryRun]],
@@ -336,7 +351,7 @@ def _watched(
         if interrupt is None:
             raise
         if (folder / STORE_FILE).is_file():
-            interrupt.resume_command = f"mesh resume {shlex.quote(str(folder))}"  # type: ignore[attr-defined]
+            interrupt.resume_command = _resume_command(folder)  # type: ignore[attr-defined]
         if interrupt is stopped:
             raise
         raise interrupt from None

@@ -253,6 +253,11 @@ class Roles:
                 continue
             if problem := _shape_problem(adapter):
                 problems.append(f"roles.{name}: {problem}")
+        if self.locksmith is not None and not is_rerun_safe(Lane.LOCKSMITH, self.locksmith):
+            problems.append(
+                "roles.locksmith: a locksmith is asked again after every restart (a lease dies "
+                "with its process), so it cannot be declared not safe to re-run"
+            )
         problems.extend(
             f"roles.replacements: keys are mesh.Lane members, got {lane!r}"
             for lane in self.replacements
@@ -284,33 +289,58 @@ class Roles:
         }[lane]
 
 
+# A preflight's problems shown at most: enough to act on, never a flood.
+_MOST_PREFLIGHT_PROBLEMS: Final = 20
+
+
 async def preflight_problems(roles: Roles) -> list[str]:
     """
     Every problem the adapters find with themselves (their ``preflight()``), by role.
 
-    A preflight may be sync or async and returns a list of problems; one that
-    raises, or returns anything else, is a problem too. Each problem is made
-    safe to print on one line.
+    A preflight may be sync (run in a worker thread, so a slow one does not
+    stall the event loop or Ctrl-C) or async, and returns a list of problems;
+    one that raises, or returns anything else, is a problem too. Each problem
+    is made safe to print on one line; a role's problems past the twentieth
+    are counted, not listed.
     """
     problems: list[str] = []
     for name, adapter in roles.named():
+        found = await _preflight_of(adapter)
+        if isinstance(found, str):
+            problems.append(f"roles.{name}: {found}")
+            continue
+        problems.extend(f"roles.{name}: {problem}" for problem in found[:_MOST_PREFLIGHT_PROBLEMS])
+        if len(found) > _MOST_PREFLIGHT_PROBLEMS:
+            more = len(found) - _MOST_PREFLIGHT_PROBLEMS
+            problems.append(f"roles.{name}: and {more} more problems")
+    return [one_line(problem, 500) for problem in problems]
+
+
+async def _preflight_of(adapter: object) -> list[str] | str:
+    """An adapter's own problems, or what went wrong asking for them."""
+    try:
         check = getattr(adapter, "preflight", None)
         if not callable(check):
-            continue
-        try:
-            found = check()
+            return []
+        if inspect.iscoroutinefunction(check):
+            found = await check()
+        else:
+            found = await anyio.to_thread.run_sync(check, abandon_on_cancel=True)
             if inspect.isawaitable(found):
                 found = await found
-        except Exception as exc:  # noqa: BLE001 - the adapter's own failure, reported as such
-            problems.append(f"roles.{name}: preflight() raised {type(exc).__name__}: {exc}")
-            continue
-        if not isinstance(found, list | tuple) or not all(type(p) is str for p in found):
-            problems.append(
-                f"roles.{name}: preflight() returned {type(found).__name__}, not a list of str"
-            )
-            continue
-        problems.extend(f"roles.{name}: {problem}" for problem in found)
-    return [one_line(problem, 500) for problem in problems]
+    except Exception as exc:  # noqa: BLE001 - the adapter's own failure, reported as such
+        return f"preflight() raised {_described(exc)}"
+    if not isinstance(found, list | tuple) or not all(type(p) is str for p in found):
+        return f"preflight() returned {type(found).__name__}, not a list of str"
+    return list(found)
+
+
+def _described(exc: BaseException) -> str:
+    """``Type: message``, even for an exception whose message cannot be made."""
+    try:
+        return f"{type(exc).__name__}: {exc}"
+    except Exception:  # noqa: BLE001 - its __str__ failed too: the type still says something
+        return type(exc).__name__
 
 
 def _shape_problem(adapter: object) -> str | None:

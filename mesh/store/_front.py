@@ -39,6 +39,7 @@ from ._repo_run import (
     resume_repository_run,
     start_repository_run,
 )
+from ._store import STORE_FILE
 
 __all__ = [
     "Backend",
@@ -162,10 +163,16 @@ def _whole(least: int) -> Callable[[object], str | None]:
     return check
 
 
+# Longer than any run; beyond it, deadlines and lease times stop being numbers a clock adds.
+_MOST_SECONDS: Final = 10**9
+
+
 def _seconds(value: object) -> str | None:
     if not isinstance(value, int | float) or isinstance(value, bool):
         return f"expected a number of seconds, got {value!r}"
-    return None if math.isfinite(value) and value > 0 else f"must be > 0 seconds, got {value!r}"
+    if (isinstance(value, float) and math.isnan(value)) or value <= 0:
+        return f"must be > 0 seconds, got {value!r}"
+    return None if value <= _MOST_SECONDS else f"must be at most {_MOST_SECONDS:,} seconds"
 
 
 def _instance_of(expected: type | tuple[type, ...], name: str) -> Callable[[object], str | None]:
@@ -212,7 +219,7 @@ def _extra_config(value: object) -> str | None:
         return f"{', '.join(map(repr, taken))}: mesh's own keys in the run store"
     try:
         json.dumps(dict(value), allow_nan=False)
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, RecursionError) as error:
         return f"not JSON: {error}"
     return None
 
@@ -247,6 +254,16 @@ _NEVER_NONE: Final = frozenset(
     {"max_attempts", "lease_ttl", "clean_stretch", "sinks", "strict", "max_threads"}
     | {"proof_timeout", "pool_size"}
 )
+
+
+def _path_problem(path: object) -> str | None:
+    """Why ``path`` cannot name a folder (None: it can)."""
+    if not isinstance(path, str | os.PathLike):
+        return f"expected a path, got {path!r}"
+    text = os.fspath(path)
+    if not isinstance(text, str) or not text.strip():
+        return f"expected a folder, got {text!r}"
+    return f"a path has no NUL character, got {text!r}" if "\0" in text else None
 
 
 def _checked_options(
@@ -356,8 +373,8 @@ async def _run_anywhere(
     options: Mapping[str, object],
 ) -> RunResult | RepositoryRun:
     for name, path in (("repo", repo), ("out", out)):
-        if path is not None and not isinstance(path, str | os.PathLike):
-            raise ValidationError("options", [f"{name}: expected a path, got {path!r}"])
+        if path is not None and (problem := _path_problem(path)):
+            raise ValidationError("options", [f"{name}: {problem}"])
     if (repo is None) != (out is None):
         missing, given = ("out", "repo") if out is None else ("repo", "out")
         raise OptionError(
@@ -405,6 +422,8 @@ async def resume_async(
 
     .. versionadded:: 0.1.0
     """
+    if problem := _path_problem(out):
+        raise ValidationError("options", [f"out: {problem}"])
     checked = _checked_options(options, _RESUME, "a resume")
     return await resume_repository_run(out, roles=roles, options=checked)
 
@@ -536,7 +555,7 @@ def _run_sync(
         interrupt = ctrl_c(stopped)
         if interrupt is None:
             raise
-        if out is not None:
+        if out is not None and _holds_a_run(Path(out)):
             interrupt.add_note(
                 f"The run stopped; its state is kept in {Path(out)}. Continue it with "
                 f"mesh.resume({str(Path(out))!r}, roles=...), with the same roles."
@@ -544,6 +563,11 @@ def _run_sync(
         if interrupt is stopped:
             raise
         raise interrupt from None
+
+
+def _holds_a_run(out: Path) -> bool:
+    """Whether ``out`` (a run's folder or its store) has a run to resume."""
+    return out.is_file() or (out / STORE_FILE).is_file()
 
 
 def ctrl_c(stopped: BaseException) -> KeyboardInterrupt | None:

@@ -12,6 +12,7 @@ output folder; `resume_repository_run` continues it after a stop.
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import uuid
 from collections.abc import Mapping, Sequence
@@ -22,7 +23,7 @@ import anyio
 import attrs
 
 from ..contracts._enums import DeliveryMode, Lane
-from ..contracts._errors import InputError, ValidationError
+from ..contracts._errors import AdapterMistake, InputError, ValidationError
 from ..contracts._events import CallbackSink, LedgerEvent, LedgerSink, ledger_text
 from ..contracts._files import atomic_write_text
 from ..contracts._records import Plan, Unit
@@ -162,6 +163,8 @@ def _same_kind(was: str, now: str) -> bool:
 
 
 def _kind(adapter: object) -> str:
+    while isinstance(adapter, functools.partial):
+        adapter = adapter.func
     named = adapter if callable(adapter) and hasattr(adapter, "__qualname__") else type(adapter)
     module = getattr(named, "__module__", None) or "?"
     # mesh's own classes report `mesh` once re-exported, their private module before:
@@ -204,6 +207,11 @@ def _checked_roles(roles: object, top: Path, stored: object, path: Path | None) 
             error.add_note(f"hint: resume {path} with the roles it was started with")
         raise error
     return roles
+
+
+def _looks_like_a_store(path: Path) -> bool:
+    with path.open("rb") as file:
+        return file.read(16) == b"SQLite format 3\0"
 
 
 async def _preflight(roles: Roles) -> None:
@@ -265,6 +273,14 @@ async def start_repository_run(
     top = await anyio.Path(repo).resolve()
     _checked_roles(roles, Path(top), None, None)
     folder = Path(out)
+    if await anyio.Path(folder).resolve() == top:
+        raise InputError(
+            f"out {one_line(str(folder))!r} is the repository's top folder: its files would be "
+            "new untracked files in the checkout; give a folder of its own (inside is fine)"
+        )
+    # The target and the branch deliveries go to, read (and a bad branch refused) first.
+    target = await open_target(Path(top), own_outputs=[folder])
+    await target.branch(options.get("branch"))
     if await anyio.Path(folder / STORE_FILE).exists():
         raise StoreError(
             f"{folder / STORE_FILE}: a run store is already there",
@@ -276,7 +292,6 @@ async def start_repository_run(
     with owning(folder) as ownership:
         await ownership.settle()
         # The target as the run found it: what every delivery, resumed ones too, is checked against.
-        target = await open_target(Path(top), own_outputs=[folder])
         baseline = await target.snapshot(options.get("branch"))
         await anyio.Path(folder).mkdir(parents=True, exist_ok=True)
         mode = options.get("delivery_mode")
@@ -314,6 +329,9 @@ async def resume_repository_run(
     path = given / STORE_FILE if await anyio.Path(given).is_dir() else given
     if not await anyio.Path(path).is_file():
         raise StoreError(f"{path}: no run store there")
+    # Nothing (not even the owner file) is made beside a file that is not a store.
+    if not await anyio.to_thread.run_sync(_looks_like_a_store, path):
+        raise StoreError(f"{path}: not a run store (not an SQLite database)")
     await _preflight(roles)
     with owning(path.parent) as ownership:
         ownership.hold_store(path)
@@ -519,12 +537,19 @@ async def _execute(
             preflight=False,  # asked before the run's folder was made
             **({"strict": options["strict"]} if "strict" in options else {}),
         ) as orchestrator:
-            result = await orchestrator.execute(
-                plan,
-                delivery_mode=DeliveryMode(mode) if mode else None,
-                default_proof_command=config.get("default_proof_command"),
-                resume=resume,
-            )
+            try:
+                result = await orchestrator.execute(
+                    plan,
+                    delivery_mode=DeliveryMode(mode) if mode else None,
+                    default_proof_command=config.get("default_proof_command"),
+                    resume=resume,
+                )
+            except AdapterMistake as mistake:
+                mistake.add_note(
+                    f"hint: the run's state is kept in {folder}: fix the adapter, then continue "
+                    f"with mesh.resume({str(folder)!r}, roles=...)"
+                )
+                raise
         created, reused = workspaces.created, workspaces.reused
     return RepositoryRun(
         result=result,

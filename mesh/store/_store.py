@@ -4,7 +4,7 @@ The durable event store of a run: one SQLite file per run, named by the run id.
 Every ledger event is appended (WAL mode, one writer). Commits are batched,
 except that an event a restart must not miss commits at once: the start of a
 delivery or of a call not safe to re-run (recorded before its side effect), a
-stage's recorded results (candidates, proofs), a unit's end, the run's end.
+stage's recorded results (candidates, proofs, a rework), a unit's end, the run's end.
 With ``synchronous=NORMAL`` a commit survives the process being killed;
 ``synchronous="FULL"`` also survives power loss, at some speed.
 
@@ -37,6 +37,7 @@ _BARRIERS: Final = frozenset(
         "call_started",
         "candidates_recorded",
         "proofs_recorded",
+        "rework",
         "delivery_started",
         "unit_finished",
         "run_finished",
