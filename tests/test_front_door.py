@@ -101,6 +101,14 @@ def custom_roles(coder: LlmCoder, prover: PytestLikeProver | None = None) -> mes
     return mesh.Roles(coder=coder, prover=prover or PytestLikeProver(), fixer=voting_fixer)
 
 
+async def killed_at_the_first_unit(repo: Path, out: Path) -> None:
+    """A repository run with custom roles, stopped as by kill -9 in its first unit's coder."""
+    with pytest.raises(BaseExceptionGroup):
+        await mesh.run_async(
+            two_steps(), repo=repo, out=out, roles=custom_roles(LlmCoder(stop_at="unit-001"))
+        )
+
+
 class TestInMemory:
     def test_run_with_fakes(self) -> None:
         result = mesh.run(two_steps(), roles=fake_roles())
@@ -313,10 +321,7 @@ class TestOnARepository:
         self, anyio_backend: str, repo: Path, tmp_path: Path
     ) -> None:
         out = tmp_path / "out"
-        with pytest.raises(BaseExceptionGroup):
-            await mesh.run_async(
-                two_steps(), repo=repo, out=out, roles=custom_roles(LlmCoder(stop_at="unit-001"))
-            )
+        await killed_at_the_first_unit(repo, out)
         with pytest.raises(mesh.ValidationError) as caught:
             await mesh.resume_async(out, roles=mesh.Roles(coder=LlmCoder()))
         assert caught.value.problems == (
@@ -569,10 +574,7 @@ class TestNothingMadeForARunThatCannotStart:
         self, anyio_backend: str, repo: Path, tmp_path: Path
     ) -> None:
         out = tmp_path / "out"
-        with pytest.raises(BaseExceptionGroup):
-            await mesh.run_async(
-                two_steps(), repo=repo, out=out, roles=custom_roles(LlmCoder(stop_at="unit-001"))
-            )
+        await killed_at_the_first_unit(repo, out)
         with pytest.raises(mesh.StoreError, match="a run store is already there") as caught:
             await mesh.run_async(two_steps(), repo=repo, out=out, roles=custom_roles(LlmCoder()))
         assert caught.value.hint == (
@@ -587,10 +589,7 @@ class TestResumeRoleKinds:
     ) -> None:
         """A class started as `__main__.Coder` is the same class imported by its module's name."""
         out = tmp_path / "out"
-        with pytest.raises(BaseExceptionGroup):
-            await mesh.run_async(
-                two_steps(), repo=repo, out=out, roles=custom_roles(LlmCoder(stop_at="unit-001"))
-            )
+        await killed_at_the_first_unit(repo, out)
         with sqlite3.connect(out / "run.sqlite") as connection:
             (text,) = connection.execute("SELECT config FROM run").fetchone()
             config = json.loads(text)
@@ -603,10 +602,7 @@ class TestResumeRoleKinds:
         self, anyio_backend: str, repo: Path, tmp_path: Path
     ) -> None:
         out = tmp_path / "out"
-        with pytest.raises(BaseExceptionGroup):
-            await mesh.run_async(
-                two_steps(), repo=repo, out=out, roles=custom_roles(LlmCoder(stop_at="unit-001"))
-            )
+        await killed_at_the_first_unit(repo, out)
         roles = attrs.evolve(
             custom_roles(LlmCoder()), replacements={mesh.Lane.CODER: LlmCoder()}, reducer=LlmCoder()
         )
@@ -827,3 +823,16 @@ class TestSecondReview:
             mesh.run(two_steps(), repo=repo, out=out, roles=mesh.Roles(coder=Interrupted()))
         assert not hasattr(caught.value, "__notes__")  # nothing to resume: no note saying so
         assert not out.exists()
+
+
+async def test_a_base_that_is_no_commit(anyio_backend: str, repo: Path, tmp_path: Path) -> None:
+    """A plan's base that names no commit fails its unit with why, before any coder runs."""
+    coder = LlmCoder()
+    plan = {"plan": [two_steps()["plan"][0] | {"base_sha": "no-such-ref"}]}  # type: ignore[index]
+    finished = await mesh.run_async(
+        plan, repo=repo, out=tmp_path / "out", roles=custom_roles(coder), max_attempts=1
+    )
+    outcome = finished.result.outcomes[0]
+    assert outcome.failure_code is mesh.FailureCode.TOOLING_UNAVAILABLE
+    assert outcome.evidence.startswith("base 'no-such-ref': ")
+    assert coder.requests == []

@@ -837,6 +837,7 @@ class TestPublicModule:
             cwd=ROOT,
             check=False,
         )
+        assert done.returncode == 1, done.stderr  # mypy ran, and found the bad snippet bad
         # Only the snippets' lines: work in progress elsewhere in mesh is not this test's.
         errors = [
             line.removeprefix(str(tmp_path) + "/")
