@@ -425,6 +425,16 @@ class TestRunCommandContainment:
             group.cancel_scope.cancel()
         assert await eventually(lambda: not survivors(marker))
 
+    @pytest.mark.parametrize("contain", [False, True])
+    async def test_cancelled_while_starting(
+        self, tmp_path: Path, marker: str, *, contain: bool
+    ) -> None:
+        """A cancellation that lands while the process is being set up still ends it."""
+        for delay in (0, 0.0005, 0.001, 0.002, 0.004, 0.008):
+            with anyio.move_on_after(delay):
+                await run_command(f"sleep {marker}", cwd=tmp_path, timeout=None, contain=contain)
+        assert await eventually(lambda: not survivors(marker))
+
     async def test_term_ignored_uncontained(self, tmp_path: Path) -> None:
         """An uncontained command that ignores SIGTERM is SIGKILLed after the grace period."""
         result = await run_command(

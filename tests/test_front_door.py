@@ -836,3 +836,38 @@ async def test_a_base_that_is_no_commit(anyio_backend: str, repo: Path, tmp_path
     assert outcome.failure_code is mesh.FailureCode.TOOLING_UNAVAILABLE
     assert outcome.evidence.startswith("base 'no-such-ref': ")
     assert coder.requests == []
+
+
+def test_builtins_without_a_signature_are_trusted() -> None:
+    """`inspect` cannot read `vars`' signature: the shape check lets it through to the run."""
+    roles = fake_roles(replacements={mesh.Lane.FIXER: vars})
+    mesh.run(two_steps(), roles=roles).check()
+
+
+def test_no_trio_loaded_no_trio_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, "trio")
+    mesh.run(two_steps(), roles=fake_roles()).check()
+
+
+async def test_roles_of_the_wrong_type_on_a_repository(
+    anyio_backend: str, repo: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(mesh.ValidationError, match=r"roles: expected mesh\.Roles, got dict"):
+        await mesh.run_async(
+            two_steps(),
+            repo=repo,
+            out=tmp_path / "out",
+            roles={"coder": LlmCoder()},  # type: ignore[call-overload]
+        )
+    assert not (tmp_path / "out").exists()
+
+
+async def test_a_sync_preflight_returning_a_coroutine(anyio_backend: str) -> None:
+    class Confused(FakeAdapter):
+        def preflight(self) -> object:
+            return anyio.lowlevel.checkpoint()
+
+    # asyncio hands the coroutine back (closed, reported); trio refuses it in the thread.
+    said = r"roles\.fixer: preflight\(\) (returned coroutine|raised TypeError: Trio expected)"
+    with pytest.raises(mesh.ValidationError, match=said):
+        await mesh.run_async(two_steps(), roles=fake_roles(fixer=Confused()))

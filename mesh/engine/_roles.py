@@ -297,8 +297,8 @@ async def preflight_problems(roles: Roles) -> list[str]:
     """
     Every problem the adapters find with themselves (their ``preflight()``), by role.
 
-    A preflight may be sync (run in a worker thread, so a slow one does not
-    stall the event loop or Ctrl-C) or async, and returns a list of problems;
+    A preflight may be async, or sync (run in a worker thread, so a slow one
+    does not stall the event loop or Ctrl-C), and returns a list of problems;
     one that raises, or returns anything else, is a problem too. Each problem
     is made safe to print on one line; a role's problems past the twentieth
     are counted, not listed.
@@ -326,11 +326,11 @@ async def _preflight_of(adapter: object) -> list[str] | str:
             found = await check()
         else:
             found = await anyio.to_thread.run_sync(check, abandon_on_cancel=True)
-            if inspect.isawaitable(found):
-                found = await found
     except Exception as exc:  # noqa: BLE001 - the adapter's own failure, reported as such
         return f"preflight() raised {_described(exc)}"
     if not isinstance(found, list | tuple) or not all(type(p) is str for p in found):
+        if inspect.iscoroutine(found):
+            found.close()  # a sync preflight's coroutine is never run: closed, not leaked
         return f"preflight() returned {type(found).__name__}, not a list of str"
     return list(found)
 

@@ -238,15 +238,18 @@ async def _run(
     # Marked as the run owner's, so that a next owner finds it if this process dies.
     marks = owner_environment()
     environment = {**(os.environ if env is None else env), **marks} if marks else env
-    process = await anyio.open_process(
-        argv,
-        cwd=cwd,
-        env=dict(environment) if environment is not None else None,
-        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
-        start_new_session=True,
-    )
+    # Shielded: a cancellation while the process is being set up would leave it running
+    # with no handle to stop it; it comes at the next checkpoint, inside the try below.
+    with anyio.CancelScope(shield=True):
+        process = await anyio.open_process(
+            argv,
+            cwd=cwd,
+            env=dict(environment) if environment is not None else None,
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
+            start_new_session=True,
+        )
     capture = _Capture(output_limit)
     errors = _Capture(output_limit)
     timed_out = False
