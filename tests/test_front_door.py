@@ -871,3 +871,43 @@ async def test_a_sync_preflight_returning_a_coroutine(anyio_backend: str) -> Non
     said = r"roles\.fixer: preflight\(\) (returned coroutine|raised TypeError: Trio expected)"
     with pytest.raises(mesh.ValidationError, match=said):
         await mesh.run_async(two_steps(), roles=fake_roles(fixer=Confused()))
+
+
+class TestCommandLineInterrupts:
+    """`mesh run`/`mesh resume`'s own handling of what stopped a run (`_watched`)."""
+
+    @staticmethod
+    def watched(stop: BaseException, folder: Path) -> BaseException:
+        from mesh.cli._run_command import _watched  # noqa: PLC0415 - the command line's own
+
+        async def main(_: object) -> mesh.RepositoryRun:
+            raise stop
+
+        with pytest.raises(BaseException) as caught:  # noqa: PT011 - each test says which
+            _watched(None, main, folder)
+        return caught.value
+
+    def test_ctrl_c_on_trio_before_a_store(self, tmp_path: Path) -> None:
+        stopped = self.watched(BaseExceptionGroup("run", [KeyboardInterrupt()]), tmp_path)
+        assert type(stopped) is KeyboardInterrupt
+        assert not hasattr(stopped, "resume_command")  # nothing to resume yet
+
+    def test_anything_else_passes_through(self, tmp_path: Path) -> None:
+        (tmp_path / "run.sqlite").write_bytes(b"")
+        error = RuntimeError("boom")
+        assert self.watched(error, tmp_path) is error
+
+
+def test_every_built_in_adapter_checks_its_workspaces(repo: Path, tmp_path: Path) -> None:
+    closed = mesh.WorkspaceManager(repo)
+    adapters: list[Any] = [
+        mesh.GitApplier(closed),
+        mesh.CommandProver(closed),
+        mesh.CommandCoder(closed, "true"),
+        mesh.CallableCoder(closed, lambda request, tree: None),
+        mesh.ScriptedCoder(closed, {}),
+        mesh.GitIntegrator(closed, artifacts=tmp_path / "patches"),
+    ]
+    for adapter in adapters:
+        assert adapter.preflight()[0].startswith("its WorkspaceManager is not open")
+    assert mesh.CommandProver(repo).preflight() == []  # a path: opened where it runs
