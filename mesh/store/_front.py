@@ -251,8 +251,16 @@ _CHECKS: Final[Mapping[str, Callable[[object], str | None]]] = {
 # Options that say something when None (no limit); the others' None is their default.
 _NONE_MEANS_SOMETHING: Final = frozenset({"call_timeout"})
 _NEVER_NONE: Final = frozenset(
-    {"max_attempts", "lease_ttl", "clean_stretch", "sinks", "strict", "max_threads"}
-    | {"proof_timeout", "pool_size"}
+    {
+        "max_attempts",
+        "lease_ttl",
+        "clean_stretch",
+        "sinks",
+        "strict",
+        "max_threads",
+        "proof_timeout",
+        "pool_size",
+    }
 )
 
 
