@@ -29,6 +29,8 @@ Roles and adapters
 - `check_command_template`, `diff_candidate`: for adapters of your own.
 - `rerun_safe`, `not_rerun_safe`: whether an adapter may be called again
   for a request a crash interrupted.
+- `note_call`: facts an adapter reports about its call (an agent's turns,
+  tokens, cost, final message) for the call's ledger event.
 - `Executor`, `LocalExecutor`, `RayExecutor`, `ExecutorInfo`, `Placed`,
   `executor_slots`: where adapter calls run.
 - `Clock`, `SystemClock`: where the engine reads time.
@@ -166,6 +168,7 @@ if TYPE_CHECKING:
     from .contracts._records import WorkerResult as WorkerResult
     from .contracts._scopes import in_scope as in_scope
     from .contracts._scopes import scopes_overlap as scopes_overlap
+    from .engine._call_facts import note_call as note_call
     from .engine._executors import Executor as Executor
     from .engine._executors import ExecutorInfo as ExecutorInfo
     from .engine._executors import LocalExecutor as LocalExecutor
@@ -333,6 +336,7 @@ __all__ = [
     "git_roles",
     "in_scope",
     "not_rerun_safe",
+    "note_call",
     "occurred",
     "occurred_events",
     "parse_plan",
@@ -439,6 +443,7 @@ _HOMES: dict[str, str] = {
     "ProofRequest": ".engine._roles",
     "Roles": ".engine._roles",
     "not_rerun_safe": ".engine._roles",
+    "note_call": ".engine._call_facts",
     "rerun_safe": ".engine._roles",
     "Orchestrator": ".engine._scheduler",
     "ResumePoint": ".engine._results",

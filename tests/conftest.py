@@ -97,3 +97,20 @@ settings.register_profile(
     "stress", max_examples=2000, deadline=None, suppress_health_check=list(HealthCheck)
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+
+_REAL_AGENT_MODULES = frozenset(
+    {
+        "test_agent_codex.py",
+        "test_agent_claude.py",
+        "test_agent_aider.py",
+        "test_agent_command_line.py",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The real agents' test modules are `real_agent` tests: ``-m "not real_agent"`` skips them."""
+    for item in items:
+        if item.path.name in _REAL_AGENT_MODULES:
+            item.add_marker(pytest.mark.real_agent)

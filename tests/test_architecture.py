@@ -10,7 +10,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "mesh"
 # Bottom to top, as docs/architecture.md draws them.
-LAYERS = ["contracts", "planning", "engine", "host", "git", "store", "cli"]
+LAYERS = ["contracts", "planning", "engine", "host", "git", "agents", "store", "cli", "mcp"]
 
 
 def _module_name(path: Path) -> str:

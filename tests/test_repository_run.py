@@ -35,6 +35,9 @@ def plan(*steps: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+ONE_OF = "give one of --coder-command TEMPLATE and --agent AGENT"
+
+
 class TestRunInRepository:
     async def test_commit_first_builds_on_earlier_units(self, repo: Path, tmp_path: Path) -> None:
         """Each unit becomes a commit; a dependent unit's coders see its dependency's commit."""
@@ -245,7 +248,34 @@ class TestCommandLine:
     @pytest.mark.parametrize(
         ("arguments", "error"),
         [
-            (["run", "plan.json"], "error: MissingRequiredOption: --coder-command is required\n"),
+            (
+                ["run", "plan.json"],
+                f"error: MissingRequiredOption: {ONE_OF}\n",
+            ),
+            (
+                ["run", "plan.json", "--coder-command", "x", "--agent", "codex"],
+                f"error: InvalidOptionValue: {ONE_OF}\n",
+            ),
+            (
+                ["run", "plan.json", "--agent", "gpt"],
+                "error: InvalidOptionValue: --agent expects one of codex, claude, aider",
+            ),
+            (
+                ["run", "plan.json", "--agent", "codex", "--reducer-command", "x"],
+                "error: InvalidOptionValue: --reducer-command goes with --coder-command\n",
+            ),
+            (
+                ["run", "plan.json", "--coder-command", "x", "--agent-model", "m"],
+                "error: InvalidOptionValue: --agent-model needs --agent or --fixer-agent\n",
+            ),
+            (
+                ["run", "plan.json", "--coder-command", "x", "--budget-from-agent"],
+                "error: InvalidOptionValue: --budget-from-agent needs --agent\n",
+            ),
+            (
+                ["run", "plan.json", "--agent", "claude", "--budget-from-agent"],
+                "error: InvalidOptionValue: claude does not report its 5-hour and weekly limits",
+            ),
             (["run", "--coder-command", "x"], "error: MissingArgument: PLAN is required\n"),
             (
                 ["run", "plan.json", "--coder-command", "{prompt}"],

@@ -24,6 +24,9 @@ from ._completion import HELP_FLAGS, SHELLS, completion_script
 from ._options import Command, Flag, boolean, choice, finite, seconds, whole
 from ._parser import build_parser, did_you_mean, parse_options
 
+# The agents `mesh.agents.agent_cli` knows (kept here: the command line starts without them).
+AGENT_NAMES: Final = ("codex", "claude", "aider")
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
@@ -347,10 +350,34 @@ _RUN_COMMANDS: Final = (
             Flag(name="--repo", metavar="PATH", help="the git repository (default .)"),
             Flag(
                 name="--coder-command",
-                required=True,
                 metavar="TEMPLATE",
                 help="agent command run in a scratch worktree per candidate; "
-                "{objective}, {unit_id}, {write_scope}, ... are filled in, shell-quoted",
+                "{objective}, {unit_id}, {write_scope}, ... are filled in, shell-quoted "
+                "(this or --agent)",
+            ),
+            Flag(
+                name="--agent",
+                parse=choice(*AGENT_NAMES),
+                metavar="AGENT",
+                help="a real agent CLI as the coders: codex, claude or aider (installed; "
+                "this or --coder-command)",
+            ),
+            Flag(
+                name="--fixer-agent",
+                parse=choice(*AGENT_NAMES),
+                metavar="AGENT",
+                help="an agent CLI, read-only, judges the proven candidates (default: mechanical)",
+            ),
+            Flag(
+                name="--agent-model",
+                metavar="MODEL",
+                help="the model --agent and --fixer-agent use (default: the agent's own)",
+            ),
+            Flag(
+                name="--budget-from-agent",
+                is_switch=True,
+                help="read the 5-hour and weekly budget from the agent's own rate-limit "
+                "account during the run (--agent codex)",
             ),
             Flag(
                 name="--reducer-command",
@@ -411,7 +438,7 @@ _RUN_COMMANDS: Final = (
             ),
         ),
         run=_lazy("run"),
-        example="mesh run plan.json --repo . --coder-command 'my-agent exec {objective}'",
+        example="mesh run plan.json --repo . --agent codex",
     ),
     Command(
         name="demo",
@@ -480,9 +507,31 @@ _COMPLETION: Final = Command(
     run=_completion,
     example="mesh completion bash > ~/.local/share/bash-completion/completions/mesh",
 )
+
+
+def _mcp(**options: Any) -> None:  # noqa: ANN401 - the flags' parsed values
+    from ..mcp import serve  # noqa: PLC0415 - loads the MCP SDK only when a server starts
+
+    serve(**options)
+
+
+_MCP: Final = Command(
+    name="mcp",
+    summary="serve the commands as MCP tools on stdin/stdout, for Codex, Claude Code, ...",
+    flags=(
+        Flag(
+            name="--root",
+            metavar="DIR",
+            help="every path a tool is given must be inside DIR (default: the working "
+            "directory); relative paths start there",
+        ),
+    ),
+    run=_mcp,
+    example="mesh mcp",
+)
 COMMANDS: Final[Mapping[str, Command]] = {
     **_HELPER_COMMANDS,
-    **{command.name: command for command in (*_RUN_COMMANDS, _COMPLETION)},
+    **{command.name: command for command in (*_RUN_COMMANDS, _COMPLETION, _MCP)},
 }
 ALIASES: Final = {"plan-sync": "plan_sync", "run-csv": "run_csv"}
 _TOP_LEVEL: Final = {
@@ -546,6 +595,9 @@ def _write(stream: TextIO, content: str) -> None:
 
 def _printed(result: CommandResult) -> tuple[int, str, str]:
     """What a command's result prints: text as is, a document as JSON, a run as its report."""
+    if result is None:
+        # The command spoke on stdout itself (`mesh mcp`: the protocol); nothing more to add.
+        return 0, "", ""
     if isinstance(result, str):
         return 0, result + "\n", ""
     if isinstance(result, dict):

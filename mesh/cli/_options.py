@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 
     from ._run_command import RunReport
 
-    CommandResult: TypeAlias = dict[str, object] | str | RunReport
-    """What a command's function returns: a JSON document, text, or a whole run."""
+    CommandResult: TypeAlias = dict[str, object] | str | RunReport | None
+    """What a command's function returns: a JSON document, text, a whole run, or nothing."""
 
 __all__ = [
     "Choice",

@@ -18,17 +18,21 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ..agents._cli import AgentCoder, AgentFixer
+from ..agents._registry import agent_budget, agent_cli
 from ..contracts._convert import loads_json
 from ..contracts._enums import DeliveryMode
 from ..contracts._errors import InputError, OptionError, PathCollisionError
 from ..contracts._events import LedgerEvent
 from ..contracts._files import StrPath, atomic_write_text, ensure_distinct, read_text
+from ..contracts._records import BudgetDecision
 from ..contracts._text import one_line
 from ..engine._plan_state import plan_units
 from ..engine._ray import RayExecutor
 from ..engine._report import prose_ledger, render_report
 from ..engine._resume import UNIT_STATES, resume_point, states_at
 from ..engine._roles import Roles
+from ..engine._scheduler import BudgetProvider
 from ..engine._summary import unit_durations
 from ..engine._sync import run_to_result
 from ..git._coders import CommandCoder, check_command_template
@@ -42,6 +46,8 @@ from ..store._store import STORE_FILE, RunStore
 from ._demo import create_demo_repository, demo_coder_command
 
 __all__ = ["RunReport", "demo", "report", "resume", "run", "status", "stored_ledger"]
+
+_CALL_TIMEOUT: Final = 3600.0
 
 _FINISHING_EVENTS: Final = frozenset({"unit_finished", "unit_blocked"})
 
@@ -170,7 +176,11 @@ def run(
     *,
     plan: StrPath,
     repo: StrPath = ".",
-    coder_command: str,
+    coder_command: str | None = None,
+    agent: str | None = None,
+    fixer_agent: str | None = None,
+    agent_model: str | None = None,
+    budget_from_agent: bool = False,
     reducer_command: str | None = None,
     proof_command: str | None = None,
     delivery: str | None = None,
@@ -180,7 +190,7 @@ def run(
     remaining_weekly: float = 100.0,
     max_threads: int = 12,
     proof_timeout: float = 600.0,
-    call_timeout: float = 3600.0,
+    call_timeout: float = _CALL_TIMEOUT,
     ray: str | None = None,
     sandbox: bool = False,
     no_network: bool = False,
@@ -193,7 +203,12 @@ def run(
 
     Coders run ``coder_command`` (a `CommandCoder` template) for candidates 1
     and 2, and ``reducer_command`` (default: the coder command) for candidate
-    3; `MechanicalFixer` adjudicates; `GitIntegrator` delivers. The ledger,
+    3; or, with ``agent`` (``codex``, ``claude``, ``aider``), that agent CLI
+    writes all three (`mesh.agents.AgentCoder`), with ``agent_model`` if
+    given. `MechanicalFixer` adjudicates, or ``fixer_agent`` read-only
+    (`mesh.agents.AgentFixer`); `GitIntegrator` delivers. With
+    ``budget_from_agent`` the budget is read from the agent's own rate-limit
+    account, again during the run. The ledger,
     plan state and patches go to ``out`` (default ``mesh-runs/<run id>``).
     With ``ray`` (``local``, ``auto`` or ``ray://HEAD:10001``) the coder,
     applier, prover and fixer calls run on that Ray cluster (`RayExecutor`).
@@ -206,19 +221,17 @@ def run(
 
     .. versionadded:: 0.1.0
     """
-    # Fail on a bad template or a missing sandbox before anything is read or created.
-    check_command_template(coder_command)
-    check_command_template(reducer_command or coder_command)
+    # Fail on a bad template, agent or a missing sandbox before anything is read or created.
+    authors = Authors(
+        coder_command=coder_command,
+        reducer_command=reducer_command,
+        agent=agent,
+        fixer_agent=fixer_agent,
+        agent_model=agent_model,
+        budget_from_agent=budget_from_agent,
+    )
     box = _sandbox(sandbox=sandbox, no_network=no_network)
     document = loads_json(read_text(plan, what="plan"), subject="plan")
-    budget = budget_policy(
-        remaining_five_hour=remaining_five_hour,
-        remaining_weekly=remaining_weekly,
-        max_threads=max_threads,
-    )
-    estimates = _past_estimates(estimates_from, runs, document)
-    mode = DeliveryMode(delivery) if delivery is not None else None
-    executor = _ray_executor(ray)
     run_id = uuid.uuid4().hex[:12]
     folder = Path(out) if out is not None else Path("mesh-runs") / run_id
     # The run writes into its folder (plan state, ledger, store, patches): never over the plan.
@@ -226,43 +239,214 @@ def run(
         raise PathCollisionError(
             f"--out {folder} holds PLAN {plan}: the run writes there; keep the plan elsewhere"
         )
-
-    roles = Roles(
-        coder=CommandCoder(repo, coder_command, sandbox=box),
-        reducer=CommandCoder(repo, reducer_command or coder_command, sandbox=box),
+    setup = RunSetup.checked(
+        document,
+        repo=repo,
+        folder=folder,
+        run_id=run_id,
+        authors=authors,
+        box=box,
+        remaining_five_hour=remaining_five_hour,
+        remaining_weekly=remaining_weekly,
+        max_threads=max_threads,
+        proof_command=proof_command,
+        delivery=delivery,
+        branch=branch,
+        proof_timeout=proof_timeout,
+        call_timeout=call_timeout,
+        ray=ray,
+        estimates=_past_estimates(estimates_from, runs, document),
     )
-    cli_options = {
-        "coder_command": coder_command,
-        "reducer_command": reducer_command,
-        "remaining_five_hour": remaining_five_hour,
-        "remaining_weekly": remaining_weekly,
-        "max_threads": max_threads,
-        "ray": ray,
-        "sandbox": sandbox,
-        "no_network": no_network,
-    }
+    return _watched(console, setup.start, folder)
 
-    async def main(follow: Callable[[LedgerEvent], None]) -> RepositoryRun:
-        return await run_async(
-            document,
+
+# The share of the call timeout an agent gets before it stops itself.
+_AGENT_SHARE: Final = 0.9
+
+
+@attrs.frozen(kw_only=True)
+class Authors:
+    """Who writes and judges the candidates of a `mesh run`: commands or agent CLIs, checked."""
+
+    coder_command: str | None
+    reducer_command: str | None
+    agent: str | None
+    fixer_agent: str | None
+    agent_model: str | None
+    budget_from_agent: bool
+
+    def __attrs_post_init__(self) -> None:
+        if (self.coder_command is None) == (self.agent is None):
+            raise OptionError(
+                "MissingRequiredOption" if self.agent is None else "InvalidOptionValue",
+                "give one of --coder-command TEMPLATE and --agent AGENT",
+            )
+        if self.agent is not None and self.reducer_command is not None:
+            raise OptionError("InvalidOptionValue", "--reducer-command goes with --coder-command")
+        if self.agent_model is not None and self.agent is None and self.fixer_agent is None:
+            raise OptionError("InvalidOptionValue", "--agent-model needs --agent or --fixer-agent")
+        if self.budget_from_agent and self.agent is None:
+            raise OptionError("InvalidOptionValue", "--budget-from-agent needs --agent")
+        if self.coder_command is not None:
+            check_command_template(self.coder_command)
+            check_command_template(self.reducer_command or self.coder_command)
+
+    @classmethod
+    def from_stored(cls, options: Mapping[str, Any]) -> Authors:
+        def text(name: str) -> str | None:
+            value = options.get(name)
+            return None if value is None else str(value)
+
+        return cls(
+            coder_command=text("coder_command"),
+            reducer_command=text("reducer_command"),
+            agent=text("agent"),
+            fixer_agent=text("fixer_agent"),
+            agent_model=text("agent_model"),
+            budget_from_agent=bool(options.get("budget_from_agent")),
+        )
+
+    def stored(self) -> dict[str, object]:
+        return attrs.asdict(self)
+
+    def budget(
+        self, *, remaining_five_hour: float, remaining_weekly: float, max_threads: int
+    ) -> BudgetDecision | BudgetProvider:
+        if self.budget_from_agent and self.agent is not None:
+            return agent_budget(self.agent, max_threads=max_threads)
+        return budget_policy(
+            remaining_five_hour=remaining_five_hour,
+            remaining_weekly=remaining_weekly,
+            max_threads=max_threads,
+        )
+
+    def roles(self, repo: StrPath, box: Sandbox | None, call_timeout: float) -> Roles:
+        # An agent stops itself before its call times out: it ends as its own clean reject,
+        # with what it reported, rather than as a call the engine abandons and repeats.
+        timeout = call_timeout * _AGENT_SHARE
+        fixer = None
+        if self.fixer_agent is not None:
+            fixer = AgentFixer(
+                repo,
+                agent_cli(self.fixer_agent, model=self.agent_model),
+                sandbox=box,
+                timeout=timeout,
+            )
+        if self.agent is not None:
+            author = AgentCoder(
+                repo, agent_cli(self.agent, model=self.agent_model), sandbox=box, timeout=timeout
+            )
+            return Roles(coder=author, reducer=author, fixer=fixer)
+        coder_command = self.coder_command or ""
+        return Roles(
+            coder=CommandCoder(repo, coder_command, sandbox=box),
+            reducer=CommandCoder(repo, self.reducer_command or coder_command, sandbox=box),
+            fixer=fixer,
+        )
+
+
+Start = Callable[[Callable[[LedgerEvent], None]], Awaitable[RepositoryRun]]
+"""Starts a run or a resume, given the callback that follows its ledger events."""
+
+
+@attrs.frozen(kw_only=True)
+class RunSetup:
+    """
+    A `mesh run` checked and built, ready to start: for the command line and the MCP tool.
+
+    Everything is checked before anything is created; the options kept in the
+    run store (``cli``) let `mesh resume` continue it, however it was started.
+    """
+
+    document: object
+    repo: StrPath
+    folder: Path
+    run_id: str
+    roles: Roles
+    budget: BudgetDecision | BudgetProvider
+    box: Sandbox | None
+    executor: RayExecutor | None
+    delivery_mode: DeliveryMode | None
+    proof_command: str | None
+    branch: str | None
+    proof_timeout: float
+    call_timeout: float
+    estimates: Mapping[str, float] | None
+    stored: Mapping[str, object]
+
+    @classmethod
+    def checked(
+        cls,
+        document: object,
+        *,
+        repo: StrPath,
+        folder: Path,
+        run_id: str,
+        authors: Authors,
+        box: Sandbox | None,
+        remaining_five_hour: float,
+        remaining_weekly: float,
+        max_threads: int,
+        proof_command: str | None,
+        delivery: str | None,
+        branch: str | None,
+        proof_timeout: float,
+        call_timeout: float,
+        ray: str | None,
+        estimates: Mapping[str, float] | None,
+    ) -> RunSetup:
+        """The run's roles, budget and executor from its options (checked as it goes)."""
+        return cls(
+            document=document,
             repo=repo,
-            out=folder,
-            roles=roles,
-            budget=budget,
-            delivery_mode=mode,
-            default_proof_command=proof_command,
+            folder=folder,
+            run_id=run_id,
+            roles=authors.roles(repo, box, call_timeout),
+            budget=authors.budget(
+                remaining_five_hour=remaining_five_hour,
+                remaining_weekly=remaining_weekly,
+                max_threads=max_threads,
+            ),
+            box=box,
+            executor=_ray_executor(ray),
+            delivery_mode=DeliveryMode(delivery) if delivery is not None else None,
+            proof_command=proof_command,
             branch=branch,
             proof_timeout=proof_timeout,
             call_timeout=call_timeout,
-            on_event=follow,
-            run_id=run_id,
-            extra_config={"cli": cli_options},
-            executor=executor,
-            sandbox=box,
             estimates=estimates,
+            stored={
+                **authors.stored(),
+                "call_timeout": call_timeout,
+                "remaining_five_hour": remaining_five_hour,
+                "remaining_weekly": remaining_weekly,
+                "max_threads": max_threads,
+                "ray": ray,
+                "sandbox": box is not None,
+                "no_network": box is not None and not box.network,
+            },
         )
 
-    return _watched(console, main, folder)
+    def start(self, follow: Callable[[LedgerEvent], None]) -> Awaitable[RepositoryRun]:
+        """Start the run, ``follow`` seeing each ledger event."""
+        return run_async(
+            self.document,
+            repo=self.repo,
+            out=self.folder,
+            roles=self.roles,
+            budget=self.budget,
+            delivery_mode=self.delivery_mode,
+            default_proof_command=self.proof_command,
+            branch=self.branch,
+            proof_timeout=self.proof_timeout,
+            call_timeout=self.call_timeout,
+            on_event=follow,
+            run_id=self.run_id,
+            extra_config={"cli": dict(self.stored)},
+            executor=self.executor,
+            sandbox=self.box,
+            estimates=self.estimates,
+        )
 
 
 def _past_estimates(
@@ -395,14 +579,22 @@ def resume(
 
 
 def _resume(path: Path, *, ray: str | None, console: Console | None) -> RunReport:
+    return _watched(console, resumed(path, ray=ray), path.parent)
+
+
+def resumed(path: Path, *, ray: str | None) -> Start:
+    """
+    How to continue the `mesh run` stored at ``path``: its coders, budget, sandbox and executor.
+
+    ``ray`` overrides where the first run sent its calls. The caller owns the run.
+    """
     with RunStore.open(path) as store:
         options = store.config.get("cli")
         repo = store.config.get("repo")
     if not isinstance(options, dict) or not isinstance(repo, str):
         raise InputError(f"{path} was not started by `mesh run`: resume it from Python")
-    coder_command = str(options["coder_command"])
-    reducer_command = str(options.get("reducer_command") or coder_command)
-    budget = budget_policy(
+    authors = Authors.from_stored(options)
+    budget = authors.budget(
         remaining_five_hour=float(options["remaining_five_hour"]),
         remaining_weekly=float(options["remaining_weekly"]),
         max_threads=int(options["max_threads"]),
@@ -410,14 +602,10 @@ def _resume(path: Path, *, ray: str | None, console: Console | None) -> RunRepor
     stored_ray = options.get("ray")
     executor = _ray_executor(ray if ray is not None else stored_ray and str(stored_ray))
     box = _sandbox(sandbox=bool(options.get("sandbox")), no_network=bool(options.get("no_network")))
+    roles = authors.roles(repo, box, float(options.get("call_timeout") or _CALL_TIMEOUT))
 
-    roles = Roles(
-        coder=CommandCoder(repo, coder_command, sandbox=box),
-        reducer=CommandCoder(repo, reducer_command, sandbox=box),
-    )
-
-    async def main(follow: Callable[[LedgerEvent], None]) -> RepositoryRun:
-        return await resume_async(
+    def start(follow: Callable[[LedgerEvent], None]) -> Awaitable[RepositoryRun]:
+        return resume_async(
             path,
             roles=roles,
             budget=budget,
@@ -426,7 +614,7 @@ def _resume(path: Path, *, ray: str | None, console: Console | None) -> RunRepor
             sandbox=box,
         )
 
-    return _watched(console, main, path.parent)
+    return start
 
 
 def _stored(run: StrPath, runs: StrPath) -> tuple[str, dict[str, Any], list[LedgerEvent]]:

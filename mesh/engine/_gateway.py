@@ -21,6 +21,7 @@ from ..contracts._enums import Decision, FailureCode, Lane
 from ..contracts._errors import InvalidOutputSchema
 from ..contracts._events import Ledger
 from ..contracts._records import Unit, WorkerResult
+from ._call_facts import CALL_FACTS
 from ._executors import BoundCall, Placed
 from ._fanout import is_stray_cancellation
 from ._mistakes import Mistakes
@@ -123,7 +124,7 @@ class CallGateway:
         # No slot to wait for and no timeout: the adapter is awaited as it is.
         self._direct = slots is None and timeout is None
 
-    async def call(  # noqa: C901, PLR0912 - one call's whole story: retries, replacement, each outcome
+    async def call(  # noqa: C901, PLR0912, PLR0915 - one call's whole story: retries, replacement, each outcome
         self,
         lane: Lane,
         request: Any,  # noqa: ANN401 - one of the request records
@@ -159,51 +160,58 @@ class CallGateway:
             asked = request if request.call == call else attrs.evolve(request, call=call)
             if lane in (self._announced if call < MAX_CALLS else self._announced_replacements):
                 self._announce(lane, unit_id, candidate_id, attempt, call)
+            # What the adapter notes about this call (`note_call`) joins its event.
+            token = CALL_FACTS.set({})
             try:
-                if self._direct:
-                    answer = await adapter(asked)
-                else:
-                    answer = await self._on_slot(lane, adapter, asked)
-                if type(answer) is Placed:
-                    event["where"] = answer.where
-                    answer = answer.answer
-            except _TimedOut:
-                self._record(event, started, "timeout")
-                self._on_signal(unit_id)
-                if lane in self._unsafe:
-                    return CallFailure(
-                        code=FailureCode.TIMEOUT_RETRY_EXHAUSTED,
-                        evidence=f"{lane.value} timed out ({self._timeout}s) and was not "
-                        "called again: its adapter is not safe to re-run",
+                try:
+                    if self._direct:
+                        answer = await adapter(asked)
+                    else:
+                        answer = await self._on_slot(lane, adapter, asked)
+                    if type(answer) is Placed:
+                        event["where"] = answer.where
+                        answer = answer.answer
+                except _TimedOut:
+                    self._record(event, started, "timeout")
+                    self._on_signal(unit_id)
+                    if lane in self._unsafe:
+                        return CallFailure(
+                            code=FailureCode.TIMEOUT_RETRY_EXHAUSTED,
+                            evidence=f"{lane.value} timed out ({self._timeout}s) and was not "
+                            "called again: its adapter is not safe to re-run",
+                        )
+                    if call == 1:
+                        ledger.emit(
+                            "adapter_retry", unit_id=unit_id, candidate_id=candidate_id, lane=lane
+                        )
+                    continue
+                except BaseException as exc:  # an aborted turn: recorded, never swallowed silently
+                    if not isinstance(exc, Exception) and not is_stray_cancellation(exc):
+                        raise
+                    detail = f"{type(exc).__name__}: {exc}"
+                    self._record(event, started, "error", error=detail)
+                    self._on_signal(unit_id)
+                    return self._failed(lane, asked, unit_id, attempt, error=detail, cause=exc)
+                try:
+                    result = check_result(answer, unit=unit, candidate_id=candidate_id, lane=lane)
+                    if lane is Lane.FIXER:
+                        check_selection(request, result)
+                except InvalidOutputSchema as exc:
+                    self._record(
+                        event, started, "invalid_output_schema", problems=list(exc.problems)
                     )
-                if call == 1:
-                    ledger.emit(
-                        "adapter_retry", unit_id=unit_id, candidate_id=candidate_id, lane=lane
-                    )
-                continue
-            except BaseException as exc:  # an aborted turn: recorded, never swallowed silently
-                if not isinstance(exc, Exception) and not is_stray_cancellation(exc):
-                    raise
-                detail = f"{type(exc).__name__}: {exc}"
-                self._record(event, started, "error", error=detail)
-                self._on_signal(unit_id)
-                return self._failed(lane, asked, unit_id, attempt, error=detail, cause=exc)
-            try:
-                result = check_result(answer, unit=unit, candidate_id=candidate_id, lane=lane)
-                if lane is Lane.FIXER:
-                    check_selection(request, result)
-            except InvalidOutputSchema as exc:
-                self._record(event, started, "invalid_output_schema", problems=list(exc.problems))
-                self._on_signal(unit_id)
-                return self._failed(lane, asked, unit_id, attempt, problems=exc.problems)
-            decision = result.decision
-            event["decision"] = decision._value_
-            if key_line := result.proof_evidence.key_line:
-                event["evidence"] = key_line
-            self._record(event, started, "ok")
-            if decision is Decision.REJECT:
-                self._on_signal(unit_id)
-            return result
+                    self._on_signal(unit_id)
+                    return self._failed(lane, asked, unit_id, attempt, problems=exc.problems)
+                decision = result.decision
+                event["decision"] = decision._value_
+                if key_line := result.proof_evidence.key_line:
+                    event["evidence"] = key_line
+                self._record(event, started, "ok")
+                if decision is Decision.REJECT:
+                    self._on_signal(unit_id)
+                return result
+            finally:
+                CALL_FACTS.reset(token)
         return CallFailure(
             code=FailureCode.TIMEOUT_RETRY_EXHAUSTED,
             evidence=f"{lane.value} timed out {MAX_CALLS} times ({self._timeout}s each)",
@@ -303,6 +311,8 @@ class CallGateway:
         """Send a call's ``adapter_call`` event, with how long it took and how it ended."""
         event["duration_ms"] = (self._now() - started) * 1000
         event["outcome"] = outcome
+        if facts := CALL_FACTS.get():
+            event["facts"] = dict(facts)
         if more:
             event.update(more)
         self._ledger.emit_fields("adapter_call", event)

@@ -127,6 +127,10 @@ class RepositoryOptions(EngineOptions, total=False):
     """Seconds a proof command of the built-in prover may run; default 600."""
     pool_size: int
     """Workspaces kept for reuse; default 4."""
+    workspaces: str | os.PathLike[str] | None
+    """Where the run's workspaces go (default: inside the repository's git directory, or,
+    when a role cannot edit under a ``.git`` folder, as Claude Code cannot, a folder of the
+    repository's in ``~/.cache/mesh/workspaces``)."""
     sandbox: Sandbox | None
     """Run the built-in prover's proofs (and pass it to your `CommandCoder`) in bubblewrap."""
     extra_config: Mapping[str, Any] | None
@@ -208,7 +212,7 @@ def _estimates(value: object) -> str | None:
 
 # mesh's own keys in a repository run's stored configuration: extra_config may not touch them.
 _OWN_KEYS: Final = frozenset(
-    {*STORED_OPTIONS, "plan", "repo", "delivery_mode", "target", "roles", "estimates"}
+    {*STORED_OPTIONS, "plan", "repo", "workspaces", "delivery_mode", "target", "roles", "estimates"}
 )
 
 
@@ -222,6 +226,16 @@ def _extra_config(value: object) -> str | None:
     except (TypeError, ValueError, RecursionError) as error:
         return f"not JSON: {error}"
     return None
+
+
+def _path_problem(path: object) -> str | None:
+    """Why ``path`` cannot name a folder (None: it can)."""
+    if not isinstance(path, str | os.PathLike):
+        return f"expected a path, got {path!r}"
+    text = os.fspath(path)
+    if not isinstance(text, str) or not text.strip():
+        return f"expected a folder, got {text!r}"
+    return f"a path has no NUL character, got {text!r}" if "\0" in text else None
 
 
 # What each option must be (None, where the option allows it, means the default).
@@ -245,6 +259,7 @@ _CHECKS: Final[Mapping[str, Callable[[object], str | None]]] = {
     "branch": _instance_of(str, "text"),
     "proof_timeout": _seconds,
     "pool_size": _whole(0),
+    "workspaces": _path_problem,
     "sandbox": _instance_of(Sandbox, "a mesh.Sandbox"),
     "extra_config": _extra_config,
 }
@@ -262,16 +277,6 @@ _NEVER_NONE: Final = frozenset(
         "pool_size",
     }
 )
-
-
-def _path_problem(path: object) -> str | None:
-    """Why ``path`` cannot name a folder (None: it can)."""
-    if not isinstance(path, str | os.PathLike):
-        return f"expected a path, got {path!r}"
-    text = os.fspath(path)
-    if not isinstance(text, str) or not text.strip():
-        return f"expected a folder, got {text!r}"
-    return f"a path has no NUL character, got {text!r}" if "\0" in text else None
 
 
 def _checked_options(

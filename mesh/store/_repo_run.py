@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import hashlib
 import os
 import uuid
 from collections.abc import Mapping, Sequence
@@ -22,6 +23,8 @@ from typing import Any, Final, TypeVar
 import anyio
 import attrs
 
+from ..agents._cli import AgentCoder, AgentFixer
+from ..agents._pydantic_ai import PydanticAICoder
 from ..contracts._enums import DeliveryMode, Lane
 from ..contracts._errors import AdapterMistake, InputError, ValidationError
 from ..contracts._events import CallbackSink, LedgerEvent, LedgerSink, ledger_text
@@ -60,7 +63,16 @@ __all__ = [
 
 AdapterT = TypeVar("AdapterT")
 # The built-in adapters that work in the repository's workspaces (given its path).
-_WORKSPACE_ADAPTERS: Final = (CommandCoder, CallableCoder, ScriptedCoder, GitApplier, CommandProver)
+_WORKSPACE_ADAPTERS: Final = (
+    CommandCoder,
+    CallableCoder,
+    ScriptedCoder,
+    AgentCoder,
+    AgentFixer,
+    PydanticAICoder,
+    GitApplier,
+    CommandProver,
+)
 
 
 def git_roles(
@@ -300,6 +312,7 @@ async def start_repository_run(
             **(options.get("extra_config") or {}),
             "plan": _plan_document(plan),
             "repo": str(top),
+            "workspaces": _workspaces_root(options.get("workspaces"), roles, Path(top)),
             "delivery_mode": mode.value if mode else None,
             "target": baseline.to_document(),
             "roles": role_kinds(roles),
@@ -370,6 +383,7 @@ STORED_OPTIONS: Final[Mapping[str, object]] = {
 # for runs stored before mesh kept it).
 _STORED: Final[Mapping[str, tuple[type, ...]]] = {
     "repo": (str,),
+    "workspaces": (str, type(None)),
     "pool_size": (int,),
     "proof_timeout": (int, float),
     "call_timeout": (int, float, type(None)),
@@ -378,6 +392,22 @@ _STORED: Final[Mapping[str, tuple[type, ...]]] = {
     "clean_stretch": (int,),
 }
 _REQUIRED: Final = ("repo", "pool_size", "proof_timeout", "call_timeout")
+
+
+def _workspaces_root(given: object, roles: Roles, top: Path) -> str | None:
+    """
+    Where the run's workspaces go (None: the default, inside the repository's git directory).
+
+    ``given``, else, for a role that cannot work inside a ``.git`` folder (Claude
+    Code will not edit there), a folder of this repository's in the user's cache.
+    """
+    if given is not None:
+        return str(Path(given).absolute())  # type: ignore[arg-type]
+    if not any(getattr(adapter, "workspaces_outside_git", False) for _, adapter in roles.named()):
+        return None
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    digest = hashlib.sha256(str(top).encode()).hexdigest()[:16]
+    return str(cache / "mesh" / "workspaces" / f"{top.name[:40]}-{digest}")
 
 
 def stored_plan(config: Mapping[str, Any], path: Path) -> tuple[Unit, ...]:
@@ -479,7 +509,10 @@ async def _execute(
     mode = config.get("delivery_mode")
     executor: Executor | None = options.get("executor")
     sandbox: Sandbox | None = options.get("sandbox")
-    async with WorkspaceManager(config["repo"], pool_size=config["pool_size"]) as workspaces:
+    root = config.get("workspaces")
+    async with WorkspaceManager(
+        config["repo"], pool_size=config["pool_size"], root=None if root is None else Path(root)
+    ) as workspaces:
         integrator = GitIntegrator(
             workspaces, artifacts=patches, plan_path=plan_path, branch=config.get("branch")
         )
