@@ -94,10 +94,14 @@ Errors
 
 Submodules
 
+- ``mesh.agents``: real coding agents as coders and fixers: the Codex CLI,
+  Claude Code, Aider and pydantic-ai agents, and any agent program you describe.
 - ``mesh.answers``: answer builders, one per decision: a checked `WorkerResult`
   built from its request.
 - ``mesh.batch``: the batch CSV contract (the ``wave`` and ``run_csv`` commands).
-- ``mesh.testing``: fake adapters, a manual clock and ledger capture, for tests.
+- ``mesh.testing``: fake adapters, a manual clock, ledger capture and scripted
+  model servers, for tests.
+- ``mesh.mcp``: mesh as an MCP server (``mesh mcp``; needs ``mesh[mcp]``).
 - ``mesh.typing``: protocols and type aliases for code that plugs into mesh.
 - ``mesh.commands``: the command line as Python functions.
 """

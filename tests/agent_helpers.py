@@ -38,3 +38,19 @@ def find_agent(program: str) -> str:
     if os.environ.get("MESH_REQUIRE_AGENTS") == "1":
         pytest.fail(why)
     pytest.skip(why)
+
+
+def marked(marker: str) -> list[int]:
+    """Live processes (not zombies, not this one) whose environment holds ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker.encode() in environ and state != "Z":
+            found.append(int(entry.name))
+    return found

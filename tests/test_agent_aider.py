@@ -23,7 +23,7 @@ from typing import Any
 import anyio
 import attrs
 import pytest
-from agent_helpers import find_agent
+from agent_helpers import find_agent, marked
 
 import mesh
 from mesh.agents import AgentCoder, AgentFixer, AgentUnavailable
@@ -39,7 +39,7 @@ from mesh.host._process import CommandResult
 from mesh.testing._model_server import ModelRequest, ScriptedModelServer
 from mesh.testing.openai_chat import Hang, Malformed, OpenAIChat, Say, Step
 
-from repo_helpers import FILES, git, make_repo, pid_alive
+from repo_helpers import FILES, git, make_repo
 
 MODEL = "openai/gpt-4o-mini"  # known to LiteLLM's bundled price list: the run has a cost
 
@@ -362,21 +362,6 @@ class TestRealRuns:
             answer = anyio.run(coder, request)
         assert answer["decision"] == "accept", answer
         assert "+    return 2" in str(answer["patch"])
-
-
-def marked(marker: str) -> list[int]:
-    """Live processes whose environment carries ``marker`` (aider and anything it started)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if f"MESH_TEST_MARKER={marker}".encode() in environ and pid_alive(int(entry.name)):
-            found.append(int(entry.name))
-    return found
 
 
 # ---------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_helpers import find_agent
+from agent_helpers import find_agent, marked
 
 import mesh
 import mesh.answers
@@ -39,7 +39,7 @@ from mesh.testing.anthropic_messages import (
     ToolUse,
 )
 
-from repo_helpers import FILES, git, make_repo, pid_alive
+from repo_helpers import FILES, git, make_repo
 
 pytestmark = pytest.mark.anyio
 
@@ -348,21 +348,6 @@ class TestRealRuns:
                 answer = await coder(request)
         assert answer["decision"] == "accept", answer
         assert "+GREETING = 'hi'" in str(answer["patch"])
-
-
-def marked(marker: str) -> list[int]:
-    """Live processes whose environment carries ``marker`` (claude and anything it started)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if f"MESH_TEST_MARKER={marker}".encode() in environ and pid_alive(int(entry.name)):
-            found.append(int(entry.name))
-    return found
 
 
 # ---------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from typing import Any
 
 import anyio
 import pytest
-from agent_helpers import find_agent
+from agent_helpers import find_agent, marked
 
 import mesh
 from mesh.agents import AgentCoder, AgentFixer
@@ -112,22 +112,6 @@ def calls(events: list[dict[str, Any]], lane: str) -> list[dict[str, Any]]:
         for event in events
         if event["event"] == "adapter_call" and event["lane"] == lane
     ]
-
-
-def marked(marker: str) -> list[int]:
-    """Live processes whose environment holds ``marker``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if marker.encode() in environ and state != "Z":
-            found.append(int(entry.name))
-    return found
 
 
 class TestRealCodex:
@@ -525,6 +509,16 @@ class TestBudgetFiles:
         (day / "rollout-d.jsonl").mkdir()  # unreadable
         (day / "rollout-e.jsonl").symlink_to(day / "gone")  # as if removed meanwhile
         assert codex_limits(home) == parse_limits([newer])
+
+    def test_a_session_dated_in_the_future_is_passed_over(self, tmp_path: Path) -> None:
+        """A forged file dated ahead (so as to stay newest for good) is not Codex's record."""
+        home = tmp_path / "home"
+        real = token_count({"primary": {"used_percent": 95.0}})
+        forged = token_count({"primary": {"used_percent": 0.0}})
+        write_session(home, "2026/01/01", "real", real, mtime=T0)
+        write_session(home, "2099/01/01", "forged", forged, mtime=T0 + 10 * 365 * 86400)
+        assert codex_limits(home, now=T0 + 60) == parse_limits([real])
+        assert codex_limits(home, now=T0 + 11 * 365 * 86400) == parse_limits([forged])
 
     def test_only_the_tail_of_a_long_session_is_read(self, tmp_path: Path) -> None:
         home = tmp_path / "home"

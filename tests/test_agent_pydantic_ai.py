@@ -674,3 +674,22 @@ def test_preflight(repo: Path) -> None:
     assert PydanticAIFixer(agent).preflight() == []
     closed = mesh.WorkspaceManager(repo)
     assert PydanticAICoder(closed, agent).preflight()
+
+
+def test_folders_no_deeper_than_the_limit(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tree past the recursion limit is never the agent's to make, nor walked to the end."""
+    monkeypatch.setattr(module, "DEPTH_LIMIT", 3)
+    (folder / "src" / "b" / "c" / "d").mkdir(parents=True)
+    (folder / "src" / "b" / "c" / "d" / "e.py").write_text("")
+    toolset = worktree_toolset(folder, write_scope=("src/",))
+    results = run_tools(
+        toolset,
+        ("write_file", {"path": "src/b/x.py", "content": "X = 1\n"}),
+        ("write_file", {"path": "src/b/c/y.py", "content": "Y = 1\n"}),
+        ("list_files", {"path": "src"}),
+    )
+    assert "deeper" not in results[0]
+    assert (folder / "src" / "b" / "x.py").read_text() == "X = 1\n"
+    assert "src/b/c/y.py is deeper than 3 folders: not changed" in results[1]
+    assert not (folder / "src" / "b" / "c" / "y.py").exists()
+    assert results[2] == "src/a.py\nsrc/b/c/d/ (deeper than 3 folders, not listed)\nsrc/b/x.py"

@@ -385,10 +385,10 @@ class TestPortableGitAdapters:
     async def test_another_machines_worktrees_are_left_alone(self, repo: Path) -> None:
         """On a shared folder, a folder owned by another host is never judged dead here."""
         base = repo / ".git" / "mesh-worktrees"
-        theirs = base / "1-abcd"
+        theirs = base / "1-0000abcd"
         theirs.mkdir(parents=True)
         (theirs / "owner.pid").write_text(f"{2**22 + 1} not-{socket.gethostname()}")
-        ours_dead = base / "2-abcd"
+        ours_dead = base / "2-0000abcd"
         ours_dead.mkdir()
         (ours_dead / "owner.pid").write_text(f"{2**22 + 1} {socket.gethostname()}")
         async with mesh.WorkspaceManager(repo):

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import pytest
 
 import mesh
 from mesh.contracts import _files
-
-if TYPE_CHECKING:
-    from pathlib import Path
+from mesh.contracts._files import force_remove, walk_tree
 
 
 class TestReadText:
@@ -83,3 +81,118 @@ class TestAtomicWrite:
             _files.ensure_distinct(
                 tmp_path / "link.csv", source, output_flag="--out", input_flags=("--in",)
             )
+
+
+def deep_chain(top: Path, depth: int, name: str = "a" * 50) -> None:
+    """``depth`` nested folders under ``top``, made by name from each parent (past PATH_MAX)."""
+    top.mkdir()
+    current = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(depth):
+        os.mkdir(name, dir_fd=current)
+        nested = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=current)
+        os.close(current)
+        current = nested
+    leaf = os.open("leaf.txt", os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=current)
+    os.write(leaf, b"deep")
+    os.close(leaf)
+    os.close(current)
+
+
+class TestForceRemove:
+    def test_a_tree_deeper_than_recursion_and_longer_than_path_max(self, tmp_path: Path) -> None:
+        """An agent can nest folders past both limits: the tree still goes, with no error."""
+        top = tmp_path / "deep"
+        deep_chain(top, 2000)  # 2000 levels of 51 characters: far past PATH_MAX (4096)
+        force_remove(top)
+        assert not top.exists()
+
+    def test_locked_folders_and_links_out(self, tmp_path: Path) -> None:
+        outside = tmp_path / "outside"
+        outside.mkdir()
+        (outside / "keep.txt").write_text("mine")
+        top = tmp_path / "tree"
+        (top / "a" / "b").mkdir(parents=True)
+        (top / "a" / "b" / "f.txt").write_text("x")
+        (top / "link").symlink_to(outside)
+        (top / "a" / "file-link").symlink_to(outside / "keep.txt")
+        (top / "a" / "b").chmod(0)
+        (top / "a").chmod(0o500)
+        top.chmod(0o500)
+        force_remove(top)
+        assert not top.exists()
+        assert (outside / "keep.txt").read_text() == "mine"
+
+    def test_a_file_a_link_and_nothing(self, tmp_path: Path) -> None:
+        (tmp_path / "f").write_text("x")
+        (tmp_path / "l").symlink_to(tmp_path / "f")
+        force_remove(tmp_path / "l")
+        force_remove(tmp_path / "missing")
+        assert (tmp_path / "f").exists()
+        force_remove(tmp_path / "f")
+        assert not (tmp_path / "f").exists()
+
+    def test_what_cannot_be_removed_is_left_silently(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        top = tmp_path / "tree"
+        (top / "a" / "b").mkdir(parents=True)
+        (top / "c").mkdir()
+        real_open, real_rmdir = os.open, os.rmdir
+
+        def no_entering_b(path: object, flags: int, *args: object, **kwargs: object) -> int:
+            if path == "b":
+                raise PermissionError("refused")
+            return real_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+        def no_removing_c(path: object, *args: object, **kwargs: object) -> None:
+            if path == "c":
+                raise PermissionError("refused")
+            real_rmdir(path, *args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(os, "open", no_entering_b)
+        monkeypatch.setattr(os, "rmdir", no_removing_c)
+        force_remove(top)
+        monkeypatch.undo()
+        assert sorted(p.name for p in top.rglob("*")) == ["a", "b", "c"]
+
+    def test_a_top_that_cannot_be_opened(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        top = tmp_path / "tree"
+        top.mkdir()
+
+        def refused(*_: object, **__: object) -> int:
+            raise PermissionError("refused")
+
+        monkeypatch.setattr(os, "open", refused)
+        force_remove(top)
+        monkeypatch.undo()
+        assert top.is_dir()
+
+
+class TestWalkTree:
+    def test_deep_and_pruned(self, tmp_path: Path) -> None:
+        top = tmp_path / "deep"
+        deep_chain(top, 1500, name="d")
+        (top / "skip").mkdir()
+        (top / "skip" / "hidden.txt").write_text("x")
+        seen = []
+        for _, folders, files in walk_tree(top):
+            folders[:] = [name for name in folders if name != "skip"]
+            seen.extend(files)
+        force_remove(top)  # pytest's own clean-up of old temporary folders recurses
+        assert seen == ["leaf.txt"]
+
+    def test_an_unreadable_folder(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        (tmp_path / "a").mkdir()
+        real_scandir = os.scandir
+
+        def refused(path: object) -> object:
+            if Path(str(path)).name == "a":
+                raise PermissionError("refused")
+            return real_scandir(path)  # type: ignore[call-overload]
+
+        monkeypatch.setattr(os, "scandir", refused)
+        assert [f.name for f, _, _ in walk_tree(tmp_path, skip_unreadable=True)] == [tmp_path.name]
+        with pytest.raises(PermissionError):
+            list(walk_tree(tmp_path))

@@ -544,6 +544,66 @@ class TestNothingMadeForARunThatCannotStart:
             )
         assert not (tmp_path / "out").exists()
 
+    @pytest.mark.parametrize(
+        ("where", "problem"),
+        [
+            ("repo", "is inside the repository"),
+            ("repo/.git", "is inside the repository"),
+            ("repo/src/app.py", "is inside the repository"),
+            ("a-file", "is not a folder"),
+        ],
+    )
+    def test_workspaces_where_checkouts_cannot_go(
+        self, repo: Path, tmp_path: Path, where: str, problem: str
+    ) -> None:
+        """Workspaces never go where they would be files of the repository (or over a file)."""
+        (tmp_path / "a-file").write_text("mine")
+        before = git(repo, "status", "--porcelain", "--ignored")
+        with pytest.raises(mesh.InputError, match=re.escape(problem)):
+            mesh.run(
+                two_steps(),
+                repo=repo,
+                out=tmp_path / "out",
+                roles=custom_roles(LlmCoder()),
+                workspaces=tmp_path / where,
+            )
+        assert not (tmp_path / "out").exists()
+        assert (tmp_path / "a-file").read_text() == "mine"
+        assert git(repo, "status", "--porcelain", "--ignored") == before
+
+    @pytest.mark.parametrize("name", ["plan.json", "ledger.jsonl", "patches"])
+    def test_an_out_holding_what_a_run_writes(self, repo: Path, tmp_path: Path, name: str) -> None:
+        """Someone else's plan.json or ledger.jsonl is never overwritten or appended to."""
+        notes = tmp_path / "notes"
+        notes.mkdir()
+        (notes / name).write_text("mine")
+        with pytest.raises(mesh.InputError, match=f"already holds {name}, which a run writes"):
+            mesh.run(two_steps(), repo=repo, out=notes, roles=custom_roles(LlmCoder()))
+        assert sorted(p.name for p in notes.iterdir()) == [name]
+        assert (notes / name).read_text() == "mine"
+
+    def test_a_folder_of_workspaces_keeps_what_is_not_meshs(
+        self, repo: Path, tmp_path: Path
+    ) -> None:
+        """Only folders mesh named itself are ever removed from a folder of workspaces."""
+        shared = tmp_path / "shared"
+        (shared / "notes").mkdir(parents=True)
+        (shared / "notes" / "todo.txt").write_text("mine")
+        (shared / "12345").mkdir()
+        (shared / "readme.txt").write_text("mine")
+        mesh.run(
+            two_steps(),
+            repo=repo,
+            out=tmp_path / "out",
+            roles=custom_roles(LlmCoder()),
+            workspaces=shared,
+        ).result.check()
+        assert sorted(p.name for p in shared.iterdir()) == [
+            "12345", "mesh-worktrees.lock", "notes", "readme.txt",
+        ]  # fmt: skip
+        with mesh.RunStore.open(tmp_path / "out" / mesh.STORE_FILE) as store:
+            assert store.config["workspaces"] == str(shared)
+
     def test_paths_of_the_wrong_type(self, tmp_path: Path) -> None:
         with pytest.raises(mesh.ValidationError, match="repo: expected a path, got 5"):
             mesh.run(two_steps(), repo=5, out=tmp_path, roles=fake_roles())  # type: ignore[call-overload]
@@ -914,3 +974,22 @@ def test_every_built_in_adapter_checks_its_workspaces(repo: Path, tmp_path: Path
     for adapter in adapters:
         assert adapter.preflight()[0].startswith("its WorkspaceManager is not open")
     assert mesh.CommandProver(repo).preflight() == []  # a path: opened where it runs
+
+
+@pytest.mark.parametrize("cache", ["relcache", "~/.cache", ""])
+def test_the_cache_folder_for_workspaces_is_absolute(
+    cache: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relative XDG_CACHE_HOME is ignored, as the XDG specification says."""
+    from mesh.store._repo_run import _workspaces_root  # noqa: PLC0415 - the choice itself
+
+    class OutsideGit(FakeAdapter):
+        workspaces_outside_git = True
+
+    monkeypatch.setenv("XDG_CACHE_HOME", cache)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    chosen = _workspaces_root(None, mesh.Roles(coder=OutsideGit()), Path("/work/repo"))
+    assert chosen is not None
+    assert Path(chosen).parent == tmp_path / ".cache" / "mesh" / "workspaces"
+    assert Path(chosen).name.startswith("repo-")
+    assert _workspaces_root(None, mesh.Roles(coder=FakeAdapter()), Path("/work/repo")) is None

@@ -14,6 +14,7 @@ import json
 import os
 import shlex
 import shutil
+import sqlite3
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +37,7 @@ from mesh.mcp._paths import Root
 from repo_helpers import git, make_repo
 
 EXAMPLE_PLAN = Path(__file__).parents[1] / "examples" / "plan.json"
+BUDGET = {"remaining_five_hour": 50.0, "remaining_weekly": 50.0}
 # A coder that writes src/<unit id>.txt with the unit's objective in its worktree.
 CODER = f"{shlex.quote(sys.executable)} -c " + shlex.quote(
     "import os, pathlib; p = pathlib.Path('src', os.environ['MESH_UNIT_ID'] + '.txt'); "
@@ -318,6 +320,37 @@ class TestErrors:
             message = error(await client.call_tool("status", {"run": "x", "runs": "/"}))
             assert message.startswith("error: InputError: runs '/' is outside the server's root")
 
+    @pytest.mark.anyio
+    async def test_git_data_pipes_and_run_folders_are_not_files_to_use(self, root: Path) -> None:
+        """Inside the root too: no .git, no FIFO (a read that never ends), no run's own files."""
+        os.mkfifo(root / "pipe.json")
+        (root / "runs" / "r").mkdir(parents=True)
+        (root / "runs" / "r" / "run.sqlite").write_text("")
+        head = (root / "repo" / ".git" / "HEAD").read_text()
+        async with Client(mesh.mcp.server(root=root)) as client:
+            message = error(
+                await client.call_tool(
+                    "slice", {"input_json": "plan.json", "output_json": "repo/.git/HEAD"}
+                )
+            )
+            assert (
+                message == "error: InputError: output_json 'repo/.git/HEAD' is inside a .git folder"
+            )
+            message = error(await client.call_tool("plan_sync", {"input_json": "pipe.json"}))
+            assert message == "error: InputError: input_json 'pipe.json' is not a file or a folder"
+            message = error(
+                await client.call_tool(
+                    "slice", {"input_json": "plan.json", "output_json": "runs/r/ledger.jsonl"}
+                )
+            )
+            assert message.startswith(
+                "error: InputError: output_json 'runs/r/ledger.jsonl' is in the folder of a run"
+            )
+            message = error(await client.call_tool("replay", {"ready_units": 10**12, **BUDGET}))
+            assert "ready_units: Input should be less than or equal to 1000000" in message
+        assert (root / "repo" / ".git" / "HEAD").read_text() == head
+        assert not (root / "runs" / "r" / "ledger.jsonl").exists()
+
     def test_unresolvable_path(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         """A path the system cannot resolve (a link loop, a name too long) is an input error."""
         root = Root(tmp_path)
@@ -482,6 +515,32 @@ class TestRuns:
             )
             assert message.startswith("error: "), message
         assert sorted(path.name for path in (root / "runs").iterdir()) == ["plan.json"]
+
+    @pytest.mark.anyio
+    async def test_resume_keeps_to_the_root_whatever_the_store_says(
+        self, root: Path, tmp_path: Path
+    ) -> None:
+        """A store is a file the client chose: the folders it names must be in the root too."""
+        (root / "one.json").write_text(json.dumps(plan_steps("a")))
+        async with Client(mesh.mcp.server(root=root)) as client:
+            first = document(
+                await client.call_tool(
+                    "run",
+                    {"plan": "one.json", "repo": "repo", "coder_command": CODER, "out": "r1"},
+                )
+            )
+            assert first["exit_code"] == 0, first["report"]
+            victim = tmp_path / "outside"
+            (victim / "thesis").mkdir(parents=True)
+            for key, named in (("workspaces", "workspaces"), ("repo", "repository")):
+                with sqlite3.connect(root / "r1" / "run.sqlite") as database:
+                    (config,) = database.execute("SELECT config FROM run").fetchone()
+                    changed = {**json.loads(config), key: str(victim)}
+                    database.execute("UPDATE run SET config = ?", (json.dumps(changed),))
+                message = error(await client.call_tool("resume", {"run": "r1"}))
+                assert message.startswith(f"error: InputError: the stored run's {named} "), message
+                assert "is outside the server's root" in message
+        assert sorted(p.name for p in victim.iterdir()) == ["thesis"]
 
     @pytest.mark.anyio
     async def test_resume_needs_a_mesh_run(self, root: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import shlex
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -269,6 +270,14 @@ class TestCommandLine:
                 "error: InvalidOptionValue: --agent-model needs --agent or --fixer-agent\n",
             ),
             (
+                ["run", "plan.json", "--agent", "codex", "--agent-model=--yolo"],
+                "error: InvalidOptionValue: --agent-model expects a model name, got '--yolo'\n",
+            ),
+            (
+                ["run", "plan.json", "--agent", "codex", "--agent-model", "a\nb"],
+                "error: InvalidOptionValue: --agent-model expects a model name, got 'a\\nb'\n",
+            ),
+            (
                 ["run", "plan.json", "--coder-command", "x", "--budget-from-agent"],
                 "error: InvalidOptionValue: --budget-from-agent needs --agent\n",
             ),
@@ -403,3 +412,34 @@ def test_demo_folder_must_be_empty(tmp_path: Path) -> None:
     with pytest.raises(mesh.InputError, match="not empty"):
         mesh.commands.demo(folder=tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        ({"remaining_five_hour": "abc"}, "remaining_five_hour is not a percentage"),
+        ({"max_threads": 1e400}, "max_threads is not a count"),
+        ({"max_threads": "12; rm"}, "max_threads is not a count"),
+        ({"call_timeout": "soon"}, "call_timeout is not a number of seconds"),
+        ({"call_timeout": -5}, "call_timeout is not a number of seconds"),
+        ({"sandbox": "no"}, "sandbox is not true or false"),
+        ({"agent_model": 5}, "agent_model is not text"),
+    ],
+)
+def test_a_tampered_store_is_damaged_not_a_crash(
+    repo: Path, tmp_path: Path, changes: dict[str, object], problem: str
+) -> None:
+    """Command-line options edited in a run store are one `StoreError` line, never a bug."""
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(json.dumps(plan({"id": "a", "step": "first", "write_scope": ["src"]})))
+    out = tmp_path / "out"
+    mesh.commands.run(plan=plan_file, repo=repo, coder_command=CODER, out=out)
+    with sqlite3.connect(out / "run.sqlite") as database:
+        (config,) = database.execute("SELECT config FROM run").fetchone()
+        stored = json.loads(config)
+        stored["cli"].update(changes)
+        database.execute("UPDATE run SET config = ?", (json.dumps(stored),))
+    code, _, errors = mesh_cli(["resume", str(out)])
+    assert code == 1
+    assert errors.startswith(f"error: StoreError: {out / 'run.sqlite'} is damaged: its command")
+    assert problem in errors

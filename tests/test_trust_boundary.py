@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import sqlite3
 import subprocess
@@ -1421,3 +1422,24 @@ class TestTheKeptState:
             await again.prepare()  # a tracked file already gone when the run starts
             refused = mesh.parse_worker_result(await again(delivery(committing, found, "run/u2")))
         assert refused.proof_evidence.key_line.endswith("has uncommitted changes")
+
+
+DEEP_CODER = (
+    "import os; os.makedirs('src', exist_ok=True); os.chdir('src')\n"
+    "for _ in range(1200):\n    os.mkdir('a'); os.chdir('a')\n"
+    "open('x', 'w').write('x')\n"
+)
+
+
+def test_a_tree_deeper_than_recursion_is_cleaned_up(repo: Path, tmp_path: Path) -> None:
+    """A coder nesting folders past the recursion limit crashes neither its run nor the next."""
+    script = tmp_path / "deep.py"
+    script.write_text(DEEP_CODER)
+    coder = mesh.CommandCoder(repo, f"{shlex.quote(sys.executable)} {shlex.quote(str(script))}")
+    plan = [mesh.Unit(id="a", objective="nest", write_scope=("src/",), proof_command="true")]
+    for attempt, pool in (("first", 0), ("second", 4)):
+        finished = mesh.run(
+            plan, repo=repo, out=tmp_path / attempt, roles=mesh.Roles(coder=coder), pool_size=pool
+        )
+        finished.result.check()
+    assert not any((repo / ".git" / "mesh-worktrees").glob("*/wt-*"))

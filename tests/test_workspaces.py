@@ -281,13 +281,17 @@ class TestOwnership:
         assert pid_alive(1)
 
     async def test_unreadable_owner_files_count_as_dead(self, repo: Path) -> None:
-        """A folder whose owner file is missing or garbage is a leftover."""
+        """A folder of mesh's whose owner file is missing or garbage is a leftover; others stay."""
         base = repo / ".git" / "mesh-worktrees"
-        (base / "garbage").mkdir(parents=True)
-        (base / "garbage" / "owner.pid").write_text("not a pid")
-        (base / "empty").mkdir()
+        (base / "123-0badf00d").mkdir(parents=True)
+        (base / "123-0badf00d" / "owner.pid").write_text("not a pid")
+        (base / "456-deadbeef").mkdir()
+        (base / "notes").mkdir()  # not a name mesh gives: not mesh's to remove
+        (base / "789-cafebabe").write_text("a file, not a folder of mesh's")
         async with mesh.WorkspaceManager(repo) as workspaces:
-            assert sorted(p.name for p in base.iterdir()) == [workspaces.folder.name]
+            assert sorted(p.name for p in base.iterdir()) == sorted(
+                ["789-cafebabe", "notes", workspaces.folder.name]
+            )
 
     async def test_another_process_holding_the_records_is_waited_for(self, repo: Path) -> None:
         """Worktree admin steps of two processes on one repository never overlap."""
@@ -314,7 +318,7 @@ class TestOwnership:
 
     async def test_half_made_records_of_dead_owners_are_removed(self, repo: Path) -> None:
         """A ``git worktree add`` killed half way leaves a locked record; it does not break runs."""
-        dead = repo / ".git" / "mesh-worktrees" / "dead"
+        dead = repo / ".git" / "mesh-worktrees" / "12-0badf00d"
         dead.mkdir(parents=True)
         (dead / "owner.pid").write_text("0")
         records = repo / ".git" / "worktrees"

@@ -36,6 +36,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar, Final
 
+from ..contracts._files import walk_tree
 from ..contracts._scopes import in_scope, is_whole_tree, normalize_path
 from ..host._process import CommandResult, key_line
 from ._cli import AgentCLI, AgentReport, AgentUnavailable
@@ -336,9 +337,9 @@ def scope_files(worktree: Path, scope: Sequence[str], *, limit: int) -> list[str
             candidates = [root]
         else:
             candidates = []
-            for folder, dirs, names in os.walk(top):
+            for folder, dirs, names in walk_tree(top, skip_unreadable=True):
                 dirs[:] = sorted(d for d in dirs if d not in _SKIPPED_DIRS)
-                relative = Path(folder).relative_to(worktree).as_posix()
+                relative = folder.relative_to(worktree).as_posix()
                 prefix = "" if relative == "." else relative + "/"
                 candidates.extend(prefix + name for name in names)
                 scanned += len(names)

@@ -22,12 +22,12 @@ from typing import ClassVar, Final
 
 import attrs
 
-from ..contracts._enums import Decision, FailureCode
+from ..contracts._enums import FailureCode
 from ..contracts._errors import InvalidOutputSchema, MeshError
 from ..contracts._records import WorkerResult
 from ..engine._call_facts import note_call
-from ..engine._roles import AdjudicationRequest, AuthorRequest, result_document
-from ..git._coders import diff_candidate
+from ..engine._roles import AdjudicationRequest, AuthorRequest
+from ..git._coders import diff_candidate, rejected
 from ..git._workspaces import Workspace, WorkspaceSource, checkout_at, source_problems
 from ..host._process import CommandResult, key_line, run_command
 from ..host._sandbox import Sandbox
@@ -187,15 +187,6 @@ async def _run_agent(
     return result, report
 
 
-def _problems(workspaces: WorkspaceSource, agent: AgentCLI) -> list[str]:
-    problems = source_problems(workspaces)
-    try:
-        agent.find()
-    except AgentUnavailable as exc:
-        problems.append(f"{exc.message} ({exc.hint})")
-    return problems
-
-
 def _failure(agent: AgentCLI, result: CommandResult, report: AgentReport) -> str | None:
     """Why the agent's run gives no candidate, or None when it finished cleanly."""
     if result.timed_out:
@@ -215,22 +206,8 @@ def _shorten(text: str | None) -> str | None:
     return text if len(text) <= _NOTES_LIMIT else text[: _NOTES_LIMIT - 1] + "…"
 
 
-class AgentCoder:
-    """
-    An agent program as a coder (or reducer): its edits in a fresh worktree become the candidate.
-
-    The agent gets the unit's prompt (objective, write scope, constraints,
-    invariants, proof command) on standard input and runs in a worktree at
-    the unit's base, under ``timeout`` seconds; nothing it starts outlives
-    the call. Its final message becomes the candidate's notes, and its turns,
-    tokens and cost (where it reports them) the call's ledger facts. The
-    candidate is mesh's own diff of the worktree, checked against the write
-    scope like any other; a timeout, a non-zero exit or a failure the agent
-    reports is a ``reject`` with the reason. With a ``sandbox`` it also runs
-    in bubblewrap (only the worktree and its own state writable).
-
-    .. versionadded:: 0.1.0
-    """
+class _AgentRole:
+    """An agent program playing a role: where it works, and how it is run."""
 
     def __init__(
         self,
@@ -247,14 +224,37 @@ class AgentCoder:
         self.env = env
         self.sandbox = sandbox
 
+    def preflight(self) -> list[str]:
+        """Problems to fix before a run starts: the agent missing, an unopened manager."""
+        problems = source_problems(self.workspaces)
+        try:
+            self.agent.find()
+        except AgentUnavailable as exc:
+            problems.append(f"{exc.message} ({exc.hint})")
+        return problems
+
+
+class AgentCoder(_AgentRole):
+    """
+    An agent program as a coder (or reducer): its edits in a fresh worktree become the candidate.
+
+    The agent gets the unit's prompt (objective, write scope, constraints,
+    invariants, proof command) on standard input and runs in a worktree at
+    the unit's base, under ``timeout`` seconds; nothing it starts outlives
+    the call. Its final message becomes the candidate's notes, and its turns,
+    tokens and cost (where it reports them) the call's ledger facts. The
+    candidate is mesh's own diff of the worktree, checked against the write
+    scope like any other; a timeout, a non-zero exit or a failure the agent
+    reports is a ``reject`` with the reason. With a ``sandbox`` it also runs
+    in bubblewrap (only the worktree and its own state writable).
+
+    .. versionadded:: 0.1.0
+    """
+
     @property
     def workspaces_outside_git(self) -> bool:
         """Whether a run on a repository must put its workspaces outside ``.git`` for the agent."""
         return not self.agent.edits_under_git
-
-    def preflight(self) -> list[str]:
-        """Problems to fix before a run starts: the agent missing, an unopened manager."""
-        return _problems(self.workspaces, self.agent)
 
     async def __call__(self, request: AuthorRequest) -> dict[str, object]:
         """Run the agent once on the unit and return mesh's diff of its edits."""
@@ -271,19 +271,11 @@ class AgentCoder:
             )
             failure = _failure(self.agent, result, report)
             if failure is not None:
-                return result_document(
-                    request.unit,
-                    candidate_id=request.candidate_id,
-                    lane=request.lane,
-                    decision=Decision.REJECT,
-                    triplet_index=request.triplet_index,
-                    base_sha=workspace.sha,
-                    notes=failure,
-                )
+                return rejected(request, workspace, failure)
             return await diff_candidate(request, workspace, notes=_shorten(report.final_message))
 
 
-class AgentFixer:
+class AgentFixer(_AgentRole):
     """
     An agent program as a fixer: it reviews the proven candidates read-only and gives a verdict.
 
@@ -299,25 +291,6 @@ class AgentFixer:
 
     .. versionadded:: 0.1.0
     """
-
-    def __init__(
-        self,
-        workspaces: WorkspaceSource,
-        agent: AgentCLI,
-        *,
-        timeout: float = 900.0,
-        env: Mapping[str, str] | None = None,
-        sandbox: Sandbox | None = None,
-    ) -> None:
-        self.workspaces = workspaces
-        self.agent = agent
-        self.timeout = timeout
-        self.env = env
-        self.sandbox = sandbox
-
-    def preflight(self) -> list[str]:
-        """Problems to fix before a run starts: the agent missing, an unopened manager."""
-        return _problems(self.workspaces, self.agent)
 
     async def __call__(self, request: AdjudicationRequest) -> WorkerResult:
         """Ask the agent for its verdict on the proven candidates."""
@@ -339,6 +312,8 @@ class AgentFixer:
             git = workspace.git()
             await git("add", "--all")
             changed = await git("diff", "--cached", "--name-only", "--no-renames", workspace.sha)
+            # The checkout had no ignored files (a workspace is cleaned before it is used).
+            changed += await git("ls-files", "--others", "--ignored", "--exclude-standard")
         if changed.strip():
             first = changed.split()[0]
             raise AgentFailed(f"{self.agent.name} changed files while reviewing ({first}, ...)")

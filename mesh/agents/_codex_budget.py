@@ -19,6 +19,7 @@ from the pure parsing (`parse_limits`) and arithmetic (`CodexLimits.remaining`).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -49,6 +50,8 @@ __all__ = [
 # Only the end of a session file is read: the newest events are there, and a
 # long session's file can be large.
 _TAIL_BYTES: Final = 1024 * 1024
+# How far a session file's time may run ahead of the clock (clocks differ a little).
+_CLOCK_SLACK: Final = 300.0
 # How many of the newest session files are searched for a token_count event.
 _FILES_SEARCHED: Final = 32
 
@@ -196,28 +199,34 @@ def _tail(path: Path) -> list[str]:
     return lines[1:] if start else lines  # the first line was cut
 
 
-def _newest_sessions(home: Path) -> list[Path]:
+def _newest_sessions(home: Path, now: float) -> list[Path]:
     found = []
     for path in (home / "sessions").glob("*/*/*/rollout-*.jsonl"):
         try:
-            found.append((path.stat().st_mtime, path))
+            written = path.stat().st_mtime
         except OSError:  # removed since the listing
             continue
+        # A file dated in the future would stay "newest" for good: Codex never wrote it.
+        if written <= now + _CLOCK_SLACK:
+            found.append((written, path))
     found.sort(reverse=True)
     return [path for _, path in found[:_FILES_SEARCHED]]
 
 
-def codex_limits(home: str | os.PathLike[str] | None = None) -> CodexLimits | None:
+def codex_limits(
+    home: str | os.PathLike[str] | None = None, *, now: float | None = None
+) -> CodexLimits | None:
     """
     Codex's newest recorded rate limits, from its session files; None if there are none.
 
     ``home`` is Codex's folder (default ``$CODEX_HOME`` or ``~/.codex``). A
-    missing folder, unreadable or junk files count as no record.
+    missing folder, unreadable or junk files count as no record; files dated
+    after ``now`` (default: the current time) are passed over.
 
     .. versionadded:: 0.1.0
     """
     folder = Path(home) if home is not None else codex_home(os.environ)
-    for path in _newest_sessions(folder):
+    for path in _newest_sessions(folder, time.time() if now is None else now):
         limits = parse_limits(_tail(path))
         if limits is not None:
             return limits
@@ -249,7 +258,9 @@ def codex_budget(
     folder = None if home is None else Path(home)
 
     async def provider() -> BudgetDecision:
-        limits = await anyio.to_thread.run_sync(codex_limits, folder)
+        limits = await anyio.to_thread.run_sync(
+            functools.partial(codex_limits, folder, now=clock())
+        )
         five_hour, weekly = (100.0, 100.0) if limits is None else limits.remaining(now=clock())
         return budget_policy(
             remaining_five_hour=five_hour, remaining_weekly=weekly, max_threads=max_threads

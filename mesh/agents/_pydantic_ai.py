@@ -39,14 +39,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, TypeVar, cast
 
 import anyio
 
-from ..contracts._enums import Decision, SpecialPath
+from ..contracts._enums import SpecialPath
 from ..contracts._errors import InvalidOutputSchema
 from ..contracts._gate import path_problem
 from ..contracts._records import WorkerResult
 from ..contracts._scopes import in_scope
 from ..engine._call_facts import note_call
-from ..engine._roles import AdjudicationRequest, AuthorRequest, result_document
-from ..git._coders import diff_candidate
+from ..engine._roles import AdjudicationRequest, AuthorRequest
+from ..git._coders import diff_candidate, rejected
 from ..git._workspaces import WorkspaceSource, checkout_at, source_problems
 from ._cli import AgentFailed, AgentUnavailable
 from ._prompt import Verdict, coder_prompt, fixer_prompt, parse_verdict, verdict_answer
@@ -66,6 +66,9 @@ _NAME: Final = "pydantic-ai"
 READ_LIMIT: Final = 256 * 1024
 WRITE_LIMIT: Final = 1024 * 1024
 LIST_LIMIT: Final = 2000
+# Folders nest no deeper than this through the tools: a listing walks them one level at a
+# time, and a tree past Python's recursion limit must never be the agent's to make.
+DEPTH_LIMIT: Final = 64
 _NOTES_LIMIT: Final = 4000
 _DIRECTORY_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: a FIFO planted in the worktree must not hang the tool.
@@ -149,6 +152,8 @@ class _Files:
 
     def _writable(self, path: str) -> list[str]:
         parts = _components(path, allow_root=False)
+        if len(parts) > DEPTH_LIMIT:
+            raise _Refused(f"{path} is deeper than {DEPTH_LIMIT} folders: not changed")
         write_scope = self.write_scope or ()
         if not in_scope(path, write_scope):
             scope = ", ".join(write_scope)
@@ -192,14 +197,14 @@ class _Files:
         lines: list[str] = []
         folder = self._open_folder(parts)
         try:
-            complete = self._walk(folder, "/".join(parts), lines)
+            complete = self._walk(folder, "/".join(parts), lines, len(parts))
         finally:
             os.close(folder)
         if not complete:
             lines.append(f"[... more entries: only the first {LIST_LIMIT} are listed]")
         return "\n".join(lines) or "(empty)"
 
-    def _walk(self, folder: int, prefix: str, lines: list[str]) -> bool:
+    def _walk(self, folder: int, prefix: str, lines: list[str], depth: int) -> bool:
         """Add the files under ``folder`` to ``lines`` (False once the limit is reached)."""
         with os.scandir(folder) as scan:
             entries = sorted(scan, key=lambda entry: entry.name)
@@ -212,10 +217,12 @@ class _Files:
                 return False
             if entry.is_symlink():
                 lines.append(f"{name} (symbolic link, not followed)")
+            elif entry.is_dir(follow_symlinks=False) and depth >= DEPTH_LIMIT:
+                lines.append(f"{name}/ (deeper than {DEPTH_LIMIT} folders, not listed)")
             elif entry.is_dir(follow_symlinks=False):
                 inner = os.open(entry.name, _DIRECTORY_FLAGS, dir_fd=folder)
                 try:
-                    if not self._walk(inner, name, lines):
+                    if not self._walk(inner, name, lines, depth + 1):
                         return False
                 finally:
                     os.close(inner)
@@ -487,15 +494,7 @@ class PydanticAICoder:
             except Exception as exc:  # noqa: BLE001 - the agent's failure is the candidate's
                 why = f"{_NAME} run failed: {type(exc).__name__}: {exc}"
                 note_call(**facts, refused_tool_calls=len(files.refused), error=why)
-                return result_document(
-                    request.unit,
-                    candidate_id=request.candidate_id,
-                    lane=request.lane,
-                    decision=Decision.REJECT,
-                    triplet_index=request.triplet_index,
-                    base_sha=workspace.sha,
-                    notes=why,
-                )
+                return rejected(request, workspace, why)
             final = str(result.output)
             note_call(
                 **facts,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import math
 import shlex
 import tempfile
 import uuid
@@ -42,7 +43,7 @@ from ..host._sandbox import Sandbox, require_sandbox
 from ..planning._budget import budget_policy
 from ..store._front import ctrl_c, resume_async, run_async
 from ..store._repo_run import RepositoryRun, stored_plan
-from ..store._store import STORE_FILE, RunStore
+from ..store._store import STORE_FILE, RunStore, StoreError
 from ._demo import create_demo_repository, demo_coder_command
 
 __all__ = ["RunReport", "demo", "report", "resume", "run", "status", "stored_ledger"]
@@ -285,6 +286,14 @@ class Authors:
             raise OptionError("InvalidOptionValue", "--reducer-command goes with --coder-command")
         if self.agent_model is not None and self.agent is None and self.fixer_agent is None:
             raise OptionError("InvalidOptionValue", "--agent-model needs --agent or --fixer-agent")
+        model = self.agent_model
+        if model is not None and (
+            not model.strip() or model.startswith("-") or one_line(model) != model
+        ):
+            raise OptionError(
+                "InvalidOptionValue",
+                f"--agent-model expects a model name, got {model!r}",
+            )
         if self.budget_from_agent and self.agent is None:
             raise OptionError("InvalidOptionValue", "--budget-from-agent needs --agent")
         if self.coder_command is not None:
@@ -582,17 +591,72 @@ def _resume(path: Path, *, ray: str | None, console: Console | None) -> RunRepor
     return _watched(console, resumed(path, ray=ray), path.parent)
 
 
-def resumed(path: Path, *, ray: str | None) -> Start:
+def _number(value: object, least: float, most: float = math.inf) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and least <= value <= most
+    )
+
+
+def _stored_cli_problems(options: Mapping[str, Any]) -> list[str]:
+    """What is wrong with the command-line options a run store kept (a damaged store)."""
+    problems = [
+        f"{name} is not a percentage"
+        for name in ("remaining_five_hour", "remaining_weekly")
+        if not _number(options.get(name), -1e9, 1e9)
+    ]
+    threads = options.get("max_threads")
+    if not (isinstance(threads, int) and not isinstance(threads, bool) and 0 <= threads <= 10**6):
+        problems.append("max_threads is not a count")
+    timeout = options.get("call_timeout")
+    if timeout is not None and not _number(timeout, 1e-9, 1e9):
+        problems.append("call_timeout is not a number of seconds")
+    problems += [
+        f"{name} is not true or false"
+        for name in ("sandbox", "no_network", "budget_from_agent")
+        if options.get(name) not in (None, True, False)
+    ]
+    problems += [
+        f"{name} is not text"
+        for name in (
+            "coder_command",
+            "reducer_command",
+            "agent",
+            "fixer_agent",
+            "agent_model",
+            "ray",
+        )
+        if not isinstance(options.get(name), str | None)
+    ]
+    return problems
+
+
+def resumed(
+    path: Path, *, ray: str | None, confine: Callable[[str, str], object] | None = None
+) -> Start:
     """
     How to continue the `mesh run` stored at ``path``: its coders, budget, sandbox and executor.
 
-    ``ray`` overrides where the first run sent its calls. The caller owns the run.
+    ``ray`` overrides where the first run sent its calls. ``confine(path, name)``
+    raises for a folder the store names (its repository, its workspaces) that
+    the caller may not let the run touch. The caller owns the run.
     """
     with RunStore.open(path) as store:
         options = store.config.get("cli")
         repo = store.config.get("repo")
+        workspaces = store.config.get("workspaces")
     if not isinstance(options, dict) or not isinstance(repo, str):
         raise InputError(f"{path} was not started by `mesh run`: resume it from Python")
+    if confine is not None:
+        confine(repo, "the stored run's repository")
+        if isinstance(workspaces, str):
+            confine(workspaces, "the stored run's workspaces")
+    if problems := _stored_cli_problems(options):
+        raise StoreError(
+            f"{path} is damaged: its command-line options are unreadable ({'; '.join(problems)})"
+        )
     authors = Authors.from_stored(options)
     budget = authors.budget(
         remaining_five_hour=float(options["remaining_five_hour"]),
@@ -601,7 +665,9 @@ def resumed(path: Path, *, ray: str | None) -> Start:
     )
     stored_ray = options.get("ray")
     executor = _ray_executor(ray if ray is not None else stored_ray and str(stored_ray))
-    box = _sandbox(sandbox=bool(options.get("sandbox")), no_network=bool(options.get("no_network")))
+    box = _sandbox(
+        sandbox=options.get("sandbox") is True, no_network=options.get("no_network") is True
+    )
     roles = authors.roles(repo, box, float(options.get("call_timeout") or _CALL_TIMEOUT))
 
     def start(follow: Callable[[LedgerEvent], None]) -> Awaitable[RepositoryRun]:

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from ._errors import FileAccessError, InputError, PathCollisionError
 
-__all__ = ["atomic_write_text", "ensure_distinct", "force_remove", "read_text"]
+__all__ = ["atomic_write_text", "ensure_distinct", "force_remove", "read_text", "walk_tree"]
 
 StrPath = str | os.PathLike[str]
 
@@ -113,7 +113,15 @@ def atomic_write_text(path: StrPath, text: str, *, what: str, create_parents: bo
 
 
 def force_remove(path: Path) -> None:
-    """Remove a file or folder, even one an agent made hard to remove (read-only, unreadable)."""
+    """
+    Remove a file or folder, even one an agent made hard to remove.
+
+    Read-only and unreadable folders are opened up first. The walk keeps no
+    recursion and no long paths (each folder is entered by name from its
+    parent's descriptor), so a tree deeper than Python's recursion limit or
+    longer than ``PATH_MAX`` goes too; what cannot be removed is left, silently.
+    It is called once whoever made the tree has stopped.
+    """
     # Looked at first rather than unlinked "missing_ok": a FileNotFoundError raised and
     # caught in a worker thread stops coverage measuring the awaiting task.
     if not os.path.lexists(path):
@@ -123,11 +131,93 @@ def force_remove(path: Path) -> None:
         return
     with contextlib.suppress(OSError):
         path.chmod(stat.S_IRWXU)
-    # Top-down: each folder is opened up before the walk looks inside it.
-    for folder, names, _ in os.walk(path):
-        for name in names:
-            child = Path(folder) / name
-            if not child.is_symlink():
+    try:
+        top = os.open(path, _FOLDER_FLAGS)
+    except OSError:
+        return
+    _empty_folder(top)
+    with contextlib.suppress(OSError):
+        path.rmdir()
+
+
+_FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+
+
+def _empty_folder(descriptor: int) -> None:
+    """Remove what the folder open as ``descriptor`` holds, depth first; closes it."""
+    names: list[str] = []  # the folders entered, by name, below the top
+    stuck: set[tuple[int, int]] = set()  # folders that could not be entered or removed
+    current = descriptor
+    while True:
+        child = _next_folder(current, stuck)
+        if child is not None:
+            with contextlib.suppress(OSError):
+                os.chmod(child, stat.S_IRWXU, dir_fd=current)
+            try:
+                entered = os.open(child, _FOLDER_FLAGS, dir_fd=current)
+            except OSError:
+                stuck.add(_identity(child, current))
+                continue
+            os.close(current)
+            current = entered
+            names.append(child)
+            continue
+        if not names:
+            os.close(current)
+            return
+        parent = os.open("..", _FOLDER_FLAGS, dir_fd=current)
+        os.close(current)
+        current = parent
+        name = names.pop()
+        try:
+            os.rmdir(name, dir_fd=current)
+        except OSError:
+            stuck.add(_identity(name, current))
+
+
+def _identity(name: str, folder: int) -> tuple[int, int]:
+    found = os.stat(name, dir_fd=folder, follow_symlinks=False)
+    return found.st_dev, found.st_ino
+
+
+def _next_folder(folder: int, stuck: set[tuple[int, int]]) -> str | None:
+    """Unlink the files in ``folder``; the name of a subfolder left to empty, if any."""
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                found = entry.stat(follow_symlinks=False)
+                if (found.st_dev, found.st_ino) not in stuck:
+                    return entry.name
+            else:
                 with contextlib.suppress(OSError):
-                    child.chmod(stat.S_IRWXU)
-    shutil.rmtree(path, ignore_errors=True)
+                    os.unlink(entry.name, dir_fd=folder)
+    return None
+
+
+def walk_tree(
+    top: Path, *, skip_unreadable: bool = False
+) -> Iterator[tuple[Path, list[str], list[str]]]:
+    """
+    ``os.walk(top)`` (top-down, symlinks not followed) without recursion.
+
+    Python 3.11's ``os.walk`` recurses once per level, so a tree deeper than the
+    recursion limit (which an agent can make) would stop it with RecursionError.
+    As with ``os.walk``, the caller may prune the folder names it is given. A
+    folder that cannot be listed raises its OSError, or is passed over with
+    ``skip_unreadable``.
+    """
+    pending = [top]
+    while pending:
+        folder = pending.pop()
+        folders: list[str] = []
+        files: list[str] = []
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    (folders if entry.is_dir(follow_symlinks=False) else files).append(entry.name)
+        except OSError:
+            if not skip_unreadable:
+                raise
+            continue
+        yield folder, folders, files
+        pending.extend(folder / name for name in reversed(folders))

@@ -36,6 +36,7 @@ __all__ = [
     "ScriptedCoder",
     "check_command_template",
     "diff_candidate",
+    "rejected",
 ]
 
 _RECORD_LIMIT: Final = 1 << 20
@@ -166,7 +167,8 @@ async def diff_candidate(
     )
 
 
-def _reject(request: AuthorRequest, workspace: Workspace, reason: str) -> dict[str, object]:
+def rejected(request: AuthorRequest, workspace: Workspace, reason: str) -> dict[str, object]:
+    """A candidate's ``reject`` answer to ``request``, written in ``workspace``, saying why."""
     return result_document(
         request.unit,
         candidate_id=request.candidate_id,
@@ -255,9 +257,9 @@ class CommandCoder:
                 reason = "timed out" if result.timed_out else f"exit code {result.exit_code}"
                 # Named by its lane: a reducer's failure is the reducer's, not a coder's.
                 why = f"{request.lane.value} command {reason}: {key_line(result.output)}"
-                return _reject(request, workspace, why)
+                return rejected(request, workspace, why)
             if isinstance(record, str):
-                return _reject(request, workspace, record)
+                return rejected(request, workspace, record)
             return await diff_candidate(
                 request, workspace, notes=key_line(result.output) or None, reduce_record=record
             )
@@ -326,7 +328,7 @@ class CallableCoder:
                 else:
                     await invoke(functools.partial(self.edit, request), workspace.path)
             except Exception as exc:  # noqa: BLE001 - the editor's failure is the candidate's
-                return _reject(request, workspace, f"{type(exc).__name__}: {exc}")
+                return rejected(request, workspace, f"{type(exc).__name__}: {exc}")
             return await diff_candidate(request, workspace)
 
 

@@ -31,6 +31,7 @@ import functools
 import hashlib
 import itertools
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -44,7 +45,7 @@ import attrs
 
 from ..contracts._enums import FailureCode
 from ..contracts._errors import InputError, MeshError
-from ..contracts._files import force_remove
+from ..contracts._files import force_remove, walk_tree
 from ..contracts._gate import SYMLINK_MODE, PathChange, parse_raw_diff
 from ..host._owner import pid_alive
 from ._git import Git, GitError
@@ -65,6 +66,8 @@ _OWNER_FILE: Final = "owner.pid"
 _LOCK_FILE: Final = "mesh-worktrees.lock"
 _LOCK_POLL: Final = 0.005
 _FOLDER: Final = "mesh-worktrees"
+# A manager's own folder: its process id and a random tag (see `WorkspaceManager`).
+_OWNED_NAME: Final = re.compile(r"[0-9]+-[0-9a-f]{8}")
 _SHADOW: Final = "shadow.git"
 _INDEXES: Final = "indexes"
 
@@ -175,6 +178,9 @@ def _dead_owner_folders(base: Path) -> list[Path]:
     dead = []
     host = socket.gethostname()
     for folder in sorted(base.iterdir()):
+        # Only folders named as mesh names them: whatever else is there is not mesh's.
+        if not _OWNED_NAME.fullmatch(folder.name) or folder.is_symlink() or not folder.is_dir():
+            continue
         try:
             pid_text, _, owner_host = (folder / _OWNER_FILE).read_text().strip().partition(" ")
             pid = int(pid_text)
@@ -220,9 +226,10 @@ def _scrub(root: Path) -> None:
     ``git clean`` keeps them; a FIFO left where the next candidate's tests
     read would hang them.
     """
-    for folder, names, files in os.walk(root):
+    # An unreadable folder raises: the workspace is then removed, not reused.
+    for folder, names, files in walk_tree(root):
         for name in [*names, *files]:
-            path = Path(folder) / name
+            path = folder / name
             mode = path.lstat().st_mode
             special = not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode))
             if name == ".git" or special:
@@ -265,6 +272,7 @@ class WorkspaceManager:
         self._objects = Path()
         self._object_format = "sha1"
         self._owned: Path | None = None
+        self._lock = Path()
         self._shadow_settings = ""
         self.created = 0
         """Workspaces made (a pool hit makes none)."""
@@ -335,6 +343,9 @@ class WorkspaceManager:
         self._common = (self._repo_arg / common).resolve()
         self._objects = (self._repo_arg / objects).resolve()
         base = self._root_arg or self._common / _FOLDER
+        # Managers sharing a folder of workspaces share its lock, whatever their repository.
+        self._lock = self._common / _LOCK_FILE if self._root_arg is None else base / _LOCK_FILE
+        await anyio.Path(base).mkdir(parents=True, exist_ok=True)
         owned = base / f"{os.getpid()}-{secrets.token_hex(4)}"
         # One turn for both: another process's cleanup must not see this folder
         # before its owner file is written (it would take it for a dead one).
@@ -381,7 +392,7 @@ class WorkspaceManager:
         it stays cancellable.
         """
         async with self._admin:
-            descriptor = os.open(self._common / _LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+            descriptor = os.open(self._lock, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 while True:
                     try:

@@ -18,6 +18,7 @@ from pathlib import Path
 import attrs
 
 from ..contracts._errors import InputError, OptionError
+from ..store._store import STORE_FILE
 
 __all__ = ["Root"]
 
@@ -59,5 +60,28 @@ class Root:
             raise InputError(
                 f"{name} {value!r} is outside the server's root {self.folder}",
                 hint="start the server with `mesh mcp --root DIR` for a root that holds it",
+            )
+        # A repository's own git data is never a tool's to read or write.
+        if any(part.casefold() == ".git" for part in resolved.relative_to(self.folder).parts):
+            raise InputError(f"{name} {value!r} is inside a .git folder")
+        # A FIFO, socket or device would hang a read or swallow a write.
+        if resolved.exists() and not (resolved.is_file() or resolved.is_dir()):
+            raise InputError(f"{name} {value!r} is not a file or a folder")
+        return resolved
+
+    def output(self, value: str, *, name: str) -> Path:
+        """
+        ``value`` as a file a tool writes: inside the root, and not in a run's own folder.
+
+        Raises:
+            OptionError: As `path`.
+            InputError: As `path`, or the folder holds a run store (its ledger, plan
+                state and patches are the run's).
+        """
+        resolved = self.path(value, name=name)
+        if (resolved.parent / STORE_FILE).exists():
+            raise InputError(
+                f"{name} {value!r} is in the folder of a run ({resolved.parent}): its files "
+                "are the run's; write elsewhere"
             )
         return resolved

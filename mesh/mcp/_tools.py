@@ -131,7 +131,9 @@ class BudgetArguments(_BudgetInputs):
 class ReplayArguments(_BudgetInputs):
     """Preflight: how ready units would split into waves under this budget (`mesh replay`)."""
 
-    ready_units: int = Field(description="units ready to run")
+    ready_units: int = Field(
+        ge=0, le=1_000_000, description="units ready to run (at most a million)"
+    )
 
     async def execute(self, call: Call) -> Result:  # noqa: ARG002 - reads no file
         return await _in_thread(commands.replay, **self.model_dump())
@@ -165,7 +167,7 @@ class SliceArguments(Arguments):
             commands.slice,
             input_json=call.root.path(self.input_json, name="input_json"),
             max_slices=self.max_slices,
-            output_json=None if output is None else call.root.path(output, name="output_json"),
+            output_json=None if output is None else call.root.output(output, name="output_json"),
         )
 
 
@@ -186,7 +188,7 @@ class WaveArguments(Arguments):
         return await _in_thread(
             commands.wave,
             units_json=call.root.path(self.units_json, name="units_json"),
-            csv_path=call.root.path(self.csv_path, name="csv_path"),
+            csv_path=call.root.output(self.csv_path, name="csv_path"),
             max_active=self.max_active,
             lane=self.lane,
             triplet_width=self.triplet_width,
@@ -217,7 +219,7 @@ class RunCsvArguments(Arguments):
         return await _in_thread(
             commands.run_csv,
             csv_path=call.root.path(self.csv_path, name="csv_path"),
-            output_csv_path=call.root.path(self.output_csv_path, name="output_csv_path"),
+            output_csv_path=call.root.output(self.output_csv_path, name="output_csv_path"),
             max_concurrency=self.max_concurrency,
             runnable_units=self.runnable_units,
             floor_threshold=self.floor_threshold,
@@ -285,7 +287,7 @@ class ReportArguments(Arguments):
 
     async def execute(self, call: Call) -> Result:
         store, runs = _stored_run(call.root, self.run, self.runs)
-        output = call.root.path(self.output, name="output")
+        output = call.root.output(self.output, name="output")
         return await _in_thread(report, run=store, output=output, runs=runs)
 
 
@@ -515,7 +517,10 @@ class ResumeArguments(Arguments):
         store, _ = _stored_run(call.root, self.run, self.runs)
         # Owned before its options are read, as `mesh resume` does.
         with owning(store.parent):
-            start = resumed(store, ray=None)
+            # The store is a file the client chose: the folders it names are confined too.
+            start = resumed(
+                store, ray=None, confine=lambda value, name: call.root.path(value, name=name)
+            )
             return _run_document("resume", await _watched(call, start))
 
 

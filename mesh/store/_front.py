@@ -128,8 +128,9 @@ class RepositoryOptions(EngineOptions, total=False):
     pool_size: int
     """Workspaces kept for reuse; default 4."""
     workspaces: str | os.PathLike[str] | None
-    """Where the run's workspaces go (default: inside the repository's git directory, or,
-    when a role cannot edit under a ``.git`` folder, as Claude Code cannot, a folder of the
+    """Where the run's workspaces go: a folder outside the repository, in which mesh removes
+    only folders it named itself (default: inside the repository's git directory, or, when a
+    role cannot edit under a ``.git`` folder, as Claude Code cannot, a folder of the
     repository's in ``~/.cache/mesh/workspaces``)."""
     sandbox: Sandbox | None
     """Run the built-in prover's proofs (and pass it to your `CommandCoder`) in bubblewrap."""

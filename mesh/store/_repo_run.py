@@ -284,6 +284,7 @@ async def start_repository_run(
     await repository_top(repo)  # a missing folder or repository, before anything is made
     top = await anyio.Path(repo).resolve()
     _checked_roles(roles, Path(top), None, None)
+    workspaces = _workspaces_root(options.get("workspaces"), roles, Path(top))
     folder = Path(out)
     if await anyio.Path(folder).resolve() == top:
         raise InputError(
@@ -299,6 +300,13 @@ async def start_repository_run(
             hint=f"continue that run with mesh.resume({str(folder)!r}, roles=...), "
             "or give another out folder",
         )
+    # A run writes these into its folder: someone else's would be overwritten or appended to.
+    taken = [name for name in _RUN_FILES if await anyio.Path(folder / name).exists()]
+    if taken:
+        raise InputError(
+            f"out {one_line(str(folder))!r} already holds {', '.join(taken)}, which a run "
+            "writes: give a folder of its own"
+        )
     await _preflight(roles)
     # One process at a time: a second run into this folder is refused before any work.
     with owning(folder) as ownership:
@@ -312,7 +320,7 @@ async def start_repository_run(
             **(options.get("extra_config") or {}),
             "plan": _plan_document(plan),
             "repo": str(top),
-            "workspaces": _workspaces_root(options.get("workspaces"), roles, Path(top)),
+            "workspaces": workspaces,
             "delivery_mode": mode.value if mode else None,
             "target": baseline.to_document(),
             "roles": role_kinds(roles),
@@ -366,6 +374,9 @@ async def resume_repository_run(
             )
 
 
+# What a run writes into its folder, besides its store and owner file.
+_RUN_FILES: Final = ("plan.json", "ledger.jsonl", "patches")
+
 # The options a repository run keeps in its store, with their defaults: a resume runs
 # with the same ones.
 STORED_OPTIONS: Final[Mapping[str, object]] = {
@@ -402,10 +413,21 @@ def _workspaces_root(given: object, roles: Roles, top: Path) -> str | None:
     Code will not edit there), a folder of this repository's in the user's cache.
     """
     if given is not None:
-        return str(Path(given).absolute())  # type: ignore[arg-type]
+        chosen = Path(given).resolve()  # type: ignore[arg-type]
+        if chosen.is_relative_to(top):
+            raise InputError(
+                f"workspaces {one_line(str(given))!r} is inside the repository {top}: its "
+                "checkouts would be files of the repository; give a folder outside it"
+            )
+        if chosen.exists() and not chosen.is_dir():
+            raise InputError(f"workspaces {one_line(str(given))!r} is not a folder")
+        return str(chosen)
     if not any(getattr(adapter, "workspaces_outside_git", False) for _, adapter in roles.named()):
         return None
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    # As the XDG specification says: a relative XDG_CACHE_HOME is ignored.
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or "")
+    if not cache.is_absolute():
+        cache = Path.home() / ".cache"
     digest = hashlib.sha256(str(top).encode()).hexdigest()[:16]
     return str(cache / "mesh" / "workspaces" / f"{top.name[:40]}-{digest}")
 
