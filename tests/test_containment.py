@@ -57,8 +57,11 @@ ESCAPES = {
     "setsid": "setsid sleep {m} & echo started; sleep {m}",
     "double fork": "( (sleep {m} &) & ); echo started; sleep {m}",
     "set -m job control": "bash -c 'set -m; sleep {m} & echo started; wait'",
+    # Without the user's rc files: this machine's (pyenv's rehash) can outlast the timeout,
+    # and a rehash killed half way leaves a lock that hangs every later interactive shell.
     "interactive shell on a pty": (
-        "script -qec \"bash -ic 'nohup sleep {m} >/dev/null 2>&1 & echo started; wait'\" /dev/null"
+        "script -qec \"bash --norc -ic 'nohup sleep {m} >/dev/null 2>&1 & echo started; wait'\" "
+        "/dev/null"
     ),
     "setsid child ignoring SIGTERM": "trap '' TERM; setsid sleep {m} & echo started; sleep {m}",
     "fork loop ignoring SIGTERM": (

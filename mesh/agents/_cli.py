@@ -224,6 +224,22 @@ class _AgentRole:
         self.env = env
         self.sandbox = sandbox
 
+    async def _run_once(
+        self, workspace: Workspace, prompt: str, scope: Sequence[str], *, read_only: bool
+    ) -> tuple[AgentReport, str | None]:
+        """The agent's report of one run, and why it gives no answer (None: it does)."""
+        result, report = await _run_agent(
+            self.agent,
+            workspace,
+            prompt,
+            read_only=read_only,
+            scope=scope,
+            timeout=self.timeout,
+            env=self.env,
+            sandbox=self.sandbox,
+        )
+        return report, _failure(self.agent, result, report)
+
     def preflight(self) -> list[str]:
         """Problems to fix before a run starts: the agent missing, an unopened manager."""
         problems = source_problems(self.workspaces)
@@ -259,17 +275,9 @@ class AgentCoder(_AgentRole):
     async def __call__(self, request: AuthorRequest) -> dict[str, object]:
         """Run the agent once on the unit and return mesh's diff of its edits."""
         async with checkout_at(self.workspaces, request.unit.base_sha) as (_, workspace):
-            result, report = await _run_agent(
-                self.agent,
-                workspace,
-                coder_prompt(request),
-                read_only=False,
-                scope=request.unit.write_scope,
-                timeout=self.timeout,
-                env=self.env,
-                sandbox=self.sandbox,
+            report, failure = await self._run_once(
+                workspace, coder_prompt(request), request.unit.write_scope, read_only=False
             )
-            failure = _failure(self.agent, result, report)
             if failure is not None:
                 return rejected(request, workspace, failure)
             return await diff_candidate(request, workspace, notes=_shorten(report.final_message))
@@ -295,17 +303,9 @@ class AgentFixer(_AgentRole):
     async def __call__(self, request: AdjudicationRequest) -> WorkerResult:
         """Ask the agent for its verdict on the proven candidates."""
         async with checkout_at(self.workspaces, request.unit.base_sha) as (_, workspace):
-            result, report = await _run_agent(
-                self.agent,
-                workspace,
-                fixer_prompt(request),
-                read_only=True,
-                scope=request.unit.write_scope,
-                timeout=self.timeout,
-                env=self.env,
-                sandbox=self.sandbox,
+            report, failure = await self._run_once(
+                workspace, fixer_prompt(request), request.unit.write_scope, read_only=True
             )
-            failure = _failure(self.agent, result, report)
             if failure is not None:
                 raise AgentFailed(failure)
             # A reviewer that writes is not read-only, whatever it then says.

@@ -28,7 +28,7 @@ __all__ = ["Verdict", "coder_prompt", "fixer_prompt", "parse_verdict", "verdict_
 # A prompt is an argument or a request body: bounded, whatever the candidates hold.
 _PATCH_LIMIT: Final = 60_000
 _VERDICT_LIMIT: Final = 64 * 1024
-# The last fenced block of an answer (the match must reach its end to count).
+# The fenced block an answer ends with.
 _FENCE: Final = re.compile(r"```(?:json)?[ \t]*\n((?:(?!```).)*?)\n[ \t]*```$", re.DOTALL)
 _VERDICT_KEY: Final = re.compile(r'"verdict"\s*:')
 VerdictKind = Literal["select", "rework", "blocked_safety"]
@@ -171,8 +171,8 @@ def _last_object(text: str) -> object:
     if len(_VERDICT_KEY.findall(text)) > 1:
         raise InvalidOutputSchema(["$: the answer holds more than one verdict"])
     answer = text.rstrip()
-    fenced = _FENCE.search(answer)
-    if fenced is not None and fenced.end() == len(answer):
+    fenced = _FENCE.search(answer)  # anchored: a block that ends the answer, or none
+    if fenced is not None:
         candidate = fenced.group(1)
     else:
         start = answer.rfind("\n{")
