@@ -110,7 +110,14 @@ _REAL_AGENT_MODULES = frozenset(
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The real agents' test modules are `real_agent` tests: ``-m "not real_agent"`` skips them."""
+    """
+    The real agents' test modules are `real_agent` tests: ``-m "not real_agent"`` skips them.
+
+    A real agent's start is slow (Aider's alone takes seconds, more under load and
+    coverage), so their tests get five minutes where the suite's default is one.
+    """
     for item in items:
         if item.path.name in _REAL_AGENT_MODULES:
             item.add_marker(pytest.mark.real_agent)
+            if item.get_closest_marker("timeout") is None:
+                item.add_marker(pytest.mark.timeout(300))
