@@ -173,8 +173,7 @@ def _owner_record() -> str:
 
 
 def _dead_owner_folders(base: Path) -> list[Path]:
-    if not base.is_dir():
-        return []
+    """The folders in ``base`` (made before this is called) whose owner process is gone."""
     dead = []
     host = socket.gethostname()
     for folder in sorted(base.iterdir()):
