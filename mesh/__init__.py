@@ -13,6 +13,9 @@ Running a plan
 
 - `run`, `run_async`: run a plan to the end, from sync or async code.
 - `resume`, `resume_async`: continue a repository run that stopped.
+- `start`, `start_async`: start a run and watch or steer it while it goes;
+  `RunHandle`, `AsyncRunHandle`: the run going on; `EventStream`: its events
+  as they happen (``for``/``async for``).
 - `Orchestrator`: the engine itself, for full control (``async with``).
 - `RunResult`, `UnitOutcome`, `OutcomeState`, `RunMetrics`: what a run returns.
 - `RunStatistics`, `UnitState`, `Trigger`: a run in progress, a unit's lifecycle.
@@ -88,7 +91,7 @@ Errors
 - `FileAccessError`, `ExecutorError`, `StoreError`, `RunOwned`,
   `SandboxUnavailable`, `GitError`: the machine, a store or a tool failed.
 - `TransitionError`, `GateNotMet`, `UnitFailed`, `RunFailed`: units that
-  could not move on, or did not complete.
+  could not move on, or did not complete; `RunCancelled`: a run cancelled.
 - `AdapterMistake`: a strict run stopped at an adapter's exception or
   invalid answer.
 
@@ -142,6 +145,7 @@ if TYPE_CHECKING:
     from .contracts._errors import OptionError as OptionError
     from .contracts._errors import PathCollisionError as PathCollisionError
     from .contracts._errors import PlanError as PlanError
+    from .contracts._errors import RunCancelled as RunCancelled
     from .contracts._errors import RunFailed as RunFailed
     from .contracts._errors import TransitionError as TransitionError
     from .contracts._errors import UnitFailed as UnitFailed
@@ -248,6 +252,7 @@ __all__ = [
     "AdapterMistake",
     "AdjudicationRequest",
     "ApplyRequest",
+    "AsyncRunHandle",
     "AuthorRequest",
     "BudgetDecision",
     "BudgetMode",
@@ -260,6 +265,7 @@ __all__ = [
     "Decision",
     "DeliveryMode",
     "DeliveryRequest",
+    "EventStream",
     "Executor",
     "ExecutorError",
     "ExecutorInfo",
@@ -302,7 +308,9 @@ __all__ = [
     "ResumePoint",
     "RiskTier",
     "Roles",
+    "RunCancelled",
     "RunFailed",
+    "RunHandle",
     "RunMetrics",
     "RunOwned",
     "RunResult",
@@ -362,6 +370,8 @@ __all__ = [
     "scopes_overlap",
     "select_wave",
     "slice_plan",
+    "start",
+    "start_async",
     "unit_durations",
     "unit_states",
     "worker_result_document",
@@ -396,6 +406,7 @@ _HOMES: dict[str, str] = {
     "OptionError": ".contracts._errors",
     "PathCollisionError": ".contracts._errors",
     "PlanError": ".contracts._errors",
+    "RunCancelled": ".contracts._errors",
     "RunFailed": ".contracts._errors",
     "TransitionError": ".contracts._errors",
     "UnitFailed": ".contracts._errors",
@@ -450,6 +461,11 @@ _HOMES: dict[str, str] = {
     "note_call": ".engine._call_facts",
     "rerun_safe": ".engine._roles",
     "Orchestrator": ".engine._scheduler",
+    "EventStream": ".engine._stream",
+    "AsyncRunHandle": ".store._handle",
+    "RunHandle": ".store._handle",
+    "start": ".store._handle",
+    "start_async": ".store._handle",
     "ResumePoint": ".engine._results",
     "RunResult": ".engine._results",
     "RunStatistics": ".engine._results",

@@ -22,6 +22,7 @@ failure without string matching::
     ├── AdapterMistake                       a strict run stopped: an adapter raised or answered
     │                                        invalidly (invalid_output_schema, tooling_unavailable)
     ├── UnitFailed                           one unit ended failed or blocked (its code)
+    ├── RunCancelled                         a run was cancelled (its reason)
     └── RunFailed (+ ExceptionGroup)         several UnitFailed, raised by RunResult.check()
 
 ``kind`` names the condition in one word; the command line prints errors as
@@ -48,6 +49,7 @@ __all__ = [
     "OptionError",
     "PathCollisionError",
     "PlanError",
+    "RunCancelled",
     "RunFailed",
     "TransitionError",
     "UnitFailed",
@@ -362,3 +364,21 @@ class RunFailed(ExceptionGroup[UnitFailed], MeshError):  # type: ignore[override
     def failures(self) -> tuple[UnitFailed, ...]:
         """The failed units, in plan order; typed, unlike the inherited ``exceptions``."""
         return self._failures
+
+
+class RunCancelled(MeshError):
+    """
+    A run was cancelled before it finished (`Orchestrator.cancel`, `RunHandle.cancel`).
+
+    Its ledger ends with a ``run_cancelled`` event carrying the same reason; a
+    repository run's state is kept, and `mesh.resume` continues it.
+
+    Attributes:
+        reason: Why, as the canceller said.
+
+    .. versionadded:: 0.2.0
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"the run was cancelled: {reason}")

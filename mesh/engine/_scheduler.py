@@ -12,6 +12,7 @@ or block them.
 
 from __future__ import annotations
 
+import contextvars
 import heapq
 import os
 import uuid
@@ -23,7 +24,7 @@ import attrs
 
 from ..contracts._clock import Clock, SystemClock, time_reader
 from ..contracts._enums import DeliveryMode, FailureCode, Lane
-from ..contracts._errors import InputError, MeshError, ValidationError
+from ..contracts._errors import InputError, MeshError, RunCancelled, ValidationError
 from ..contracts._events import JsonLinesSink, Ledger, LedgerSink
 from ..contracts._records import BudgetDecision, Plan, Unit, estimate_problem
 from ..contracts._scopes import scopes_overlap
@@ -40,9 +41,10 @@ from ._pipeline import UnitPipeline
 from ._plan_state import initial_plan_state, plan_units, step_index, with_completed
 from ._results import ResumePoint, RunResult, RunStatistics
 from ._roles import LeaseTable, Roles, is_rerun_safe, preflight_problems
+from ._stream import DEFAULT_BUFFER, EventStream, StreamHub
 from ._summary import MetricsCollector, OutcomeState, UnitOutcome
 
-__all__ = ["Orchestrator", "checked_estimates"]
+__all__ = ["ON_ORCHESTRATOR", "Orchestrator", "checked_estimates"]
 
 # The roles a run cannot do without (the reducer is optional; a LeaseTable is the default
 # locksmith).
@@ -50,6 +52,12 @@ _REQUIRED_ROLES: Final = (Lane.CODER, Lane.APPLIER, Lane.PROVER, Lane.FIXER, Lan
 
 BudgetProvider = Callable[[], BudgetDecision | Awaitable[BudgetDecision]]
 """Returns the current budget decision; called again during the run."""
+
+ON_ORCHESTRATOR: Final[contextvars.ContextVar[Callable[[Orchestrator], None] | None]] = (
+    contextvars.ContextVar("mesh_on_orchestrator", default=None)
+)
+"""Told of each orchestrator entered in this context: how a run handle reaches the engine
+that `mesh.run` builds inside it."""
 
 
 @final
@@ -167,6 +175,9 @@ class Orchestrator:
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self._entered = False
         self._executing = False
+        self._hub = StreamHub()
+        self._cancel_scope: anyio.CancelScope | None = None
+        self._cancel_reason: str | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -185,6 +196,8 @@ class Orchestrator:
 
     async def __aenter__(self) -> Orchestrator:
         self._entered = True
+        if (told := ON_ORCHESTRATOR.get()) is not None:
+            told(self)
         self._file_sink = JsonLinesSink(self._ledger_path) if self._ledger_path else None
         return self
 
@@ -212,6 +225,41 @@ class Orchestrator:
             target=self._governor.target,
             serialize_overlaps=self._governor.serialize_overlaps,
         )
+
+    def events(self, *, buffer: int = DEFAULT_BUFFER) -> EventStream:
+        """
+        The run's events from now on, as they happen (``async for event in ...``).
+
+        Opened before `execute`, the stream gets every event of that run;
+        opened during it, every event from then on. It ends when the run
+        ends. The engine never waits for the reader: past ``buffer`` unread
+        events the oldest are dropped (`EventStream.missed`). Read it with
+        ``async for`` in this event loop (a task beside `execute`).
+        """
+        return self._hub.open(buffer)
+
+    def adopt_streams(self, streams: Sequence[EventStream]) -> None:
+        """Feed streams opened before this orchestrator existed (a run handle's)."""
+        self._hub.streams.extend(streams)
+
+    @property
+    def executing(self) -> bool:
+        """Whether `execute` is running a plan now."""
+        return self._executing
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        """
+        Stop the run executing now: its calls are cancelled, its leases released.
+
+        `execute` then records ``run_cancelled`` with ``reason`` and raises
+        `RunCancelled`. A repository run keeps its state for `mesh.resume`.
+        Nothing happens when no run is executing.
+        """
+        if not isinstance(reason, str):
+            raise InputError(f"reason must be a string, got {type(reason).__name__}")
+        if self._cancel_scope is not None and self._cancel_reason is None:
+            self._cancel_reason = reason
+            self._cancel_scope.cancel()
 
     # -- running -----------------------------------------------------------------
 
@@ -264,7 +312,13 @@ class Orchestrator:
         metrics = MetricsCollector()
         for event in (resume or ResumePoint()).history:
             metrics.emit(event)
-        sinks = [metrics, *self._sinks, *((self._file_sink,) if self._file_sink else ())]
+        # Streams last: every other sink, the store among them, has an event before a reader.
+        sinks = [
+            metrics,
+            *self._sinks,
+            *((self._file_sink,) if self._file_sink else ()),
+            self._hub,
+        ]
         self._resume = resume or ResumePoint()
         # Units that completed before a restart stay completed in the plan state written next.
         plan_state = with_completed(
@@ -282,44 +336,71 @@ class Orchestrator:
             run_id=self.run_id, sinks=sinks, now=self._now, first_seq=self._resume.next_seq
         )
         try:
-            await self._open_executor(plan_state, step_of)
             try:
-                await self._run_all(units)
+                with anyio.CancelScope() as scope:
+                    self._cancel_scope = scope
+                    await self._open_executor(plan_state, step_of)
+                    try:
+                        await self._run_all(units)
+                    finally:
+                        with anyio.CancelScope(shield=True):
+                            await self._executor.stop()
+                self._raise_if_cancelled(scope)
+            except BaseException as exc:
+                stopped = self._stopped(exc)
+                if stopped is exc:
+                    raise
+                raise stopped from stopped.__cause__
             finally:
-                with anyio.CancelScope(shield=True):
-                    await self._executor.stop()
-        except BaseException as exc:
-            mistake = stopped_by(self._mistakes, exc)
-            if mistake is None:
-                raise
+                self._executing = False
+                self._cancel_scope = None
+                self._cancel_reason = None
+            outcomes = self._outcomes.values()
             self._ledger.emit(
-                "run_failed",
-                unit_id=mistake.unit_id,
-                candidate_id=mistake.candidate_id,
-                lane=mistake.lane,
-                attempt=mistake.attempt,
-                failure_code=mistake.code.value,
-                call=mistake.call,
-                adapter=mistake.adapter,
-                request_kind=mistake.request_kind,
-                problems=list(mistake.problems),
-                error=mistake.error,
+                "run_finished",
+                completed=sum(o.state == OutcomeState.COMPLETED for o in outcomes),
+                failed=sum(o.state == OutcomeState.FAILED for o in outcomes),
+                blocked=sum(o.state == OutcomeState.BLOCKED for o in outcomes),
             )
-            raise mistake from mistake.__cause__
         finally:
-            self._executing = False
-        self._ledger.emit(
-            "run_finished",
-            completed=sum(o.state == OutcomeState.COMPLETED for o in self._outcomes.values()),
-            failed=sum(o.state == OutcomeState.FAILED for o in self._outcomes.values()),
-            blocked=sum(o.state == OutcomeState.BLOCKED for o in self._outcomes.values()),
-        )
+            # However the run ended, its readers learn that nothing more is coming.
+            self._hub.close_all()
         return RunResult(
             run_id=self.run_id,
             outcomes=tuple(self._outcomes[u.id] for u in units),
             metrics=metrics.metrics(),
             plan_state=self._pipeline.written_plan_state(),
         )
+
+    def _raise_if_cancelled(self, scope: anyio.CancelScope) -> None:
+        if scope.cancelled_caught:
+            raise RunCancelled(self._cancel_reason or "cancelled")
+
+    def _stopped(self, stopped: BaseException) -> BaseException:
+        """Record why a run stopped early: what `execute` raises for it."""
+        if isinstance(stopped, RunCancelled):
+            self._ledger.emit("run_cancelled", reason=stopped.reason)
+            return stopped
+        if (reason := _cancelled_by(stopped)) is not None:
+            self._ledger.emit("run_cancelled", reason=reason)
+            return stopped
+        mistake = stopped_by(self._mistakes, stopped)
+        if mistake is None:
+            return stopped
+        self._ledger.emit(
+            "run_failed",
+            unit_id=mistake.unit_id,
+            candidate_id=mistake.candidate_id,
+            lane=mistake.lane,
+            attempt=mistake.attempt,
+            failure_code=mistake.code.value,
+            call=mistake.call,
+            adapter=mistake.adapter,
+            request_kind=mistake.request_kind,
+            problems=list(mistake.problems),
+            error=mistake.error,
+        )
+        return mistake
 
     async def _open_executor(self, plan_state: dict[str, Any], step_of: dict[str, int]) -> None:
         """Start the executor and bind every adapter to it, before any unit runs."""
@@ -657,6 +738,19 @@ class Orchestrator:
             self._ended(OutcomeState.BLOCKED)
             self._ledger.emit("unit_blocked", unit_id=current, blocked_by=cause)
             pending.extend((dependent, current) for dependent in self._dependents.get(current, ()))
+
+
+def _cancelled_by(stopped: BaseException) -> str | None:
+    """Why a run stopped, when it was cancelled from outside or interrupted (else None)."""
+    if isinstance(stopped, BaseExceptionGroup):
+        reasons = {_cancelled_by(inner) for inner in stopped.exceptions}
+        return reasons.pop() if len(reasons) == 1 else None
+    if isinstance(stopped, KeyboardInterrupt):
+        return "interrupted (Ctrl-C)"
+    if isinstance(stopped, anyio.get_cancelled_exc_class()):
+        # On asyncio a Ctrl-C reaches the run as this too: the runner cancels its main task.
+        return "cancelled from outside the run (a cancel scope, a timeout or Ctrl-C)"
+    return None
 
 
 def checked_estimates(estimates: object) -> dict[str, float]:

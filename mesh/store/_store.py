@@ -41,6 +41,7 @@ _BARRIERS: Final = frozenset(
         "delivery_started",
         "unit_finished",
         "run_finished",
+        "run_cancelled",
     }
 )
 _SCHEMA: Final = """
