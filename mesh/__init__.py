@@ -30,6 +30,7 @@ Roles and adapters
 - `git_roles`, `GitApplier`, `CommandProver`, `MechanicalFixer`,
   `GitIntegrator`, `LeaseTable`: mesh's own roles around your coders.
 - `check_command_template`, `diff_candidate`: for adapters of your own.
+- `RetryPolicy`: how often a lane's failed calls are made again, and after what wait.
 - `rerun_safe`, `not_rerun_safe`: whether an adapter may be called again
   for a request a crash interrupted.
 - `note_call`: facts an adapter reports about its call (an agent's turns,
@@ -194,6 +195,7 @@ if TYPE_CHECKING:
     from .engine._results import append_learning as append_learning
     from .engine._resume import resume_point as resume_point
     from .engine._resume import unit_states as unit_states
+    from .engine._retry import RetryPolicy as RetryPolicy
     from .engine._roles import AdjudicationRequest as AdjudicationRequest
     from .engine._roles import ApplyRequest as ApplyRequest
     from .engine._roles import AuthorRequest as AuthorRequest
@@ -205,6 +207,7 @@ if TYPE_CHECKING:
     from .engine._roles import not_rerun_safe as not_rerun_safe
     from .engine._roles import rerun_safe as rerun_safe
     from .engine._scheduler import Orchestrator as Orchestrator
+    from .engine._stream import EventStream as EventStream
     from .engine._summary import OutcomeState as OutcomeState
     from .engine._summary import RunMetrics as RunMetrics
     from .engine._summary import UnitOutcome as UnitOutcome
@@ -238,6 +241,10 @@ if TYPE_CHECKING:
     from .store._front import resume_async as resume_async
     from .store._front import run as run
     from .store._front import run_async as run_async
+    from .store._handle import AsyncRunHandle as AsyncRunHandle
+    from .store._handle import RunHandle as RunHandle
+    from .store._handle import start as start
+    from .store._handle import start_async as start_async
     from .store._repo_run import RepositoryRun as RepositoryRun
     from .store._repo_run import git_roles as git_roles
     from .store._store import STORE_FILE as STORE_FILE
@@ -306,6 +313,7 @@ __all__ = [
     "ReplayResult",
     "RepositoryRun",
     "ResumePoint",
+    "RetryPolicy",
     "RiskTier",
     "Roles",
     "RunCancelled",
@@ -462,6 +470,7 @@ _HOMES: dict[str, str] = {
     "rerun_safe": ".engine._roles",
     "Orchestrator": ".engine._scheduler",
     "EventStream": ".engine._stream",
+    "RetryPolicy": ".engine._retry",
     "AsyncRunHandle": ".store._handle",
     "RunHandle": ".store._handle",
     "start": ".store._handle",

@@ -22,6 +22,7 @@ CHAIN = [unit("a"), unit("b", "a"), unit("c", "b")]
 
 async def hang(request: object) -> object:
     await anyio.sleep_forever()
+    raise AssertionError  # pragma: no cover - never wakes
 
 
 def hanging_roles() -> mesh.Roles:
@@ -377,4 +378,4 @@ class TestStart:
 
     def test_a_bad_backend_is_refused_at_once(self) -> None:
         with pytest.raises(mesh.OptionError):
-            mesh.start(CHAIN, roles=fake_roles(), backend="curio")  # type: ignore[arg-type]
+            mesh.start(CHAIN, roles=fake_roles(), backend="curio")  # type: ignore[call-overload]

@@ -2,16 +2,18 @@
 The call gateway: every adapter call of a run goes through `CallGateway.call`.
 
 One call is: wait for an executor slot when the lane runs remotely, the per-call
-timeout on the run's clock, one retry after a timeout and one replacement after
-that, the strict check of the answer, one ``adapter_call`` ledger event, and a
+timeout on the run's clock, the retries its lane's `RetryPolicy` allows (by
+default one retry after a timeout and one replacement after that), the strict
+check of the answer, one ``adapter_call`` ledger event, and a
 backpressure signal for a reject, a timeout, a schema failure or an error. The
 unit pipeline sees only a checked `WorkerResult` or a `CallFailure`.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Final, final
+from typing import Any, final
 
 import anyio
 import attrs
@@ -25,11 +27,10 @@ from ._call_facts import CALL_FACTS
 from ._executors import BoundCall, Placed
 from ._fanout import is_stray_cancellation
 from ._mistakes import Mistakes
+from ._retry import DEFAULT_RETRY, RetryPolicy
 from ._roles import check_result, check_selection
 
-__all__ = ["MAX_CALLS", "CallFailure", "CallGateway", "until"]
-
-MAX_CALLS: Final = 3  # the call, one retry, one replacement
+__all__ = ["CallFailure", "CallGateway", "until"]
 
 
 @attrs.frozen(kw_only=True)
@@ -76,6 +77,7 @@ class CallGateway:
         slots: The executor's slot limiter for remote lanes (None: no limit).
         remote_lanes: The lanes whose calls run on the executor's workers.
         on_saturated: Told when a remote call first found every slot taken.
+        policies: Each lane's `RetryPolicy` (default: mesh's classic one for every lane).
         mistakes: Given in a strict run: a call that raises or answers invalidly
             raises its `AdapterMistake` (recorded first). None: the call fails,
             and the run goes on.
@@ -97,8 +99,12 @@ class CallGateway:
         unsafe: frozenset[Lane] = frozenset(),
         announced_replacements: frozenset[Lane] = frozenset(),
         mistakes: Mistakes | None = None,
+        policies: Mapping[Lane, RetryPolicy] | None = None,
     ) -> None:
         self._adapters = adapters
+        self._policies = policies or dict.fromkeys(Lane, DEFAULT_RETRY)
+        # Jitter only spreads retries apart: no secret rides on it.
+        self._random = random.Random()  # noqa: S311
         self._mistakes = mistakes
         # Lanes whose adapter is not safe to re-run: each call is recorded durably as
         # started before it is made, so that a resume can tell it was interrupted.
@@ -137,13 +143,13 @@ class CallGateway:
         """Call ``lane``'s adapter for ``request``: its checked answer, or why there is none."""
         unit_id = unit.id
         primary = self._adapters[lane]
-        ledger, now = self._ledger, self._now
-        for call in range(1, MAX_CALLS + 1):
-            adapter = primary if call < MAX_CALLS else self._replacements.get(lane, primary)
-            if call == MAX_CALLS:
-                ledger.emit(
-                    "adapter_replacement", unit_id=unit_id, candidate_id=candidate_id, lane=lane
-                )
+        policy = self._policies[lane]
+        now = self._now
+        last = policy.calls
+        failure: CallFailure | None = None
+        for call in range(1, last + 1):
+            replacing = policy.replacement and call == last and call > 1
+            adapter = self._replacements.get(lane, primary) if replacing else primary
             started = now()
             # The call's event, its first two values set when it ends: one dict per call,
             # already in the ledger's field order.
@@ -158,7 +164,7 @@ class CallGateway:
                 **extra,
             }
             asked = request if request.call == call else attrs.evolve(request, call=call)
-            if lane in (self._announced if call < MAX_CALLS else self._announced_replacements):
+            if lane in (self._announced_replacements if replacing else self._announced):
                 self._announce(lane, unit_id, candidate_id, attempt, call)
             # What the adapter notes about this call (`note_call`) joins its event.
             token = CALL_FACTS.set({})
@@ -180,42 +186,85 @@ class CallGateway:
                             evidence=f"{lane.value} timed out ({self._timeout}s) and was not "
                             "called again: its adapter is not safe to re-run",
                         )
-                    if call == 1:
-                        ledger.emit(
-                            "adapter_retry", unit_id=unit_id, candidate_id=candidate_id, lane=lane
-                        )
-                    continue
+                    failure = CallFailure(
+                        code=FailureCode.TIMEOUT_RETRY_EXHAUSTED,
+                        evidence=f"{lane.value} timed out ({self._timeout}s)"
+                        if call == 1
+                        else f"{lane.value} timed out {call} times ({self._timeout}s each)",
+                    )
                 except BaseException as exc:  # an aborted turn: recorded, never swallowed silently
                     if not isinstance(exc, Exception) and not is_stray_cancellation(exc):
                         raise
                     detail = f"{type(exc).__name__}: {exc}"
                     self._record(event, started, "error", error=detail)
                     self._on_signal(unit_id)
-                    return self._failed(lane, asked, unit_id, attempt, error=detail, cause=exc)
-                try:
-                    result = check_result(answer, unit=unit, candidate_id=candidate_id, lane=lane)
-                    if lane is Lane.FIXER:
-                        check_selection(request, result)
-                except InvalidOutputSchema as exc:
-                    self._record(
-                        event, started, "invalid_output_schema", problems=list(exc.problems)
+                    failure = self._failed(
+                        lane, asked, unit_id, attempt, replacing, error=detail, cause=exc
                     )
-                    self._on_signal(unit_id)
-                    return self._failed(lane, asked, unit_id, attempt, problems=exc.problems)
-                decision = result.decision
-                event["decision"] = decision._value_
-                if key_line := result.proof_evidence.key_line:
-                    event["evidence"] = key_line
-                self._record(event, started, "ok")
-                if decision is Decision.REJECT:
-                    self._on_signal(unit_id)
-                return result
+                else:
+                    try:
+                        result = check_result(
+                            answer, unit=unit, candidate_id=candidate_id, lane=lane
+                        )
+                        if lane is Lane.FIXER:
+                            check_selection(request, result)
+                    except InvalidOutputSchema as exc:
+                        self._record(
+                            event, started, "invalid_output_schema", problems=list(exc.problems)
+                        )
+                        self._on_signal(unit_id)
+                        failure = self._failed(
+                            lane, asked, unit_id, attempt, replacing, problems=exc.problems
+                        )
+                    else:
+                        decision = result.decision
+                        event["decision"] = decision._value_
+                        if key_line := result.proof_evidence.key_line:
+                            event["evidence"] = key_line
+                        self._record(event, started, "ok")
+                        if decision is Decision.REJECT:
+                            self._on_signal(unit_id)
+                        return result
             finally:
                 CALL_FACTS.reset(token)
-        return CallFailure(
-            code=FailureCode.TIMEOUT_RETRY_EXHAUSTED,
-            evidence=f"{lane.value} timed out {MAX_CALLS} times ({self._timeout}s each)",
+            if call == last or failure.code not in policy.retry_on or lane in self._unsafe:
+                return failure
+            await self._before_retry(
+                policy,
+                lane=lane,
+                unit_id=unit_id,
+                candidate_id=candidate_id,
+                call=call,
+                failure=failure,
+            )
+        raise AssertionError("unreachable: the last call returns")  # pragma: no cover
+
+    async def _before_retry(
+        self,
+        policy: RetryPolicy,
+        *,
+        lane: Lane,
+        unit_id: str,
+        candidate_id: str,
+        call: int,
+        failure: CallFailure,
+    ) -> None:
+        """Record that a failed call is made again, and wait as its lane's policy says."""
+        wait = policy.wait(call, self._random.random())
+        following = call + 1
+        self._ledger.emit(
+            "adapter_replacement"
+            if policy.replacement and following == policy.calls
+            else "adapter_retry",
+            unit_id=unit_id,
+            candidate_id=candidate_id,
+            lane=lane,
+            call=following,
+            after=failure.code.value,
+            wait_seconds=wait,
         )
+        if wait > 0:
+            await self._clock.sleep_until(self._clock.current_time() + wait)
 
     def _failed(
         self,
@@ -223,6 +272,7 @@ class CallGateway:
         request: Any,  # noqa: ANN401 - one of the request records
         unit_id: str,
         attempt: int,
+        replacing: bool,  # noqa: FBT001 - positional, beside the request it describes
         *,
         problems: tuple[str, ...] = (),
         error: str | None = None,
@@ -242,7 +292,7 @@ class CallGateway:
                 candidate_id=request.candidate_id,
                 attempt=attempt,
                 call=request.call,
-                replacement=request.call == MAX_CALLS,
+                replacement=replacing,
                 problems=problems,
                 error=error,
             ) from cause

@@ -40,6 +40,7 @@ from ._mistakes import Mistakes, checked_strict, default_strict, stopped_by
 from ._pipeline import UnitPipeline
 from ._plan_state import initial_plan_state, plan_units, step_index, with_completed
 from ._results import ResumePoint, RunResult, RunStatistics
+from ._retry import DEFAULT_RETRY, RetryPolicy, checked_retry
 from ._roles import LeaseTable, Roles, is_rerun_safe, preflight_problems
 from ._stream import DEFAULT_BUFFER, EventStream, StreamHub
 from ._summary import MetricsCollector, OutcomeState, UnitOutcome
@@ -103,6 +104,9 @@ class Orchestrator:
             unit's evidence, backpressure) and the run goes on. Timeouts are
             never mistakes. None (the default): False, except inside a test
             run by mesh's pytest plugin (see `mesh.testing`).
+        retry: How failed adapter calls are made again: one `RetryPolicy` for
+            every lane, or a mapping of lanes to policies (the others keep the
+            default: a timed-out call once more, then once by the replacement).
 
     The roles are checked before anything runs, every problem at once
     (`mesh.ValidationError`): a missing role, an adapter that cannot be called
@@ -134,6 +138,7 @@ class Orchestrator:
         resolve_base: Callable[[str], Awaitable[str]] | None = None,
         strict: bool | None = None,
         preflight: bool = True,
+        retry: RetryPolicy | Mapping[Lane, RetryPolicy] | Mapping[str, RetryPolicy] | None = None,
     ) -> None:
         self._strict = default_strict() if strict is None else checked_strict(strict, "strict")
         if not isinstance(roles, Roles):
@@ -142,6 +147,7 @@ class Orchestrator:
             raise ValidationError("roles", problems)
         self._resolve_base = resolve_base
         self._preflight = preflight
+        self._retry = checked_retry(retry)
         if max_attempts < 1:
             raise InputError(f"max_attempts must be >= 1, got {max_attempts}")
         self._estimates = checked_estimates(estimates)
@@ -451,6 +457,7 @@ class Orchestrator:
                 and not is_rerun_safe(lane, adapter)
             ),
             mistakes=self._mistakes,
+            policies=self._retry,
             announced_replacements=frozenset(
                 lane
                 for lane, adapter in roles.replacements.items()
@@ -543,7 +550,7 @@ class Orchestrator:
         if self._resume.next_seq > 1:
             self._ledger.emit("run_resumed", units=len(units), finished=len(restored))
         else:
-            self._ledger.emit("run_started", units=len(units))
+            self._ledger.emit("run_started", units=len(units), **self._retry_record())
         self._announce_executor()
         self._outcomes.update(restored)
         for outcome in restored.values():
@@ -570,6 +577,15 @@ class Orchestrator:
                 self._block(unit.id, min(cause))
             elif not self._waiting[unit.id]:
                 self._make_ready(unit.id)
+
+    def _retry_record(self) -> dict[str, object]:
+        """The lanes' retry policies, for ``run_started``, where any differs from the default."""
+        changed = {
+            lane.value: policy.to_document()
+            for lane, policy in self._retry.items()
+            if policy != DEFAULT_RETRY
+        }
+        return {"retry": changed} if changed else {}
 
     def _notify(self) -> None:
         self._changed.set()

@@ -23,12 +23,13 @@ from pathlib import Path
 from typing import Any, Final, Literal, TypedDict, TypeVar, Unpack, overload
 
 from ..contracts._clock import Clock
-from ..contracts._enums import DeliveryMode
+from ..contracts._enums import DeliveryMode, Lane
 from ..contracts._errors import InputError, MeshError, OptionError, ValidationError
 from ..contracts._events import CallbackSink, LedgerEvent, LedgerSink
 from ..contracts._records import BudgetDecision, Plan, Unit
 from ..engine._executors import Executor
 from ..engine._results import RunResult
+from ..engine._retry import RetryPolicy, checked_retry
 from ..engine._roles import Roles
 from ..engine._scheduler import Orchestrator, checked_estimates
 from ..engine._sync import run_to_result
@@ -99,6 +100,9 @@ class EngineOptions(TypedDict, total=False):
     """The proof command of units that name none."""
     strict: bool
     """Stop at the first invalid answer or adapter error, explained (see `Orchestrator`)."""
+    retry: RetryPolicy | Mapping[Lane, RetryPolicy] | Mapping[str, RetryPolicy] | None
+    """How failed adapter calls are made again: one `RetryPolicy`, or one per lane (kept in a
+    repository run's store)."""
 
 
 class MemoryOptions(EngineOptions, total=False):
@@ -203,6 +207,14 @@ def _callable(value: object) -> str | None:
     return None if callable(value) else f"expected a callable, got {type(value).__name__}"
 
 
+def _retry(value: object) -> str | None:
+    try:
+        checked_retry(value)
+    except InputError as error:
+        return error.message
+    return None
+
+
 def _estimates(value: object) -> str | None:
     try:
         checked_estimates(value)
@@ -213,7 +225,17 @@ def _estimates(value: object) -> str | None:
 
 # mesh's own keys in a repository run's stored configuration: extra_config may not touch them.
 _OWN_KEYS: Final = frozenset(
-    {*STORED_OPTIONS, "plan", "repo", "workspaces", "delivery_mode", "target", "roles", "estimates"}
+    {
+        *STORED_OPTIONS,
+        "plan",
+        "repo",
+        "workspaces",
+        "delivery_mode",
+        "target",
+        "roles",
+        "estimates",
+        "retry",
+    }
 )
 
 
@@ -252,6 +274,7 @@ _CHECKS: Final[Mapping[str, Callable[[object], str | None]]] = {
     "run_id": _instance_of(str, "text"),
     "executor": _instance_of(Executor, "a mesh.Executor"),
     "estimates": _estimates,
+    "retry": _retry,
     "delivery_mode": _instance_of(DeliveryMode, "a mesh.DeliveryMode"),
     "default_proof_command": _instance_of(str, "text"),
     "strict": _instance_of(bool, "True or False"),

@@ -16,7 +16,7 @@ import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import Future
-from typing import Generic, TypeVar, final
+from typing import Any, Generic, TypeVar, final, overload
 
 import anyio
 import anyio.from_thread
@@ -32,6 +32,7 @@ from ._repo_run import RepositoryRun
 __all__ = ["AsyncRunHandle", "RunHandle", "start", "start_async"]
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 class _Control(Generic[T]):
@@ -106,17 +107,17 @@ def _main(
 
 
 @final
-class AsyncRunHandle:
+class AsyncRunHandle(Generic[R]):
     """
     A run going on in this event loop (`start_async`): watch it, cancel it, await it.
 
     .. versionadded:: 0.2.0
     """
 
-    def __init__(self, control: _Control[RunResult | RepositoryRun]) -> None:
+    def __init__(self, control: _Control[R]) -> None:
         self._control = control
         self._done = anyio.Event()
-        self._outcome: RunResult | RepositoryRun | BaseException | None = None
+        self._outcome: R | BaseException | None = None
         self._collected = False
         self._first: EventStream | None = control.events(DEFAULT_BUFFER)
 
@@ -157,7 +158,7 @@ class AsyncRunHandle:
         """Whether the run has ended, however it ended."""
         return self._done.is_set()
 
-    async def result(self) -> RunResult | RepositoryRun:
+    async def result(self) -> R:
         """Wait for the run to end: what `mesh.run_async` returns, or what it raised."""
         await self._done.wait()
         self._collected = True
@@ -172,15 +173,31 @@ class AsyncRunHandle:
         return outcome if isinstance(outcome, BaseException) and not self._collected else None
 
 
-@contextlib.asynccontextmanager
-async def start_async(
+@overload
+def start_async(
+    plan: object, *, roles: Roles, repo: None = None, out: None = None, **options: object
+) -> contextlib.AbstractAsyncContextManager[AsyncRunHandle[RunResult]]: ...
+
+
+@overload
+def start_async(
+    plan: object,
+    *,
+    roles: Roles,
+    repo: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    **options: object,
+) -> contextlib.AbstractAsyncContextManager[AsyncRunHandle[RepositoryRun]]: ...
+
+
+def start_async(
     plan: object,
     *,
     roles: Roles,
     repo: str | os.PathLike[str] | None = None,
     out: str | os.PathLike[str] | None = None,
     **options: object,
-) -> AsyncIterator[AsyncRunHandle]:
+) -> contextlib.AbstractAsyncContextManager[AsyncRunHandle[Any]]:
     """
     Start a run in this event loop, to watch or steer while it goes.
 
@@ -199,7 +216,11 @@ async def start_async(
 
     .. versionadded:: 0.2.0
     """
-    control: _Control[RunResult | RepositoryRun] = _Control(_main(plan, roles, repo, out, options))
+    return _started(_Control(_main(plan, roles, repo, out, options)))
+
+
+@contextlib.asynccontextmanager
+async def _started(control: _Control[R]) -> AsyncIterator[AsyncRunHandle[R]]:
     handle = AsyncRunHandle(control)
     raised: Exception | None = None
     async with anyio.create_task_group() as group:
@@ -219,7 +240,7 @@ async def start_async(
 
 
 @final
-class RunHandle:
+class RunHandle(Generic[R]):
     """
     A run going on in a thread of its own (`start`): watch it, cancel it, wait for it.
 
@@ -229,16 +250,14 @@ class RunHandle:
     .. versionadded:: 0.2.0
     """
 
-    def __init__(
-        self, main: Callable[[], Awaitable[RunResult | RepositoryRun]], *, backend: Backend
-    ) -> None:
+    def __init__(self, main: Callable[[], Awaitable[R]], *, backend: Backend) -> None:
         self._portal_context = anyio.from_thread.start_blocking_portal(backend)
         self._portal = self._portal_context.__enter__()
         self._closed = False
-        control: _Control[RunResult | RepositoryRun] = _Control(main)
+        control: _Control[R] = _Control(main)
         self._control = control
         self._first: EventStream | None = self._portal.call(control.events, DEFAULT_BUFFER)
-        self._future: Future[RunResult | RepositoryRun] = self._portal.start_task_soon(control.run)
+        self._future: Future[R] = self._portal.start_task_soon(control.run)
         self._collected = False
 
     def events(self, *, buffer: int = DEFAULT_BUFFER) -> EventStream:
@@ -252,10 +271,11 @@ class RunHandle:
             self._first = None
             return first
         if self._closed:
-            stream = EventStream(buffer=buffer)
-            stream.close()
-            return stream
-        return self._portal.call(self._control.events, buffer)
+            ended = EventStream(buffer=buffer)
+            ended.close()
+            return ended
+        stream: EventStream = self._portal.call(self._control.events, buffer)
+        return stream
 
     def cancel(self, reason: str = "cancelled") -> None:
         """Stop the run: ``run_cancelled`` is recorded, `result` raises `RunCancelled`."""
@@ -268,14 +288,15 @@ class RunHandle:
         """Where the run stands now (None until its engine has started, or after it ended)."""
         if self._closed:
             return None
-        return self._portal.call(self._control.statistics)
+        statistics: RunStatistics | None = self._portal.call(self._control.statistics)
+        return statistics
 
     @property
     def done(self) -> bool:
         """Whether the run has ended, however it ended."""
         return self._future.done()
 
-    def result(self, timeout: float | None = None) -> RunResult | RepositoryRun:
+    def result(self, timeout: float | None = None) -> R:
         """
         Wait for the run to end (at most ``timeout`` seconds): what `mesh.run` returns.
 
@@ -303,7 +324,7 @@ class RunHandle:
             self._future.exception()  # waits; the error stays for result()
             self._portal_context.__exit__(None, None, None)
 
-    def __enter__(self) -> RunHandle:
+    def __enter__(self) -> RunHandle[R]:
         return self
 
     def __exit__(self, kind: object, error: object, trace: object) -> None:
@@ -314,6 +335,30 @@ class RunHandle:
             raise failed
 
 
+@overload
+def start(
+    plan: object,
+    *,
+    roles: Roles,
+    repo: None = None,
+    out: None = None,
+    backend: Backend = "asyncio",
+    **options: object,
+) -> RunHandle[RunResult]: ...
+
+
+@overload
+def start(
+    plan: object,
+    *,
+    roles: Roles,
+    repo: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    backend: Backend = "asyncio",
+    **options: object,
+) -> RunHandle[RepositoryRun]: ...
+
+
 def start(
     plan: object,
     *,
@@ -322,7 +367,7 @@ def start(
     out: str | os.PathLike[str] | None = None,
     backend: Backend = "asyncio",
     **options: object,
-) -> RunHandle:
+) -> RunHandle[Any]:
     """
     Start a run in a thread of its own and return at once (notebooks, scripts).
 

@@ -35,6 +35,7 @@ from ..engine._executors import Executor, LocalExecutor
 from ..engine._plan_state import plan_units as _plan_units
 from ..engine._results import ResumePoint, RunResult
 from ..engine._resume import resume_point
+from ..engine._retry import DEFAULT_RETRY, RetryPolicy, checked_retry
 from ..engine._roles import (
     Adapter,
     AuthorRequest,
@@ -326,6 +327,7 @@ async def start_repository_run(
             "roles": role_kinds(roles),
             **{key: options.get(key, default) for key, default in STORED_OPTIONS.items()},
             **({"estimates": dict(options["estimates"])} if options.get("estimates") else {}),
+            **({"retry": retry_document(options["retry"])} if options.get("retry") else {}),
         }
         store = RunStore.create(folder / STORE_FILE, run_id=identifier, config=config)
         ownership.hold_store(store.path)
@@ -457,6 +459,29 @@ def _check_config(store: RunStore) -> None:
         raise StoreError(
             f"{store.path} is damaged: its configuration's 'estimates' is unreadable"
         ) from None
+    stored_retry(store.config, store.path)
+
+
+def retry_document(retry: object) -> dict[str, object]:
+    """A run's retry policies as its store keeps them: the lanes that differ from the default."""
+    return {
+        lane.value: policy.to_document()
+        for lane, policy in checked_retry(retry).items()
+        if policy != DEFAULT_RETRY
+    }
+
+
+def stored_retry(config: Mapping[str, Any], path: Path) -> dict[Lane, RetryPolicy]:
+    """The retry policies a store keeps; unreadable ones are damage."""
+    stored = config.get("retry", {})
+    try:
+        if not isinstance(stored, Mapping):
+            raise InputError("not an object")  # noqa: TRY301 - one message for all damage
+        return checked_retry(
+            {lane: RetryPolicy.from_document(document) for lane, document in stored.items()}
+        )
+    except InputError:
+        raise StoreError(f"{path} is damaged: its configuration's 'retry' is unreadable") from None
 
 
 def _deliveries(history: Sequence[LedgerEvent]) -> tuple[list[str], dict[str, str]]:
@@ -588,6 +613,7 @@ async def _execute(
             run_id=store.run_id,
             executor=executor,
             estimates=config.get("estimates"),
+            retry=stored_retry(config, store.path),
             resolve_base=workspaces.resolve,
             preflight=False,  # asked before the run's folder was made
             **({"strict": options["strict"]} if "strict" in options else {}),
