@@ -731,7 +731,8 @@ def report(*, run: StrPath, output: StrPath, runs: StrPath = "mesh-runs") -> dic
     """
     ``mesh report``: write a stored run's picture as one self-contained HTML page.
 
-    The page (see `mesh.render_report`) has a timeline of every unit and
+    The page (see `mesh.render_report`) has the units by state, a timeline of
+    every unit (with its objective and dependencies from the stored plan) and
     candidate lane coloured by outcome, the concurrency over time, and the
     prose ledger; it loads nothing from the network.
 
@@ -739,8 +740,14 @@ def report(*, run: StrPath, output: StrPath, runs: StrPath = "mesh-runs") -> dic
     """
     store = _store_path(run, runs)
     ensure_distinct(output, store, output_flag="--output", input_flags=("RUN",))
-    run_id, _, events = _stored(store, runs)
-    page = render_report(events, title=f"mesh run {run_id}")
+    run_id, config, events = _stored(store, runs)
+    try:
+        plan = stored_plan(config, store)
+    except StoreError:
+        # The page is most wanted when a run went wrong: a damaged plan costs
+        # its rows their objectives and dependencies, not the page.
+        plan = ()
+    page = render_report(events, title=f"mesh run {run_id}", plan=plan)
     atomic_write_text(output, page, what="report")
     return {
         "command": "report",
