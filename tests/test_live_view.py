@@ -6,6 +6,7 @@ import io
 import json
 import os
 import re
+import runpy
 import select
 import shlex
 import signal
@@ -636,3 +637,28 @@ class TestThroughAPipe:
             timeout=120,
         )
         assert quiet.stderr == "error: RunIncomplete: 2 of 3 units did not complete\n"
+
+
+def test_objectives_of_a_bad_plan_are_none() -> None:
+    """A plan the run will refuse names no objectives: the run says what is wrong with it."""
+    from mesh.cli._run_command import _objectives  # noqa: PLC0415 - the command line's own
+
+    assert _objectives({"plan": [{"step": "a\x1bb"}]}) == {}
+    assert _objectives({"plan": [{"step": "Write it"}]}) == {"unit-001": "Write it"}
+
+
+def test_the_docs_picture_is_drawn(ledger: Ledger) -> None:
+    """docs/images/live_view.py still draws the view (the PNG itself needs Chromium)."""
+    script = runpy.run_path(str(Path(__file__).parents[1] / "docs" / "images" / "live_view.py"))
+    events = [
+        ledger("run_started", 1.0, units=2),
+        ledger("unit_started", 1.0, "unit-001", attempt=1),
+        ledger("unit_started", 1.0, "unit-002", attempt=1),
+        ledger("delivery_started", 2.0, "unit-002"),
+        ledger("unit_finished", 3.0, "unit-002", state="completed"),
+    ]
+    state = script["busiest"](events, {"unit-001": "Add greet"})
+    assert set(state.in_flight) == {"unit-001", "unit-002"}
+    drawn = script["svg"](state)
+    assert drawn.startswith("<svg")
+    assert "Add&#160;greet" in drawn

@@ -1,0 +1,95 @@
+"""
+Draw ``live-view.png``: the live view of `mesh run`, mid-run, for the docs.
+
+The state is a real one: ``mesh demo`` runs, and its ledger is folded up to the
+moment with the most stages under way. rich draws that state (as an SVG) and
+headless Chromium turns it into a PNG::
+
+    python docs/images/live_view.py [OUT.png]   # needs chromium (or chromium-browser)
+
+The test suite draws the SVG on every run, so this script keeps working.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+
+import mesh.commands
+from mesh.cli._demo import DEMO_PLAN
+from mesh.cli._live_state import LiveState
+from mesh.cli._live_view import render
+from mesh.cli._run_command import _objectives
+from mesh.contracts._enums import Lane
+from mesh.contracts._events import LedgerEvent
+
+WIDTH = 100
+HERE = Path(__file__).parent
+
+
+def demo_events(folder: Path) -> tuple[list[LedgerEvent], dict[str, str]]:
+    """The ledger events of a real ``mesh demo`` run, and its units' objectives."""
+    mesh.commands.demo(folder=folder, view="quiet")
+    events = []
+    for line in (folder / "out" / "ledger.jsonl").read_text().splitlines():
+        document = json.loads(line)
+        if "lane" in document:
+            document["lane"] = Lane(document["lane"])
+        events.append(LedgerEvent(**document))
+    return events, _objectives(DEMO_PLAN)
+
+
+def busiest(events: list[LedgerEvent], objectives: dict[str, str]) -> LiveState:
+    """The state, along the run, with the most distinct stages in flight (the latest such)."""
+    state = best = LiveState(objectives=objectives)
+    for event in events:
+        state = state.apply(event)
+        stages = {unit.stage for unit in state.in_flight.values()}
+        if len(stages) >= len({unit.stage for unit in best.in_flight.values()}) and stages:
+            best = state
+    return best
+
+
+def svg(state: LiveState) -> str:
+    """The live view of ``state``, a little after its last event, as rich draws it."""
+    console = Console(
+        record=True, width=WIDTH, file=io.StringIO(), force_terminal=True, color_system="truecolor"
+    )
+    console.print(render(state, (state.clock or 0.0) + 0.8))
+    return console.export_svg(title="mesh run")
+
+
+def main(arguments: list[str]) -> int:
+    out = Path(arguments[0]) if arguments else HERE / "live-view.png"
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        print("needs chromium on PATH", file=sys.stderr)
+        return 1
+    with tempfile.TemporaryDirectory() as folder:
+        events, objectives = demo_events(Path(folder) / "demo")
+        page = Path(folder) / "live-view.svg"
+        page.write_text(svg(busiest(events, objectives)))
+        size = re.search(r'viewBox="0 0 ([\d.]+) ([\d.]+)"', page.read_text())
+        if size is None:
+            print("rich's SVG has no viewBox: its size is unknown", file=sys.stderr)
+            return 1
+        width, height = (round(float(n)) for n in size.groups())
+        subprocess.run(  # noqa: S603 - the browser found on PATH, our arguments
+            [browser, "--headless", "--disable-gpu", "--no-sandbox", "--hide-scrollbars",
+             f"--screenshot={out.resolve()}", f"--window-size={width},{height}", page.as_uri()],
+            check=True, capture_output=True,
+        )  # fmt: skip
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
