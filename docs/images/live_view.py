@@ -47,23 +47,28 @@ def demo_events(folder: Path) -> tuple[list[LedgerEvent], dict[str, str]]:
     return events, _objectives(DEMO_PLAN)
 
 
-def busiest(events: list[LedgerEvent], objectives: dict[str, str]) -> LiveState:
-    """The state, along the run, with the most distinct stages in flight (the latest such)."""
+def busiest(events: list[LedgerEvent], objectives: dict[str, str]) -> tuple[LiveState, float]:
+    """
+    The state, along the run, with the most distinct stages in flight (the latest such).
+
+    With the time of the event that made it.
+    """
     state = best = LiveState(objectives=objectives)
+    at = 0.0
     for event in events:
         state = state.apply(event)
         stages = {unit.stage for unit in state.in_flight.values()}
         if len(stages) >= len({unit.stage for unit in best.in_flight.values()}) and stages:
-            best = state
-    return best
+            best, at = state, event.at
+    return best, at
 
 
-def svg(state: LiveState) -> str:
-    """The live view of ``state``, a little after its last event, as rich draws it."""
+def svg(state: LiveState, at: float) -> str:
+    """The live view of ``state``, a little after ``at``, as rich draws it."""
     console = Console(
         record=True, width=WIDTH, file=io.StringIO(), force_terminal=True, color_system="truecolor"
     )
-    console.print(render(state, (state.clock or 0.0) + 0.8))
+    console.print(render(state, at + 0.8))
     return console.export_svg(title="mesh run")
 
 
@@ -76,7 +81,7 @@ def main(arguments: list[str]) -> int:
     with tempfile.TemporaryDirectory() as folder:
         events, objectives = demo_events(Path(folder) / "demo")
         page = Path(folder) / "live-view.svg"
-        page.write_text(svg(busiest(events, objectives)))
+        page.write_text(svg(*busiest(events, objectives)))
         size = re.search(r'viewBox="0 0 ([\d.]+) ([\d.]+)"', page.read_text())
         if size is None:
             print("rich's SVG has no viewBox: its size is unknown", file=sys.stderr)

@@ -148,8 +148,6 @@ class LiveState:
     resumed: bool = False
     started_at: float | None = None
     """Run clock time of ``run_started``/``run_resumed``."""
-    clock: float | None = None
-    """Run clock time of the latest event."""
     total: int | None = None
     earlier: int = 0
     """Units that had ended before a resume."""
@@ -182,10 +180,14 @@ class LiveState:
         return self.objectives.get(unit_id, "")
 
     def apply(self, event: LedgerEvent) -> LiveState:
-        """The state after ``event``; events that change nothing shown leave it as it was."""
+        """
+        The state after ``event``: the same object when nothing shown changes.
+
+        Most events change nothing shown (each adapter call of a stage already
+        shown, the records of candidates and proofs): those cost a look-up.
+        """
         folded = _FOLDS.get(event.event)
-        state = self if folded is None else folded(self, event)
-        return attrs.evolve(state, clock=event.at)
+        return self if folded is None else folded(self, event)
 
 
 def _key(event: LedgerEvent) -> str:
@@ -197,11 +199,11 @@ def _moved(state: LiveState, event: LedgerEvent, stage: Stage | None = None) -> 
     unit = state.in_flight.get(_key(event))
     if unit is None:
         return state
-    moved = attrs.evolve(
-        unit,
-        attempt=event.attempt if event.attempt is not None else unit.attempt,
-        stage=stage if stage is not None else unit.stage,
-    )
+    attempt = event.attempt if event.attempt is not None else unit.attempt
+    stage = stage if stage is not None else unit.stage
+    if (attempt, stage) == (unit.attempt, unit.stage):
+        return state
+    moved = attrs.evolve(unit, attempt=attempt, stage=stage)
     return attrs.evolve(state, in_flight={**state.in_flight, _key(event): moved})
 
 

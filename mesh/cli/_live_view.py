@@ -158,18 +158,19 @@ class LiveView:
         self.console = console
         self.state = LiveState(objectives=objectives)
         self._monotonic = monotonic
-        self._seen = monotonic()
+        # The run's clock is not this process's: "now" is the latest event's time
+        # moved on by how long ago, on this process's clock, it came.
+        self._clock = (0.0, monotonic())
 
     def on_event(self, event: LedgerEvent) -> None:
         """Fold the event in; the refresh thread draws it."""
         self.state = self.state.apply(event)
-        self._seen = self._monotonic()
+        self._clock = (event.at, self._monotonic())
 
     def renderable(self) -> Group:
-        """The current state, its clock moved on by the time since its last event."""
-        state = self.state
-        clock = state.clock if state.clock is not None else 0.0
-        return render(state, clock + self._monotonic() - self._seen)
+        """The current state at the run clock's time now."""
+        state, (at, seen) = self.state, self._clock
+        return render(state, at + self._monotonic() - seen)
 
     @contextlib.contextmanager
     def shown(self) -> Iterator[LiveView]:
