@@ -60,7 +60,7 @@ class Ledger:
 
 
 def folded(*events: mesh.LedgerEvent, objectives: dict[str, str] | None = None) -> LiveState:
-    state = LiveState(objectives=objectives or {})
+    state = LiveState.of_plan(objectives or {})
     for event in events:
         state = state.apply(event)
     return state
@@ -219,6 +219,16 @@ class TestLiveState:
         assert (failed.phase, failed.reason) == (RunPhase.FAILED, "invalid_output_schema: x")
         assert folded(ledger("run_failed", 1.0)).reason == "unknown"
 
+    def test_objectives_are_escaped_once(self, ledger: Ledger) -> None:
+        """However many events change the state, an objective stays as it was escaped."""
+        state = folded(
+            ledger("run_started", 1.0, units=1),
+            ledger("unit_started", 1.0, "u1", attempt=1),
+            ledger("rework", 2.0, "u1", attempt=2),
+            objectives={"u1": "a\\b\tc"},
+        )
+        assert state.objective("u1") == "a\\\\b\\tc"
+
     def test_only_the_latest_failures_are_kept(self, ledger: Ledger) -> None:
         """The state keeps the last few failures, not every one of a large run."""
         state = LiveState()
@@ -247,6 +257,7 @@ class TestLiveState:
             ledger("unit_blocked", 2.0, "u2", blocked_by=HOSTILE),
             objectives={HOSTILE: HOSTILE + huge},
         )
+        assert state.objective(HOSTILE).startswith("[bold]boom[/bold] [link=https://evil.example]")
         texts = [state.objective(HOSTILE)]
         for failure in state.failures:
             texts += [failure.label, failure.code, failure.evidence]

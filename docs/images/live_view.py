@@ -53,7 +53,7 @@ def busiest(events: list[LedgerEvent], objectives: dict[str, str]) -> tuple[Live
 
     With the time of the event that made it.
     """
-    state = best = LiveState(objectives=objectives)
+    state = best = LiveState.of_plan(objectives)
     at = 0.0
     for event in events:
         state = state.apply(event)

@@ -128,10 +128,6 @@ class Failure:
     """Why, on one bounded line."""
 
 
-def _objectives(objectives: Mapping[str, str]) -> Mapping[str, str]:
-    return MappingProxyType({uid: one_line(text, _TEXT_CHARS) for uid, text in objectives.items()})
-
-
 @attrs.frozen(kw_only=True)
 class LiveState:
     """
@@ -141,8 +137,8 @@ class LiveState:
     next one is made.
     """
 
-    objectives: Mapping[str, str] = attrs.field(factory=dict, converter=_objectives)
-    """Each unit's objective by unit id (printable, bounded), when the plan is known."""
+    objectives: Mapping[str, str] = attrs.field(factory=dict)
+    """Each unit's objective by unit id, printable and bounded (see `of_plan`)."""
     run_id: str = ""
     phase: RunPhase = RunPhase.STARTING
     resumed: bool = False
@@ -166,6 +162,12 @@ class LiveState:
     """The latest `FAILURES_KEPT` failures, oldest first."""
     reason: str = ""
     """Why the run was cancelled or failed."""
+
+    @classmethod
+    def of_plan(cls, objectives: Mapping[str, str]) -> LiveState:
+        """The state before any event, of a plan whose units have these objectives (by id)."""
+        printable = {uid: one_line(text, _TEXT_CHARS) for uid, text in objectives.items()}
+        return cls(objectives=MappingProxyType(printable))
 
     @property
     def waiting(self) -> int | None:

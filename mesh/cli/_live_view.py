@@ -156,7 +156,7 @@ class LiveView:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.console = console
-        self.state = LiveState(objectives=objectives)
+        self.state = LiveState.of_plan(objectives)
         self._monotonic = monotonic
         # The run's clock is not this process's: "now" is the latest event's time
         # moved on by how long ago, on this process's clock, it came.
@@ -205,7 +205,7 @@ class LineView:
 
     def __init__(self, stream: IO[str], objectives: Mapping[str, str]) -> None:
         self.stream = stream
-        self.state = LiveState(objectives=objectives)
+        self.state = LiveState.of_plan(objectives)
 
     def on_event(self, event: LedgerEvent) -> None:
         """Fold the event in, and print its line if it has one."""
