@@ -270,6 +270,7 @@ class TestLiveState:
         assert state.failures[0].evidence.endswith("…")
 
     def test_the_clock(self) -> None:
+        """Times read m:ss, and h:mm:ss from an hour; never negative."""
         assert [clock_text(s) for s in (-3.0, 7.9, 125.0, 3601.0)] == [
             "0:00",
             "0:07",
@@ -327,6 +328,18 @@ class TestLines:
             "[0:26] run cancelled: SIGINT",
             "[1:00:00] run failed: invalid_output_schema",
         ]
+
+    def test_a_reader_gone_stops_the_lines_not_the_run(self, ledger: Ledger) -> None:
+        """A closed pipe ends the lines; the events are still followed."""
+
+        class Gone(io.StringIO):
+            def write(self, text: str) -> int:
+                raise BrokenPipeError(text)
+
+        view = LineView(Gone(), {})
+        view.on_event(ledger("run_started", 1.0, units=2))
+        view.on_event(ledger("unit_started", 1.0, "u1", attempt=1))
+        assert (view.stream, list(view.state.in_flight)) == (None, ["u1"])
 
     def test_a_resume_and_events_before_any_start(self, ledger: Ledger) -> None:
         """A resume says how many units had ended; an event before the start is at 0:00."""
@@ -409,6 +422,7 @@ class TestLiveView:
         assert len(plain) < 5000
 
     def test_many_units_in_flight_are_counted(self, ledger: Ledger) -> None:
+        """Past a screenful of units in flight, the rest are counted, not listed."""
         state = folded(
             ledger("run_started", 1.0, units=40),
             *(ledger("unit_started", 1.0, f"u{index:02d}", attempt=1) for index in range(20)),
@@ -450,6 +464,7 @@ class TestChoosingTheView:
             open_view("fancy", None, {})
 
     def test_quiet_shows_nothing(self, ledger: Ledger, capsys: pytest.CaptureFixture[str]) -> None:
+        """--view quiet writes nothing anywhere."""
         view = open_view("quiet", None, {})
         with view.shown():
             view.on_event(ledger("run_started", 1.0, units=1))

@@ -204,15 +204,20 @@ class LineView:
     """One plain line per event worth a line, flushed at once: for logs and pipes."""
 
     def __init__(self, stream: IO[str], objectives: Mapping[str, str]) -> None:
-        self.stream = stream
+        self.stream: IO[str] | None = stream
         self.state = LiveState.of_plan(objectives)
 
     def on_event(self, event: LedgerEvent) -> None:
         """Fold the event in, and print its line if it has one."""
         self.state = self.state.apply(event)
         line = event_line(self.state, event)
-        if line is not None:
+        if line is None or self.stream is None:
+            return
+        try:
             _write(self.stream, line + "\n")
+        except OSError:
+            # The reader went away (`mesh run 2>&1 | head`): the run goes on, unseen.
+            self.stream = None
 
     def shown(self) -> contextlib.AbstractContextManager[object]:
         """Lines need no setting up."""
