@@ -445,6 +445,26 @@ class TestLiveView:
             view.on_event(ledger("unit_started", 50.0, "u1", attempt=1))
         assert "u1" in console.file.getvalue()  # type: ignore[attr-defined]
 
+    def test_a_run_refused_before_its_first_event_leaves_no_picture(self, ledger: Ledger) -> None:
+        """The view is erased when no event came (the error alone is printed); else it stays."""
+
+        def refused(view: LiveView, events: list[mesh.LedgerEvent]) -> None:
+            with view.shown():
+                for event in events:
+                    view.on_event(event)
+                raise mesh.InputError("refused")
+
+        screens = []
+        for events in ([], [ledger("run_started", 1.0, units=1)]):
+            console = Console(file=io.StringIO(), width=60, force_terminal=True)
+            view = LiveView(console, {})
+            with pytest.raises(mesh.InputError):
+                refused(view, events)
+            screens.append(console.file.getvalue())  # type: ignore[attr-defined]
+        erased, kept = screens
+        assert erased.endswith("\x1b[2K")  # rich erases the lines it drew
+        assert kept.endswith("(of 1)\n\x1b[?25h")  # the last picture, then the cursor back
+
 
 class TestChoosingTheView:
     def test_each_mode(self) -> None:

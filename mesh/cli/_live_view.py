@@ -180,13 +180,18 @@ class LiveView:
         What the run prints to stderr meanwhile is printed above the view; stdout
         is not touched (it may be a file the report goes to).
         """
-        with Live(
+        live = Live(
             console=self.console,
             get_renderable=self.renderable,
             refresh_per_second=REFRESHES_PER_SECOND,
             redirect_stdout=False,
-        ):
-            yield self
+        )
+        with live:
+            try:
+                yield self
+            finally:
+                # A run refused before its first event leaves no empty picture above the error.
+                live.transient = self.state.phase is RunPhase.STARTING
 
 
 def _write(stream: IO[str], line: str) -> None:
