@@ -1,9 +1,9 @@
 """
 Draw ``live-view.png``: the live view of `mesh run`, mid-run, for the docs.
 
-The state is a real one: ``mesh demo`` runs, and its ledger is folded up to the
-moment with the most stages under way. rich draws that state (as an SVG) and
-headless Chromium turns it into a PNG::
+The state is a real one: the demo's plan runs (with two steps more, which fail),
+and its ledger is folded up to the moment with the most stages under way. rich
+draws that state (as an SVG) and headless Chromium turns it into a PNG::
 
     python docs/images/live_view.py [OUT.png]   # needs chromium (or chromium-browser)
 
@@ -21,10 +21,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+import anyio
 from rich.console import Console
 
 import mesh.commands
-from mesh.cli._demo import DEMO_PLAN
+from mesh.cli._demo import create_demo_repository, demo_coder_command
 from mesh.cli._live_state import LiveState
 from mesh.cli._live_view import render
 from mesh.cli._run_command import _objectives
@@ -35,30 +36,66 @@ WIDTH = 100
 HERE = Path(__file__).parent
 
 
+# Two steps more than the demo: the demo's coder has no script for them, so the
+# first fails and the second, which needs it, is blocked: failures to show.
+_EXTRA_STEPS = (
+    {
+        "id": "bye",
+        "step": "Add bye(name)",
+        "status": "pending",
+        "write_scope": ["greet/bye.py"],
+        "proof_command": "test -f greet/bye.py",
+    },
+    {
+        "id": "wave",
+        "step": "Add wave(name) built on bye",
+        "status": "pending",
+        "deps": ["bye"],
+        "write_scope": ["greet/wave.py"],
+        "proof_command": "test -f greet/wave.py",
+    },
+)
+
+
 def demo_events(folder: Path) -> tuple[list[LedgerEvent], dict[str, str]]:
-    """The ledger events of a real ``mesh demo`` run, and its units' objectives."""
-    mesh.commands.demo(folder=folder, view="quiet")
+    """The ledger events of a real run of the demo (and two failing steps), and its objectives."""
+    repo, plan, script = anyio.run(create_demo_repository, folder)
+    document = json.loads(plan.read_text())
+    document["plan"] += _EXTRA_STEPS
+    plan.write_text(json.dumps(document))
+    mesh.commands.run(
+        plan=plan,
+        repo=repo,
+        coder_command=demo_coder_command(script),
+        delivery="commit_first",
+        out=folder / "out",
+        view="quiet",
+    )
     events = []
     for line in (folder / "out" / "ledger.jsonl").read_text().splitlines():
-        document = json.loads(line)
-        if "lane" in document:
-            document["lane"] = Lane(document["lane"])
-        events.append(LedgerEvent(**document))
-    return events, _objectives(DEMO_PLAN)
+        fields = json.loads(line)
+        if "lane" in fields:
+            fields["lane"] = Lane(fields["lane"])
+        events.append(LedgerEvent(**fields))
+    return events, _objectives(document)
 
 
 def busiest(events: list[LedgerEvent], objectives: dict[str, str]) -> tuple[LiveState, float]:
     """
-    The state, along the run, with the most distinct stages in flight (the latest such).
+    The state, along the run, with failures and the most stages in flight.
 
-    With the time of the event that made it.
+    With the time of the event that made it (the latest such state).
     """
     state = best = LiveState.of_plan(objectives)
     at = 0.0
+
+    def rank(state: LiveState) -> tuple[bool, int, int]:
+        stages = len({unit.stage for unit in state.in_flight.values()})
+        return bool(stages and state.failures), stages, len(state.failures)
+
     for event in events:
         state = state.apply(event)
-        stages = {unit.stage for unit in state.in_flight.values()}
-        if len(stages) >= len({unit.stage for unit in best.in_flight.values()}) and stages:
+        if rank(state) >= rank(best):
             best, at = state, event.at
     return best, at
 

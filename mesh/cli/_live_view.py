@@ -121,12 +121,15 @@ def _failures(state: LiveState) -> RenderableType:
         box=None, pad_edge=False, expand=True, title="latest failures", title_justify="left"
     )
     table.add_column("unit", no_wrap=True, max_width=_ID_WIDTH, header_style="bold")
-    table.add_column("state", no_wrap=True, style="red", header_style="bold", min_width=7)
+    table.add_column("state", no_wrap=True, header_style="bold", min_width=7)
     table.add_column("code", no_wrap=True, max_width=_ID_WIDTH, header_style="bold")
     table.add_column("evidence", no_wrap=True, ratio=1, header_style="bold")
     for failure in reversed(state.failures):
         table.add_row(
-            Text(failure.label), Text(failure.state), Text(failure.code), Text(failure.evidence)
+            Text(failure.label),
+            Text(failure.state, "red" if failure.state == "failed" else "yellow"),
+            Text(failure.code),
+            Text(failure.evidence),
         )
     return table
 
