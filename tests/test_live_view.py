@@ -483,6 +483,12 @@ class TestChoosingTheView:
         with pytest.raises(mesh.OptionError, match="--view expects one of auto, live, lines"):
             open_view("fancy", None, {})
 
+    def test_the_flag_offers_every_view(self) -> None:
+        """--view's choices (listed where the command line starts without rich) are the views."""
+        from mesh.cli import _cli, _live_view  # noqa: PLC0415 - the command line's own
+
+        assert _cli.VIEW_NAMES == _live_view.VIEWS
+
     def test_quiet_shows_nothing(self, ledger: Ledger, capsys: pytest.CaptureFixture[str]) -> None:
         """--view quiet writes nothing anywhere."""
         view = open_view("quiet", None, {})
