@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import shlex
 import sqlite3
@@ -12,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rich.console import Console
 
 import mesh
 import mesh.commands
@@ -382,28 +380,6 @@ class TestDemo:
         monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
         with pytest.raises(mesh.InputError, match=r"pip install 'mesh\[demo\]'"):
             mesh.commands.demo()
-
-
-class TestProgressBar:
-    def test_bar_follows_the_ledger(self, repo: Path, tmp_path: Path) -> None:
-        """On a terminal, the bar counts finished units."""
-        from mesh.cli._run_command import ProgressBar  # noqa: PLC0415
-
-        screen = io.StringIO()
-        console = Console(file=screen, force_terminal=True, width=80)
-        bar = ProgressBar(console)
-        with bar.shown():
-            bar.on_event(
-                mesh.LedgerEvent(event="run_started", run_id="r", seq=1, at=0.0, data={"units": 2})
-            )
-            bar.on_event(
-                mesh.LedgerEvent(event="unit_finished", run_id="r", seq=2, at=0.0, unit_id="u1")
-            )
-            bar.on_event(
-                mesh.LedgerEvent(event="unit_blocked", run_id="r", seq=3, at=0.0, unit_id="u2")
-            )
-        assert bar.finished == 2
-        assert "mesh" in screen.getvalue()
 
 
 def test_demo_folder_must_be_empty(tmp_path: Path) -> None:

@@ -341,6 +341,15 @@ _RAY: Final = Flag(
     help="run coders, applier, prover and fixer as Ray tasks: local (a Ray started here), "
     "auto (this machine's cluster) or ray://HEAD:10001; needs mesh[ray]",
 )
+# The names `mesh.cli._live_view.VIEWS` has (kept here: the command line starts without rich).
+VIEW_NAMES: Final = ("auto", "live", "lines", "quiet")
+_VIEW: Final = Flag(
+    name="--view",
+    parse=choice(*VIEW_NAMES),
+    metavar="MODE",
+    help="how the run is shown on stderr: live (units in flight, stages, failures), "
+    "lines (one per event), quiet; default auto: live on a terminal, else lines",
+)
 _RUN_COMMANDS: Final = (
     Command(
         name="run",
@@ -436,6 +445,7 @@ _RUN_COMMANDS: Final = (
                 help="a past run (folder, store or id): its units' durations, matched by step "
                 "text, order which ready units start first",
             ),
+            _VIEW,
         ),
         run=_lazy("run"),
         example="mesh run plan.json --repo . --agent codex",
@@ -449,6 +459,7 @@ _RUN_COMMANDS: Final = (
                 metavar="DIR",
                 help="where to create it, kept afterwards (default: a temporary folder)",
             ),
+            _VIEW,
         ),
         run=_lazy("demo"),
         example="mesh demo",
@@ -457,7 +468,7 @@ _RUN_COMMANDS: Final = (
         name="resume",
         summary="continue a stopped `mesh run` from its run store",
         positional=_RUN,
-        flags=(_RUNS, _RAY),
+        flags=(_RUNS, _RAY, _VIEW),
         run=_lazy("resume"),
         example="mesh resume mesh-runs/4f2a9c1e0b7d",
     ),

@@ -1,4 +1,4 @@
-"""``mesh run`` and ``mesh demo``: whole runs on a repository, with a progress bar."""
+"""``mesh run`` and ``mesh demo``: whole runs on a repository, shown as they go."""
 
 from __future__ import annotations
 
@@ -9,21 +9,19 @@ import shlex
 import tempfile
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
 import anyio
 import attrs
 from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..agents._cli import AgentCoder, AgentFixer
 from ..agents._registry import agent_budget, agent_cli
 from ..contracts._convert import loads_json
 from ..contracts._enums import DeliveryMode
-from ..contracts._errors import InputError, OptionError, PathCollisionError
+from ..contracts._errors import InputError, MeshError, OptionError, PathCollisionError
 from ..contracts._events import LedgerEvent
 from ..contracts._files import StrPath, atomic_write_text, ensure_distinct, read_text
 from ..contracts._records import BudgetDecision
@@ -45,12 +43,11 @@ from ..store._front import ctrl_c, resume_async, run_async
 from ..store._repo_run import RepositoryRun, stored_plan
 from ..store._store import STORE_FILE, RunStore, StoreError
 from ._demo import create_demo_repository, demo_coder_command
+from ._live_view import open_view
 
 __all__ = ["RunReport", "demo", "report", "resume", "run", "status", "stored_ledger"]
 
 _CALL_TIMEOUT: Final = 3600.0
-
-_FINISHING_EVENTS: Final = frozenset({"unit_finished", "unit_blocked"})
 
 
 @attrs.frozen(kw_only=True)
@@ -82,51 +79,6 @@ class _Refusals:
             return
         what = "not applied" if decision == "apply_failed" else "proof failed"
         self.reasons[event.candidate_id or "?"] = f"{what}: {event.data.get('evidence', '')}"
-
-
-class ProgressBar:
-    """Units finished out of all, drawn on the terminal (nothing when stderr is not one)."""
-
-    def __init__(self, console: Console | None = None) -> None:
-        self.console = console or Console(stderr=True)
-        self._progress = Progress(
-            TextColumn("[bold]mesh[/bold] {task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=self.console,
-            transient=True,
-            disable=not self.console.is_terminal,
-        )
-        self._task = self._progress.add_task("starting", total=None)
-        self.finished = 0
-
-    def on_event(self, event: LedgerEvent) -> None:
-        """Follow the ledger: the unit count at the start, one step per finished unit."""
-        if event.event == "run_started":
-            total = event.data.get("units")
-            self._progress.update(self._task, total=total if isinstance(total, int) else None)
-        elif event.event == "run_resumed":
-            total, done = event.data.get("units"), event.data.get("finished")
-            self._progress.update(
-                self._task,
-                total=total if isinstance(total, int) else None,
-                completed=done if isinstance(done, int) else 0,
-            )
-        elif event.event in _FINISHING_EVENTS:
-            self.finished += 1
-            self._progress.update(
-                self._task,
-                advance=1,
-                # Unit ids are plan text: never markup, never more than one line.
-                description=escape(f"{one_line(event.unit_id or '?')} {event.event.split('_')[1]}"),
-            )
-
-    @contextlib.contextmanager
-    def shown(self) -> Iterator[ProgressBar]:
-        """Draw the bar for the length of a ``with`` block."""
-        with self._progress:
-            yield self
 
 
 def _idle(plan_state: Mapping[str, Any]) -> tuple[str, int]:
@@ -198,6 +150,7 @@ def run(
     estimates_from: StrPath | None = None,
     runs: StrPath = "mesh-runs",
     console: Console | None = None,
+    view: str = "auto",
 ) -> RunReport:
     """
     ``mesh run``: run a plan on a repository with real worktrees, proofs and delivery.
@@ -219,6 +172,12 @@ def run(
     ``estimates_from`` (a past run: its folder, store or id under ``runs``),
     each unit's duration there, found by its step's text, is its estimate:
     ready units start by longest estimated remaining path.
+
+    While it runs, ``view`` shows it on ``console`` (default: stderr): ``live``
+    draws the units in flight, their stage, the concurrency and the latest
+    failures; ``lines`` prints one line per unit started or ended, concurrency
+    change and end of the run; ``quiet`` shows nothing; ``auto`` is live on a
+    terminal and lines elsewhere.
 
     .. versionadded:: 0.1.0
     """
@@ -258,7 +217,7 @@ def run(
         ray=ray,
         estimates=_past_estimates(estimates_from, runs, document),
     )
-    return _watched(console, setup.start, folder)
+    return _watched(console, setup.start, folder, view=view, objectives=_objectives(document))
 
 
 # The share of the call timeout an agent gets before it stops itself.
@@ -518,26 +477,38 @@ def _resume_command(folder: Path) -> str:
     return f"mesh resume {shlex.quote(text)}"
 
 
+def _objectives(document: object) -> dict[str, str]:
+    """Each unit's objective by unit id, for the view (none for a bad plan: the run says why)."""
+    try:
+        units = plan_units(document)[0]
+    except MeshError:
+        return {}
+    return {unit.id: unit.objective for unit in units}
+
+
 def _watched(
     console: Console | None,
     main: Callable[[Callable[[LedgerEvent], None]], Awaitable[RepositoryRun]],
     folder: Path,
+    *,
+    view: str = "auto",
+    objectives: Mapping[str, str] | None = None,
 ) -> RunReport:
     """
-    Run ``main`` with a progress bar and a record of refused candidates, then report.
+    Run ``main`` shown by ``view``, with a record of refused candidates, then report.
 
     Ctrl-C stops the run; the interrupt carries the command that continues it
-    (``resume_command``), which the command line prints.
+    (``resume_command``), which the command line prints once the view is gone.
     """
-    bar = ProgressBar(console)
+    shown = open_view(view, console, objectives or {})
     refusals = _Refusals()
 
     def follow(event: LedgerEvent) -> None:
-        bar.on_event(event)
+        shown.on_event(event)
         refusals.on_event(event)
 
     try:
-        with bar.shown():
+        with shown.shown():
             finished = run_to_result(main, follow)
     except BaseException as stopped:
         interrupt = ctrl_c(stopped)
@@ -568,6 +539,7 @@ def resume(
     runs: StrPath = "mesh-runs",
     ray: str | None = None,
     console: Console | None = None,
+    view: str = "auto",
 ) -> RunReport:
     """
     ``mesh resume``: continue a ``mesh run`` that stopped, from its run store.
@@ -577,18 +549,21 @@ def resume(
     recorded state; nothing is integrated twice (see `mesh.resume`).
     The calls run where the first ``mesh run`` sent them (its ``--ray``), or
     on the cluster ``ray`` names; a run started with ``--sandbox`` resumes in
-    the sandbox.
+    the sandbox. ``view`` shows it as `run` does.
 
     .. versionadded:: 0.1.0
     """
     path = _store_path(run, runs)
     # Owned before anything else is done (`mesh.resume` keeps this ownership).
     with owning(path.parent):
-        return _resume(path, ray=ray, console=console)
+        return _resume(path, ray=ray, console=console, view=view)
 
 
-def _resume(path: Path, *, ray: str | None, console: Console | None) -> RunReport:
-    return _watched(console, resumed(path, ray=ray), path.parent)
+def _resume(path: Path, *, ray: str | None, console: Console | None, view: str) -> RunReport:
+    start = resumed(path, ray=ray)
+    with RunStore.open(path) as store:
+        objectives = {unit.id: unit.objective for unit in stored_plan(store.config, path)}
+    return _watched(console, start, path.parent, view=view, objectives=objectives)
 
 
 def _number(value: object, least: float, most: float = math.inf) -> bool:
@@ -758,14 +733,16 @@ def report(*, run: StrPath, output: StrPath, runs: StrPath = "mesh-runs") -> dic
     }
 
 
-def demo(*, folder: StrPath | None = None, console: Console | None = None) -> RunReport:
+def demo(
+    *, folder: StrPath | None = None, console: Console | None = None, view: str = "auto"
+) -> RunReport:
     """
     ``mesh demo``: create a small repository and run a four-unit plan on it for real.
 
     The coders are a deterministic script; proofs run the package's pytest
     tests in each candidate's worktree; every accepted unit becomes a commit
     (``git am``). Everything is created in ``folder`` (default: a temporary
-    folder, removed afterwards).
+    folder, removed afterwards). ``view`` shows the run as `run` does.
 
     .. versionadded:: 0.1.0
     """
@@ -789,6 +766,7 @@ def demo(*, folder: StrPath | None = None, console: Console | None = None) -> Ru
                 delivery=DeliveryMode.COMMIT_FIRST.value,
                 out=root / "out",
                 console=console,
+                view=view,
             ),
             repo,
             kept=folder is not None,
