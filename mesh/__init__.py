@@ -33,6 +33,8 @@ Roles and adapters
 - `RetryPolicy`: how often a lane's failed calls are made again, and after what wait.
 - `rerun_safe`, `not_rerun_safe`: whether an adapter may be called again
   for a request a crash interrupted.
+- `heartbeat`: an adapter's word that its long call is alive (a run with
+  ``heartbeat_timeout`` ends a call whose heartbeats stop).
 - `note_call`: facts an adapter reports about its call (an agent's turns,
   tokens, cost, final message) for the call's ledger event.
 - `Executor`, `LocalExecutor`, `RayExecutor`, `ExecutorInfo`, `Placed`,
@@ -177,6 +179,7 @@ if TYPE_CHECKING:
     from .contracts._records import WorkerResult as WorkerResult
     from .contracts._scopes import in_scope as in_scope
     from .contracts._scopes import scopes_overlap as scopes_overlap
+    from .engine._call_facts import heartbeat as heartbeat
     from .engine._call_facts import note_call as note_call
     from .engine._executors import Executor as Executor
     from .engine._executors import ExecutorInfo as ExecutorInfo
@@ -354,6 +357,7 @@ __all__ = [
     "executor_slots",
     "gate_problems",
     "git_roles",
+    "heartbeat",
     "in_scope",
     "not_rerun_safe",
     "note_call",
@@ -467,6 +471,7 @@ _HOMES: dict[str, str] = {
     "Roles": ".engine._roles",
     "not_rerun_safe": ".engine._roles",
     "note_call": ".engine._call_facts",
+    "heartbeat": ".engine._call_facts",
     "rerun_safe": ".engine._roles",
     "Orchestrator": ".engine._scheduler",
     "EventStream": ".engine._stream",

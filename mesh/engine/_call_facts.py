@@ -15,7 +15,9 @@ import json
 import math
 from typing import Final
 
-__all__ = ["CALL_FACTS", "note_call"]
+import anyio
+
+__all__ = ["CALL_BEAT", "CALL_FACTS", "CallBeat", "heartbeat", "heartbeat_period", "note_call"]
 
 CALL_FACTS: Final[contextvars.ContextVar[dict[str, object] | None]] = contextvars.ContextVar(
     "mesh_call_facts", default=None
@@ -58,3 +60,57 @@ def note_call(**facts: object) -> bool:
         if name in holder or len(holder) < _FACTS_LIMIT:
             holder[name] = _plain(value)
     return True
+
+
+class CallBeat:
+    """One call's heartbeats: how many, and what the watchdog made of them."""
+
+    __slots__ = ("alive_at", "count", "every", "hung", "scope", "seen")
+
+    def __init__(self, every: float) -> None:
+        self.count = 0
+        """Heartbeats so far (an int: a beat from another thread only has to change it)."""
+        self.every = every
+        """Seconds between the heartbeats of mesh's own process-running adapters."""
+        self.seen = 0
+        self.alive_at = 0.0
+        self.hung = False
+        self.scope: anyio.CancelScope | None = None
+
+
+CALL_BEAT: Final[contextvars.ContextVar[CallBeat | None]] = contextvars.ContextVar(
+    "mesh_call_beat", default=None
+)
+
+
+def heartbeat() -> bool:
+    """
+    Say that the adapter call in progress is alive and working.
+
+    Call it from inside a role adapter, as often as work gets done (sync or
+    async, from any thread or task the call started): a run with
+    ``heartbeat_timeout`` treats a call that has sent heartbeats and then
+    stops for that long as hung, and ends it (as a timeout, retried by its
+    lane's `RetryPolicy`) long before its ``call_timeout``. A call that never
+    sends one is timed by ``call_timeout`` alone. mesh's own adapters that
+    run a command (`CommandCoder`, `CommandProver`, the agents) send
+    heartbeats while their process runs. The count is on the call's
+    ``adapter_call`` ledger event (``heartbeats``). Outside a call, or in a
+    run without ``heartbeat_timeout``, nothing happens.
+
+    Returns:
+        True if a run is listening for this call's heartbeats.
+
+    .. versionadded:: 0.2.0
+    """
+    beat = CALL_BEAT.get()
+    if beat is None:
+        return False
+    beat.count += 1
+    return True
+
+
+def heartbeat_period() -> float | None:
+    """Seconds between heartbeats the call in progress wants (None: nobody listens)."""
+    beat = CALL_BEAT.get()
+    return None if beat is None else beat.every

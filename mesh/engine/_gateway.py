@@ -23,7 +23,7 @@ from ..contracts._enums import Decision, FailureCode, Lane
 from ..contracts._errors import InvalidOutputSchema
 from ..contracts._events import Ledger
 from ..contracts._records import Unit, WorkerResult
-from ._call_facts import CALL_FACTS
+from ._call_facts import CALL_BEAT, CALL_FACTS, CallBeat
 from ._executors import BoundCall, Placed
 from ._fanout import is_stray_cancellation
 from ._mistakes import Mistakes
@@ -78,6 +78,8 @@ class CallGateway:
         remote_lanes: The lanes whose calls run on the executor's workers.
         on_saturated: Told when a remote call first found every slot taken.
         policies: Each lane's `RetryPolicy` (default: mesh's classic one for every lane).
+        heartbeat_timeout: Seconds without a heartbeat after which a call that sent
+            heartbeats is hung (None: heartbeats are not listened for).
         mistakes: Given in a strict run: a call that raises or answers invalidly
             raises its `AdapterMistake` (recorded first). None: the call fails,
             and the run goes on.
@@ -100,8 +102,12 @@ class CallGateway:
         announced_replacements: frozenset[Lane] = frozenset(),
         mistakes: Mistakes | None = None,
         policies: Mapping[Lane, RetryPolicy] | None = None,
+        heartbeat_timeout: float | None = None,
     ) -> None:
         self._adapters = adapters
+        self._heartbeat_timeout = heartbeat_timeout
+        # The calls in progress that listen for heartbeats, for the watchdog.
+        self._beats: dict[int, CallBeat] = {}
         self._policies = policies or dict.fromkeys(Lane, DEFAULT_RETRY)
         # Jitter only spreads retries apart: no secret rides on it.
         self._random = random.Random()  # noqa: S311
@@ -128,7 +134,7 @@ class CallGateway:
         # The system clock's deadlines are the event loop's own: a cancel scope suffices.
         self._loop_clock = isinstance(clock, SystemClock)
         # No slot to wait for and no timeout: the adapter is awaited as it is.
-        self._direct = slots is None and timeout is None
+        self._direct = slots is None and timeout is None and heartbeat_timeout is None
 
     async def call(  # noqa: C901, PLR0912, PLR0915 - one call's whole story: retries, replacement, each outcome
         self,
@@ -168,6 +174,10 @@ class CallGateway:
                 self._announce(lane, unit_id, candidate_id, attempt, call)
             # What the adapter notes about this call (`note_call`) joins its event.
             token = CALL_FACTS.set({})
+            beat: CallBeat | None = None
+            if self._heartbeat_timeout is not None:
+                beat = self._listen(started)
+                beat_token = CALL_BEAT.set(beat)
             try:
                 try:
                     if self._direct:
@@ -178,7 +188,9 @@ class CallGateway:
                         event["where"] = answer.where
                         answer = answer.answer
                 except _TimedOut:
-                    self._record(event, started, "timeout")
+                    hung = beat is not None and beat.hung
+                    more = {"hung": True} if hung else {}
+                    self._record(event, started, "timeout", beat, **more)
                     self._on_signal(unit_id)
                     if lane in self._unsafe:
                         return CallFailure(
@@ -188,7 +200,10 @@ class CallGateway:
                         )
                     failure = CallFailure(
                         code=FailureCode.TIMEOUT_RETRY_EXHAUSTED,
-                        evidence=f"{lane.value} timed out ({self._timeout}s)"
+                        evidence=f"{lane.value} stopped sending heartbeats "
+                        f"({self._heartbeat_timeout}s without one)"
+                        if hung
+                        else f"{lane.value} timed out ({self._timeout}s)"
                         if call == 1
                         else f"{lane.value} timed out {call} times ({self._timeout}s each)",
                     )
@@ -196,7 +211,7 @@ class CallGateway:
                     if not isinstance(exc, Exception) and not is_stray_cancellation(exc):
                         raise
                     detail = f"{type(exc).__name__}: {exc}"
-                    self._record(event, started, "error", error=detail)
+                    self._record(event, started, "error", beat, error=detail)
                     self._on_signal(unit_id)
                     failure = self._failed(
                         lane, asked, unit_id, attempt, replacing, error=detail, cause=exc
@@ -210,7 +225,11 @@ class CallGateway:
                             check_selection(request, result)
                     except InvalidOutputSchema as exc:
                         self._record(
-                            event, started, "invalid_output_schema", problems=list(exc.problems)
+                            event,
+                            started,
+                            "invalid_output_schema",
+                            beat,
+                            problems=list(exc.problems),
                         )
                         self._on_signal(unit_id)
                         failure = self._failed(
@@ -221,12 +240,15 @@ class CallGateway:
                         event["decision"] = decision._value_
                         if key_line := result.proof_evidence.key_line:
                             event["evidence"] = key_line
-                        self._record(event, started, "ok")
+                        self._record(event, started, "ok", beat)
                         if decision is Decision.REJECT:
                             self._on_signal(unit_id)
                         return result
             finally:
                 CALL_FACTS.reset(token)
+                if beat is not None:
+                    del self._beats[id(beat)]
+                    CALL_BEAT.reset(beat_token)
             if call == last or failure.code not in policy.retry_on or lane in self._unsafe:
                 return failure
             await self._before_retry(
@@ -332,7 +354,44 @@ class CallGateway:
         finally:
             limiter.release_on_behalf_of(holder)
 
+    def _listen(self, started: float) -> CallBeat:
+        """Listen for the heartbeats of the call starting now (`mesh.heartbeat`)."""
+        timeout = self._heartbeat_timeout or 0.0
+        beat = CallBeat(every=timeout / 4)
+        beat.alive_at = started
+        self._beats[id(beat)] = beat
+        return beat
+
+    async def watch_heartbeats(self) -> None:
+        """
+        Forever: end each call whose heartbeats stopped for ``heartbeat_timeout``.
+
+        Looks every quarter of the timeout, on the run's clock: a call is found
+        hung between one and one and a quarter timeouts after its last heartbeat.
+        A call that never sent one is left to its ``call_timeout``.
+        """
+        timeout = self._heartbeat_timeout or 0.0
+        clock = self._clock
+        while True:
+            await clock.sleep_until(clock.current_time() + timeout / 4)
+            now = clock.current_time()
+            for beat in list(self._beats.values()):
+                if beat.count != beat.seen:
+                    beat.seen, beat.alive_at = beat.count, now
+                elif beat.count and not beat.hung and now - beat.alive_at >= timeout:
+                    beat.hung = True
+                    if beat.scope is not None:  # else: it is still waiting for a slot
+                        beat.scope.cancel()
+
     async def _timed(self, adapter: BoundCall, request: object) -> object:
+        beat = CALL_BEAT.get()
+        if beat is None:
+            return await self._in_time(adapter, request)
+        with anyio.CancelScope() as beat.scope:
+            return await self._in_time(adapter, request)
+        raise _TimedOut  # its heartbeats stopped
+
+    async def _in_time(self, adapter: BoundCall, request: object) -> object:
         if self._timeout is None:
             return await adapter(request)
         if self._loop_clock:
@@ -356,11 +415,18 @@ class CallGateway:
         return box[0]
 
     def _record(
-        self, event: dict[str, object], started: float, outcome: str, **more: object
+        self,
+        event: dict[str, object],
+        started: float,
+        outcome: str,
+        beat: CallBeat | None = None,
+        **more: object,
     ) -> None:
         """Send a call's ``adapter_call`` event, with how long it took and how it ended."""
         event["duration_ms"] = (self._now() - started) * 1000
         event["outcome"] = outcome
+        if beat is not None and beat.count:
+            event["heartbeats"] = beat.count
         if facts := CALL_FACTS.get():
             event["facts"] = dict(facts)
         if more:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextvars
 import heapq
+import math
 import os
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -104,6 +105,10 @@ class Orchestrator:
             unit's evidence, backpressure) and the run goes on. Timeouts are
             never mistakes. None (the default): False, except inside a test
             run by mesh's pytest plugin (see `mesh.testing`).
+        heartbeat_timeout: Seconds a call that sends heartbeats (`mesh.heartbeat`)
+            may go without one before it is ended as hung (a timeout, retried as its
+            lane's policy says), long before ``call_timeout``. None (the default):
+            heartbeats are not listened for.
         retry: How failed adapter calls are made again: one `RetryPolicy` for
             every lane, or a mapping of lanes to policies (the others keep the
             default: a timed-out call once more, then once by the replacement).
@@ -139,6 +144,7 @@ class Orchestrator:
         strict: bool | None = None,
         preflight: bool = True,
         retry: RetryPolicy | Mapping[Lane, RetryPolicy] | Mapping[str, RetryPolicy] | None = None,
+        heartbeat_timeout: float | None = None,
     ) -> None:
         self._strict = default_strict() if strict is None else checked_strict(strict, "strict")
         if not isinstance(roles, Roles):
@@ -153,6 +159,9 @@ class Orchestrator:
         self._estimates = checked_estimates(estimates)
         if call_timeout is not None and call_timeout <= 0:
             raise InputError(f"call_timeout must be > 0 seconds, got {call_timeout}")
+        if heartbeat_timeout is not None and not 0 < heartbeat_timeout < math.inf:
+            raise InputError(f"heartbeat_timeout must be > 0 seconds, got {heartbeat_timeout}")
+        self._heartbeat_timeout = heartbeat_timeout
         self._clock: Clock = clock or SystemClock()
         locksmith = roles.locksmith
         if locksmith is None:
@@ -458,12 +467,14 @@ class Orchestrator:
             ),
             mistakes=self._mistakes,
             policies=self._retry,
+            heartbeat_timeout=self._heartbeat_timeout,
             announced_replacements=frozenset(
                 lane
                 for lane, adapter in roles.replacements.items()
                 if lane is not Lane.INTEGRATOR and not is_rerun_safe(lane, adapter)
             ),
         )
+        self._gateway = gateway
         self._leases = LeaseKeeper(
             gateway=gateway, ledger=self._ledger, clock=self._clock, ttl_ms=self._lease_ttl_ms
         )
@@ -524,6 +535,8 @@ class Orchestrator:
         self._start(units)
         async with anyio.create_task_group() as group:
             group.start_soon(self._leases.renew_forever)
+            if self._heartbeat_timeout is not None:
+                group.start_soon(self._gateway.watch_heartbeats)
             while True:
                 if self._budget_source is not self._budget:  # a fixed decision is read once
                     await self._read_budget()

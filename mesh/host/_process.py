@@ -41,6 +41,7 @@ import anyio.abc
 import attrs
 
 from ..contracts._files import force_remove
+from ..engine._call_facts import heartbeat, heartbeat_period
 from ._owner import owner_environment
 from ._sandbox import Sandbox, find_sandbox, pid_namespace, require_sandbox
 
@@ -344,6 +345,9 @@ async def _communicate(
             errors.finished.set()
         if process.stdin is not None:
             group.start_soon(_feed, process.stdin, stdin)
+        if (period := heartbeat_period()) is not None:
+            # The call is alive while its process runs; a run listening ends a hung one.
+            group.start_soon(_beat, period)
         await process.wait()
         # The command is done. Whatever still holds a pipe open escaped it (or was handed
         # the pipe): take what is there now, then stop waiting for an end that may not come.
@@ -352,6 +356,12 @@ async def _communicate(
             await errors.finished.wait()
         _kill_group(process, signal.SIGKILL)
         group.cancel_scope.cancel()
+
+
+async def _beat(period: float) -> None:
+    while True:
+        heartbeat()
+        await anyio.sleep(period)
 
 
 async def _feed(stream: anyio.abc.ByteSendStream, data: bytes) -> None:

@@ -78,6 +78,9 @@ class EngineOptions(TypedDict, total=False):
     """Attempts per unit (rework starts the next one); default 2."""
     call_timeout: float | None
     """Seconds an adapter call may take (None: no limit); 600 in memory, 3600 on a repository."""
+    heartbeat_timeout: float | None
+    """Seconds a call that sends heartbeats (`mesh.heartbeat`) may go without one before it is
+    ended as hung (None, the default: heartbeats are not listened for)."""
     lease_ttl: float
     """Seconds a write-scope lease lives without renewal; default 900."""
     clean_stretch: int
@@ -275,6 +278,7 @@ _CHECKS: Final[Mapping[str, Callable[[object], str | None]]] = {
     "executor": _instance_of(Executor, "a mesh.Executor"),
     "estimates": _estimates,
     "retry": _retry,
+    "heartbeat_timeout": _seconds,
     "delivery_mode": _instance_of(DeliveryMode, "a mesh.DeliveryMode"),
     "default_proof_command": _instance_of(str, "text"),
     "strict": _instance_of(bool, "True or False"),
