@@ -11,7 +11,7 @@ unit pipeline sees only a checked `WorkerResult` or a `CallFailure`.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, final
 
 import anyio
 import attrs
@@ -26,6 +26,9 @@ from ._executors import BoundCall, Placed
 from ._fanout import is_stray_cancellation
 from ._mistakes import Mistakes
 from ._roles import check_result, check_selection
+
+if TYPE_CHECKING:
+    from ._tracing import Tracing
 
 __all__ = ["MAX_CALLS", "CallFailure", "CallGateway", "until"]
 
@@ -79,6 +82,7 @@ class CallGateway:
         mistakes: Given in a strict run: a call that raises or answers invalidly
             raises its `AdapterMistake` (recorded first). None: the call fails,
             and the run goes on.
+        tracing: Given in a traced run: each call is a span, current while its adapter runs.
     """
 
     def __init__(
@@ -97,8 +101,10 @@ class CallGateway:
         unsafe: frozenset[Lane] = frozenset(),
         announced_replacements: frozenset[Lane] = frozenset(),
         mistakes: Mistakes | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._adapters = adapters
+        self._tracing = tracing
         self._mistakes = mistakes
         # Lanes whose adapter is not safe to re-run: each call is recorded durably as
         # started before it is made, so that a resume can tell it was interrupted.
@@ -162,6 +168,7 @@ class CallGateway:
                 self._announce(lane, unit_id, candidate_id, attempt, call)
             # What the adapter notes about this call (`note_call`) joins its event.
             token = CALL_FACTS.set({})
+            traced = None if self._tracing is None else self._tracing.start_call(event)
             try:
                 try:
                     if self._direct:
@@ -212,6 +219,8 @@ class CallGateway:
                 return result
             finally:
                 CALL_FACTS.reset(token)
+                if traced is not None:
+                    traced.end()
         return CallFailure(
             code=FailureCode.TIMEOUT_RETRY_EXHAUSTED,
             evidence=f"{lane.value} timed out {MAX_CALLS} times ({self._timeout}s each)",

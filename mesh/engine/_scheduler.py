@@ -41,6 +41,7 @@ from ._plan_state import initial_plan_state, plan_units, step_index, with_comple
 from ._results import ResumePoint, RunResult, RunStatistics
 from ._roles import LeaseTable, Roles, is_rerun_safe, preflight_problems
 from ._summary import MetricsCollector, OutcomeState, UnitOutcome
+from ._tracing import TracerProviderLike, tracing_for
 
 __all__ = ["Orchestrator", "checked_estimates"]
 
@@ -95,6 +96,11 @@ class Orchestrator:
             unit's evidence, backpressure) and the run goes on. Timeouts are
             never mistakes. None (the default): False, except inside a test
             run by mesh's pytest plugin (see `mesh.testing`).
+        tracer_provider: Trace the run with this OpenTelemetry ``TracerProvider``
+            (``pip install 'mesh[otel]'``): a span for the run, each unit, each
+            stage and each adapter call, current while the adapter runs (see
+            Tracing in the docs). None (the default): the global provider, if
+            the host set one; ``NoOpTracerProvider()``: no tracing.
 
     The roles are checked before anything runs, every problem at once
     (`mesh.ValidationError`): a missing role, an adapter that cannot be called
@@ -126,6 +132,7 @@ class Orchestrator:
         resolve_base: Callable[[str], Awaitable[str]] | None = None,
         strict: bool | None = None,
         preflight: bool = True,
+        tracer_provider: TracerProviderLike | None = None,
     ) -> None:
         self._strict = default_strict() if strict is None else checked_strict(strict, "strict")
         if not isinstance(roles, Roles):
@@ -168,6 +175,12 @@ class Orchestrator:
         self._entered = False
         self._executing = False
         self._reset()
+        self._tracing = tracing_for(tracer_provider)
+        if self._tracing is not None:  # wrapped only when traced: untraced runs pay nothing
+            self.execute = self._tracing.run(lambda: self.run_id, self.execute)  # type: ignore[method-assign]
+            self._run_unit = self._tracing.unit(  # type: ignore[method-assign,assignment]
+                lambda: self.run_id, self._run_unit, lambda unit_id: self._outcomes[unit_id]
+            )
 
     def _reset(self) -> None:
         self._progress: dict[str, UnitProgress] = {}
@@ -370,6 +383,7 @@ class Orchestrator:
                 and not is_rerun_safe(lane, adapter)
             ),
             mistakes=self._mistakes,
+            tracing=self._tracing,
             announced_replacements=frozenset(
                 lane
                 for lane, adapter in roles.replacements.items()
@@ -389,6 +403,7 @@ class Orchestrator:
             checkpoints=self._resume.checkpoints,
             resolve_base=self._resolve_base,
             rerun_safe_integrator=is_rerun_safe(Lane.INTEGRATOR, roles.for_lane(Lane.INTEGRATOR)),
+            tracing=self._tracing,
         )
 
     def _on_saturated(self) -> None:

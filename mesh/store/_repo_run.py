@@ -590,6 +590,7 @@ async def _execute(
             estimates=config.get("estimates"),
             resolve_base=workspaces.resolve,
             preflight=False,  # asked before the run's folder was made
+            tracer_provider=options.get("tracer_provider"),
             **({"strict": options["strict"]} if "strict" in options else {}),
         ) as orchestrator:
             try:
