@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import sys
 import threading
 from collections.abc import Sequence
@@ -18,7 +19,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, StatusCode
 
 import mesh
-from mesh.engine._tracing import attached_carrier, trace_carrier, tracing_for
+from mesh.engine._tracing import (
+    attached_carrier,
+    context_with_trace,
+    trace_carrier,
+    tracing_for,
+)
 from mesh.testing import FakeAdapter, Hang, ManualClock, Raise, answer, fake_roles
 
 from engine_helpers import execute, unit
@@ -444,6 +450,19 @@ class TestCarrier:
         call.end()
         assert trace_carrier() is None
         assert attrs_of(traced.one("mesh.call"))["gen_ai.usage.input_tokens"] == 5
+
+    def test_a_context_with_only_the_trace(
+        self, traced: Traced, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """For another loop: the current span goes along, nothing else of the caller's context."""
+        other = contextvars.ContextVar("other", default="unset")
+        other.set("the caller's")
+        with traced.provider.get_tracer("test").start_as_current_span("call") as span:
+            fresh = context_with_trace()
+        assert span is fresh.run(trace.get_current_span)
+        assert fresh.run(other.get) == "unset"
+        monkeypatch.delitem(sys.modules, "opentelemetry.context")
+        assert list(context_with_trace()) == []
 
     def test_no_opentelemetry_on_the_worker(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """A worker without OpenTelemetry runs the call without its context."""

@@ -48,6 +48,7 @@ __all__ = [
     "TracerProviderLike",
     "Tracing",
     "attached_carrier",
+    "context_with_trace",
     "trace_carrier",
     "tracing_for",
 ]
@@ -162,32 +163,35 @@ class CallSpan:
         self._tracing.detach(self._attached)
         event, span = self._event, self.span
         outcome = event["outcome"]
-        span.set_attribute("mesh.outcome", _attribute(outcome or "cancelled"))
+        # Set at once: the SDK takes a lock for each call.
+        attributes: dict[str, object] = {"mesh.outcome": outcome or "cancelled"}
         for name in ("decision", "evidence", "where"):
             if (value := event.get(name)) is not None:
-                span.set_attribute(f"mesh.{name}", _attribute(value))
+                attributes[f"mesh.{name}"] = value
         facts = event.get("facts")
         if isinstance(facts, Mapping):
-            self._facts(facts)
+            self._facts(facts, attributes)
         if outcome == "error":
-            self._failed(str(event["error"]).split(":", 1)[0], str(event["error"]))
+            self._failed(attributes, str(event["error"]).split(":", 1)[0], str(event["error"]))
         elif outcome == "invalid_output_schema":
-            self._failed(outcome, "; ".join(typing.cast("list[str]", event["problems"])))
+            problems = "; ".join(typing.cast("list[str]", event["problems"]))
+            self._failed(attributes, outcome, problems)
         elif outcome == "timeout":
-            self._failed(outcome, "the call timed out")
+            self._failed(attributes, outcome, "the call timed out")
+        span.set_attributes(attributes)  # type: ignore[arg-type]
         span.end()
 
-    def _failed(self, kind: str, description: str) -> None:
-        self.span.set_attribute("error.type", kind)
+    def _failed(self, attributes: dict[str, object], kind: str, description: str) -> None:
+        attributes["error.type"] = kind
         self.span.set_status(self._tracing.error_status(description))
 
-    def _facts(self, facts: Mapping[str, object]) -> None:
+    def _facts(self, facts: Mapping[str, object], attributes: dict[str, object]) -> None:
         for name, value in facts.items():
             if value is None:
                 continue
-            self.span.set_attribute(f"mesh.facts.{name}", _attribute(value))
+            attributes[f"mesh.facts.{name}"] = value
             if name in _SEMANTIC:
-                self.span.set_attribute(_SEMANTIC[name], _attribute(value))
+                attributes[_SEMANTIC[name]] = value
             totalled = isinstance(value, int | float) and not isinstance(value, bool)
             if totalled and name in _TOTALLED and self._totals is not None:
                 self._totals.add(name, value)  # type: ignore[arg-type]
@@ -351,6 +355,21 @@ def trace_carrier() -> dict[str, str] | None:
     """The trace context of the adapter call in progress, to send with it (None: untraced)."""
     call = _CALL.get()
     return None if call is None else call.carrier()
+
+
+def context_with_trace() -> contextvars.Context:
+    """
+    An empty context, but for the current trace context: to run code on another loop in.
+
+    An adapter that hands its work to an event loop of its own (as the
+    pydantic-ai adapters do under trio) starts it in this context: nothing of
+    the caller's loop goes with it, and the spans it makes nest under the call's.
+    """
+    fresh = contextvars.Context()
+    otel = sys.modules.get("opentelemetry.context")
+    if otel is not None:
+        fresh.run(otel.attach, otel.get_current())
+    return fresh
 
 
 def attached_carrier(carrier: Mapping[str, str] | None) -> contextlib.AbstractContextManager[None]:
