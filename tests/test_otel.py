@@ -389,9 +389,14 @@ class TestSwitchingItOn:
         )
         assert result.run_id == attrs_of(traced.one("mesh.run"))["mesh.run_id"]
 
-    def test_the_front_door_checks_it(self) -> None:
+    def test_the_front_door_checks_it(self, tmp_path: Path) -> None:
+        """`run` and `resume` take it (a resume is given it again: the store cannot keep it)."""
         with pytest.raises(mesh.ValidationError, match="expected an OpenTelemetry TracerProvider"):
             mesh.run([unit("a")], roles=fake_roles(), tracer_provider=3)  # type: ignore[call-overload]
+        with pytest.raises(
+            mesh.ValidationError, match="tracer_provider: expected an OpenTelemetry"
+        ):
+            mesh.resume(tmp_path, roles=fake_roles(), tracer_provider=3)  # type: ignore[arg-type]
 
     def test_a_repository_run_is_traced_and_stores_no_provider(
         self, traced: Traced, repo: Path, tmp_path: Path

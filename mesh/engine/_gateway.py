@@ -166,9 +166,9 @@ class CallGateway:
             asked = request if request.call == call else attrs.evolve(request, call=call)
             if lane in (self._announced if call < MAX_CALLS else self._announced_replacements):
                 self._announce(lane, unit_id, candidate_id, attempt, call)
+            traced = None if self._tracing is None else self._tracing.start_call(event)
             # What the adapter notes about this call (`note_call`) joins its event.
             token = CALL_FACTS.set({})
-            traced = None if self._tracing is None else self._tracing.start_call(event)
             try:
                 try:
                     if self._direct:

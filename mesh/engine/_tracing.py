@@ -162,7 +162,7 @@ class CallSpan:
         _CALL.reset(self._current)
         self._tracing.detach(self._attached)
         event, span = self._event, self.span
-        outcome = event["outcome"]
+        outcome = event.get("outcome")
         # Set at once: the SDK takes a lock for each call.
         attributes: dict[str, object] = {"mesh.outcome": outcome or "cancelled"}
         for name in ("decision", "evidence", "where"):
