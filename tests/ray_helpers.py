@@ -9,6 +9,7 @@ from pathlib import Path
 import mesh
 from mesh.engine._roles import result_document
 from mesh.host._process import run_command
+from mesh.testing import answer
 
 
 def worker_facts() -> dict[str, object]:
@@ -100,3 +101,16 @@ class CrashingCoder:
 
     def __call__(self, request: mesh.AuthorRequest) -> dict[str, object]:
         os._exit(3)
+
+
+class TracedCoder:
+    """Opens a span of its own, as an LLM client would; its notes name that span's parent."""
+
+    def __call__(self, request: mesh.AuthorRequest) -> dict[str, object]:
+        from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415 - on the worker
+
+        tracer = TracerProvider(shutdown_on_exit=False).get_tracer("an-llm-client")
+        with tracer.start_as_current_span("llm") as span:
+            parent = span.parent  # type: ignore[attr-defined]
+        notes = "no parent" if parent is None else f"{parent.trace_id:032x}/{parent.span_id:016x}"
+        return answer(request, notes=notes)

@@ -573,6 +573,39 @@ async def test_the_fixer_selects_a_proven_candidate() -> None:
     assert answer.notes == "ok"
 
 
+async def test_the_agents_own_spans_nest_under_the_callers(anyio_backend: str) -> None:
+    """On trio too, where the agent runs on mesh's own asyncio loop: the trace goes with it."""
+    from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415 - a tracing test
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: PLC0415
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: PLC0415
+        InMemorySpanExporter,
+    )
+    from pydantic_ai.models.instrumented import (  # noqa: PLC0415
+        InstrumentationSettings,
+        InstrumentedModel,
+    )
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    model = FunctionModel(verdict_model({"verdict": "select", "candidate": "a-coder-1"}))
+    settings = InstrumentationSettings(tracer_provider=provider)
+    fixer = PydanticAIFixer(Agent(InstrumentedModel(model, settings)))
+    with provider.get_tracer("test").start_as_current_span("mesh.call") as call:
+        await fixer(adjudication(UNIT, PATCH))
+    agents = [s for s in exporter.get_finished_spans() if s.name != "mesh.call"]
+    assert agents
+    roots = [
+        s
+        for s in agents
+        if s.parent is None
+        or s.parent.span_id not in {a.context.span_id for a in agents if a.context}
+    ]
+    assert [call.get_span_context().span_id] * len(roots) == [
+        s.parent.span_id for s in roots if s.parent
+    ]
+
+
 async def test_the_fixer_asks_for_rework_or_blocks() -> None:
     rework = PydanticAIFixer(
         Agent(FunctionModel(verdict_model({"verdict": "rework", "reasons": ["too big"]})))

@@ -21,12 +21,13 @@ from ray_helpers import (
     RecordingProver,
     SleepingFixer,
     StubbornFixer,
+    TracedCoder,
     marker_paths,
 )
 
 import mesh
 from mesh.engine._ray import CancelBoard, run_on_worker
-from mesh.testing import answer, fake_roles
+from mesh.testing import answer, capture_ledger, fake_roles
 
 from engine_helpers import first_coder_request, unit
 from repo_helpers import git, wait_gone
@@ -40,6 +41,12 @@ if importlib.util.find_spec("ray") is None:
     pytest.skip("Ray is not installed: pip install 'mesh[ray]'", allow_module_level=True)
 
 import ray  # noqa: E402 - after the skip above
+from opentelemetry import propagate, trace  # noqa: E402 - a test of tracing on Ray
+from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E402
+    InMemorySpanExporter,
+)
 
 TESTS = Path(__file__).parent
 # A local instance: two CPUs, a "prover" resource label, a small object store, and
@@ -384,3 +391,52 @@ class TestOnTheWorker:
             assert isinstance(result, dict)
         finally:
             ray.kill(board)  # type: ignore[arg-type]
+
+    def test_run_on_worker_makes_the_calls_span_current(self) -> None:
+        """The task body, run here with a carrier: sync and async adapters see the call's span."""
+        provider = TracerProvider(shutdown_on_exit=False)
+        with provider.get_tracer("test").start_as_current_span("mesh.call") as call:
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+        seen: list[int] = []
+
+        def sync_coder(req: mesh.AuthorRequest) -> dict[str, object]:
+            seen.append(trace.get_current_span().get_span_context().span_id)
+            return answer(req)
+
+        async def async_coder(req: mesh.AuthorRequest) -> dict[str, object]:
+            return sync_coder(req)
+
+        request = first_coder_request(unit("a"))
+        for coder in (sync_coder, async_coder):
+            run_on_worker(coder, request, 1, None, 0.05, carrier)
+        assert [call.get_span_context().span_id] * 2 == seen
+        assert not trace.get_current_span().get_span_context().is_valid
+
+
+class TestTracingOnRay:
+    async def test_an_adapters_span_on_a_worker_is_a_child_of_its_call(self) -> None:
+        """The call's trace context goes with the Ray task: the adapter's span nests under it."""
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider(shutdown_on_exit=False)
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        with capture_ledger() as events:
+            async with mesh.Orchestrator(
+                roles=fake_roles(coder=TracedCoder()),
+                executor=mesh.RayExecutor(lanes=["coder"]),
+                tracer_provider=provider,
+            ) as orchestrator:
+                (await orchestrator.execute([unit("a")])).check()
+        calls = [
+            span
+            for span in exporter.get_finished_spans()
+            if span.name == "mesh.call" and (span.attributes or {})["mesh.lane"] == "coder"
+        ]
+        assert all(str((c.attributes or {})["mesh.where"]).startswith("ray:") for c in calls)
+        (recorded,) = [e for e in events if e.event == "candidates_recorded"]
+        candidates: list[dict[str, Any]] = recorded.data["candidates"]  # type: ignore[assignment]
+        parents = {c["notes"] for c in candidates if c["lane"] == "coder"}
+        assert {
+            f"{c.context.trace_id:032x}/{c.context.span_id:016x}" for c in calls if c.context
+        } == parents
+        assert len(parents) == 2

@@ -25,7 +25,6 @@ for it to end.
 from __future__ import annotations
 
 import asyncio  # noqa: TID251 - pydantic-ai itself runs on asyncio only
-import contextvars
 import dataclasses
 import errno
 import importlib
@@ -46,6 +45,7 @@ from ..contracts._records import WorkerResult
 from ..contracts._scopes import in_scope
 from ..engine._call_facts import note_call
 from ..engine._roles import AdjudicationRequest, AuthorRequest
+from ..engine._tracing import context_with_trace
 from ..git._coders import diff_candidate, rejected
 from ..git._workspaces import WorkspaceSource, checkout_at, source_problems
 from ._cli import AgentFailed, AgentUnavailable
@@ -400,8 +400,8 @@ async def _drive(run: Callable[[CancellationToken | None], Coroutine[Any, Any, _
 async def _on_agent_loop(run: Callable[[CancellationToken | None], Coroutine[Any, Any, _T]]) -> _T:
     token: CancellationToken = _pydantic_ai().CancellationToken()
     # In an empty context: this task's own says "trio" to anyio and sniffio, which would
-    # send pydantic-ai's anyio calls on that loop to the wrong backend.
-    future = contextvars.Context().run(asyncio.run_coroutine_threadsafe, run(token), _agent_loop())
+    # send pydantic-ai's anyio calls on that loop to the wrong backend. The trace goes along.
+    future = context_with_trace().run(asyncio.run_coroutine_threadsafe, run(token), _agent_loop())
     outcome: list[_T] = []
     failure: list[Exception] = []
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, final
+from typing import TYPE_CHECKING, Any, final
 
 import anyio
 import attrs
@@ -29,6 +29,9 @@ from ._fanout import is_stray_cancellation
 from ._mistakes import Mistakes
 from ._retry import DEFAULT_RETRY, RetryPolicy
 from ._roles import check_result, check_selection
+
+if TYPE_CHECKING:
+    from ._tracing import Tracing
 
 __all__ = ["CallFailure", "CallGateway", "until"]
 
@@ -83,6 +86,7 @@ class CallGateway:
         mistakes: Given in a strict run: a call that raises or answers invalidly
             raises its `AdapterMistake` (recorded first). None: the call fails,
             and the run goes on.
+        tracing: Given in a traced run: each call is a span, current while its adapter runs.
     """
 
     def __init__(
@@ -103,8 +107,10 @@ class CallGateway:
         mistakes: Mistakes | None = None,
         policies: Mapping[Lane, RetryPolicy] | None = None,
         heartbeat_timeout: float | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._adapters = adapters
+        self._tracing = tracing
         self._heartbeat_timeout = heartbeat_timeout
         # The calls in progress that listen for heartbeats, for the watchdog.
         self._beats: dict[int, CallBeat] = {}
@@ -172,6 +178,7 @@ class CallGateway:
             asked = request if request.call == call else attrs.evolve(request, call=call)
             if lane in (self._announced_replacements if replacing else self._announced):
                 self._announce(lane, unit_id, candidate_id, attempt, call)
+            traced = None if self._tracing is None else self._tracing.start_call(event)
             # What the adapter notes about this call (`note_call`) joins its event.
             token = CALL_FACTS.set({})
             beat: CallBeat | None = None
@@ -246,6 +253,8 @@ class CallGateway:
                         return result
             finally:
                 CALL_FACTS.reset(token)
+                if traced is not None:
+                    traced.end()
                 if beat is not None:
                     del self._beats[id(beat)]
                     CALL_BEAT.reset(beat_token)

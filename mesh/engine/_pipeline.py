@@ -12,7 +12,7 @@ only through the lease keeper; every transition is one ledger event.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, final
 
 import anyio
 import attrs
@@ -30,11 +30,22 @@ from ._plan_state import CompletedStep, with_completed
 from ._results import UnitCheckpoint
 from ._roles import AdjudicationRequest, ApplyRequest, AuthorRequest, DeliveryRequest, ProofRequest
 
+if TYPE_CHECKING:
+    from ._tracing import Tracing
+
 __all__ = ["UnitPipeline"]
 
 _MACHINE: Final = UnitMachine()
 _AUTHOR_LANES: Final = (Lane.CODER, Lane.CODER, Lane.REDUCER)
 _Proven = tuple[tuple[WorkerResult, WorkerResult], ...]
+# The stages a traced run puts in spans of their own: method, span name (``mesh.NAME``).
+_STAGES: Final = (
+    ("_generate", "generation"),
+    ("_unit_lease", "lease"),
+    ("_proofs", "proof"),
+    ("_adjudicate", "adjudication"),
+    ("_deliver", "delivery"),
+)
 
 
 @final
@@ -51,6 +62,7 @@ class UnitPipeline:
         step_of: The plan step index of each unit.
         checkpoints: Where each unit of a resumed run stood.
         resolve_base: Turns a unit's base into a commit when an attempt starts.
+        tracing: Given in a traced run: each stage of an attempt is a span.
     """
 
     def __init__(
@@ -65,6 +77,7 @@ class UnitPipeline:
         checkpoints: Mapping[str, UnitCheckpoint],
         resolve_base: Callable[[str], Awaitable[str]] | None = None,
         rerun_safe_integrator: bool = True,
+        tracing: Tracing | None = None,
     ) -> None:
         self._resolve_base = resolve_base
         self._rerun_safe_integrator = rerun_safe_integrator
@@ -80,6 +93,10 @@ class UnitPipeline:
         # One delivery at a time: each builds on the plan state the previous one wrote.
         self._delivery_lock = anyio.Lock(fast_acquire=True)
         self._concurrently = concurrently_on_running_loop()
+        self._unit_lease = leases.unit_lease
+        if tracing is not None:  # wrapped only when traced: untraced runs pay nothing
+            for method, stage in _STAGES:
+                setattr(self, method, tracing.stage(stage, getattr(self, method)))
 
     def written_plan_state(self) -> dict[str, Any]:
         """The plan state as the integrator last wrote it, as a dict of its own."""
@@ -255,7 +272,7 @@ class UnitPipeline:
         # One lease on the unit's write scope covers all its candidates, and every later
         # attempt: it is held (and renewed) until the unit ends. A resumed unit's lease
         # died with the process that held it, and even recorded proofs need a new one.
-        lease_id = await self._leases.unit_lease(holder)
+        lease_id = await self._unit_lease(holder)
         if isinstance(lease_id, CallFailure):
             return lease_id
         if resumed is not None and resumed.proofs:

@@ -30,6 +30,7 @@ from ..contracts._enums import Lane
 from ..contracts._errors import ExecutorError, InputError
 from ._executors import BoundCall, ExecutorInfo, Placed, remote_lane_set
 from ._roles import Adapter, BoundAdapter, _is_async
+from ._tracing import attached_carrier, trace_carrier
 
 __all__ = ["DEFAULT_REMOTE_LANES", "RayExecutor", "run_on_worker"]
 
@@ -99,34 +100,39 @@ async def _watched(
     return box[0] if box else _CANCELLED
 
 
-def run_on_worker(
+def run_on_worker(  # noqa: PLR0917 - a Ray task takes its arguments by position
     adapter: Adapter[Any],
     request: object,
     call_id: int,
     board: Any,  # noqa: ANN401 - a Ray actor handle, or None
     poll: float,
+    trace: Mapping[str, str] | None = None,
 ) -> tuple[str, object]:
     """
     The Ray task: answer one request on this worker; returns ``(node id, answer)``.
 
     Sync adapters run in the task's thread (Ray's interrupt reaches them);
-    async ones run in an event loop that also watches the cancel board.
+    async ones run in an event loop that also watches the cancel board. In a
+    traced run, ``trace`` carries the call's span: it is the current span
+    while the adapter runs, so the adapter's own spans nest under it.
     """
     ray = _import_ray()
     node = str(ray.get_runtime_context().get_node_id())
-    if _is_async(adapter):
-        call: Callable[[], Awaitable[object]] = functools.partial(adapter, request)  # type: ignore[assignment]
-    else:
-        answer = adapter(request)
-        if not inspect.isawaitable(answer):
-            return node, answer
-        call = functools.partial(_await, answer)
+    with attached_carrier(trace):
+        if _is_async(adapter):
+            call: Callable[[], Awaitable[object]] = functools.partial(adapter, request)  # type: ignore[assignment]
+        else:
+            answer = adapter(request)
+            if not inspect.isawaitable(answer):
+                return node, answer
+            call = functools.partial(_await, answer)
 
-    def cancelled() -> bool:
-        # No board for sync adapters: the engine interrupts or kills those instead.
-        return board is not None and bool(ray.get(board.cancelled.remote(call_id)))
+        def cancelled() -> bool:
+            # No board for sync adapters: the engine interrupts or kills those instead.
+            return board is not None and bool(ray.get(board.cancelled.remote(call_id)))
 
-    return node, anyio.run(_watched, call, cancelled, poll)
+        # The loop's main task starts in a copy of this context: the call's span with it.
+        return node, anyio.run(_watched, call, cancelled, poll)
 
 
 async def _await(awaitable: Awaitable[object]) -> object:
@@ -300,7 +306,7 @@ class RayExecutor:
         call_id = next(self._call_ids)
         # Only async adapters poll the board; sending its handle costs every other call.
         board = self._board if cooperative else None
-        ref = task.remote(adapter, request, call_id, board, self.cancel_poll)
+        ref = task.remote(adapter, request, call_id, board, self.cancel_poll, trace_carrier())
         try:
             node, answer = await anyio.to_thread.run_sync(
                 ray.get, ref, abandon_on_cancel=True, limiter=self._threads

@@ -45,6 +45,7 @@ from ._retry import DEFAULT_RETRY, RetryPolicy, checked_retry
 from ._roles import LeaseTable, Roles, is_rerun_safe, preflight_problems
 from ._stream import DEFAULT_BUFFER, EventStream, StreamHub
 from ._summary import MetricsCollector, OutcomeState, UnitOutcome
+from ._tracing import TracerProviderLike, tracing_for
 
 __all__ = ["ON_ORCHESTRATOR", "Orchestrator", "checked_estimates"]
 
@@ -112,6 +113,11 @@ class Orchestrator:
         retry: How failed adapter calls are made again: one `RetryPolicy` for
             every lane, or a mapping of lanes to policies (the others keep the
             default: a timed-out call once more, then once by the replacement).
+        tracer_provider: Trace the run with this OpenTelemetry ``TracerProvider``
+            (``pip install 'mesh[otel]'``): a span for the run, each unit, each
+            stage and each adapter call, current while the adapter runs (see
+            Tracing in the docs). None (the default): the global provider, if
+            the host set one; ``NoOpTracerProvider()``: no tracing.
 
     The roles are checked before anything runs, every problem at once
     (`mesh.ValidationError`): a missing role, an adapter that cannot be called
@@ -145,6 +151,7 @@ class Orchestrator:
         preflight: bool = True,
         retry: RetryPolicy | Mapping[Lane, RetryPolicy] | Mapping[str, RetryPolicy] | None = None,
         heartbeat_timeout: float | None = None,
+        tracer_provider: TracerProviderLike | None = None,
     ) -> None:
         self._strict = default_strict() if strict is None else checked_strict(strict, "strict")
         if not isinstance(roles, Roles):
@@ -154,13 +161,8 @@ class Orchestrator:
         self._resolve_base = resolve_base
         self._preflight = preflight
         self._retry = checked_retry(retry)
-        if max_attempts < 1:
-            raise InputError(f"max_attempts must be >= 1, got {max_attempts}")
+        _check_limits(max_attempts, call_timeout, heartbeat_timeout)
         self._estimates = checked_estimates(estimates)
-        if call_timeout is not None and call_timeout <= 0:
-            raise InputError(f"call_timeout must be > 0 seconds, got {call_timeout}")
-        if heartbeat_timeout is not None and not 0 < heartbeat_timeout < math.inf:
-            raise InputError(f"heartbeat_timeout must be > 0 seconds, got {heartbeat_timeout}")
         self._heartbeat_timeout = heartbeat_timeout
         self._clock: Clock = clock or SystemClock()
         locksmith = roles.locksmith
@@ -194,6 +196,12 @@ class Orchestrator:
         self._cancel_scope: anyio.CancelScope | None = None
         self._cancel_reason: str | None = None
         self._reset()
+        self._tracing = tracing_for(tracer_provider)
+        if self._tracing is not None:  # wrapped only when traced: untraced runs pay nothing
+            self.execute = self._tracing.run(lambda: self.run_id, self.execute)  # type: ignore[method-assign]
+            self._run_unit = self._tracing.unit(  # type: ignore[method-assign,assignment]
+                lambda: self.run_id, self._run_unit, lambda unit_id: self._outcomes[unit_id]
+            )
 
     def _reset(self) -> None:
         self._progress: dict[str, UnitProgress] = {}
@@ -468,6 +476,7 @@ class Orchestrator:
             mistakes=self._mistakes,
             policies=self._retry,
             heartbeat_timeout=self._heartbeat_timeout,
+            tracing=self._tracing,
             announced_replacements=frozenset(
                 lane
                 for lane, adapter in roles.replacements.items()
@@ -488,6 +497,7 @@ class Orchestrator:
             checkpoints=self._resume.checkpoints,
             resolve_base=self._resolve_base,
             rerun_safe_integrator=is_rerun_safe(Lane.INTEGRATOR, roles.for_lane(Lane.INTEGRATOR)),
+            tracing=self._tracing,
         )
 
     def _on_saturated(self) -> None:
@@ -767,6 +777,17 @@ class Orchestrator:
             self._ended(OutcomeState.BLOCKED)
             self._ledger.emit("unit_blocked", unit_id=current, blocked_by=cause)
             pending.extend((dependent, current) for dependent in self._dependents.get(current, ()))
+
+
+def _check_limits(
+    max_attempts: int, call_timeout: float | None, heartbeat_timeout: float | None
+) -> None:
+    if max_attempts < 1:
+        raise InputError(f"max_attempts must be >= 1, got {max_attempts}")
+    if call_timeout is not None and call_timeout <= 0:
+        raise InputError(f"call_timeout must be > 0 seconds, got {call_timeout}")
+    if heartbeat_timeout is not None and not 0 < heartbeat_timeout < math.inf:
+        raise InputError(f"heartbeat_timeout must be > 0 seconds, got {heartbeat_timeout}")
 
 
 def _cancelled_by(stopped: BaseException) -> str | None:

@@ -33,6 +33,7 @@ from ..engine._retry import RetryPolicy, checked_retry
 from ..engine._roles import Roles
 from ..engine._scheduler import Orchestrator, checked_estimates
 from ..engine._sync import run_to_result
+from ..engine._tracing import TracerProviderLike
 from ..host._sandbox import Sandbox
 from ._repo_run import (
     STORED_OPTIONS,
@@ -106,6 +107,8 @@ class EngineOptions(TypedDict, total=False):
     retry: RetryPolicy | Mapping[Lane, RetryPolicy] | Mapping[str, RetryPolicy] | None
     """How failed adapter calls are made again: one `RetryPolicy`, or one per lane (kept in a
     repository run's store)."""
+    tracer_provider: TracerProviderLike | None
+    """Trace the run with this OpenTelemetry ``TracerProvider`` (see `Orchestrator`); not stored."""
 
 
 class MemoryOptions(EngineOptions, total=False):
@@ -159,6 +162,7 @@ class ResumeOptions(TypedDict, total=False):
     executor: Executor | None
     sandbox: Sandbox | None
     strict: bool
+    tracer_provider: TracerProviderLike | None
 
 
 _MEMORY: Final = frozenset(MemoryOptions.__annotations__)
@@ -198,6 +202,12 @@ def _sinks(value: object) -> str | None:
     if not isinstance(value, list | tuple) or not all(isinstance(s, LedgerSink) for s in value):
         return f"expected a list of ledger sinks (objects with emit()), got {value!r}"
     return None
+
+
+def _tracer_provider(value: object) -> str | None:
+    if callable(getattr(value, "get_tracer", None)):
+        return None
+    return f"expected an OpenTelemetry TracerProvider, got {value!r}"
 
 
 def _budget(value: object) -> str | None:
@@ -290,6 +300,7 @@ _CHECKS: Final[Mapping[str, Callable[[object], str | None]]] = {
     "workspaces": _path_problem,
     "sandbox": _instance_of(Sandbox, "a mesh.Sandbox"),
     "extra_config": _extra_config,
+    "tracer_provider": _tracer_provider,
 }
 # Options that say something when None (no limit); the others' None is their default.
 _NONE_MEANS_SOMETHING: Final = frozenset({"call_timeout"})

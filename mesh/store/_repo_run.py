@@ -619,6 +619,7 @@ async def _execute(
             retry=stored_retry(config, store.path),
             resolve_base=workspaces.resolve,
             preflight=False,  # asked before the run's folder was made
+            tracer_provider=options.get("tracer_provider"),
             **({"strict": options["strict"]} if "strict" in options else {}),
         ) as orchestrator:
             try:
