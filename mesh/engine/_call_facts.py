@@ -75,7 +75,8 @@ class CallBeat:
         self.seen = 0
         self.alive_at = 0.0
         self.hung = False
-        self.scope: anyio.CancelScope | None = None
+        self.scope = anyio.CancelScope()
+        """What the adapter runs in: cancelled when its heartbeats stop."""
 
 
 CALL_BEAT: Final[contextvars.ContextVar[CallBeat | None]] = contextvars.ContextVar(

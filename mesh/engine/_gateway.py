@@ -389,14 +389,13 @@ class CallGateway:
                     beat.seen, beat.alive_at = beat.count, now
                 elif beat.count and not beat.hung and now - beat.alive_at >= timeout:
                     beat.hung = True
-                    if beat.scope is not None:  # else: it is still waiting for a slot
-                        beat.scope.cancel()
+                    beat.scope.cancel()
 
     async def _timed(self, adapter: BoundCall, request: object) -> object:
         beat = CALL_BEAT.get()
         if beat is None:
             return await self._in_time(adapter, request)
-        with anyio.CancelScope() as beat.scope:
+        with beat.scope:
             return await self._in_time(adapter, request)
         raise _TimedOut  # its heartbeats stopped
 

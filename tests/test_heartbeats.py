@@ -1,0 +1,207 @@
+"""Heartbeats: a call whose heartbeats stop is ended as hung, long before its timeout."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+import mesh
+from mesh.engine._call_facts import CALL_BEAT, CallBeat
+from mesh.host._process import run_command
+from mesh.testing import FakeAdapter, ManualClock, answer, capture_ledger, fake_roles
+
+from engine_helpers import execute, unit
+
+pytestmark = pytest.mark.anyio
+ONE_CALL = mesh.RetryPolicy(calls=1)
+
+
+def calls_of(ledger: list[mesh.LedgerEvent], lane: str) -> list[mesh.LedgerEvent]:
+    return [e for e in ledger if e.event == "adapter_call" and e.lane == lane]
+
+
+class TestHung:
+    async def test_a_call_whose_heartbeats_stop_is_ended_long_before_its_timeout(self) -> None:
+        clock = ManualClock()
+
+        async def beats_then_hangs(request: mesh.AuthorRequest) -> object:
+            assert mesh.heartbeat()
+            await clock.sleep(1)
+            mesh.heartbeat()
+            await anyio.sleep_forever()
+            raise AssertionError  # pragma: no cover - never wakes
+
+        with capture_ledger() as ledger:
+            async with clock.autojumping():
+                result = await execute(
+                    [unit("a")],
+                    fake_roles(coder=FakeAdapter(beats_then_hangs)),
+                    clock=clock,
+                    call_timeout=1000,
+                    heartbeat_timeout=10,
+                    retry=ONE_CALL,
+                    max_attempts=1,
+                )
+        outcome = result.outcomes[0]
+        assert outcome.failure_code is mesh.FailureCode.TIMEOUT_RETRY_EXHAUSTED
+        assert "coder stopped sending heartbeats (10s without one)" in outcome.evidence
+        coder_calls = calls_of(ledger, "coder")
+        assert {(e.data["outcome"], e.data["hung"], e.data["heartbeats"]) for e in coder_calls} == {
+            ("timeout", True, 2)
+        }
+        # Found between one and one and a quarter timeouts after the last heartbeat.
+        assert all(10_000 <= (e.duration_ms or 0) <= 1000 + 12_500 for e in coder_calls)
+        assert clock.current_time() < 100
+
+    async def test_a_hung_call_is_retried_as_a_timeout(self) -> None:
+        clock = ManualClock()
+        hung: list[int] = []
+
+        async def hangs_once(request: mesh.AuthorRequest) -> object:
+            mesh.heartbeat()
+            if request.call == 1:
+                hung.append(1)
+                await anyio.sleep_forever()
+            return answer(request)
+
+        async with clock.autojumping():
+            result = await execute(
+                [unit("a")],
+                fake_roles(coder=FakeAdapter(hangs_once)),
+                clock=clock,
+                heartbeat_timeout=5,
+                max_attempts=1,
+            )
+        assert result.outcomes[0].state == "completed"
+        assert len(hung) == 2
+
+    async def test_a_call_that_keeps_beating_runs_as_long_as_it_needs(self) -> None:
+        clock = ManualClock()
+
+        async def slow_but_alive(request: mesh.AuthorRequest) -> object:
+            for _ in range(20):
+                mesh.heartbeat()
+                await clock.sleep(4)
+            return answer(request)
+
+        with capture_ledger() as ledger:
+            async with clock.autojumping():
+                result = await execute(
+                    [unit("a")],
+                    fake_roles(coder=FakeAdapter(slow_but_alive)),
+                    clock=clock,
+                    heartbeat_timeout=10,
+                    call_timeout=None,
+                    max_attempts=1,
+                )
+        assert result.outcomes[0].state == "completed"
+        assert {e.data["heartbeats"] for e in calls_of(ledger, "coder")} == {20}
+
+    async def test_a_call_that_never_beats_has_only_its_timeout(self) -> None:
+        clock = ManualClock()
+
+        async def silent(request: mesh.AuthorRequest) -> object:
+            await anyio.sleep_forever()
+            raise AssertionError  # pragma: no cover - never wakes
+
+        with capture_ledger() as ledger:
+            async with clock.autojumping():
+                await execute(
+                    [unit("a")],
+                    fake_roles(coder=FakeAdapter(silent)),
+                    clock=clock,
+                    heartbeat_timeout=1,
+                    call_timeout=50,
+                    retry=ONE_CALL,
+                    max_attempts=1,
+                )
+        coder_calls = calls_of(ledger, "coder")
+        assert all("hung" not in e.data and "heartbeats" not in e.data for e in coder_calls)
+        assert all((e.duration_ms or 0) >= 50_000 for e in coder_calls)
+
+    async def test_a_sync_adapter_in_its_thread(self) -> None:
+        """A thread that beats then blocks: the call ends; the thread is left to finish."""
+
+        def blocks(request: mesh.AuthorRequest) -> object:
+            mesh.heartbeat()
+            time.sleep(1.5)
+            return answer(request)
+
+        with capture_ledger() as ledger:
+            await execute(
+                [unit("a")],
+                fake_roles(coder=blocks),
+                heartbeat_timeout=0.2,
+                retry=ONE_CALL,
+                max_attempts=1,
+            )
+        assert {e.data.get("hung") for e in calls_of(ledger, "coder")} == {True}
+
+
+class TestOutsideARun:
+    def test_outside_a_call_nothing_listens(self) -> None:
+        assert not mesh.heartbeat()
+
+    async def test_a_run_without_a_heartbeat_timeout_does_not_listen(self) -> None:
+        heard: list[bool] = []
+
+        async def coder(request: mesh.AuthorRequest) -> object:
+            heard.append(mesh.heartbeat())
+            return answer(request)
+
+        await execute([unit("a")], fake_roles(coder=FakeAdapter(coder)))
+        assert heard == [False, False]
+
+    @pytest.mark.parametrize("wrong", [0, -1, math.inf, math.nan])
+    def test_the_timeout_is_checked(self, wrong: float) -> None:
+        with pytest.raises(mesh.InputError, match="heartbeat_timeout must be > 0 seconds"):
+            mesh.Orchestrator(roles=fake_roles(), heartbeat_timeout=wrong)
+
+
+class TestCommands:
+    async def test_a_running_process_sends_heartbeats(self, tmp_path: Path) -> None:
+        beat = CallBeat(every=0.05)
+        token = CALL_BEAT.set(beat)
+        try:
+            finished = await run_command(["sleep", "0.4"], cwd=tmp_path, timeout=10)
+        finally:
+            CALL_BEAT.reset(token)
+        assert finished.ok
+        assert beat.count >= 3
+
+    async def test_a_long_proof_on_a_repository_stays_alive(
+        self, repo: Path, tmp_path: Path
+    ) -> None:
+        """The built-in prover's process beats for it: a 1 s proof outlives a 0.3 s timeout."""
+
+        def coder(request: mesh.AuthorRequest) -> dict[str, object]:
+            name = request.unit.write_scope[0]
+            patch = (
+                f"diff --git a/{name} b/{name}\nnew file mode 100644\n--- /dev/null\n"
+                f"+++ b/{name}\n@@ -0,0 +1 @@\n+{request.unit.id}\n"
+            )
+            return answer(request, patch=patch)
+
+        plan = {
+            "plan": [{"id": "a", "step": "a", "write_scope": ["a.txt"], "proof_command": "sleep 1"}]
+        }
+        events: list[mesh.LedgerEvent] = []
+        run = await mesh.run_async(
+            plan,
+            roles=mesh.Roles(coder=coder),
+            repo=repo,
+            out=tmp_path / "out",
+            heartbeat_timeout=0.3,
+            on_event=events.append,
+        )
+        assert [o.state for o in run.result.outcomes] == ["completed"]
+        proofs = calls_of(events, "prover")
+        assert proofs
+        assert all(int(str(e.data["heartbeats"])) >= 2 for e in proofs)
+        store = mesh.RunStore.open(run.store_path)
+        assert store.config["heartbeat_timeout"] == 0.3
+        store.close()
