@@ -15,7 +15,8 @@ Running a plan
 - `resume`, `resume_async`: continue a repository run that stopped.
 - `start`, `start_async`: start a run and watch or steer it while it goes;
   `RunHandle`, `AsyncRunHandle`: the run going on; `EventStream`: its events
-  as they happen (``for``/``async for``).
+  as they happen (``for``/``async for``); `PlanChange`: what a plan change
+  during the run did (``update_plan``).
 - `Orchestrator`: the engine itself, for full control (``async with``).
 - `RunResult`, `UnitOutcome`, `OutcomeState`, `RunMetrics`: what a run returns.
 - `RunStatistics`, `UnitState`, `Trigger`: a run in progress, a unit's lifecycle.
@@ -188,6 +189,7 @@ if TYPE_CHECKING:
     from .engine._executors import executor_slots as executor_slots
     from .engine._lifecycle import Trigger as Trigger
     from .engine._lifecycle import UnitState as UnitState
+    from .engine._plan_change import PlanChange as PlanChange
     from .engine._ray import RayExecutor as RayExecutor
     from .engine._report import prose_ledger as prose_ledger
     from .engine._report import render_report as render_report
@@ -305,6 +307,7 @@ __all__ = [
     "PathCollisionError",
     "Placed",
     "Plan",
+    "PlanChange",
     "PlanError",
     "PlanStep",
     "PlanSummary",
@@ -475,6 +478,7 @@ _HOMES: dict[str, str] = {
     "rerun_safe": ".engine._roles",
     "Orchestrator": ".engine._scheduler",
     "EventStream": ".engine._stream",
+    "PlanChange": ".engine._plan_change",
     "RetryPolicy": ".engine._retry",
     "AsyncRunHandle": ".store._handle",
     "RunHandle": ".store._handle",

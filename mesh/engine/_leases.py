@@ -37,6 +37,8 @@ class Holder:
     leases: dict[str, None] = attrs.field(factory=dict)
     work: anyio.CancelScope = attrs.field(factory=anyio.CancelScope)
     lost: str | None = None
+    removed: bool = False
+    """The unit was left out of the plan: its work was cancelled for that."""
 
 
 @final

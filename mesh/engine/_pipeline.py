@@ -98,6 +98,14 @@ class UnitPipeline:
             for method, stage in _STAGES:
                 setattr(self, method, tracing.stage(stage, getattr(self, method)))
 
+    def replan(
+        self, plan_state: Mapping[str, Any], step_of: Mapping[str, int], *, completed: list[int]
+    ) -> None:
+        """Deliver into a changed plan's state from now on (its completed steps marked)."""
+        self._plan_base = with_completed(plan_state, completed)
+        self._delivered = []
+        self._step_of = step_of
+
     def written_plan_state(self) -> dict[str, Any]:
         """The plan state as the integrator last wrote it, as a dict of its own."""
         return with_completed(self._plan_base, self._delivered)

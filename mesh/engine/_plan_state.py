@@ -6,6 +6,8 @@ import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, final
 
+import attrs
+
 from ..contracts._records import Plan, Unit
 from ..planning._plan import (
     check_dependencies,
@@ -33,6 +35,19 @@ def plan_units(plan: Plan | Sequence[Unit] | object) -> tuple[tuple[Unit, ...], 
         return units, None
     parsed = parse_plan(plan)
     return slice_plan(parsed).units, parsed
+
+
+def plan_document(plan: Plan | Sequence[Unit] | object) -> object:
+    """The plan as JSON values (to keep in a run store, or a ledger event)."""
+    if isinstance(plan, Plan):
+        steps = [
+            {key: value for key, value in attrs.asdict(step).items() if value is not None}
+            for step in plan.steps
+        ]
+        return {"plan": steps} | ({"explanation": plan.explanation} if plan.explanation else {})
+    if isinstance(plan, list | tuple) and plan and all(isinstance(u, Unit) for u in plan):
+        return {"units": [unit.to_document() for unit in plan]}
+    return plan
 
 
 def initial_plan_state(units: Sequence[Unit], plan: Plan | None) -> dict[str, Any]:

@@ -64,6 +64,9 @@ class ResumePoint:
     next_seq: int = 1
     history: Sequence[LedgerEvent] = ()
     """The events recorded so far: the resumed run's metrics count them too."""
+    plan_change: Mapping[str, Any] | None = None
+    """The record of the run's last plan change (``plan_changed``), if its plan changed:
+    a resume runs that plan."""
 
 
 @attrs.frozen(kw_only=True)

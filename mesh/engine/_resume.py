@@ -172,7 +172,13 @@ def resume_point(events: Iterable[LedgerEvent]) -> ResumePoint:
         )
         for unit_id, unit in units.items()
     }
-    return ResumePoint(checkpoints=checkpoints, next_seq=last_seq + 1, history=history)
+    changes = [event.data for event in history if event.event == "plan_changed"]
+    return ResumePoint(
+        checkpoints=checkpoints,
+        next_seq=last_seq + 1,
+        history=history,
+        plan_change=changes[-1] if changes else None,
+    )
 
 
 def unit_states(events: Iterable[LedgerEvent], unit_ids: Iterable[str]) -> dict[str, str]:

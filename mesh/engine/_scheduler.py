@@ -13,6 +13,7 @@ or block them.
 from __future__ import annotations
 
 import contextvars
+import functools
 import heapq
 import math
 import os
@@ -35,11 +36,18 @@ from ._executors import BoundCall, Executor, ExecutorInfo, LocalExecutor, execut
 from ._fanout import cancel_scope_class
 from ._gateway import CallGateway
 from ._governor import Backpressure
-from ._leases import LeaseKeeper
+from ._leases import Holder, LeaseKeeper
 from ._lifecycle import UnitProgress, UnitState
 from ._mistakes import Mistakes, checked_strict, default_strict, stopped_by
 from ._pipeline import UnitPipeline
-from ._plan_state import initial_plan_state, plan_units, step_index, with_completed
+from ._plan_change import PlanChange, planned_change, unit_ids_of
+from ._plan_state import (
+    initial_plan_state,
+    plan_document,
+    plan_units,
+    step_index,
+    with_completed,
+)
 from ._results import ResumePoint, RunResult, RunStatistics
 from ._retry import DEFAULT_RETRY, RetryPolicy, checked_retry
 from ._roles import LeaseTable, Roles, is_rerun_safe, preflight_problems
@@ -216,6 +224,13 @@ class Orchestrator:
         self._governor = Backpressure(target=1, clean_stretch=self._clean_stretch)
         self._mistakes = Mistakes(self._roles) if self._strict else None
         self._signals: dict[str, int] = {}
+        self._holders: dict[str, Holder] = {}
+        self._used_ids: set[str] = set()
+        self._changeable = False
+        # How many dependencies each unit still waits for: a count, not a set, so that a
+        # large plan leaves fewer objects for the garbage collector to go through.
+        self._waiting: dict[str, int] = {}
+        self._dependents: dict[str, list[str]] = {}
 
     async def __aenter__(self) -> Orchestrator:
         self._entered = True
@@ -316,22 +331,17 @@ class Orchestrator:
             raise MeshError("use `async with Orchestrator(...) as run:` before run.execute()")
         if self._executing:
             raise MeshError("this orchestrator is already executing a plan")
-        units, plan_record = plan_units(plan)
-        if delivery_mode is not None or default_proof_command:
-            units = tuple(
-                attrs.evolve(
-                    unit,
-                    delivery_mode=delivery_mode or unit.delivery_mode,
-                    proof_command=unit.proof_command or default_proof_command or "",
-                )
-                for unit in units
-            )
+        units, plan_record, step_of, unit_ids = _plan_of(plan, resume)
+        prepared = functools.partial(
+            _prepared, delivery_mode=delivery_mode, default_proof_command=default_proof_command
+        )
+        units = tuple(map(prepared, units))
         self._executing = True
         self._reset()
-        self._units = units
-        self._index = {unit.id: index for index, unit in enumerate(units)}
-        self._rank = admission_ranks(units, _merged_estimates(units, self._estimates))
-        step_of = step_index(units, plan_record)
+        self._prepared = prepared
+        self._plan_record = plan_record
+        self._unit_ids = unit_ids
+        self._set_units(units)
         metrics = MetricsCollector()
         for event in (resume or ResumePoint()).history:
             metrics.emit(event)
@@ -390,7 +400,7 @@ class Orchestrator:
             self._hub.close_all()
         return RunResult(
             run_id=self.run_id,
-            outcomes=tuple(self._outcomes[u.id] for u in units),
+            outcomes=tuple(self._outcomes[u.id] for u in self._units),
             metrics=metrics.metrics(),
             plan_state=self._pipeline.written_plan_state(),
         )
@@ -543,24 +553,139 @@ class Orchestrator:
     async def _run_all(self, units: Sequence[Unit]) -> None:
         self._scope_class = cancel_scope_class()
         self._start(units)
-        async with anyio.create_task_group() as group:
-            group.start_soon(self._leases.renew_forever)
-            if self._heartbeat_timeout is not None:
-                group.start_soon(self._gateway.watch_heartbeats)
-            while True:
-                if self._budget_source is not self._budget:  # a fixed decision is read once
-                    await self._read_budget()
-                while len(self._active) < self._governor.limit:
-                    admitted = self._next_admissible()
-                    if admitted is None:
+        self._changeable = True
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._leases.renew_forever)
+                if self._heartbeat_timeout is not None:
+                    group.start_soon(self._gateway.watch_heartbeats)
+                while True:
+                    if self._budget_source is not self._budget:  # a fixed decision is read once
+                        await self._read_budget()
+                    while len(self._active) < self._governor.limit:
+                        admitted = self._next_admissible()
+                        if admitted is None:
+                            break
+                        self._active[admitted.id] = admitted
+                        group.start_soon(self._run_unit, admitted)
+                    # A unit cancelled by a plan change may still be winding down: wait for it.
+                    if len(self._outcomes) == len(self._units) and not self._active:
+                        self._changeable = False  # before the group's exit lets a reader in
                         break
-                    self._active[admitted.id] = admitted
-                    group.start_soon(self._run_unit, admitted)
-                if len(self._outcomes) == len(units):
-                    break
-                await self._changed.wait()
-                self._changed = anyio.Event()
-            group.cancel_scope.cancel()  # the lease renewer: no unit is left to hold one
+                    await self._changed.wait()
+                    self._changed = anyio.Event()
+                group.cancel_scope.cancel()  # the lease renewer: no unit is left to hold one
+        finally:
+            self._changeable = False  # every unit ended (or the run stopped): the plan is what ran
+
+    def _set_units(self, units: Sequence[Unit]) -> None:
+        self._units = tuple(units)
+        self._used_ids.update(unit.id for unit in self._units)
+        self._index = {unit.id: index for index, unit in enumerate(self._units)}
+        self._rank = admission_ranks(self._units, _merged_estimates(self._units, self._estimates))
+
+    # -- plan changes ------------------------------------------------------------
+
+    def update_plan(self, plan: Plan | Sequence[Unit] | object) -> PlanChange:
+        """
+        Change the plan of the run executing now: ``plan`` is the whole new plan.
+
+        Steps (or units) that are new are added; those that have not started
+        take their new text, scope or dependencies; those left out are
+        cancelled, and a running one stops its calls at once (its leases are
+        released; it leaves the run without an outcome). Units that finished
+        keep their outcome. Dependencies and cycles are checked again, and
+        the whole change is refused (`PlanError`, nothing changed) when it
+        edits a unit that started, cancels one being delivered, or is
+        malformed. Each change is one ``plan_changed`` ledger event, and a
+        resumed run continues the plan as last changed.
+
+        A plan's steps are matched by their ``id`` (every step needs one); a
+        units document's units by theirs.
+
+        Returns:
+            What changed (`PlanChange.added`, ``edited``, ``removed``).
+        """
+        if not self._changeable:
+            raise MeshError(
+                "update_plan needs a run executing: call it while execute() runs, "
+                "before its last unit ends"
+            )
+        finished = set(self._outcomes)
+        change = planned_change(
+            self._units,
+            self._plan_record,
+            self._unit_ids,
+            plan,
+            started=finished | set(self._active),
+            finished=finished,
+            completed={
+                unit_id
+                for unit_id, outcome in self._outcomes.items()
+                if outcome.state == OutcomeState.COMPLETED
+            },
+            delivering={
+                unit_id
+                for unit_id, progress in self._progress.items()
+                if progress.state == UnitState.FIXER_ACCEPT
+            },
+            prepared=self._prepared,
+            used=self._used_ids,
+        )
+        if change.changed:
+            self._apply(change)
+        return change
+
+    def _apply(self, change: PlanChange) -> None:
+        self._plan_record = change.plan
+        self._unit_ids = dict(change.unit_ids)
+        self._set_units(change.units)
+        for unit_id in change.removed:
+            if (holder := self._holders.get(unit_id)) is not None:
+                holder.removed = True
+                holder.work.cancel()
+        # Who waits for whom, from scratch: edits may have moved any dependency.
+        done = {u for u, o in self._outcomes.items() if o.state == OutcomeState.COMPLETED}
+        self._waiting = {}
+        self._dependents = {}
+        for unit in self._units:
+            if unit.id in self._outcomes:
+                continue
+            deps = set(unit.deps)
+            self._waiting[unit.id] = len(deps - done)
+            for dep in deps:
+                self._dependents.setdefault(dep, []).append(unit.id)
+        self._pipeline.replan(
+            initial_plan_state(self._units, change.plan),
+            change.step_of,
+            completed=[change.step_of[unit_id] for unit_id in done if unit_id in change.step_of],
+        )
+        self._ledger.emit(
+            "plan_changed",
+            added=list(change.added),
+            edited=list(change.edited),
+            removed=list(change.removed),
+            units={"units": [unit.to_document() for unit in self._units]},
+            **({"plan": plan_document(change.plan)} if change.plan is not None else {}),
+            step_of=dict(change.step_of),
+            unit_ids=dict(change.unit_ids),
+        )
+        self._ready = []
+        for unit in self._units:
+            unit_id = unit.id
+            if unit_id in self._outcomes or unit_id in self._active:
+                continue
+            blocked_by = [
+                dep
+                for dep in unit.deps
+                if dep not in self._index
+                or (dep in self._outcomes and self._outcomes[dep].state != OutcomeState.COMPLETED)
+            ]
+            if blocked_by:
+                self._block(unit_id, min(blocked_by))
+            elif not self._waiting[unit_id]:
+                self._make_ready(unit_id)
+        self._notify()
 
     def _start(self, units: Sequence[Unit]) -> None:
         """Dependencies, restored outcomes (when resuming) and the first ready units."""
@@ -580,10 +705,6 @@ class Orchestrator:
             if outcome.state == OutcomeState.BLOCKED:
                 self._ended(OutcomeState.BLOCKED)
         done = {unit_id for unit_id, o in restored.items() if o.state == OutcomeState.COMPLETED}
-        # How many dependencies each unit still waits for: a count, not a set, so that a
-        # large plan leaves fewer objects for the garbage collector to go through.
-        self._waiting: dict[str, int] = {}
-        self._dependents: dict[str, list[str]] = {}
         for unit in units:
             deps = set(unit.deps)
             self._waiting[unit.id] = len(deps - done)
@@ -692,6 +813,11 @@ class Orchestrator:
     # -- one unit ----------------------------------------------------------------
 
     async def _run_unit(self, unit: Unit) -> None:
+        if unit.id not in self._index:  # left out of the plan before it could begin
+            del self._active[unit.id]
+            self._ledger.emit("unit_cancelled", unit_id=unit.id, reason="left out of the plan")
+            self._notify()
+            return
         progress = UnitProgress(unit=unit, max_attempts=self._max_attempts, width=self._width)
         checkpoint = self._resume.checkpoints.get(unit.id)
         if checkpoint is not None:
@@ -699,11 +825,11 @@ class Orchestrator:
             progress.candidates = list(checkpoint.candidates)
         self._progress[unit.id] = progress
         self._ledger.emit("unit_started", unit_id=unit.id, attempt=progress.attempt)
-        holder = self._leases.hold(progress)
+        holder = self._holders[unit.id] = self._leases.hold(progress)
         try:
             with holder.work:
                 await self._pipeline.drive(holder, self._current_width)
-            if holder.work.cancelled_caught and holder.lost is not None:
+            if holder.work.cancelled_caught and holder.lost is not None and not holder.removed:
                 # The renewer stopped the work: another unit may be writing its scope now.
                 self._pipeline.fail(progress, FailureCode.SCOPE_OVERLAP_CONFLICT, holder.lost)
         finally:
@@ -714,6 +840,19 @@ class Orchestrator:
             # Keeping every finished unit's evidence would make the heap, and each
             # full garbage collection, grow with the plan.
             del self._progress[unit.id]
+            del self._holders[unit.id]
+        if holder.removed:
+            if progress.state not in _FINAL:
+                self._ledger.emit(
+                    "unit_cancelled",
+                    unit_id=unit.id,
+                    attempt=progress.attempt,
+                    reason="left out of the plan",
+                )
+                self._notify()
+                return
+            # It finished before its cancellation could land: it stays, with its outcome.
+            self._set_units((*self._units, unit))
         self._finish(progress)
 
     def _current_width(self) -> int:
@@ -777,6 +916,47 @@ class Orchestrator:
             self._ended(OutcomeState.BLOCKED)
             self._ledger.emit("unit_blocked", unit_id=current, blocked_by=cause)
             pending.extend((dependent, current) for dependent in self._dependents.get(current, ()))
+
+
+_FINAL: Final = frozenset({UnitState.COMPLETED, UnitState.FAILED})
+
+
+def _plan_of(
+    plan: object, resume: ResumePoint | None
+) -> tuple[tuple[Unit, ...], Plan | None, dict[str, int], dict[str, str]]:
+    """A run's units, plan, each unit's step and each step's unit: as given, or as changed."""
+    if resume is not None and resume.plan_change is not None:
+        # The plan as last changed before the run stopped: the run's plan now.
+        return _changed_plan(resume.plan_change)
+    units, plan_record = plan_units(plan)
+    return units, plan_record, step_index(units, plan_record), unit_ids_of(units, plan_record)
+
+
+def _prepared(
+    unit: Unit, *, delivery_mode: DeliveryMode | None, default_proof_command: str | None
+) -> Unit:
+    """A unit as the run runs it: with the run's delivery mode and default proof command."""
+    if delivery_mode is None and not default_proof_command:
+        return unit
+    return attrs.evolve(
+        unit,
+        delivery_mode=delivery_mode or unit.delivery_mode,
+        proof_command=unit.proof_command or default_proof_command or "",
+    )
+
+
+def _changed_plan(
+    change: Mapping[str, Any],
+) -> tuple[tuple[Unit, ...], Plan | None, dict[str, int], dict[str, str]]:
+    """The plan a stopped run last changed to (its ``plan_changed`` event's record)."""
+    try:
+        units = plan_units(change["units"])[0]
+        plan = plan_units(change["plan"])[1] if "plan" in change else None
+        step_of = {str(unit_id): int(index) for unit_id, index in change["step_of"].items()}
+        unit_ids = {str(step): str(unit_id) for step, unit_id in change["unit_ids"].items()}
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise InputError(f"the run's last plan change is unreadable: {exc!r}") from None
+    return units, plan, step_of, unit_ids
 
 
 def _check_limits(

@@ -21,7 +21,8 @@ from typing import Any, Generic, TypeVar, final, overload
 import anyio
 import anyio.from_thread
 
-from ..contracts._errors import InputError, RunCancelled
+from ..contracts._errors import InputError, MeshError, RunCancelled
+from ..engine._plan_change import PlanChange
 from ..engine._results import RunResult, RunStatistics
 from ..engine._roles import Roles
 from ..engine._scheduler import ON_ORCHESTRATOR, Orchestrator
@@ -75,6 +76,11 @@ class _Control(Generic[T]):
 
     def statistics(self) -> RunStatistics | None:
         return None if self.orchestrator is None else self.orchestrator.statistics()
+
+    def update_plan(self, plan: object) -> PlanChange:
+        if self.orchestrator is None or not self.orchestrator.executing:
+            raise MeshError("the run's plan can change only while it executes")
+        return self.orchestrator.update_plan(plan)
 
     async def run(self) -> T:
         token = ON_ORCHESTRATOR.set(self._attach)
@@ -152,6 +158,10 @@ class AsyncRunHandle(Generic[R]):
     def statistics(self) -> RunStatistics | None:
         """Where the run stands now (None until its engine has started)."""
         return self._control.statistics()
+
+    def update_plan(self, plan: object) -> PlanChange:
+        """Change the run's plan while it executes (see `Orchestrator.update_plan`)."""
+        return self._control.update_plan(plan)
 
     @property
     def done(self) -> bool:
@@ -290,6 +300,13 @@ class RunHandle(Generic[R]):
             return None
         statistics: RunStatistics | None = self._portal.call(self._control.statistics)
         return statistics
+
+    def update_plan(self, plan: object) -> PlanChange:
+        """Change the run's plan while it executes (see `Orchestrator.update_plan`)."""
+        if self._closed:
+            raise MeshError("the run's plan can change only while it executes")
+        change: PlanChange = self._portal.call(self._control.update_plan, plan)
+        return change
 
     @property
     def done(self) -> bool:

@@ -29,9 +29,10 @@ from ..contracts._enums import DeliveryMode, Lane
 from ..contracts._errors import AdapterMistake, InputError, ValidationError
 from ..contracts._events import CallbackSink, LedgerEvent, LedgerSink, ledger_text
 from ..contracts._files import atomic_write_text
-from ..contracts._records import Plan, Unit
+from ..contracts._records import Unit
 from ..contracts._text import one_line, text_problem
 from ..engine._executors import Executor, LocalExecutor
+from ..engine._plan_state import plan_document
 from ..engine._plan_state import plan_units as _plan_units
 from ..engine._results import ResumePoint, RunResult
 from ..engine._resume import resume_point
@@ -134,19 +135,6 @@ class RepositoryRun:
     store_path: Path
     workspaces_created: int
     workspaces_reused: int
-
-
-def _plan_document(plan: Plan | Sequence[Unit] | object) -> object:
-    """The plan as JSON values, to keep in the run store for a resume."""
-    if isinstance(plan, Plan):
-        steps = [
-            {key: value for key, value in attrs.asdict(step).items() if value is not None}
-            for step in plan.steps
-        ]
-        return {"plan": steps} | ({"explanation": plan.explanation} if plan.explanation else {})
-    if isinstance(plan, list | tuple) and plan and all(isinstance(u, Unit) for u in plan):
-        return {"units": [unit.to_document() for unit in plan]}
-    return plan
 
 
 def role_kinds(roles: Roles) -> dict[str, str]:
@@ -319,7 +307,7 @@ async def start_repository_run(
         config = {
             # The caller's keys first: they can never stand in for mesh's own.
             **(options.get("extra_config") or {}),
-            "plan": _plan_document(plan),
+            "plan": plan_document(plan),
             "repo": str(top),
             "workspaces": workspaces,
             "delivery_mode": mode.value if mode else None,
