@@ -142,6 +142,67 @@ class TestHung:
         assert {e.data.get("hung") for e in calls_of(ledger, "coder")} == {True}
 
 
+class TestBound:
+    @pytest.mark.parametrize("start", [0.0, 1e6, 1.7e9])
+    @pytest.mark.parametrize("quiet", [0.3, 1 / 3, 3.3, 10.0])
+    async def test_found_between_one_and_a_quarter_timeouts_after_the_last_beat(
+        self, start: float, quiet: float
+    ) -> None:
+        """Whatever the clock's value and the beat's offset within a quarter."""
+        for offset in (0.0, 0.13, 0.5, 0.77):
+            clock = ManualClock(start)
+            beaten: list[float] = []
+
+            async def beats_then_hangs(
+                request: mesh.AuthorRequest,
+                clock: ManualClock = clock,
+                offset: float = offset,
+                beaten: list[float] = beaten,
+            ) -> object:
+                await clock.sleep(quiet * offset)
+                mesh.heartbeat()
+                beaten.append(clock.current_time())
+                await anyio.sleep_forever()
+                raise AssertionError  # pragma: no cover - never wakes
+
+            with capture_ledger() as ledger:
+                async with clock.autojumping():
+                    await execute(
+                        [unit("a")],
+                        fake_roles(coder=FakeAdapter(beats_then_hangs)),
+                        clock=clock,
+                        call_timeout=None,
+                        heartbeat_timeout=quiet,
+                        retry=ONE_CALL,
+                        max_attempts=1,
+                    )
+            ended = [e.at for e in calls_of(ledger, "coder") if e.data.get("hung")]
+            assert len(ended) == 2
+            # Clock values near 1.7e9 carry about 2e-7 s of float error.
+            for end, beat in zip(sorted(ended), sorted(beaten), strict=True):
+                assert quiet - 1e-6 <= end - beat <= quiet * 1.25 + 1e-6
+
+    async def test_a_hung_call_not_safe_to_rerun_says_so(self) -> None:
+        clock = ManualClock()
+
+        async def beats_then_hangs(request: mesh.AuthorRequest) -> object:
+            mesh.heartbeat()
+            await anyio.sleep_forever()
+            raise AssertionError  # pragma: no cover - never wakes
+
+        async with clock.autojumping():
+            result = await execute(
+                [unit("a")],
+                fake_roles(coder=FakeAdapter(beats_then_hangs, rerun_safe=False)),
+                clock=clock,
+                heartbeat_timeout=1,
+                max_attempts=1,
+            )
+        assert result.outcomes[0].evidence.startswith(
+            "coder stopped sending heartbeats (1s without one) and was not called again"
+        )
+
+
 class TestOutsideARun:
     def test_outside_a_call_nothing_listens(self) -> None:
         assert not mesh.heartbeat()
@@ -156,10 +217,15 @@ class TestOutsideARun:
         await execute([unit("a")], fake_roles(coder=FakeAdapter(coder)))
         assert heard == [False, False]
 
-    @pytest.mark.parametrize("wrong", [0, -1, math.inf, math.nan])
+    @pytest.mark.parametrize("wrong", [0, -1, 0.05, math.inf, math.nan])
     def test_the_timeout_is_checked(self, wrong: float) -> None:
-        with pytest.raises(mesh.InputError, match="heartbeat_timeout must be > 0 seconds"):
+        with pytest.raises(mesh.InputError, match=r"heartbeat_timeout must be at least 0\.1"):
             mesh.Orchestrator(roles=fake_roles(), heartbeat_timeout=wrong)
+
+    @pytest.mark.parametrize(("wrong", "says"), [(0.05, "at least 0.1"), ("1", "a number")])
+    async def test_the_front_door_checks_it_first(self, wrong: object, says: str) -> None:
+        with pytest.raises(mesh.ValidationError, match=f"heartbeat_timeout: .*{says}"):
+            await mesh.run_async([unit("a")], roles=fake_roles(), heartbeat_timeout=wrong)
 
 
 class TestCommands:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -329,10 +331,11 @@ class TestStart:
 
     def test_cancel_from_the_notebook(self) -> None:
         run = mesh.start(CHAIN, roles=hanging_roles())
-        second = run.events(buffer=3)
-        for event in run.events():
+        first = run.events(buffer=100)  # the first gets every event, whatever its buffer
+        for event in first:
             if event.event == "unit_started":
                 assert run.statistics() is not None
+                second = run.events(buffer=3)
                 run.cancel("interrupting from the notebook")
         with pytest.raises(mesh.RunCancelled, match="interrupting"):
             run.result()
@@ -379,3 +382,74 @@ class TestStart:
     def test_a_bad_backend_is_refused_at_once(self) -> None:
         with pytest.raises(mesh.OptionError):
             mesh.start(CHAIN, roles=fake_roles(), backend="curio")  # type: ignore[call-overload]
+
+
+class TestWhatTheAttackFound:
+    async def test_a_raising_sink_costs_no_other_sink_or_reader_an_event(
+        self, tmp_path: Path
+    ) -> None:
+        """The ledger file and the stream have every event; run_failed ends the stream."""
+
+        class Choking:
+            def emit(self, event: mesh.LedgerEvent) -> None:
+                if event.event == "unit_started":
+                    raise RuntimeError("the host's sink broke")
+
+        ledger_file = tmp_path / "ledger.jsonl"
+        async with mesh.Orchestrator(
+            roles=fake_roles(), sinks=[Choking()], ledger_path=ledger_file
+        ) as orchestrator:
+            stream = orchestrator.events()
+            with capture_ledger() as captured, pytest.raises(BaseExceptionGroup):
+                await orchestrator.execute(CHAIN)
+        read = [event async for event in stream]
+        assert read == captured
+        assert read[-1].event == "run_failed"
+        assert "the host's sink broke" in str(read[-1].data["error"])
+        lines = ledger_file.read_text().splitlines()
+        assert len(lines) == len(read)
+
+    async def test_two_readers_of_one_stream_both_end(self) -> None:
+        async with mesh.Orchestrator(roles=fake_roles()) as orchestrator:
+            stream = orchestrator.events()
+            counts: list[int] = []
+
+            async def read() -> None:
+                counts.append(len([event async for event in stream]))
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(read)
+                group.start_soon(read)
+                await anyio.sleep(0.01)  # both wait before the first event
+                await orchestrator.execute(CHAIN)
+        assert len(counts) == 2
+
+    def test_async_for_from_another_loop_is_refused(self) -> None:
+        async def elsewhere(run: mesh.RunHandle[mesh.RunResult]) -> None:
+            async for _ in run.events():
+                pass  # pragma: no cover - refused before the first
+
+        with mesh.start(CHAIN, roles=fake_roles()) as run:
+            with pytest.raises(mesh.MeshError, match="plain `for`"):
+                anyio.run(elsewhere, run)
+            run.result()
+
+    def test_a_handle_nobody_closes_lets_the_interpreter_exit(self, tmp_path: Path) -> None:
+        script = tmp_path / "orphan.py"
+        script.write_text(
+            "import mesh\nfrom mesh.testing import fake_roles\n"
+            "run = mesh.start([mesh.Unit(id='a', objective='a', write_scope=('a',))],"
+            " roles=fake_roles())\n"
+            "for event in run.events():\n    pass\nprint('read', flush=True)\n"
+        )
+        finished = subprocess.run(
+            [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert finished.returncode == 0, finished.stderr
+        assert finished.stdout == "read\n"
+
+    def test_the_first_stream_of_a_handle_starts_at_the_start_whatever_its_buffer(self) -> None:
+        with mesh.start(CHAIN, roles=fake_roles()) as run:
+            first = run.events(buffer=50_000)
+            assert next(iter(first)).event == "run_started"
+            run.result()

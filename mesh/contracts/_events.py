@@ -231,8 +231,16 @@ class _Fanout:
             self.info = self.sinks[0].emit  # type: ignore[method-assign]
 
     def info(self, event: LedgerEvent) -> None:
+        failed: Exception | None = None
         for sink in self.sinks:
-            sink.emit(event)
+            try:
+                sink.emit(event)
+            except Exception as exc:  # noqa: BLE001 - raised once every other sink has it
+                failed = failed or exc
+        if failed is not None:
+            # A sink that raises (a host's) must not cost the store, the ledger file or
+            # the run's readers the event: they all have it before the error goes on.
+            raise failed
 
 
 class _LedgerLogger(structlog.BoundLoggerBase):

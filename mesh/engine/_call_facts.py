@@ -65,7 +65,7 @@ def note_call(**facts: object) -> bool:
 class CallBeat:
     """One call's heartbeats: how many, and what the watchdog made of them."""
 
-    __slots__ = ("alive_at", "count", "every", "hung", "scope", "seen")
+    __slots__ = ("changed", "count", "every", "hung", "scope", "seen")
 
     def __init__(self, every: float) -> None:
         self.count = 0
@@ -73,7 +73,8 @@ class CallBeat:
         self.every = every
         """Seconds between the heartbeats of mesh's own process-running adapters."""
         self.seen = 0
-        self.alive_at = 0.0
+        self.changed = 0
+        """The watchdog's quarter in which it last saw the count change."""
         self.hung = False
         self.scope = anyio.CancelScope()
         """What the adapter runs in: cancelled when its heartbeats stop."""
@@ -93,7 +94,11 @@ def heartbeat() -> bool:
     ``heartbeat_timeout`` treats a call that has sent heartbeats and then
     stops for that long as hung, and ends it (as a timeout, retried by its
     lane's `RetryPolicy`) long before its ``call_timeout``. A call that never
-    sends one is timed by ``call_timeout`` alone. mesh's own adapters that
+    sends one is timed by ``call_timeout`` alone. A thread the adapter starts
+    must carry the call's context for its heartbeats to count
+    (``anyio.to_thread.run_sync``, ``asyncio.to_thread`` and
+    ``contextvars.copy_context().run`` do; a bare ``threading.Thread`` does
+    not). mesh's own adapters that
     run a command (`CommandCoder`, `CommandProver`, the agents) send
     heartbeats while their process runs. The count is on the call's
     ``adapter_call`` ledger event (``heartbeats``). Outside a call, or in a

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, Final, final
 
 import anyio
 import attrs
@@ -33,7 +33,11 @@ from ._roles import check_result, check_selection
 if TYPE_CHECKING:
     from ._tracing import Tracing
 
-__all__ = ["CallFailure", "CallGateway", "until"]
+__all__ = ["MIN_HEARTBEAT_TIMEOUT", "CallFailure", "CallGateway", "until"]
+
+_QUIET_QUARTERS: Final = 4
+MIN_HEARTBEAT_TIMEOUT: Final = 0.1
+"""Seconds: a shorter heartbeat timeout would keep the run's loop busy watching."""
 
 
 @attrs.frozen(kw_only=True)
@@ -183,7 +187,7 @@ class CallGateway:
             token = CALL_FACTS.set({})
             beat: CallBeat | None = None
             if self._heartbeat_timeout is not None:
-                beat = self._listen(started)
+                beat = self._listen()
                 beat_token = CALL_BEAT.set(beat)
             try:
                 try:
@@ -200,10 +204,15 @@ class CallGateway:
                     self._record(event, started, "timeout", beat, **more)
                     self._on_signal(unit_id)
                     if lane in self._unsafe:
+                        ended = (
+                            f"stopped sending heartbeats ({self._heartbeat_timeout}s without one)"
+                            if hung
+                            else f"timed out ({self._timeout}s)"
+                        )
                         return CallFailure(
                             code=FailureCode.TIMEOUT_RETRY_EXHAUSTED,
-                            evidence=f"{lane.value} timed out ({self._timeout}s) and was not "
-                            "called again: its adapter is not safe to re-run",
+                            evidence=f"{lane.value} {ended} and was not called again: "
+                            "its adapter is not safe to re-run",
                         )
                     failure = CallFailure(
                         code=FailureCode.TIMEOUT_RETRY_EXHAUSTED,
@@ -363,11 +372,10 @@ class CallGateway:
         finally:
             limiter.release_on_behalf_of(holder)
 
-    def _listen(self, started: float) -> CallBeat:
+    def _listen(self) -> CallBeat:
         """Listen for the heartbeats of the call starting now (`mesh.heartbeat`)."""
         timeout = self._heartbeat_timeout or 0.0
         beat = CallBeat(every=timeout / 4)
-        beat.alive_at = started
         self._beats[id(beat)] = beat
         return beat
 
@@ -375,19 +383,24 @@ class CallGateway:
         """
         Forever: end each call whose heartbeats stopped for ``heartbeat_timeout``.
 
-        Looks every quarter of the timeout, on the run's clock: a call is found
-        hung between one and one and a quarter timeouts after its last heartbeat.
-        A call that never sent one is left to its ``call_timeout``.
+        Looks every quarter of the timeout, on a fixed grid of the run's clock,
+        and counts the quarters in which a call sent nothing: a call is found
+        hung between one and one and a quarter timeouts after its last
+        heartbeat. A call that never sent one is left to its ``call_timeout``.
         """
-        timeout = self._heartbeat_timeout or 0.0
+        period = (self._heartbeat_timeout or 0.0) / 4
         clock = self._clock
+        start = clock.current_time()
+        tick = 0
         while True:
-            await clock.sleep_until(clock.current_time() + timeout / 4)
-            now = clock.current_time()
+            tick += 1
+            await clock.sleep_until(start + tick * period)
+            # Quarters that went by while the loop was busy count as they are: whole ones.
+            tick = max(tick, int((clock.current_time() - start) / period))
             for beat in list(self._beats.values()):
                 if beat.count != beat.seen:
-                    beat.seen, beat.alive_at = beat.count, now
-                elif beat.count and not beat.hung and now - beat.alive_at >= timeout:
+                    beat.seen, beat.changed = beat.count, tick
+                elif beat.count and not beat.hung and tick - beat.changed >= _QUIET_QUARTERS:
                     beat.hung = True
                     beat.scope.cancel()
 

@@ -138,7 +138,7 @@ class RetryPolicy:
         ``draw`` is a random number in [0, 1) (0.5 gives the wait without jitter).
         """
         base = min(self.backoff * self.multiplier ** (retry - 1), self.max_backoff)
-        return base * (1 + self.jitter * (2 * draw - 1))
+        return min(base * (1 + self.jitter * (2 * draw - 1)), self.max_backoff)
 
     @classmethod
     def from_document(cls, document: object) -> RetryPolicy:

@@ -12,6 +12,7 @@ or block them.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import heapq
@@ -26,15 +27,22 @@ import attrs
 
 from ..contracts._clock import Clock, SystemClock, time_reader
 from ..contracts._enums import DeliveryMode, FailureCode, Lane
-from ..contracts._errors import InputError, MeshError, RunCancelled, ValidationError
+from ..contracts._errors import (
+    AdapterMistake,
+    InputError,
+    MeshError,
+    RunCancelled,
+    ValidationError,
+)
 from ..contracts._events import JsonLinesSink, Ledger, LedgerSink
 from ..contracts._records import BudgetDecision, Plan, Unit, estimate_problem
 from ..contracts._scopes import scopes_overlap
+from ..contracts._text import one_line
 from ..planning._budget import MAX_TRIPLET_WIDTH, budget_policy
 from ..planning._priority import admission_ranks
 from ._executors import BoundCall, Executor, ExecutorInfo, LocalExecutor, executor_slots
 from ._fanout import cancel_scope_class
-from ._gateway import CallGateway
+from ._gateway import MIN_HEARTBEAT_TIMEOUT, CallGateway
 from ._governor import Backpressure
 from ._leases import Holder, LeaseKeeper
 from ._lifecycle import UnitProgress, UnitState
@@ -411,15 +419,20 @@ class Orchestrator:
 
     def _stopped(self, stopped: BaseException) -> BaseException:
         """Record why a run stopped early: what `execute` raises for it."""
-        if isinstance(stopped, RunCancelled):
-            self._ledger.emit("run_cancelled", reason=stopped.reason)
-            return stopped
-        if (reason := _cancelled_by(stopped)) is not None:
-            self._ledger.emit("run_cancelled", reason=reason)
-            return stopped
-        mistake = stopped_by(self._mistakes, stopped)
-        if mistake is None:
-            return stopped
+        # Each way of stopping ends the ledger with its reason, so that the run's readers
+        # and a later look at its store see why; a sink failing again must not hide it.
+        reason = stopped.reason if isinstance(stopped, RunCancelled) else _cancelled_by(stopped)
+        mistake = None if reason is not None else stopped_by(self._mistakes, stopped)
+        with contextlib.suppress(Exception):
+            if reason is not None:
+                self._ledger.emit("run_cancelled", reason=reason)
+            elif mistake is not None:
+                self._emit_mistake(mistake)
+            else:
+                self._ledger.emit("run_failed", error=_described(stopped))
+        return mistake or stopped
+
+    def _emit_mistake(self, mistake: AdapterMistake) -> None:
         self._ledger.emit(
             "run_failed",
             unit_id=mistake.unit_id,
@@ -433,7 +446,6 @@ class Orchestrator:
             problems=list(mistake.problems),
             error=mistake.error,
         )
-        return mistake
 
     async def _open_executor(self, plan_state: dict[str, Any], step_of: dict[str, int]) -> None:
         """Start the executor and bind every adapter to it, before any unit runs."""
@@ -959,6 +971,13 @@ def _changed_plan(
     return units, plan, step_of, unit_ids
 
 
+def _described(error: BaseException) -> str:
+    """An error as one bounded line, a lone exception of a group as itself."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return one_line(f"{type(error).__name__}: {error}")[:500]
+
+
 def _check_limits(
     max_attempts: int, call_timeout: float | None, heartbeat_timeout: float | None
 ) -> None:
@@ -966,8 +985,11 @@ def _check_limits(
         raise InputError(f"max_attempts must be >= 1, got {max_attempts}")
     if call_timeout is not None and call_timeout <= 0:
         raise InputError(f"call_timeout must be > 0 seconds, got {call_timeout}")
-    if heartbeat_timeout is not None and not 0 < heartbeat_timeout < math.inf:
-        raise InputError(f"heartbeat_timeout must be > 0 seconds, got {heartbeat_timeout}")
+    if heartbeat_timeout is not None and not MIN_HEARTBEAT_TIMEOUT <= heartbeat_timeout < math.inf:
+        raise InputError(
+            f"heartbeat_timeout must be at least {MIN_HEARTBEAT_TIMEOUT} seconds, "
+            f"got {heartbeat_timeout}"
+        )
 
 
 def _cancelled_by(stopped: BaseException) -> str | None:

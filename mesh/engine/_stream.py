@@ -46,11 +46,9 @@ class EventStream:
     """
 
     def __init__(self, *, buffer: int = DEFAULT_BUFFER, engine_thread: int | None = None) -> None:
-        if isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 1:
-            raise InputError(f"buffer must be a whole number >= 1, got {buffer!r}")
+        self._buffer = _checked_buffer(buffer)
         self._engine_thread = engine_thread
         self._events: collections.deque[LedgerEvent] = collections.deque()
-        self._buffer = buffer
         self._closed = False
         self._missed = 0
         # The engine may run in another thread than the reader (`mesh.start`).
@@ -85,8 +83,9 @@ class EventStream:
         self._alert()
 
     def _alert(self) -> None:
-        if (wake := self._wake) is not None:
-            self._wake = None
+        with self._lock:
+            wake, self._wake = self._wake, None
+        if wake is not None:
             wake.set()
 
     def __aiter__(self) -> EventStream:
@@ -95,14 +94,33 @@ class EventStream:
     async def __anext__(self) -> LedgerEvent:
         # A method, not an async generator: a reader that stops early leaves nothing
         # suspended behind for the garbage collector to finish.
+        if self._engine_thread is not None and threading.get_ident() != self._engine_thread:
+            # Its wake-up would be set from the engine's loop, which cannot wake this one.
+            raise MeshError(
+                "this run's events are produced by an event loop in another thread: "
+                "read them with a plain `for` (in a worker thread, from async code)",
+                hint="or start the run in this loop with mesh.start_async(...)",
+            )
         while True:
             with self._lock:
                 if self._events:
                     return self._events.popleft()
                 if self._closed:
                     raise StopAsyncIteration
-                self._wake = wake = anyio.Event()
+                # Every reader waiting now shares one wake-up: the next event wakes them all.
+                if self._wake is None:
+                    self._wake = anyio.Event()
+                wake = self._wake
             await wake.wait()
+
+    def resize(self, buffer: int) -> None:
+        """Hold at most ``buffer`` events from now on (the oldest beyond it are dropped)."""
+        checked = _checked_buffer(buffer)
+        with self._lock:
+            self._buffer = checked
+            while len(self._events) > checked:
+                self._events.popleft()
+                self._missed += 1
 
     def __iter__(self) -> Iterator[LedgerEvent]:
         if threading.get_ident() == self._engine_thread:
@@ -119,6 +137,12 @@ class EventStream:
                     return
                 event = self._events.popleft()
             yield event
+
+
+def _checked_buffer(buffer: object) -> int:
+    if isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 1:
+        raise InputError(f"buffer must be a whole number >= 1, got {buffer!r}")
+    return buffer
 
 
 @final

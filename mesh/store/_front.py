@@ -28,6 +28,7 @@ from ..contracts._errors import InputError, MeshError, OptionError, ValidationEr
 from ..contracts._events import CallbackSink, LedgerEvent, LedgerSink
 from ..contracts._records import BudgetDecision, Plan, Unit
 from ..engine._executors import Executor
+from ..engine._gateway import MIN_HEARTBEAT_TIMEOUT
 from ..engine._results import RunResult
 from ..engine._retry import RetryPolicy, checked_retry
 from ..engine._roles import Roles
@@ -220,6 +221,13 @@ def _callable(value: object) -> str | None:
     return None if callable(value) else f"expected a callable, got {type(value).__name__}"
 
 
+def _heartbeat_timeout(value: object) -> str | None:
+    if (problem := _seconds(value)) is not None:
+        return problem
+    least = MIN_HEARTBEAT_TIMEOUT
+    return None if value >= least else f"must be at least {least} seconds, got {value!r}"  # type: ignore[operator]
+
+
 def _retry(value: object) -> str | None:
     try:
         checked_retry(value)
@@ -288,7 +296,7 @@ _CHECKS: Final[Mapping[str, Callable[[object], str | None]]] = {
     "executor": _instance_of(Executor, "a mesh.Executor"),
     "estimates": _estimates,
     "retry": _retry,
-    "heartbeat_timeout": _seconds,
+    "heartbeat_timeout": _heartbeat_timeout,
     "delivery_mode": _instance_of(DeliveryMode, "a mesh.DeliveryMode"),
     "default_proof_command": _instance_of(str, "text"),
     "strict": _instance_of(bool, "True or False"),

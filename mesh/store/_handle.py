@@ -11,6 +11,7 @@ work unchanged.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import threading
@@ -85,13 +86,18 @@ class _Control(Generic[T]):
     async def run(self) -> T:
         token = ON_ORCHESTRATOR.set(self._attach)
         try:
+            return await self._run()
+        finally:
+            ON_ORCHESTRATOR.reset(token)
+
+    async def _run(self) -> T:
+        try:
             with anyio.CancelScope() as self._scope:
                 if self.reason is not None:  # cancelled before it began
                     self._scope.cancel()
                 return await self._main()
             raise RunCancelled(self.reason or "cancelled")
         finally:
-            ON_ORCHESTRATOR.reset(token)
             self.ended = True
             # A run that stopped before its engine ran (bad options, a plan error) has no
             # engine to close them.
@@ -146,8 +152,9 @@ class AsyncRunHandle(Generic[R]):
         The first call gets every event from the run's start; a later one,
         every event from then on.
         """
-        if (first := self._first) is not None and buffer == DEFAULT_BUFFER:
+        if (first := self._first) is not None:
             self._first = None
+            first.resize(buffer)
             return first
         return self._control.events(buffer)
 
@@ -264,11 +271,17 @@ class RunHandle(Generic[R]):
         self._portal_context = anyio.from_thread.start_blocking_portal(backend)
         self._portal = self._portal_context.__enter__()
         self._closed = False
+        self._closing = threading.Lock()
+        self._collected = False
         control: _Control[R] = _Control(main)
         self._control = control
         self._first: EventStream | None = self._portal.call(control.events, DEFAULT_BUFFER)
         self._future: Future[R] = self._portal.start_task_soon(control.run)
-        self._collected = False
+        # The run's thread goes when the run ends, whether or not anyone calls result():
+        # a handle nobody closes must not keep the interpreter from exiting.
+        self._future.add_done_callback(
+            lambda _: threading.Thread(target=self._stop_thread, daemon=True).start()
+        )
 
     def events(self, *, buffer: int = DEFAULT_BUFFER) -> EventStream:
         """
@@ -277,8 +290,9 @@ class RunHandle(Generic[R]):
         The first call gets every event from the run's start; a later one,
         every event from then on. The loop ends when the run ends.
         """
-        if (first := self._first) is not None and buffer == DEFAULT_BUFFER:
+        if (first := self._first) is not None:
             self._first = None
+            first.resize(buffer)
             return first
         if self._closed:
             ended = EventStream(buffer=buffer)
@@ -336,10 +350,14 @@ class RunHandle(Generic[R]):
 
     def close(self) -> None:
         """Wait for the run to end, then stop its thread (``with`` does this)."""
-        if not self._closed:
-            self._closed = True
-            self._future.exception()  # waits; the error stays for result()
-            self._portal_context.__exit__(None, None, None)
+        concurrent.futures.wait([self._future])  # the error, if any, stays for result()
+        self._stop_thread()
+
+    def _stop_thread(self) -> None:
+        with self._closing:
+            if not self._closed:
+                self._closed = True
+                self._portal_context.__exit__(None, None, None)
 
     def __enter__(self) -> RunHandle[R]:
         return self
@@ -348,8 +366,8 @@ class RunHandle(Generic[R]):
         if error is not None and not self._future.done():
             self.cancel("the block watching the run raised")
         self.close()
-        if error is None and not self._collected and (failed := self._future.exception()):
-            raise failed
+        if error is None and not self._collected:
+            self.result()
 
 
 @overload
