@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import logging
 import sys
 import threading
 from collections.abc import Sequence
@@ -11,9 +12,11 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
+import attrs
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, StatusCode
@@ -248,7 +251,7 @@ class TestSpanTree:
 
     async def test_an_exception_out_of_the_run_is_recorded(self, traced: Traced) -> None:
         """A strict run's adapter mistake ends the run span as an error, with the exception."""
-        coder = FakeAdapter(script=[Raise(RuntimeError("no model"))])
+        coder = FakeAdapter(script=[Raise(RuntimeError("no model " * 10_000))])
         with pytest.raises(mesh.AdapterMistake):
             await execute(
                 [unit("a")], fake_roles(coder=coder), tracer_provider=traced.provider, strict=True
@@ -256,6 +259,11 @@ class TestSpanTree:
         run = traced.one("mesh.run")
         assert StatusCode.ERROR is run.status.status_code
         assert [event.name for event in run.events] == ["exception"]
+        # Bounded, however long the adapter's message.
+        exception = dict(run.events[0].attributes or {})
+        assert len(str(exception["exception.message"])) <= 500
+        assert len(str(exception["exception.stacktrace"])) <= 4000
+        assert len(run.status.description or "") <= 500
 
 
 class TestInsideAdapters:
@@ -448,6 +456,7 @@ class TestCarrier:
         assert tracing is not None
         event: dict[str, object] = {"unit_id": "a", "lane": mesh.Lane.CODER, "outcome": None}
         call = tracing.start_call(event)
+        assert call is not None
         carrier = trace_carrier()
         assert carrier is not None
         assert f"{call.span.get_span_context().span_id:016x}" in carrier["traceparent"]
@@ -474,3 +483,304 @@ class TestCarrier:
         monkeypatch.setitem(sys.modules, "opentelemetry.propagate", None)
         with attached_carrier({"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"}):
             assert not trace.get_current_span().get_span_context().is_valid
+
+
+class Boom(SpanProcessor):
+    """A host's span processor that raises when one kind of span starts or ends."""
+
+    def __init__(self, where: str, name: str) -> None:
+        self.where, self.name = where, name
+        self.started = self.ended = 0
+        self.started_at_error: int | None = None
+
+    def _raise(self, where: str, span: ReadableSpan) -> None:
+        if self.where == where and span.name == self.name:
+            if self.started_at_error is None:
+                self.started_at_error = self.started
+            raise RuntimeError(f"on_{where} boom")
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        self.started += 1
+        self._raise("start", span)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.ended += 1
+        self._raise("end", span)
+
+
+class FailingTracer:
+    def start_span(self, *args: object, **kwargs: object) -> Span:
+        raise RuntimeError("start_span boom")
+
+
+class FailingProvider:
+    def __init__(self, *, get_tracer: bool) -> None:
+        self.fails_to_get = get_tracer
+
+    def get_tracer(self, *args: object, **kwargs: object) -> FailingTracer:
+        if self.fails_to_get:
+            raise RuntimeError("get_tracer boom")
+        return FailingTracer()
+
+
+def boom() -> None:
+    raise RuntimeError("boom")
+
+
+def warnings_of(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [record for record in caplog.records if record.name == "mesh.tracing"]
+
+
+PLAN = [unit("a"), unit("b", "a"), unit("c")]
+
+
+async def run_of(**options: Any) -> tuple[mesh.RunResult, list[mesh.LedgerEvent]]:
+    events: list[mesh.LedgerEvent] = []
+    result = await execute(
+        PLAN, fake_roles(), run_id="r", sinks=[mesh.MemorySink(events)], **options
+    )
+    return result, events
+
+
+def assert_same(result: mesh.RunResult, untraced: mesh.RunResult) -> None:
+    assert result.outcomes == untraced.outcomes
+    assert result.plan_state == untraced.plan_state
+    assert attrs.evolve(result.metrics, elapsed_seconds=0, units_per_hour=0) == attrs.evolve(
+        untraced.metrics, elapsed_seconds=0, units_per_hour=0
+    )
+
+
+class TestTracingNeverFailsTheRun:
+    @pytest.mark.parametrize("where", ["start", "end"])
+    @pytest.mark.parametrize("name", ["mesh.call", "mesh.unit", "mesh.proof", "mesh.run"])
+    async def test_a_span_processor_that_raises(
+        self, caplog: pytest.LogCaptureFixture, where: str, name: str
+    ) -> None:
+        """The run ends as an untraced one; the error is logged once and tracing stops."""
+        untraced, _ = await run_of()
+        traced = Traced()
+        processor = Boom(where, name)
+        traced.provider.add_span_processor(processor)
+        result, events = await run_of(tracer_provider=traced.provider)
+        assert_same(result, untraced)
+        assert events[-1].event == "run_finished"
+        (warning,) = warnings_of(caplog)
+        assert warning.levelno == logging.WARNING
+        assert warning.exc_info is not None
+        assert str(warning.exc_info[1]) == f"on_{where} boom"
+        # Tracing stopped at the error: no span started after it.
+        assert processor.started == processor.started_at_error
+        # What was started was ended (but the span whose start failed: the SDK keeps it).
+        assert processor.ended == processor.started - (where == "start")
+        assert not trace.get_current_span().get_span_context().is_valid
+
+    async def test_the_next_run_is_traced_again(self, caplog: pytest.LogCaptureFixture) -> None:
+        traced = Traced()
+        processor = Boom("end", "mesh.run")
+        traced.provider.add_span_processor(processor)
+        async with mesh.Orchestrator(roles=fake_roles(), tracer_provider=traced.provider) as o:
+            await o.execute([unit("a")])
+            assert o._tracing is not None
+            off = [o._tracing.off]
+            processor.where = "nowhere"
+            await o.execute([unit("b")])
+            off.append(o._tracing.off)
+        assert off == [True, False]
+        assert len(traced.named("mesh.run")) == 2
+        assert len(warnings_of(caplog)) == 1
+
+    async def test_a_tracer_that_cannot_start_spans(self, caplog: pytest.LogCaptureFixture) -> None:
+        untraced, _ = await run_of()
+        result, events = await run_of(tracer_provider=FailingProvider(get_tracer=False))
+        assert_same(result, untraced)
+        assert events[-1].event == "run_finished"
+        assert len(warnings_of(caplog)) == 1
+
+    async def test_a_provider_that_cannot_give_a_tracer(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        untraced, _ = await run_of()
+        async with mesh.Orchestrator(
+            roles=fake_roles(), tracer_provider=FailingProvider(get_tracer=True)
+        ) as orchestrator:
+            assert orchestrator._tracing is None
+        result, _ = await run_of(tracer_provider=FailingProvider(get_tracer=True))
+        assert_same(result, untraced)
+        assert len(warnings_of(caplog)) == 2  # one per orchestrator
+
+    async def test_a_context_that_cannot_be_attached(
+        self, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The run's own span fails to become current: no more spans, the run goes on."""
+        from opentelemetry import context  # noqa: PLC0415 - as the engine imports it
+
+        untraced, _ = await run_of()
+        traced = Traced()
+        monkeypatch.setattr(context, "attach", lambda *_: boom())
+        result, _ = await run_of(tracer_provider=traced.provider)
+        assert_same(result, untraced)
+        assert [span.name for span in traced.spans] == ["mesh.run"]
+        assert len(warnings_of(caplog)) == 1
+
+    async def test_a_call_span_that_cannot_be_made_current(
+        self, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, traced: Traced
+    ) -> None:
+        from opentelemetry import context  # noqa: PLC0415 - as the engine imports it
+
+        tracing = tracing_for(traced.provider)
+        assert tracing is not None
+        monkeypatch.setattr(context, "attach", lambda *_: boom())
+        call = tracing.start_call({"unit_id": "a", "outcome": None})
+        assert call is not None
+        monkeypatch.undo()
+        call.end()
+        assert tracing.off
+        assert tracing.start_call({"unit_id": "b"}) is None
+        assert [span.name for span in traced.spans] == ["mesh.call"]
+        assert len(warnings_of(caplog)) == 1
+
+    async def test_a_propagator_that_raises(
+        self, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, traced: Traced
+    ) -> None:
+        """The Ray side: no carrier goes with the call, and tracing stops."""
+        from opentelemetry import propagate  # noqa: PLC0415 - as the engine imports it
+
+        monkeypatch.setattr(propagate, "inject", lambda *_, **__: boom())
+        carriers: list[dict[str, str] | None] = []
+
+        async def coder(request: mesh.AuthorRequest) -> object:
+            carriers.append(trace_carrier())
+            return answer(request)
+
+        untraced, _ = await run_of()
+        events: list[mesh.LedgerEvent] = []
+        result = await execute(
+            PLAN,
+            fake_roles(coder=coder),
+            run_id="r",
+            sinks=[mesh.MemorySink(events)],
+            tracer_provider=traced.provider,
+        )
+        assert_same(result, untraced)
+        assert carriers == [None] * 6
+        assert len(warnings_of(caplog)) == 1
+
+    def test_a_carrier_the_worker_cannot_read(
+        self, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """On a Ray worker: the call runs without its trace context, a warning logged."""
+        from opentelemetry import context, propagate  # noqa: PLC0415 - as the engine imports it
+
+        carrier = {"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"}
+        with monkeypatch.context() as patch:
+            patch.setattr(propagate, "extract", lambda *_, **__: boom())
+            with attached_carrier(carrier):
+                assert not trace.get_current_span().get_span_context().is_valid
+        with monkeypatch.context() as patch:
+            patch.setattr(context, "attach", lambda *_: boom())
+            with attached_carrier(carrier):
+                assert not trace.get_current_span().get_span_context().is_valid
+        with monkeypatch.context() as patch:
+            patch.setattr(context, "detach", lambda *_: boom())
+            with attached_carrier(carrier):
+                assert trace.get_current_span().get_span_context().is_valid
+        assert len(warnings_of(caplog)) == 3
+
+    def test_a_context_for_another_loop_that_cannot_be_made(
+        self, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from opentelemetry import context  # noqa: PLC0415 - as the engine imports it
+
+        monkeypatch.setattr(context, "attach", lambda *_: boom())
+        assert list(context_with_trace()) == []
+        assert len(warnings_of(caplog)) == 1
+
+
+class TestBoundedAttributes:
+    async def test_hostile_facts(self, traced: Traced) -> None:
+        """Integers outside int64 as text, names cut and cleaned, text cut, totals within int64."""
+        huge = 10**5000
+
+        def coder(request: mesh.AuthorRequest) -> object:
+            mesh.note_call(
+                big=10**400,
+                huge=huge,
+                neg=-(2**63),
+                tokens=2**62,
+                input_tokens=10**30,
+                cost_usd=0.5,
+                text="x" * 10**6,
+                keyed={(1, 2): 3},
+                **{"n" * 100_000: 1, "evil\x1b]52;c;eA==\x07": 2, "": 3},
+            )
+            return answer(request)
+
+        def prover(request: mesh.ProofRequest) -> object:
+            evidence = {"command": "c", "key_line": "K" * 200_000, "exit_code": 0}
+            return answer(request, proof_evidence=evidence)
+
+        events: list[mesh.LedgerEvent] = []
+        await execute(
+            [unit("a"), unit("b")],
+            fake_roles(coder=FakeAdapter(coder), prover=FakeAdapter(prover)),
+            tracer_provider=traced.provider,
+            sinks=[mesh.MemorySink(events)],
+        )
+        # The ledger's facts: the same integers as text.
+        facts: Any = next(
+            e.data["facts"]
+            for e in events
+            if e.event == "adapter_call" and e.lane is mesh.Lane.CODER
+        )
+        assert (facts["big"], facts["neg"], facts["tokens"]) == (str(10**400), -(2**63), 2**62)
+        assert facts["huge"] == f"an integer of {huge.bit_length()} bits"
+        assert facts["keyed"] == "a dict"
+        call = attrs_of(
+            next(s for s in traced.named("mesh.call") if attrs_of(s)["mesh.lane"] == "coder")
+        )
+        assert call["mesh.facts.big"] == str(10**400)
+        assert call["mesh.facts.neg"] == -(2**63)
+        assert call["gen_ai.usage.input_tokens"] == str(10**30)
+        assert call["mesh.facts." + "n" * 64] == 1
+        assert call["mesh.facts.evil__52_c_eA___"] == 2
+        assert call["mesh.facts._"] == 3
+        assert call["mesh.facts.text"] == "x" * 499 + "…"
+        for name, value in call.items():
+            assert len(name) <= len("mesh.facts.") + 64
+            assert not isinstance(value, int) or -(2**63) <= value < 2**63
+            assert not isinstance(value, str) or len(value) <= 500
+        prover_call = next(
+            s for s in traced.named("mesh.call") if attrs_of(s)["mesh.lane"] == "prover"
+        )
+        assert len(attrs_of(prover_call)["mesh.evidence"]) == 500
+        # Two coders a unit, 2**62 tokens each; 0.5 dollars each.
+        for span in traced.named("mesh.unit"):
+            assert (attrs_of(span)["mesh.tokens"], attrs_of(span)["mesh.cost_usd"]) == (
+                2**63 - 1,
+                1.0,
+            )
+        run = attrs_of(traced.one("mesh.run"))
+        assert (run["mesh.tokens"], run["mesh.cost_usd"]) == (2**63 - 1, 2.0)
+        assert "mesh.input_tokens" not in run  # text is not added up
+
+    def test_values_the_gateway_never_sends(self, traced: Traced) -> None:
+        """Whatever a call's event holds becomes a bounded attribute value."""
+        tracing = tracing_for(traced.provider)
+        assert tracing is not None
+        event: dict[str, object] = {
+            "unit_id": "a" * 1000,
+            "lane": mesh.Lane.CODER,
+            "holder": ("a", "b"),
+            "outcome": None,
+        }
+        call = tracing.start_call(event)
+        assert call is not None
+        event.update(outcome="ok", facts={"huge": 10**5000, "big": -(10**20), "ratio": 0.5})
+        call.end()
+        attributes = attrs_of(traced.one("mesh.call"))
+        assert attributes["mesh.unit_id"] == "a" * 499 + "…"
+        assert attributes["mesh.lane"] == "coder"
+        assert attributes["mesh.holder"] == "('a', 'b')"
+        assert attributes["mesh.facts.huge"] == f"an integer of {(10**5000).bit_length()} bits"
+        assert attributes["mesh.facts.big"] == str(-(10**20))
+        assert attributes["mesh.facts.ratio"] == 0.5

@@ -29,11 +29,24 @@ _FACTS_LIMIT: Final = 32
 
 def _plain(value: object) -> object:
     """``value`` as a bounded JSON value; anything else as its (bounded) text."""
-    if value is None or isinstance(value, bool | int):
+    if value is None or isinstance(value, bool):
         return value
-    if isinstance(value, float):
+    if isinstance(value, int):
+        if -(2**63) <= value < 2**63:  # what a ledger's readers (and OTLP) take as a number
+            return value
+        try:
+            text = str(value)
+        except ValueError:  # more digits than Python writes out
+            return f"an integer of {value.bit_length()} bits"
+    elif isinstance(value, float):
         return value if math.isfinite(value) else str(value)
-    text = value if isinstance(value, str) else json.dumps(value, default=str)[:_TEXT_LIMIT]
+    elif isinstance(value, str):
+        text = value
+    else:
+        try:
+            text = json.dumps(value, default=str)[:_TEXT_LIMIT]
+        except (TypeError, ValueError, RecursionError):  # keys JSON lacks, cycles, depth
+            text = f"a {type(value).__name__}"
     return text if len(text) <= _TEXT_LIMIT else text[: _TEXT_LIMIT - 1] + "…"
 
 
@@ -43,8 +56,9 @@ def note_call(**facts: object) -> bool:
 
     Call it from inside a role adapter (sync or async, in any thread or task
     the call started): ``mesh.note_call(turns=3, input_tokens=1200,
-    cost_usd=0.02)``. Numbers, booleans and None are kept as they are; any
-    other value becomes text of at most 2,000 characters; at most 32 facts
+    cost_usd=0.02)``. Numbers, booleans and None are kept as they are (an
+    integer outside int64 as its text); any other value becomes text of at
+    most 2,000 characters; at most 32 facts
     are kept per call, later values of a name replacing earlier ones. Outside
     a call (a unit test calling the adapter directly) nothing is recorded.
 

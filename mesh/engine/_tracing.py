@@ -14,6 +14,14 @@ client's) nest under it.
 Untraced, nothing here runs: `tracing_for` returns None, the engine wraps none
 of its methods, and the gateway's only cost is one attribute test per call.
 OpenTelemetry itself is imported only for a traced run.
+
+Tracing never takes a run down: every call into OpenTelemetry (the host's span
+processors, exporters and propagators run inside them) is guarded, and the
+first one that raises is logged (the ``mesh.tracing`` logger) and turns
+tracing off for the rest of the run, the spans already started still ended.
+Span attributes are bounded: integers outside int64 (all OTLP carries) as
+text, totals within int64, text to 500 characters, fact names to 64
+characters of ``[A-Za-z0-9_.-]``.
 """
 
 from __future__ import annotations
@@ -22,7 +30,10 @@ import contextlib
 import contextvars
 import functools
 import importlib
+import logging
+import re
 import sys
+import traceback
 import typing
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from types import ModuleType
@@ -65,8 +76,18 @@ _SEMANTIC: Final = {
 }
 # The call event's fields that become call span attributes as they are.
 _CALL_FIELDS: Final = frozenset({"duration_ms", "outcome", "facts"})
-# A status description is a line in a trace viewer, not the evidence itself.
-_DESCRIPTION_LIMIT: Final = 500
+# A status description, and any text attribute, is a line in a trace viewer, not
+# the evidence itself.
+_TEXT_LIMIT: Final = 500
+# An exception's traceback, on its span's exception event.
+_STACK_LIMIT: Final = 4000
+# OTLP carries integers as int64.
+_INT64: Final = 2**63 - 1
+# A noted fact's name in its attribute's: no control characters, no megabyte keys.
+_NAME_LIMIT: Final = 64
+_NOT_IN_NAME: Final = re.compile(r"[^A-Za-z0-9_.-]")
+
+_LOG: Final = logging.getLogger("mesh.tracing")
 
 
 class TracerProviderLike(Protocol):
@@ -84,10 +105,15 @@ class _Totals:
     values: dict[str, float] = attrs.field(factory=dict)
 
     def add(self, name: str, value: float) -> None:
+        value = _within_int64(value)  # an int a float can be added to
         totals: _Totals | None = self
         while totals is not None:
-            totals.values[name] = totals.values.get(name, 0) + value
+            totals.values[name] = _within_int64(totals.values.get(name, 0) + value)
             totals = totals.parent
+
+
+def _within_int64(value: float) -> float:
+    return max(-_INT64 - 1, min(_INT64, value)) if isinstance(value, int) else value
 
 
 _TOTALS: Final[contextvars.ContextVar[_Totals | None]] = contextvars.ContextVar(
@@ -128,16 +154,44 @@ def tracing_for(provider: object) -> Tracing | None:
             "tracer_provider must be an OpenTelemetry TracerProvider, "
             f"got {type(provider).__name__}"
         )
-    return Tracing(get_tracer("mesh", __version__), trace, _otel("context"))
+    try:
+        tracer = get_tracer("mesh", __version__)
+    except Exception as exc:  # noqa: BLE001 - the host's provider: the run goes on untraced
+        _untraced(exc)
+        return None
+    return Tracing(tracer, trace, _otel("context"))
 
 
-def _described(text: str) -> str:
-    return text if len(text) <= _DESCRIPTION_LIMIT else text[: _DESCRIPTION_LIMIT - 1] + "…"
+def _untraced(exc: Exception) -> None:
+    _LOG.warning("OpenTelemetry tracing failed; going on untraced", exc_info=exc)
+
+
+def _bounded(text: str, limit: int = _TEXT_LIMIT) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _attribute(value: object) -> Any:  # noqa: ANN401 - an OpenTelemetry attribute value
-    """An event's value (JSON values, lanes) or a noted fact as an attribute value."""
-    return value.value if isinstance(value, Lane) else value
+    """An event's value (JSON values, lanes) or a noted fact as a bounded attribute value."""
+    if isinstance(value, bool | float):
+        return value
+    if isinstance(value, int):
+        if -_INT64 - 1 <= value <= _INT64:
+            return value
+        try:
+            return _bounded(str(value))
+        except ValueError:  # more digits than Python converts
+            return f"an integer of {value.bit_length()} bits"
+    if isinstance(value, Lane):
+        return value.value
+    return _bounded(value if isinstance(value, str) else str(value))
+
+
+def _attributes(values: Mapping[str, object]) -> dict[str, Any]:
+    return {name: _attribute(value) for name, value in values.items()}
+
+
+def _fact_name(name: str) -> str:
+    return _NOT_IN_NAME.sub("_", name[:_NAME_LIMIT]) or "_"
 
 
 def _totals_attributes(totals: _Totals) -> dict[str, float]:
@@ -154,13 +208,19 @@ class CallSpan:
         # The gateway fills in the call's event as the call ends: read at `end`.
         self._event = event
         self._totals = _TOTALS.get()
-        self._attached = tracing.attach(span)
+        self._attached = tracing.guarded(tracing.attach, span)
         self._current = _CALL.set(self)
 
     def end(self) -> None:
         """Detach the span and end it with what the call's event says."""
         _CALL.reset(self._current)
-        self._tracing.detach(self._attached)
+        tracing = self._tracing
+        if self._attached is not None:
+            tracing.closing(tracing.detach, self._attached)
+        tracing.guarded(self._ended)
+        tracing.closing(self.span.end)
+
+    def _ended(self) -> None:
         event, span = self._event, self.span
         outcome = event.get("outcome")
         # Set at once: the SDK takes a lock for each call.
@@ -178,8 +238,7 @@ class CallSpan:
             self._failed(attributes, outcome, problems)
         elif outcome == "timeout":
             self._failed(attributes, outcome, "the call timed out")
-        span.set_attributes(attributes)  # type: ignore[arg-type]
-        span.end()
+        span.set_attributes(_attributes(attributes))
 
     def _failed(self, attributes: dict[str, object], kind: str, description: str) -> None:
         attributes["error.type"] = kind
@@ -189,15 +248,18 @@ class CallSpan:
         for name, value in facts.items():
             if value is None:
                 continue
-            attributes[f"mesh.facts.{name}"] = value
+            attributes[f"mesh.facts.{_fact_name(name)}"] = value
             if name in _SEMANTIC:
                 attributes[_SEMANTIC[name]] = value
             totalled = isinstance(value, int | float) and not isinstance(value, bool)
             if totalled and name in _TOTALLED and self._totals is not None:
                 self._totals.add(name, value)  # type: ignore[arg-type]
 
-    def carrier(self) -> dict[str, str]:
+    def carrier(self) -> dict[str, str] | None:
         """The call's span as W3C trace context headers (for a call made elsewhere)."""
+        return self._tracing.guarded(self._carrier)
+
+    def _carrier(self) -> dict[str, str]:
         carrier: dict[str, str] = {}
         context = self._tracing.trace.set_span_in_context(self.span)
         _otel("propagate").inject(carrier, context=context)
@@ -212,6 +274,30 @@ class Tracing:
         self._tracer = tracer
         self.trace = trace
         self._context = context
+        self.off = False
+        """Set by the first error out of OpenTelemetry: no more spans in this run."""
+
+    def guarded(self, action: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T | None:
+        """``action(...)``, unless tracing is off or it raises (which turns tracing off)."""
+        if self.off:
+            return None
+        try:
+            return action(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - never the run's: logged once
+            self._failed(exc)
+            return None
+
+    def closing(self, action: Callable[P, object], /, *args: P.args, **kwargs: P.kwargs) -> None:
+        """``action(...)``, ending what was started, tracing off or not; an error turns it off."""
+        try:
+            action(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - never the run's: logged once
+            self._failed(exc)
+
+    def _failed(self, exc: Exception) -> None:
+        if not self.off:
+            self.off = True
+            _untraced(exc)
 
     def attach(self, span: Span) -> object:
         """Make ``span`` the current span (in this task or thread); the token to `detach`."""
@@ -221,38 +307,55 @@ class Tracing:
         self._context.detach(token)
 
     def error_status(self, description: str) -> Any:  # noqa: ANN401 - OpenTelemetry's Status
-        return self.trace.Status(self.trace.StatusCode.ERROR, _described(description))
+        return self.trace.Status(self.trace.StatusCode.ERROR, _bounded(description))
+
+    def _start(self, name: str, attributes: Mapping[str, object]) -> Span:
+        return self._tracer.start_span(name, attributes=_attributes(attributes))
 
     @contextlib.contextmanager
-    def _current(self, name: str, attributes: Mapping[str, object]) -> Iterator[Span]:
-        """A span, current in the block; an exception out of the block is its error."""
-        span = self._tracer.start_span(
-            name, attributes={k: _attribute(v) for k, v in attributes.items()}
-        )
-        token = self.attach(span)
+    def _current(self, name: str, attributes: Mapping[str, object]) -> Iterator[Span | None]:
+        """A span (None: tracing is off), current in the block; an exception out of it its error."""
+        span = self.guarded(self._start, name, attributes)
+        if span is None:
+            yield None
+            return
+        token = self.guarded(self.attach, span)
         try:
             yield span
         except Exception as exc:
-            span.record_exception(exc)
-            span.set_status(self.error_status(f"{type(exc).__name__}: {exc}"))
+            self.guarded(self._errored, span, exc)
             raise
         except BaseException:
-            span.set_attribute("mesh.cancelled", True)  # noqa: FBT003 - an attribute value
+            self.guarded(span.set_attribute, "mesh.cancelled", True)  # noqa: FBT003
             raise
         finally:
-            self.detach(token)
-            span.end()
+            if token is not None:
+                self.closing(self.detach, token)
+            self.closing(span.end)
+
+    def _errored(self, span: Span, exc: Exception) -> None:
+        description = f"{type(exc).__name__}: {exc}"
+        stack = "".join(traceback.format_exception(exc))
+        span.record_exception(
+            exc,
+            attributes={
+                "exception.message": _bounded(str(exc)),
+                "exception.stacktrace": _bounded(stack, _STACK_LIMIT),
+            },
+        )
+        span.set_status(self.error_status(description))
 
     # -- the spans -----------------------------------------------------------------
 
-    def start_call(self, event: dict[str, object]) -> CallSpan:
+    def start_call(self, event: dict[str, object]) -> CallSpan | None:
         """Start the span of the call whose ``adapter_call`` event is ``event``, current now."""
         attributes = {
-            f"mesh.{name}": _attribute(value)
+            f"mesh.{name}": value
             for name, value in event.items()
             if name not in _CALL_FIELDS and value is not None
         }
-        return CallSpan(self, self._tracer.start_span("mesh.call", attributes=attributes), event)
+        span = self.guarded(self._start, "mesh.call", attributes)
+        return None if span is None else CallSpan(self, span, event)
 
     def run(
         self, run_id: Callable[[], str], execute: Callable[P, Awaitable[RunResult]]
@@ -261,6 +364,7 @@ class Tracing:
 
         @functools.wraps(execute)
         async def traced(*args: P.args, **kwargs: P.kwargs) -> RunResult:
+            self.off = False  # each run tries again
             totals = _Totals()
             attributes = {"mesh.run_id": run_id(), "mesh.resumed": kwargs.get("resume") is not None}
             with self._current("mesh.run", attributes) as span:
@@ -269,21 +373,27 @@ class Tracing:
                     result = await execute(*args, **kwargs)
                 finally:
                     _TOTALS.reset(previous)
-                counts = dict.fromkeys(OutcomeState, 0)
-                for outcome in result.outcomes:
-                    counts[outcome.state] += 1
-                span.set_attributes(
-                    {
-                        "mesh.units": len(result.outcomes),
-                        **{f"mesh.{state.value}": count for state, count in counts.items()},
-                        **_totals_attributes(totals),
-                    }
-                )
-                if unfinished := counts[OutcomeState.FAILED] + counts[OutcomeState.BLOCKED]:
-                    span.set_status(self.error_status(f"{unfinished} units did not complete"))
+                if span is not None:
+                    self.guarded(self._run_ended, span, result, totals)
                 return result
 
         return traced
+
+    def _run_ended(self, span: Span, result: RunResult, totals: _Totals) -> None:
+        counts = dict.fromkeys(OutcomeState, 0)
+        for outcome in result.outcomes:
+            counts[outcome.state] += 1
+        span.set_attributes(
+            _attributes(
+                {
+                    "mesh.units": len(result.outcomes),
+                    **{f"mesh.{state.value}": count for state, count in counts.items()},
+                    **_totals_attributes(totals),
+                }
+            )
+        )
+        if unfinished := counts[OutcomeState.FAILED] + counts[OutcomeState.BLOCKED]:
+            span.set_status(self.error_status(f"{unfinished} units did not complete"))
 
     def unit(
         self,
@@ -303,21 +413,23 @@ class Tracing:
                     await run_unit(unit)
                 finally:
                     _TOTALS.reset(previous)
-                outcome = outcome_of(unit.id)
-                span.set_attributes(
-                    {
-                        "mesh.unit_state": outcome.state.value,
-                        "mesh.attempts": outcome.attempts,
-                        **_totals_attributes(totals),
-                    }
-                )
-                if outcome.accepted_candidate is not None:
-                    span.set_attribute("mesh.accepted_candidate", outcome.accepted_candidate)
-                if outcome.failure_code is not None:
-                    span.set_attribute("mesh.failure_code", outcome.failure_code.value)
-                    span.set_status(self.error_status(outcome.evidence))
+                if span is not None:
+                    self.guarded(lambda: self._unit_ended(span, outcome_of(unit.id), totals))
 
         return traced
+
+    def _unit_ended(self, span: Span, outcome: UnitOutcome, totals: _Totals) -> None:
+        attributes: dict[str, object] = {
+            "mesh.unit_state": outcome.state.value,
+            "mesh.attempts": outcome.attempts,
+            **_totals_attributes(totals),
+        }
+        if outcome.accepted_candidate is not None:
+            attributes["mesh.accepted_candidate"] = outcome.accepted_candidate
+        if outcome.failure_code is not None:
+            attributes["mesh.failure_code"] = outcome.failure_code.value
+            span.set_status(self.error_status(outcome.evidence))
+        span.set_attributes(_attributes(attributes))
 
     def stage(
         self, name: str, method: Callable[P, Awaitable[T]]
@@ -331,24 +443,26 @@ class Tracing:
             attributes = {"mesh.unit_id": progress.unit.id, "mesh.attempt": progress.attempt}
             with self._current(f"mesh.{name}", attributes) as span:
                 result = await method(*args, **kwargs)
-                self._stage_result(span, name, progress, result)
+                if span is not None:
+                    self.guarded(self._stage_ended, span, name, progress, result)
                 return result
 
         return traced
 
-    def _stage_result(self, span: Span, name: str, progress: UnitProgress, result: object) -> None:
+    def _stage_ended(self, span: Span, name: str, progress: UnitProgress, result: object) -> None:
+        attributes: dict[str, object] = {}
         if isinstance(result, CallFailure):
-            span.set_attribute("mesh.failure_code", result.code.value)
+            attributes["mesh.failure_code"] = result.code.value
             span.set_status(self.error_status(result.evidence))
         elif isinstance(result, str):
-            key = "mesh.lease_id" if name == "lease" else "mesh.accepted_candidate"
-            span.set_attribute(key, result)
+            attributes["mesh.lease_id" if name == "lease" else "mesh.accepted_candidate"] = result
         elif isinstance(result, WorkerResult):
-            span.set_attribute("mesh.decision", result.decision.value)
+            attributes["mesh.decision"] = result.decision.value
         elif isinstance(result, list):
-            span.set_attribute("mesh.call_failures", len(result))
+            attributes["mesh.call_failures"] = len(result)
         if name == "generation":
-            span.set_attribute("mesh.candidates", len(progress.candidates))
+            attributes["mesh.candidates"] = len(progress.candidates)
+        span.set_attributes(_attributes(attributes))
 
 
 def trace_carrier() -> dict[str, str] | None:
@@ -368,7 +482,11 @@ def context_with_trace() -> contextvars.Context:
     fresh = contextvars.Context()
     otel = sys.modules.get("opentelemetry.context")
     if otel is not None:
-        fresh.run(otel.attach, otel.get_current())
+        try:
+            fresh.run(otel.attach, otel.get_current())
+        except Exception as exc:  # noqa: BLE001 - the call goes on untraced
+            _untraced(exc)
+            return contextvars.Context()
     return fresh
 
 
@@ -386,13 +504,26 @@ def attached_carrier(carrier: Mapping[str, str] | None) -> contextlib.AbstractCo
         context = importlib.import_module("opentelemetry.context")
     except ImportError:
         return contextlib.nullcontext()
-    return _attached(context, propagate.extract(carrier))
+    try:
+        extracted = propagate.extract(carrier)
+    except Exception as exc:  # noqa: BLE001 - the host's propagator: the call goes on untraced
+        _untraced(exc)
+        return contextlib.nullcontext()
+    return _attached(context, extracted)
 
 
 @contextlib.contextmanager
 def _attached(context: ModuleType, extracted: Context) -> Iterator[None]:
-    token = context.attach(extracted)
+    try:
+        token = context.attach(extracted)
+    except Exception as exc:  # noqa: BLE001 - the call goes on untraced
+        _untraced(exc)
+        yield
+        return
     try:
         yield
     finally:
-        context.detach(token)
+        try:
+            context.detach(token)
+        except Exception as exc:  # noqa: BLE001 - the call is over: only its trace is lost
+            _untraced(exc)
