@@ -225,7 +225,7 @@ class TestOutsideARun:
     @pytest.mark.parametrize(("wrong", "says"), [(0.05, "at least 0.1"), ("1", "a number")])
     async def test_the_front_door_checks_it_first(self, wrong: object, says: str) -> None:
         with pytest.raises(mesh.ValidationError, match=f"heartbeat_timeout: .*{says}"):
-            await mesh.run_async([unit("a")], roles=fake_roles(), heartbeat_timeout=wrong)
+            await mesh.run_async([unit("a")], roles=fake_roles(), heartbeat_timeout=wrong)  # type: ignore[call-overload]
 
 
 class TestCommands:
