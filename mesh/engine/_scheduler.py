@@ -235,6 +235,7 @@ class Orchestrator:
         self._holders: dict[str, Holder] = {}
         self._used_ids: set[str] = set()
         self._changeable = False
+        self._began = False
         # How many dependencies each unit still waits for: a count, not a set, so that a
         # large plan leaves fewer objects for the garbage collector to go through.
         self._waiting: dict[str, int] = {}
@@ -428,7 +429,7 @@ class Orchestrator:
                 self._ledger.emit("run_cancelled", reason=reason)
             elif mistake is not None:
                 self._emit_mistake(mistake)
-            else:
+            elif self._began:  # one that failed before it began (a preflight) has no ledger
                 self._ledger.emit("run_failed", error=_described(stopped))
         return mistake or stopped
 
@@ -707,6 +708,7 @@ class Orchestrator:
             if (checkpoint := self._resume.checkpoints.get(unit.id)) is not None
             and checkpoint.outcome is not None
         }
+        self._began = True
         if self._resume.next_seq > 1:
             self._ledger.emit("run_resumed", units=len(units), finished=len(restored))
         else:
