@@ -294,6 +294,11 @@ class Orchestrator:
         """Whether `execute` is running a plan now."""
         return self._executing
 
+    @property
+    def plan_changeable(self) -> bool:
+        """Whether `update_plan` can change the run now (its units are under way)."""
+        return self._changeable
+
     def cancel(self, reason: str = "cancelled") -> None:
         """
         Stop the run executing now: its calls are cancelled, its leases released.
