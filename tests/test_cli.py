@@ -562,6 +562,43 @@ class TestEdges:
         assert process.returncode in {0, 1}
         assert b"Traceback" not in err
 
+    def test_stdout_closed_from_the_start(self, mesh_command: list[str]) -> None:
+        """`mesh status RUN >&-`: one line on stderr and exit 1, before the command runs."""
+        process = subprocess.run(
+            ["sh", "-c", 'exec "$0" "$@" >&-', *mesh_command, "--version"],
+            capture_output=True,
+            check=False,
+            timeout=60,
+        )
+        assert (
+            process.returncode,
+            process.stderr,
+        ) == (1, b"error: OutputError: stdout is closed: nothing can be printed\n")
+
+    def test_stdout_closed_and_no_stderr(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """With neither stream there is no one to tell: only the exit status says it."""
+        monkeypatch.setattr(sys, "stdout", None)
+        monkeypatch.setattr(sys, "stderr", None)
+        assert _cli.main(["--version"]) == _cli.EXIT_ERROR
+
+    @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+    def test_full_stdout(self, mesh_command: list[str]) -> None:
+        """`mesh --help > /dev/full`: one line naming the problem, exit 1, no traceback."""
+        with Path("/dev/full").open("wb") as full:
+            process = subprocess.run(
+                [*mesh_command, "--help"],
+                stdout=full,
+                stderr=subprocess.PIPE,
+                check=False,
+                timeout=60,
+            )
+        assert (
+            process.returncode,
+            process.stderr,
+        ) == (1, b"error: OutputError: cannot write to stdout: No space left on device\n")
+
 
 def one_line_error(argv: list[str]) -> str:
     """Run in-process; the command must fail with exactly one line on stderr."""

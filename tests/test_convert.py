@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 import mesh
@@ -35,6 +37,16 @@ class TestLoadsJson:
     def test_dumps_keeps_text_exact(self) -> None:
         """Output is valid JSON that keeps non-ASCII text as it is."""
         assert dumps_json({"a": 'é"\n'}) == '{"a": "é\\"\\n"}'
+
+    def test_dumps_escapes_what_rewrites_a_terminal(self) -> None:
+        """C1 controls, line separators, bidi controls and marks, lone surrogates: escaped."""
+        forged = "ab\x9b2J\x85\x7f\u2028\u2029\u202e\u2066\u200f\u061c\ud800é😀"
+        text = dumps_json({"run_id": forged})
+        assert text == (
+            '{"run_id": "ab\\u009b2J\\u0085\\u007f\\u2028\\u2029\\u202e\\u2066'
+            '\\u200f\\u061c\\ud800é😀"}'
+        )
+        assert {"run_id": forged} == json.loads(text)
 
 
 class TestStructure:

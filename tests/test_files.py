@@ -61,6 +61,31 @@ class TestAtomicWrite:
         assert target.read_text() == "old\n"
         assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]
 
+    def test_only_a_regular_file_is_replaced(self, tmp_path: Path) -> None:
+        """
+        A FIFO, a folder, or a link to either is refused: renaming over it would replace it.
+
+        (`mesh report RUN -o /dev/full` as root replaced the device with the page.) A link
+        to a regular file, or to nothing, is replaced by the output, as before.
+        """
+        fifo = tmp_path / "fifo"
+        os.mkfifo(fifo)
+        (tmp_path / "to-fifo").symlink_to(fifo)
+        (tmp_path / "folder").mkdir()
+        (tmp_path / "to-folder").symlink_to(tmp_path / "folder")
+        for name in ("fifo", "to-fifo", "folder", "to-folder"):
+            with pytest.raises(mesh.FileAccessError, match=f"{name}: not a regular file"):
+                _files.atomic_write_text(tmp_path / name, "page", what="report")
+        assert fifo.is_fifo()
+        assert (tmp_path / "to-fifo").is_symlink()
+        (tmp_path / "nowhere").symlink_to(tmp_path / "missing")
+        (tmp_path / "old").write_text("old")
+        (tmp_path / "to-old").symlink_to(tmp_path / "old")
+        for name in ("nowhere", "to-old"):
+            _files.atomic_write_text(tmp_path / name, "page", what="report")
+            assert (tmp_path / name).read_text() == "page"
+        assert (tmp_path / "old").read_text() == "old"
+
     def test_output_may_not_be_a_directory(self, tmp_path: Path) -> None:
         """An output path naming a directory is refused before anything is written."""
         (tmp_path / "in.json").write_text("{}")

@@ -319,8 +319,128 @@ class TestRenderReport:
         assert len(corners) <= 4 * 900
         assert max(float(point.split(",")[1]) for point in corners) <= 120
 
+    def test_many_calls_in_one_unit_stay_bounded(self) -> None:
+        """
+        One unit of twenty thousand calls over two thousand candidates is a bounded row.
+
+        The row lists the unit's first and last calls, draws its first candidates, and
+        says how many more there are; 5 KB of evidence per call cannot swell the page.
+        """
+        calls = 20_000
+        events = [event(1, "unit_started", "u")] + [
+            event(
+                2 + i,
+                "adapter_call",
+                "u",
+                candidate_id=f"c{i % 2000}",
+                lane=mesh.Lane.PROVER,
+                duration_ms=1.0,
+                outcome="ok",
+                decision="fail",
+                evidence=f"E{i} " + "E" * 5000,
+            )
+            for i in range(calls)
+        ]
+        events.append(event(calls + 2, "unit_finished", "u", state="failed"))
+        page = mesh.render_report(events)
+        assert len(page) < 600_000
+        assert "and 19900 more calls: the run store has every call" in page
+        assert "and 80 more candidates" in page  # 100 calls shown, over 100 candidates
+        listed = re.findall(r"— E(\d+) ", page)
+        assert listed == [str(i) for i in (*range(50), *range(calls - 50, calls))]
+
+    def test_calls_are_kept_while_the_page_has_room(self) -> None:
+        """Units of many long calls are detailed until the page is full, then counted."""
+        events = []
+        for n in range(40):
+            events += [
+                event(
+                    1 + n * 200 + i,
+                    "adapter_call",
+                    f"u{n:02d}",
+                    candidate_id=f"c{i}",
+                    lane=mesh.Lane.CODER,
+                    duration_ms=1.0,
+                    outcome="ok",
+                    decision="accept",
+                    evidence="E" * 5000,
+                )
+                for i in range(150)
+            ]
+        page = mesh.render_report(events)
+        detailed = re.search(r"The page keeps the calls of the first (\d+) units listed", page)
+        assert detailed is not None
+        assert 0 < int(detailed[1]) < 40
+        assert page.count('<p class="meta">150 calls</p>') == 40 - int(detailed[1])
+        assert len(page) < 5_000_000
+
+    def test_long_ids_and_objectives_of_many_units_stay_bounded(self) -> None:
+        """Past the detailed units, a row's id, objective and names are cut short."""
+        count, long_id = 1500, "x" * 200
+        plan = [
+            mesh.Unit(
+                id=f"u{i:05d}{long_id}",
+                objective=f"objective {i} " + "o" * 5000,
+                deps=tuple(f"u{j:05d}{long_id}" for j in range(max(0, i - 50), i)),
+            )
+            for i in range(count)
+        ]
+        events = [
+            event(1 + i, "unit_finished", planned.id, state="completed")
+            for i, planned in enumerate(plan)
+        ]
+        page = mesh.render_report(events, plan=plan)
+        rows = re.findall(r'<details class="unit .*?</details>', page)
+        assert len(rows) == count
+        assert max(map(len, rows[DETAILED_UNITS:])) < 800
+        assert len(page) < 7_000 * DETAILED_UNITS + 800 * (count - DETAILED_UNITS)
+        assert f"u00600{'x' * 25}…" in rows[600]
+        assert "o" * 2000 not in "".join(rows[DETAILED_UNITS:])  # no whole objective
+
+    def test_damaged_events_still_make_a_page(self) -> None:
+        """
+        Values no run writes (a damaged store) are drawn as they can be, never a crash.
+
+        Times a float's width apart, counts too big for a float, and a candidate record
+        the ledger cannot read: the page is written, with a note for the ledger.
+        """
+        events = [
+            mesh.LedgerEvent(event="unit_started", run_id="r", seq=1, at=-1.7e308, unit_id="u"),
+            event(2, "budget_read", target=10**400),
+            event(3, "concurrency_changed", limit=float("nan")),
+            event(4, "candidates_recorded", "u", candidates=5),
+            mesh.LedgerEvent(
+                event="adapter_call",
+                run_id="r",
+                seq=5,
+                at=1.7e308,
+                unit_id="u",
+                candidate_id="c",
+                lane=mesh.Lane.CODER,
+                duration_ms=1e300,
+                data={"outcome": "ok"},
+            ),
+        ]
+        page = mesh.render_report(events)
+        assert "The ledger cannot be built from these events: event 4: candidates_recorded" in page
+        assert "inf s from first to last event" in page
+        assert '<polyline points="' not in page.split('id="concurrency"')[1].split("</svg>")[0]
+
 
 class TestReportCommand:
+    def test_an_output_that_is_no_regular_file_is_refused(self, tmp_path: Path) -> None:
+        """`-o` naming a FIFO (or a device, a link to one) is refused, and left as it was."""
+        with mesh.RunStore.create(tmp_path / "run" / mesh.STORE_FILE, run_id="r1", config={}):
+            pass
+        fifo = tmp_path / "fifo"
+        os.mkfifo(fifo)
+        (tmp_path / "link").symlink_to(fifo)
+        for output in (fifo, tmp_path / "link"):
+            with pytest.raises(mesh.FileAccessError, match="not a regular file"):
+                mesh.commands.report(run=tmp_path / "run", output=output)
+        assert fifo.is_fifo()
+        assert (tmp_path / "link").is_symlink()
+
     def test_writes_the_page_of_a_stored_run(self, tmp_path: Path) -> None:
         """The page goes where -o says; the store is never written over."""
         store_path = tmp_path / "run" / mesh.STORE_FILE

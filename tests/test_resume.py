@@ -548,6 +548,27 @@ class TestDamagedConfigurations:
             await mesh.resume_async(out, roles=mesh.Roles(coder=mesh.ScriptedCoder(tmp_path, {})))
         assert sorted(path.name for path in out.iterdir()) == ["run.owner", "run.sqlite"]
 
+    @pytest.mark.parametrize(
+        ("name", "data", "message"),
+        [
+            ("unit_finished", {"state": "failed", "failure_code": "bogus"}, "unknown failure code"),
+            ("unit_finished", {"state": "completed", "delivery": "bogus"}, "unknown delivery"),
+            ("candidates_recorded", {"candidates": 5}, "candidates_recorded without a"),
+        ],
+    )
+    async def test_resume_refuses_unreadable_events(
+        self, tmp_path: Path, name: str, data: dict[str, object], message: str
+    ) -> None:
+        """An outcome or record a resume cannot carry on: one StoreError naming the event."""
+        config = {"plan": PLAN, "repo": str(tmp_path), "pool_size": 4, "proof_timeout": 600.0}
+        out = tmp_path / "out"
+        with mesh.RunStore.create(out / "run.sqlite", run_id="r1", config=config) as store:
+            store.emit(
+                mesh.LedgerEvent(event=name, run_id="r1", seq=1, at=0.0, unit_id="u", data=data)
+            )
+        with pytest.raises(mesh.StoreError, match=f"run.sqlite is damaged: event 1: {message}"):
+            await mesh.resume_async(out, roles=mesh.Roles(coder=mesh.ScriptedCoder(tmp_path, {})))
+
 
 class TestEstimatesFromAPastRun:
     def test_durations_follow_their_step_text(

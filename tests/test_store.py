@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import sqlite3
@@ -14,6 +15,7 @@ import attrs
 import pytest
 
 import mesh
+from mesh.engine._resume import stored_point
 from mesh.testing import FakeAdapter, answer, fake_roles
 
 from repo_helpers import unit
@@ -167,10 +169,26 @@ class TestRunStore:
             ("UPDATE events SET lane = 'nobody' WHERE seq = 2", "event 2: 'nobody' is not a valid"),
             ("UPDATE events SET data = '[1]' WHERE seq = 2", "event 2: "),
             ("UPDATE events SET data = '" + "[" * 20000 + "' WHERE seq = 2", "event 2: "),
+            ("UPDATE events SET at = 'noon' WHERE seq = 2", "event 2: its time is not a finite"),
+            ("UPDATE events SET at = 9e999 WHERE seq = 2", "event 2: its time is not a finite"),
+            ("UPDATE events SET at = -9e999 WHERE seq = 2", "event 2: its time is not a finite"),
+            ("UPDATE events SET duration_ms = 'x' WHERE seq = 2", "event 2: its duration is"),
+            ("UPDATE events SET duration_ms = 9e999 WHERE seq = 2", "event 2: its duration is"),
+            ("UPDATE events SET attempt = 'x' WHERE seq = 2", "event 2: its attempt is not a"),
+            ("UPDATE events SET attempt = 1.5 WHERE seq = 2", "event 2: its attempt is not a"),
+            ("UPDATE events SET attempt = 9e999 WHERE seq = 2", "event 2: its attempt is not a"),
+            ("UPDATE events SET unit_id = X'41' WHERE seq = 2", "event 2: its unit id is not text"),
+            ("UPDATE events SET candidate_id = X'41' WHERE seq = 2", "event 2: its candidate id"),
+            ("UPDATE events SET event = X'41' WHERE seq = 2", "event 2: its name is not text"),
         ],
     )
     def test_damaged_event(self, tmp_path: Path, sql: str, message: str) -> None:
-        """An event whose data is not JSON, or names no lane: a StoreError naming it."""
+        """
+        An event whose data is not JSON, names no lane, or whose field has the wrong type.
+
+        SQLite keeps text in a REAL column, a blob anywhere, an infinite REAL: each is a
+        StoreError naming the event, never a crash in whatever reads the events.
+        """
         path = tmp_path / "run.sqlite"
         with mesh.RunStore.create(path, run_id="r1", config={}) as store:
             for seq in (1, 2, 3):
@@ -180,6 +198,22 @@ class TestRunStore:
         raw.close()
         with mesh.RunStore.open(path) as store, pytest.raises(mesh.StoreError, match=message):
             list(store.events())
+
+    def test_fields_of_every_type_read_back(self, tmp_path: Path) -> None:
+        """Whole and fractional times, durations, attempts and ids read back as written."""
+        path = tmp_path / "run.sqlite"
+        written = [
+            attrs.evolve(event(1, unit_id="u1", lane=mesh.Lane.CODER, attempt=2), duration_ms=5.0),
+            attrs.evolve(event(2), at=-1.5, candidate_id="c1"),
+        ]
+        with mesh.RunStore.create(path, run_id="r1", config={}) as store:
+            for stored in written:
+                store.emit(stored)
+        with sqlite3.connect(path) as raw:
+            raw.execute("UPDATE events SET at = 3 WHERE seq = 1")  # an INTEGER in a REAL column
+        raw.close()
+        with mesh.RunStore.open(path) as store:
+            assert list(store.events()) == [attrs.evolve(written[0], at=3.0), written[1]]
 
     def test_creation_is_all_or_nothing_under_kill_9(self, tmp_path: Path) -> None:
         """
@@ -348,6 +382,22 @@ class TestResumePoint:
         assert outcome is not None
         assert mesh.OutcomeState.FAILED is outcome.state
 
+    def test_unknown_failure_code_and_delivery_read_as_unknown(self) -> None:
+        """A recorded code or delivery mesh does not know is read as unknown; a resume refuses."""
+        events = [
+            event(1, "unit_finished", unit_id="u1", state="failed", failure_code="\x1b[2Jbogus"),
+            event(2, "unit_finished", unit_id="u2", state="completed", delivery="bogus"),
+        ]
+        outcomes = [mesh.resume_point(events).checkpoints[u].outcome for u in ("u1", "u2")]
+        assert [(o.failure_code, o.delivery) for o in outcomes if o] == [(None, None)] * 2
+        ledger = mesh.render_ledger(mesh.RunMetrics(), [o for o in outcomes if o])
+        assert "failed: u1 (unknown)" in ledger
+        unknown = r"event 1: unknown failure code '\\x1b\[2Jbogus'"  # escaped, on one line
+        with pytest.raises(mesh.MeshError, match=unknown):
+            stored_point(events)
+        with pytest.raises(mesh.MeshError, match="event 2: unknown delivery 'bogus'"):
+            stored_point(events[1:])
+
     @pytest.mark.parametrize("candidates", ["nope", [{"id": "u1"}]])
     def test_unreadable_candidates(self, candidates: object) -> None:
         """A damaged candidate record is an error, not a silent regeneration."""
@@ -383,6 +433,19 @@ class TestResumePoint:
         )
         again = mesh.resume_point([*events, attrs.evolve(recorded, seq=4)]).checkpoints["u1"]
         assert (again.proofs, again.accepted) == ({}, None)
+
+
+def test_a_forged_run_id_is_printed_escaped(tmp_path: Path) -> None:
+    """`mesh status` of a store whose run id holds terminal and bidi controls: escaped."""
+    from mesh.cli import _cli  # noqa: PLC0415 - the command line under test
+
+    forged = "ab\x9b2J\u202eXY\x1b]52;c;x\x07"
+    config = {"plan": {"plan": [{"step": "s"}]}}
+    mesh.RunStore.create(tmp_path / "run.sqlite", run_id=forged, config=config).close()
+    code, out, _ = _cli.run(["status", str(tmp_path)])
+    assert code == 0
+    assert out.isascii()
+    assert forged == json.loads(out)["run_id"]
 
 
 def test_status_of_a_stopped_run(tmp_path: Path) -> None:

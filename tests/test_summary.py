@@ -220,3 +220,32 @@ def test_a_damaged_stored_call_event_is_still_counted() -> None:
     collector.emit(event)
     assert collector.metrics().adapter_calls == (("coder", 1),)
     assert mesh.prose_ledger([event])
+
+
+def test_damaged_counts_and_numbers_are_left_out() -> None:
+    """
+    Targets, limits, unit counts and percentages that are no such thing are left out.
+
+    A stored event may hold text, null, NaN, a bool or a number too big for a float where
+    a count belongs: the metrics keep the readable values, never a crash.
+    """
+    fields: list[tuple[str, dict[str, object]]] = [
+        ("run_started", {"units": "many"}),
+        ("budget_read", {"target": 3, "mode": "m", "strict_remaining": 42}),
+        ("budget_read", {"target": float("nan"), "strict_remaining": "x"}),
+        ("budget_read", {"target": 10**400, "strict_remaining": 10**400}),
+        ("budget_read", {"target": True, "strict_remaining": float("inf")}),
+        ("budget_read", {"target": -5}),
+        ("concurrency_changed", {"limit": 10**400, "reason": "backpressure"}),
+        ("concurrency_changed", {"limit": 2, "reason": "backpressure"}),
+        ("concurrency_changed", {"limit": None, "reason": "restored"}),
+    ]
+    collector = MetricsCollector()
+    for seq, (name, data) in enumerate(fields, start=1):
+        collector.emit(mesh.LedgerEvent(run_id="r", seq=seq, at=0.0, event=name, data=data))
+    metrics = collector.metrics()
+    assert (metrics.units_total, metrics.targets_seen, metrics.strict_remaining) == (0, (3,), 0.0)
+    assert (metrics.backpressure_events, metrics.lowest_limit, metrics.restores) == (2, 2, 1)
+    one = MetricsCollector()
+    one.emit(mesh.LedgerEvent(run_id="r", seq=1, at=0.0, event="budget_read", data=fields[1][1]))
+    assert one.metrics().strict_remaining == 42.0

@@ -13,6 +13,7 @@ what it needs when it runs (``mesh --help`` never imports the engine).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from typing import TYPE_CHECKING, Any, Final, TextIO
@@ -665,6 +666,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         0 on success, 1 on any error (one line on stderr), 2 for an unknown command.
     """
+    if sys.stdout is None:
+        # Started with stdout closed (`>&-`): a file the command opens would take its
+        # descriptor, and whatever it or a child printed would land in that file.
+        if sys.stderr is not None:
+            _write(sys.stderr, "error: OutputError: stdout is closed: nothing can be printed\n")
+        return EXIT_ERROR
     try:
         code, out, err = run(list(sys.argv[1:] if argv is None else argv))
     except KeyboardInterrupt as interrupt:
@@ -679,7 +686,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             _write(sys.stderr, err)
     except BrokenPipeError:
         # The reader went away (`mesh ... | head`); nothing left to tell it.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _drop_stdout()
+        return EXIT_ERROR
+    except OSError as exc:
+        # stdout cannot take the output (`> /dev/full`: no space left): say so on stderr,
+        # once, rather than a traceback when Python flushes stdout on exit.
+        _drop_stdout()
+        with contextlib.suppress(OSError):
+            _write(sys.stderr, f"error: OutputError: cannot write to stdout: {exc.strerror}\n")
         return EXIT_ERROR
     return code
+
+
+def _drop_stdout() -> None:
+    """Send what stdout still holds to the null device, so exiting does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())

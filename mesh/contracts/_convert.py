@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -422,6 +423,25 @@ def loads_json(text: str, *, subject: str) -> object:
     return document
 
 
+# JSON escapes the C0 controls only. A document printed on a terminal (a command's
+# result) may hold text from a damaged store or an agent: C1 controls (U+009B opens a
+# terminal escape), line separators, bidi controls and marks that reorder what is read,
+# and lone surrogates are written as \uXXXX escapes, which are the same JSON string.
+_UNSAFE_IN_JSON: Final = re.compile(
+    "[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
+
+
+def _json_escape(found: re.Match[str]) -> str:
+    return f"\\u{ord(found.group()):04x}"
+
+
 def dumps_json(document: object) -> str:
-    """Encode a document as one line of valid JSON (never NaN, text kept exact)."""
-    return json.dumps(document, ensure_ascii=False, allow_nan=False)
+    """
+    Encode a document as one line of valid JSON (never NaN, text kept exact).
+
+    Characters that could rewrite what a terminal shows (C1 controls, line
+    separators, bidi controls and marks) and lone surrogates are escaped.
+    """
+    text = json.dumps(document, ensure_ascii=False, allow_nan=False)
+    return text if text.isascii() else _UNSAFE_IN_JSON.sub(_json_escape, text)

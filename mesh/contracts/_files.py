@@ -87,9 +87,17 @@ def atomic_write_text(path: StrPath, text: str, *, what: str, create_parents: bo
     Write ``text`` to ``path`` all at once: either the new content or nothing.
 
     Raises:
-        FileAccessError: When the folder is missing (and not created) or unwritable.
+        FileAccessError: When the folder is missing (and not created) or unwritable,
+            or ``path`` is something other than a regular file (a device, a FIFO, a
+            folder, or a link to one), which renaming the output over would replace.
     """
     target = Path(path)
+    try:
+        mode = target.stat().st_mode
+    except OSError:
+        mode = None  # nothing there (or a dangling link): the output takes its place
+    if mode is not None and not stat.S_ISREG(mode):
+        raise FileAccessError(f"cannot write {what} {os.fspath(path)}: not a regular file")
     try:
         if create_parents:
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -11,8 +11,9 @@ are HTML and SVG), so it can be mailed, archived or opened offline. It shows:
   thousand units is two hundred closed pages, which a browser does not lay out
   until one is opened. A unit's row opens (``<details>``, no script) onto one
   row per candidate and fixer lane and the list of its calls with their
-  evidence; the first ``DETAILED_UNITS`` units listed keep that detail, which
-  bounds the page;
+  evidence; the first ``DETAILED_UNITS`` units listed keep that detail (fewer
+  when their calls fill the page's room first), a unit lists its first and
+  last calls only, and later rows cut their text shorter, which bounds the page;
 - the concurrency limit and budget target, then the units in flight, each on
   its own chart and scale;
 - the prose Orchestration Ledger.
@@ -24,18 +25,19 @@ edge between rows pages apart, or across thousands of rows, cannot be read.
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Iterable, Sequence
 from typing import Final
 
 import attrs
 
 from ..contracts._enums import Lane
-from ..contracts._errors import InputError
+from ..contracts._errors import InputError, MeshError
 from ..contracts._events import LedgerEvent
 from ..contracts._records import Unit
 from ..contracts._text import one_line
 from ._resume import resume_point
-from ._summary import MetricsCollector, render_ledger
+from ._summary import MetricsCollector, render_ledger, stored_count
 
 __all__ = ["DETAILED_UNITS", "PAGE_UNITS", "prose_ledger", "render_report"]
 
@@ -92,7 +94,12 @@ _ID_CHARS: Final = 120
 _OBJECTIVE_CHARS: Final = 140
 _LONG_CHARS: Final = 2000
 _TITLE_CHARS: Final = 300
-_DEPS_SHOWN: Final = 8
+_CALLS_SHOWN: Final = 100
+"""Calls a unit's row lists, with their evidence: the first and last half of that."""
+_LANES_SHOWN: Final = 20
+"""Candidate and fixer rows a unit's row draws."""
+_DETAIL_CHARS: Final = 4_000_000
+"""Characters of calls and evidence past which the page details no more units."""
 _LEDGER_CHARS: Final = 20_000
 _LABEL_WIDTH: Final = 300
 _PLOT_WIDTH: Final = 820
@@ -253,7 +260,10 @@ class _Scale:
         self.span = max(end - start, 1e-6)
 
     def fraction(self, moment: float) -> float:
-        return (moment - self.start) / self.span
+        # Between 0 and 1 for any recorded time; clamped (NaN to 0) so that times
+        # apart by more than a float holds still draw, at the edges.
+        fraction = (moment - self.start) / self.span
+        return 0.0 if math.isnan(fraction) else min(max(fraction, 0.0), 1.0)
 
     def x(self, moment: float) -> float:
         return _LABEL_WIDTH + self.fraction(moment) * _PLOT_WIDTH
@@ -269,19 +279,35 @@ def _bar(scale: _Scale, start: float, end: float) -> str:
     return f"left:{left:.2f}%;width:{width:.2f}%"
 
 
-def _names(ids: Sequence[str]) -> str:
-    shown = ", ".join(_text(unit_id, _ID_CHARS) for unit_id in ids[:_DEPS_SHOWN])
-    more = len(ids) - _DEPS_SHOWN
+@attrs.frozen
+class _Bounds:
+    """How much of a row's text the page shows: a detailed row's, or a brief row's."""
+
+    id: int
+    objective: int
+    title: int
+    names: int
+
+
+_DETAILED: Final = _Bounds(id=_ID_CHARS, objective=_OBJECTIVE_CHARS, title=_TITLE_CHARS, names=8)
+# Rows past the detailed ones are most of a huge run's page: their text is kept short,
+# so that ten thousand units of long ids and objectives stay a few megabytes.
+_BRIEF: Final = _Bounds(id=32, objective=80, title=80, names=2)
+
+
+def _names(ids: Sequence[str], bounds: _Bounds = _DETAILED) -> str:
+    shown = ", ".join(_text(unit_id, bounds.id) for unit_id in ids[: bounds.names])
+    more = len(ids) - bounds.names
     return f"{shown} and {more} more" if more > 0 else shown
 
 
-def _unit_bar(view: _UnitView, scale: _Scale) -> str:
+def _unit_bar(view: _UnitView, scale: _Scale, bounds: _Bounds) -> str:
     if view.start is None or view.end is None:
         return ""
     title = f"{view.id}: {view.detail} in {view.end - view.start:.1f} s"
     return (
         f'<i class="bar {view.state}" style="{_bar(scale, view.start, view.end)}" '
-        f'title="{_text(title, _TITLE_CHARS)}"></i>'
+        f'title="{_text(title, bounds.title)}"></i>'
     )
 
 
@@ -289,14 +315,32 @@ def _call_line(call: _Call) -> str:
     return f"{call.summary} ({call.evidence})" if call.evidence else call.summary
 
 
+def _shown_calls(calls: Sequence[_Call]) -> tuple[Sequence[_Call], Sequence[_Call]]:
+    """The first and the last calls a unit's row lists: its start, and how it ended."""
+    if len(calls) <= _CALLS_SHOWN:
+        return calls, ()
+    half = _CALLS_SHOWN // 2
+    return calls[:half], calls[-half:]
+
+
+def _call_item(call: _Call) -> str:
+    return (
+        f'<li><i class="swatch {call.outcome}"></i><b>{_text(call.summary)}</b>'
+        + (f" — {_text(call.evidence)}" if call.evidence else "")
+        + "</li>"
+    )
+
+
 def _lanes(view: _UnitView, scale: _Scale) -> str:
     if not view.calls:
         return '<p class="meta">No calls recorded.</p>'
+    first, last = _shown_calls(view.calls)
+    left_out = len(view.calls) - len(first) - len(last)
     lanes: dict[str, list[_Call]] = {}
-    for call in view.calls:
+    for call in (*first, *last):
         lanes.setdefault(call.candidate, []).append(call)
     rows = []
-    for candidate, calls in lanes.items():
+    for candidate, calls in list(lanes.items())[:_LANES_SHOWN]:
         bars = "".join(
             f'<i class="call {call.outcome} {call.stage}" '
             f'style="{_bar(scale, call.start, call.end)}" '
@@ -308,12 +352,16 @@ def _lanes(view: _UnitView, scale: _Scale) -> str:
             f'<div class="row lane"><span class="name">{_text(candidate, _ID_CHARS)}</span>'
             f'<span class="track">{bars}</span></div>'
         )
-    items = "".join(
-        f'<li><i class="swatch {call.outcome}"></i><b>{_text(call.summary)}</b>'
-        + (f" — {_text(call.evidence)}" if call.evidence else "")
-        + "</li>"
-        for call in view.calls
+    if len(lanes) > _LANES_SHOWN:
+        rows.append(f'<p class="meta">and {len(lanes) - _LANES_SHOWN} more candidates</p>')
+    # One unit may have made thousands of calls (retries, many candidates): the page
+    # keeps its first and last ones; the run store keeps every call.
+    gap = (
+        f'<li class="meta">and {left_out} more calls: the run store has every call</li>'
+        if left_out
+        else ""
     )
+    items = "".join(map(_call_item, first)) + gap + "".join(map(_call_item, last))
     return (
         f'{"".join(rows)}<details class="calls"><summary>{len(view.calls)} calls, with their '
         f'evidence</summary><ol class="calls">{items}</ol></details>'
@@ -321,18 +369,19 @@ def _lanes(view: _UnitView, scale: _Scale) -> str:
 
 
 def _unit(view: _UnitView, scale: _Scale, *, detailed: bool, opened: bool) -> str:
-    after = f' <span class="deps">after {_names(view.deps)}</span>' if view.deps else ""
-    objective = _text(view.objective, _OBJECTIVE_CHARS)
-    detail = _text(view.detail, _ID_CHARS)
+    bounds = _DETAILED if detailed else _BRIEF
+    after = f' <span class="deps">after {_names(view.deps, bounds)}</span>' if view.deps else ""
+    objective = _text(view.objective, bounds.objective)
+    detail = _text(view.detail, bounds.id)
     name = (
-        f'<span class="name"><b>{_text(view.id, _ID_CHARS)}</b> ({detail}){after}'
+        f'<span class="name"><b>{_text(view.id, bounds.id)}</b> ({detail}){after}'
         f'<span class="objective">{objective}</span></span>'
     )
     facts = []
-    if view.objective and objective != _text(view.objective):
+    if detailed and view.objective and objective != _text(view.objective):
         facts.append(f"<p>{_text(view.objective)}</p>")
     if view.needed_by:
-        facts.append(f'<p class="deps">needed by {_names(view.needed_by)}</p>')
+        facts.append(f'<p class="deps">needed by {_names(view.needed_by, bounds)}</p>')
     body = "".join(facts)
     if detailed:
         body += _lanes(view, scale)
@@ -340,7 +389,7 @@ def _unit(view: _UnitView, scale: _Scale, *, detailed: bool, opened: bool) -> st
         body += f'<p class="meta">{len(view.calls)} calls</p>'
     return (
         f'<details class="unit {view.state}"{" open" if opened else ""}>'
-        f'<summary>{name}<span class="track">{_unit_bar(view, scale)}</span></summary>'
+        f'<summary>{name}<span class="track">{_unit_bar(view, scale, bounds)}</span></summary>'
         f'<div class="body">{body}</div></details>'
     )
 
@@ -370,24 +419,29 @@ def _counts(views: Sequence[_UnitView]) -> str:
 def _timeline(views: Sequence[_UnitView], scale: _Scale) -> str:
     opened = len(views) <= _OPEN_UNITS
     pages = []
+    detailed = spent = 0
     for first in range(0, len(views), PAGE_UNITS):
         page = views[first : first + PAGE_UNITS]
-        rows = "".join(
-            _unit(view, scale, detailed=first + index < DETAILED_UNITS, opened=opened)
-            for index, view in enumerate(page)
-        )
-        # Lanes and evidence for every unit of a huge run would swell the page
-        # past use; the units listed first (failures first) are the ones read.
+        rows = []
+        for view in page:
+            # Lanes and evidence for every unit of a huge run would swell the page past
+            # use; the units listed first (failures first) are the ones read. Detailed
+            # units are a prefix of the list: once one is not, none after it is.
+            detail = detailed < DETAILED_UNITS and spent < _DETAIL_CHARS
+            row = _unit(view, scale, detailed=detail, opened=opened)
+            if detail:
+                detailed, spent = detailed + 1, spent + len(row)
+            rows.append(row)
         note = (
-            f'<p class="meta">The page keeps the calls of the first {DETAILED_UNITS} units '
+            f'<p class="meta">The page keeps the calls of the first {detailed} units '
             "listed: the run store has every call.</p>"
-            if first + len(page) > DETAILED_UNITS
+            if first + len(page) > detailed
             else ""
         )
         pages.append(
             f'<details class="page"{" open" if first == 0 else ""}><summary>'
             f"Units {first + 1} to {first + len(page)} of {len(views)}: {_counts(page)}</summary>"
-            f'<div class="timeline">{_axis(scale)}{rows}</div>{note}</details>'
+            f'<div class="timeline">{_axis(scale)}{"".join(rows)}</div>{note}</details>'
         )
     return "".join(pages) or '<p class="meta">No units.</p>'
 
@@ -396,10 +450,13 @@ def _series(events: Sequence[LedgerEvent]) -> dict[str, list[tuple[float, float]
     series: dict[str, list[tuple[float, float]]] = {"limit": [], "target": [], "in flight": []}
     running: set[str] = set()
     for event in events:
-        target, limit = event.data.get("target"), event.data.get("limit")
-        if event.event == "budget_read" and isinstance(target, int):
+        target, limit = (
+            stored_count(event.data.get("target")),
+            stored_count(event.data.get("limit")),
+        )
+        if event.event == "budget_read" and target is not None:
             series["target"].append((event.at, float(target)))
-        elif event.event == "concurrency_changed" and isinstance(limit, int):
+        elif event.event == "concurrency_changed" and limit is not None:
             series["limit"].append((event.at, float(limit)))
         elif event.event in {"unit_started", "unit_finished"}:
             # A set, not a counter: a unit started again on a resume is in flight once.
@@ -621,7 +678,11 @@ def render_report(
     scale = _Scale(start, end)
     views = _units(history, units)
     series = _series(history)
-    ledger = prose_ledger(history) or "Nothing ran."
+    try:
+        ledger = prose_ledger(history) or "Nothing ran."
+    except MeshError as exc:
+        # A damaged record costs the page its ledger, not the page.
+        ledger = f"The ledger cannot be built from these events: {exc.message}"
     if len(ledger) > _LEDGER_CHARS:
         ledger = f"{ledger[:_LEDGER_CHARS]}… (cut; `mesh ledger RUN` prints it whole)"
     return (

@@ -17,10 +17,11 @@ from ..contracts._enums import Decision, FailureCode
 from ..contracts._errors import InvalidOutputSchema, MeshError
 from ..contracts._events import LedgerEvent
 from ..contracts._records import WorkerResult
+from ..contracts._text import one_line
 from ._results import ResumePoint, UnitCheckpoint
 from ._summary import OutcomeState, UnitOutcome
 
-__all__ = ["UNIT_STATES", "resume_point", "states_at", "unit_states"]
+__all__ = ["UNIT_STATES", "resume_point", "states_at", "stored_point", "unit_states"]
 
 UNIT_STATES: Final = ("completed", "failed", "blocked", "in_flight", "pending")
 # A stored ledger may hold anything as a finished unit's state: what is not an outcome
@@ -56,20 +57,29 @@ def _text(data: Mapping[str, object], key: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _finished(event: LedgerEvent, unit: _Unit) -> UnitOutcome:
+_CODES: Final = {code.value: code for code in FailureCode}
+_DELIVERIES: Final = {decision.value: decision for decision in Decision}
+
+
+def _finished(event: LedgerEvent, unit: _Unit, *, strict: bool) -> UnitOutcome:
     data = event.data
     state = _OUTCOME_STATES.get(_text(data, "state") or "", OutcomeState.FAILED)
     code = _text(data, "failure_code")
     delivery = _text(data, "delivery")
+    # A stored value mesh does not know reads as unknown; only a resume, which would
+    # carry it on as the unit's outcome, refuses it.
+    for name, value, known in (("failure code", code, _CODES), ("delivery", delivery, _DELIVERIES)):
+        if strict and value and value not in known:
+            raise MeshError(f"event {event.seq}: unknown {name} '{one_line(value, 80)}'")
     return UnitOutcome(
         unit_id=unit.unit_id,
         state=state,
         attempts=event.attempt or unit.attempt,
-        failure_code=FailureCode(code) if code else None,
+        failure_code=_CODES.get(code or ""),
         evidence=_text(data, "evidence") or "",
         accepted_candidate=_text(data, "accepted_candidate"),
         artifact_ref=_text(data, "artifact_ref"),
-        delivery=Decision(delivery) if delivery else None,
+        delivery=_DELIVERIES.get(delivery or ""),
     )
 
 
@@ -99,7 +109,7 @@ def _proofs(event: LedgerEvent, unit: _Unit) -> dict[str, WorkerResult | None]:
     }
 
 
-def _apply(unit: _Unit, event: LedgerEvent) -> None:
+def _apply(unit: _Unit, event: LedgerEvent, *, strict: bool) -> None:
     """Fold one event of an unfinished unit into its state."""
     name = event.event
     if name in {"unit_started", "rework"} and event.attempt:
@@ -127,7 +137,7 @@ def _apply(unit: _Unit, event: LedgerEvent) -> None:
         approvals = event.data.get("approvals")
         unit.approvals = approvals if type(approvals) is int else 0
     elif name == "unit_finished":
-        unit.outcome = _finished(event, unit)
+        unit.outcome = _finished(event, unit, strict=strict)
     elif name == "unit_blocked":
         unit.outcome = UnitOutcome(
             unit_id=unit.unit_id,
@@ -138,7 +148,7 @@ def _apply(unit: _Unit, event: LedgerEvent) -> None:
         )
 
 
-def _replay(events: Iterable[LedgerEvent]) -> tuple[dict[str, _Unit], int]:
+def _replay(events: Iterable[LedgerEvent], *, strict: bool) -> tuple[dict[str, _Unit], int]:
     units: dict[str, _Unit] = {}
     last_seq = 0
     for event in events:
@@ -147,7 +157,7 @@ def _replay(events: Iterable[LedgerEvent]) -> tuple[dict[str, _Unit], int]:
             continue
         unit = units.setdefault(event.unit_id, _Unit(event.unit_id))
         if unit.outcome is None:  # a finished unit stays finished
-            _apply(unit, event)
+            _apply(unit, event, strict=strict)
     return units, last_seq
 
 
@@ -155,10 +165,27 @@ def resume_point(events: Iterable[LedgerEvent]) -> ResumePoint:
     """
     Where a stopped run stands, from its events: checkpoints and the next event number.
 
+    A finished unit's failure code or delivery that mesh does not know reads
+    as unknown (None).
+
     .. versionadded:: 0.1.0
     """
+    return _point(events, strict=False)
+
+
+def stored_point(events: Iterable[LedgerEvent]) -> ResumePoint:
+    """
+    `resume_point` for a run about to continue: an outcome it cannot read is refused.
+
+    Raises:
+        MeshError: Naming the event whose recorded values are unreadable.
+    """
+    return _point(events, strict=True)
+
+
+def _point(events: Iterable[LedgerEvent], *, strict: bool) -> ResumePoint:
     history = tuple(events)
-    units, last_seq = _replay(history)
+    units, last_seq = _replay(history, strict=strict)
     checkpoints = {
         unit_id: UnitCheckpoint(
             unit_id=unit_id,

@@ -27,6 +27,7 @@ __all__ = [
     "UnitOutcome",
     "pick_learning",
     "render_ledger",
+    "stored_count",
     "unit_durations",
 ]
 
@@ -123,6 +124,22 @@ class RunMetrics:
     """The executor's slot counts over the run, as the scale-out gate set them."""
 
 
+_MOST: Final = 1_000_000_000
+"""The largest count (units, a target, a limit) read from an event: more is damage."""
+
+
+def stored_count(value: object) -> int | None:
+    """A count an event records (units, a target, a limit), or None when it is not one."""
+    return value if type(value) is int and 0 <= value <= _MOST else None
+
+
+def _percent(value: object) -> float:
+    # NaN, infinities and huge integers fail the comparison (no conversion to overflow).
+    if isinstance(value, int | float) and not isinstance(value, bool) and -_MOST <= value <= _MOST:
+        return float(value)
+    return 0.0
+
+
 def _rate(part: int, whole: int) -> float:
     return part / whole if whole else 0.0
 
@@ -174,22 +191,24 @@ class MetricsCollector:
             self._in_flight -= 1
             counts[f"finished:{data.get('state')}"] += 1
         elif name == "budget_read":
-            target = int(data.get("target", 0))  # type: ignore[call-overload]
-            if not self._targets or self._targets[-1] != target:
+            # A stored ledger may hold anything here: what is no count or number is left out.
+            target = stored_count(data.get("target", 0))
+            if target is not None and (not self._targets or self._targets[-1] != target):
                 self._targets.append(target)
             self._mode = str(data.get("mode", ""))
-            self._strict = float(data.get("strict_remaining", 0.0))  # type: ignore[arg-type]
+            self._strict = _percent(data.get("strict_remaining", 0.0))
         elif name == "concurrency_changed":
-            limit = int(data.get("limit", 0))  # type: ignore[call-overload]
+            limit = stored_count(data.get("limit", 0))
             if data.get("reason") == "backpressure":
                 counts["backpressure"] += 1
-                self._lowest_limit = min(self._lowest_limit or limit, limit)
+                if limit is not None:
+                    self._lowest_limit = min(self._lowest_limit or limit, limit)
             elif data.get("reason") == "restored":
                 counts["restores"] += 1
         elif name in {"run_started", "run_resumed"}:
             # A resumed run keeps its first start; the units in flight then died with the process.
             self._started = event.at if self._started is None else self._started
-            self._units_total = int(data.get("units", 0))  # type: ignore[call-overload]
+            self._units_total = stored_count(data.get("units", 0)) or 0
             self._in_flight = 0
         elif name == "run_finished":
             self._finished = event.at

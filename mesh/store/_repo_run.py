@@ -26,7 +26,7 @@ import attrs
 from ..agents._cli import AgentCoder, AgentFixer
 from ..agents._pydantic_ai import PydanticAICoder
 from ..contracts._enums import DeliveryMode, Lane
-from ..contracts._errors import AdapterMistake, InputError, ValidationError
+from ..contracts._errors import AdapterMistake, InputError, MeshError, ValidationError
 from ..contracts._events import CallbackSink, LedgerEvent, LedgerSink, ledger_text
 from ..contracts._files import atomic_write_text
 from ..contracts._records import Unit
@@ -35,7 +35,7 @@ from ..engine._executors import Executor, LocalExecutor
 from ..engine._plan_state import plan_document
 from ..engine._plan_state import plan_units as _plan_units
 from ..engine._results import ResumePoint, RunResult
-from ..engine._resume import resume_point
+from ..engine._resume import stored_point
 from ..engine._retry import DEFAULT_RETRY, RetryPolicy, checked_retry
 from ..engine._roles import (
     Adapter,
@@ -353,7 +353,11 @@ async def resume_repository_run(
             _check_config(store)
             top = Path(str(store.config["repo"]))
             _checked_roles(roles, top, store.config.get("roles"), path.parent)
-            point = resume_point(store.events())
+            history = list(store.events())
+            try:
+                point = stored_point(history)
+            except MeshError as exc:  # a recorded outcome or result it cannot carry on
+                raise StoreError(f"{path} is damaged: {exc.message}") from None
             # The store is the record: the JSON-lines copy may run ahead of it (batched
             # commits) or end in half a line, so it is rewritten from the store.
             await anyio.to_thread.run_sync(

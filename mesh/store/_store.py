@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import secrets
 import sqlite3
@@ -74,21 +75,37 @@ class StoreError(MeshError):
     default_code = FailureCode.TOOLING_UNAVAILABLE
 
 
+# SQLite keeps what a column's type cannot convert (text in a REAL column, a blob
+# anywhere), and a REAL may be infinite: each field is checked for what readers assume.
+def _text(value: object, name: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"its {name} is not text")
+    return value
+
+
+def _finite(value: object, name: str) -> float:
+    if not isinstance(value, int | float) or not math.isfinite(value):
+        raise TypeError(f"its {name} is not a finite number")
+    return float(value)
+
+
 def _row_event(run_id: str, row: tuple[Any, ...]) -> LedgerEvent:
     seq, event, at, unit_id, candidate_id, lane, attempt, duration_ms, data = row
     fields = json.loads(data)
     if not isinstance(fields, dict):
         raise TypeError("its data is not a JSON object")
+    if attempt is not None and type(attempt) is not int:
+        raise TypeError("its attempt is not a whole number")
     return LedgerEvent(
-        event=event,
+        event=_text(event, "name"),
         run_id=run_id,
         seq=seq,
-        at=at,
-        unit_id=unit_id,
-        candidate_id=candidate_id,
+        at=_finite(at, "time"),
+        unit_id=None if unit_id is None else _text(unit_id, "unit id"),
+        candidate_id=None if candidate_id is None else _text(candidate_id, "candidate id"),
         lane=Lane(lane) if lane else None,
         attempt=attempt,
-        duration_ms=duration_ms,
+        duration_ms=None if duration_ms is None else _finite(duration_ms, "duration"),
         data=fields,
     )
 
