@@ -31,7 +31,11 @@ UnitIds = Mapping[str, str]
 
 @attrs.frozen(kw_only=True)
 class PlanChange:
-    """What a new plan changes in a run, and the run's units after it."""
+    """
+    What a plan change during a run changed (`Orchestrator.update_plan`).
+
+    .. versionadded:: 0.2.0
+    """
 
     units: tuple[Unit, ...]
     """The run's units after the change: the new plan's, then those that finished before
@@ -43,11 +47,15 @@ class PlanChange:
     unit_ids: UnitIds
     """The step id each unit of the plan was made of (empty without a plan)."""
     added: tuple[str, ...]
+    """Units made of new steps."""
     edited: tuple[str, ...]
+    """Units that had not started, with new text, scope, proof or dependencies."""
     removed: tuple[str, ...]
+    """Units cancelled: left out of the new plan before they finished."""
 
     @property
     def changed(self) -> bool:
+        """Whether the new plan changed anything."""
         return bool(self.added or self.edited or self.removed)
 
 
