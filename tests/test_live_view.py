@@ -188,6 +188,8 @@ class TestLiveState:
         ):
             assert state.apply(event) is state
         assert folded(ledger("budget_read", 2.0, target="many")).target is None
+        later = folded(ledger("budget_read", 1.0, target=3), ledger("budget_read", 2.0, target=5))
+        assert (later.limit, later.target) == (3, 5)  # the governor moves the limit, not a read
         assert None is LiveState().waiting
 
     def test_a_run_with_no_counts_at_its_end_keeps_its_own(self, ledger: Ledger) -> None:
@@ -268,6 +270,16 @@ class TestLiveState:
             assert len(text) <= 300
         assert state.failures[0].evidence.startswith("[bold]boom[/bold] [link=")
         assert state.failures[0].evidence.endswith("…")
+
+    def test_a_snapshot_stays_as_it_was(self, ledger: Ledger) -> None:
+        """Events change the state in place; a snapshot (what the live view draws) stays."""
+        state = folded(
+            ledger("run_started", 1.0, units=2), ledger("unit_started", 1.0, "u1", attempt=1)
+        )
+        seen = state.snapshot()
+        assert state.apply(ledger("unit_finished", 2.0, "u1", state="completed")) is state
+        assert (list(state.in_flight), state.completed) == ([], 1)
+        assert (list(seen.in_flight), seen.completed) == (["u1"], 0)
 
     def test_the_clock(self) -> None:
         """Times read m:ss, and h:mm:ss from an hour; never negative."""
@@ -466,6 +478,22 @@ class TestLiveView:
         assert kept.endswith("(of 1)\n\x1b[?25h")  # the last picture, then the cursor back
 
 
+class TestAbandoned:
+    def test_the_live_view_gives_the_cursor_back(self) -> None:
+        """Ending at once, the live view shows the cursor again; the others have nothing to do."""
+        import pty  # noqa: PLC0415 - POSIX only
+
+        master, slave = pty.openpty()
+        with os.fdopen(slave, "w") as terminal:
+            LiveView(Console(file=terminal, force_terminal=True), {}).abandon()
+            assert os.read(master, 100) == b"\x1b[?25h\r\n"  # the terminal adds the carriage return
+        os.close(master)
+        LiveView(Console(file=io.StringIO(), force_terminal=True), {}).abandon()  # no descriptor
+        LiveView(Console(file=io.StringIO(), force_terminal=False), {}).abandon()
+        LineView(io.StringIO(), {}).abandon()
+        QuietView().abandon()
+
+
 class TestChoosingTheView:
     def test_each_mode(self) -> None:
         """auto: live on a terminal, lines elsewhere; the others as asked; nothing else."""
@@ -524,10 +552,18 @@ def step(index: int, text: str, **more: object) -> dict[str, object]:
     }
 
 
+# Makes its standard input its controlling terminal, then runs `python ARGUMENTS...`.
+BECOME_ITS_SESSION = (
+    "import fcntl, os, sys, termios\n"
+    "fcntl.ioctl(0, termios.TIOCSCTTY, 0)\n"
+    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])\n"
+)
+
+
 class OnATerminal:
     """`python -m mesh ...` with stdout and stderr on a pseudo-terminal, read as it writes."""
 
-    def __init__(self, arguments: list[str], cwd: Path) -> None:
+    def __init__(self, arguments: list[str], cwd: Path, *, session: bool = False) -> None:
         import fcntl  # noqa: PLC0415 - POSIX only, like the pty
         import pty  # noqa: PLC0415
         import struct  # noqa: PLC0415
@@ -541,13 +577,17 @@ class OnATerminal:
             if name not in {"NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"}
         }
         environment |= {"TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40"}
+        command = [sys.executable, "-m", "mesh", *arguments]
+        if session:  # the terminal is the session's, as a shell's is: closing it hangs it up
+            command[1:1] = ["-c", BECOME_ITS_SESSION]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "mesh", *arguments],
-            stdin=subprocess.DEVNULL,
+            command,
+            stdin=slave if session else subprocess.DEVNULL,
             stdout=slave,
             stderr=slave,
             cwd=cwd,
             env=environment,
+            start_new_session=session,
         )
         os.close(slave)
         self.screen = b""
@@ -581,7 +621,9 @@ class OnATerminal:
 
 @pytest.mark.skipif(sys.platform == "win32", reason="a pseudo-terminal is POSIX")
 class TestOnAPseudoTerminal:
-    def run_waiting(self, repo: Path, tmp_path: Path) -> tuple[OnATerminal, Path]:
+    def run_waiting(
+        self, repo: Path, tmp_path: Path, *, session: bool = False
+    ) -> tuple[OnATerminal, Path]:
         (tmp_path / "coder.py").write_text(WAITING_CODER)
         marker = tmp_path / "go"
         plan = write_plan(tmp_path, step(1, "Write [bold]one[/bold]"), step(2, "Write two"))
@@ -592,6 +634,7 @@ class TestOnAPseudoTerminal:
                 "--out", str(tmp_path / "out"), "--max-threads", "2",
             ],
             tmp_path,
+            session=session,
         )  # fmt: skip
         return terminal, marker
 
@@ -623,6 +666,69 @@ class TestOnAPseudoTerminal:
             "error: Interrupted: stopped by the user",
             f"hint: continue the run with: mesh resume {shlex.quote(str(tmp_path / 'out'))}",
         ] == lines[-2:]
+
+    def stopped_by(self, repo: Path, tmp_path: Path, number: signal.Signals) -> OnATerminal:
+        terminal, _ = self.run_waiting(repo, tmp_path)
+        terminal.until(r"unit-002 +Write two +generation")
+        terminal.process.send_signal(number)
+        return terminal
+
+    @pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGHUP])
+    def test_sigterm_and_sighup_stop_it_as_ctrl_c_does(
+        self, repo: Path, tmp_path: Path, number: signal.Signals
+    ) -> None:
+        """The run is cancelled naming the signal, the cursor is back, the resume command last."""
+        terminal = self.stopped_by(repo, tmp_path, number)
+        assert terminal.finish() == 128 + number
+        reason = {signal.SIGTERM: "terminated (SIGTERM)", signal.SIGHUP: "hung up (SIGHUP)"}[number]
+        assert re.search(rf"mesh run [0-9a-f]{{12}}  cancelled: {re.escape(reason)}", terminal.text)
+        assert terminal.screen.rindex(b"\x1b[?25h") > terminal.screen.rindex(b"\x1b[?25l")
+        lines = [line for line in terminal.text.splitlines() if line.strip()]
+        assert [
+            f"error: Interrupted: stopped by {number.name}",
+            f"hint: continue the run with: mesh resume {shlex.quote(str(tmp_path / 'out'))}",
+        ] == lines[-2:]
+        with mesh.RunStore.open(tmp_path / "out" / "run.sqlite") as store:
+            last = list(store.events())[-1]
+        assert (last.event, last.data) == ("run_cancelled", {"reason": reason})
+        if number == signal.SIGTERM:
+            (tmp_path / "go").touch()
+            resumed = subprocess.run(
+                [sys.executable, "-m", "mesh", "resume", str(tmp_path / "out"), "--view", "quiet"],
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=120,
+            )
+            assert resumed.returncode == 0, resumed.stderr
+            assert "2 delivered" in resumed.stdout
+
+    def test_a_closed_terminal_hangs_it_up(self, repo: Path, tmp_path: Path) -> None:
+        """Closing the terminal (SIGHUP, and nothing left to draw on) stops the run cleanly."""
+        terminal, _ = self.run_waiting(repo, tmp_path, session=True)
+        terminal.until(r"unit-002 +Write two +generation")
+        os.close(terminal.master)
+        assert terminal.process.wait(timeout=60) == 128 + signal.SIGHUP
+        with mesh.RunStore.open(tmp_path / "out" / "run.sqlite") as store:
+            last = list(store.events())[-1]
+        assert (last.event, last.data) == ("run_cancelled", {"reason": "hung up (SIGHUP)"})
+
+    def test_a_second_sigterm_ends_it_at_once(self, repo: Path, tmp_path: Path) -> None:
+        """A second SIGTERM while the run stops ends the process; the cursor is back still."""
+        terminal = self.stopped_by(repo, tmp_path, signal.SIGTERM)
+        terminal.process.send_signal(signal.SIGTERM)
+        # Ended by the signal, unless the first had already done with everything.
+        assert terminal.finish() in {-signal.SIGTERM, 128 + signal.SIGTERM}
+        assert terminal.screen.rindex(b"\x1b[?25h") > terminal.screen.rindex(b"\x1b[?25l")
+        (tmp_path / "go").touch()
+        resumed = subprocess.run(
+            [sys.executable, "-m", "mesh", "resume", str(tmp_path / "out"), "--view", "quiet"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        assert resumed.returncode == 0, resumed.stderr
 
 
 class TestThroughAPipe:

@@ -86,7 +86,8 @@ def busiest(events: list[LedgerEvent], objectives: dict[str, str]) -> tuple[Live
 
     With the time of the event that made it (the latest such state).
     """
-    state = best = LiveState.of_plan(objectives)
+    state = LiveState.of_plan(objectives)
+    best = state.snapshot()
     at = 0.0
 
     def rank(state: LiveState) -> tuple[bool, int, int]:
@@ -96,7 +97,7 @@ def busiest(events: list[LedgerEvent], objectives: dict[str, str]) -> tuple[Live
     for event in events:
         state = state.apply(event)
         if rank(state) >= rank(best):
-            best, at = state, event.at
+            best, at = state.snapshot(), event.at
     return best, at
 
 

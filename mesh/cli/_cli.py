@@ -675,7 +675,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code, out, err = run(list(sys.argv[1:] if argv is None else argv))
     except KeyboardInterrupt as interrupt:
-        code, out, err = 130, "", "error: Interrupted: stopped by the user\n"
+        # Ctrl-C, or SIGTERM or SIGHUP during a run (`mesh.cli._stopping.Stopped`): 128 + signal.
+        code = getattr(interrupt, "exit_code", 130)
+        by = getattr(interrupt, "signal", None)
+        out, err = "", f"error: Interrupted: stopped by {by.name if by else 'the user'}\n"
         # A run keeps its state: say how to continue it.
         if command := getattr(interrupt, "resume_command", None):
             err += f"hint: continue the run with: {_one_line(command)}\n"
@@ -695,6 +698,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(OSError):
             _write(sys.stderr, f"error: OutputError: cannot write to stdout: {exc.strerror}\n")
         return EXIT_ERROR
+    except OSError:
+        # The terminal went away (closed: SIGHUP); the exit status still says what happened.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for stream in (sys.stdout, sys.stderr):
+            os.dup2(devnull, stream.fileno())
     return code
 
 

@@ -1,12 +1,15 @@
 """
 What ``mesh run`` shows while a run goes on, folded from its ledger events. Pure: no I/O.
 
-`LiveState.apply` takes one `LedgerEvent` and returns the next state; the
-live view draws a state (`mesh.cli._live_view`), the line view prints
-`event_line`. Every text that came from the plan or an adapter (unit ids,
-objectives, evidence) is kept through `one_line` with a limit: one line, no
-control character, bounded, whatever the event held. It is still not markup:
-the views show it as plain text.
+`LiveState.apply` folds one `LedgerEvent` into the state, in place and at a
+cost that does not grow with the units in flight; `LiveState.snapshot` copies
+it for another thread to read. The live view draws a snapshot
+(`mesh.cli._live_view`), the line view prints `event_line`.
+
+Every text that came from the plan or an adapter (unit ids, objectives,
+evidence) is kept through `one_line` with a limit: one line, no control
+character, bounded, whatever the event held. It is still not markup: the
+views show it as plain text.
 """
 
 from __future__ import annotations
@@ -128,13 +131,14 @@ class Failure:
     """Why, on one bounded line."""
 
 
-@attrs.frozen(kw_only=True)
+@attrs.define(kw_only=True)
 class LiveState:
     """
     A run as its ledger events so far tell it: counts, units in flight, latest failures.
 
-    Immutable: a view reads the current state from another thread while the
-    next one is made.
+    Changed in place by `apply`, so that an event costs the same however many
+    units are in flight; whoever reads it from another thread reads a
+    `snapshot`, taken under the lock that its `apply` calls hold.
     """
 
     objectives: Mapping[str, str] = attrs.field(factory=dict)
@@ -150,7 +154,7 @@ class LiveState:
     completed: int = 0
     failed: int = 0
     blocked: int = 0
-    in_flight: Mapping[str, InFlight] = attrs.field(factory=dict)
+    in_flight: dict[str, InFlight] = attrs.field(factory=dict)
     """By unit id, in the order they started."""
     limit: int | None = None
     """Units that may be in flight at once now."""
@@ -183,76 +187,77 @@ class LiveState:
 
     def apply(self, event: LedgerEvent) -> LiveState:
         """
-        The state after ``event``: the same object when nothing shown changes.
+        Fold ``event`` in, in place; returns this state (``state = state.apply(event)``).
 
         Most events change nothing shown (each adapter call of a stage already
-        shown, the records of candidates and proofs): those cost a look-up.
+        shown, the records of candidates and proofs): those cost a look-up. The
+        others change a few fields, or one unit in flight: never a copy of them all.
         """
         folded = _FOLDS.get(event.event)
-        return self if folded is None else folded(self, event)
+        if folded is not None:
+            folded(self, event)
+        return self
+
+    def snapshot(self) -> LiveState:
+        """A copy that later events leave as it is: what another thread draws."""
+        return attrs.evolve(self, in_flight=dict(self.in_flight))
 
 
 def _key(event: LedgerEvent) -> str:
     return event.unit_id or ""
 
 
-def _moved(state: LiveState, event: LedgerEvent, stage: Stage | None = None) -> LiveState:
+def _moved(state: LiveState, event: LedgerEvent, stage: Stage | None = None) -> None:
     """The in-flight unit of ``event`` at its attempt and ``stage`` (nothing if not in flight)."""
     unit = state.in_flight.get(_key(event))
     if unit is None:
-        return state
+        return
     attempt = event.attempt if event.attempt is not None else unit.attempt
     stage = stage if stage is not None else unit.stage
-    if (attempt, stage) == (unit.attempt, unit.stage):
-        return state
-    moved = attrs.evolve(unit, attempt=attempt, stage=stage)
-    return attrs.evolve(state, in_flight={**state.in_flight, _key(event): moved})
+    if (attempt, stage) != (unit.attempt, unit.stage):
+        # In place: the unit keeps its place in the order they started.
+        state.in_flight[_key(event)] = attrs.evolve(unit, attempt=attempt, stage=stage)
 
 
-def _ended(state: LiveState, event: LedgerEvent, failure: Failure | None) -> LiveState:
+def _ended(state: LiveState, event: LedgerEvent, failure: Failure | None) -> None:
     """The unit of ``event`` ended: completed, or ``failure``."""
-    in_flight = {uid: unit for uid, unit in state.in_flight.items() if uid != event.unit_id}
+    if event.unit_id is not None:
+        state.in_flight.pop(event.unit_id, None)
     if failure is None:
-        return attrs.evolve(state, in_flight=in_flight, completed=state.completed + 1)
-    failures = (*state.failures, failure)[-FAILURES_KEPT:]
+        state.completed += 1
+        return
+    state.failures = (*state.failures, failure)[-FAILURES_KEPT:]
     if failure.state == "blocked":
-        return attrs.evolve(
-            state, in_flight=in_flight, failures=failures, blocked=state.blocked + 1
-        )
-    return attrs.evolve(state, in_flight=in_flight, failures=failures, failed=state.failed + 1)
+        state.blocked += 1
+    else:
+        state.failed += 1
 
 
-def _run_started(state: LiveState, event: LedgerEvent) -> LiveState:
-    return attrs.evolve(
-        state,
-        run_id=_text(event.run_id, _ID_CHARS),
-        phase=RunPhase.RUNNING,
-        started_at=event.at,
-        total=_count(event.data.get("units")),
-        resumed=event.event == "run_resumed",
-        earlier=_count(event.data.get("finished")) or 0,
-    )
+def _run_started(state: LiveState, event: LedgerEvent) -> None:
+    state.run_id = _text(event.run_id, _ID_CHARS)
+    state.phase = RunPhase.RUNNING
+    state.started_at = event.at
+    state.total = _count(event.data.get("units"))
+    state.resumed = event.event == "run_resumed"
+    state.earlier = _count(event.data.get("finished")) or 0
 
 
-def _budget_read(state: LiveState, event: LedgerEvent) -> LiveState:
+def _budget_read(state: LiveState, event: LedgerEvent) -> None:
     target = _count(event.data.get("target"))
     # The first budget read sets the limit too: the governor starts at its target.
-    limit = target if state.limit is None else state.limit
-    return attrs.evolve(
-        state, target=target, limit=limit, budget_mode=_text(event.data.get("mode"), _ID_CHARS)
-    )
+    if state.limit is None:
+        state.limit = target
+    state.target = target
+    state.budget_mode = _text(event.data.get("mode"), _ID_CHARS)
 
 
-def _concurrency_changed(state: LiveState, event: LedgerEvent) -> LiveState:
-    return attrs.evolve(
-        state,
-        limit=_count(event.data.get("limit")),
-        target=_count(event.data.get("target")),
-        concurrency_reason=_text(event.data.get("reason"), _ID_CHARS),
-    )
+def _concurrency_changed(state: LiveState, event: LedgerEvent) -> None:
+    state.limit = _count(event.data.get("limit"))
+    state.target = _count(event.data.get("target"))
+    state.concurrency_reason = _text(event.data.get("reason"), _ID_CHARS)
 
 
-def _unit_started(state: LiveState, event: LedgerEvent) -> LiveState:
+def _unit_started(state: LiveState, event: LedgerEvent) -> None:
     unit = InFlight(
         label=_text(event.unit_id, _ID_CHARS),
         attempt=event.attempt or 1,
@@ -260,54 +265,57 @@ def _unit_started(state: LiveState, event: LedgerEvent) -> LiveState:
         stage=Stage.GENERATION,
         started_at=event.at,
     )
-    return attrs.evolve(state, in_flight={**state.in_flight, _key(event): unit})
+    state.in_flight[_key(event)] = unit
 
 
-def _unit_transition(state: LiveState, event: LedgerEvent) -> LiveState:
+def _unit_transition(state: LiveState, event: LedgerEvent) -> None:
     stage = _STAGE_AFTER_STATE.get(str(event.data.get("to_state")))
-    return _moved(state, event, stage)
+    _moved(state, event, stage)
 
 
-def _rework(state: LiveState, event: LedgerEvent) -> LiveState:
-    return _moved(state, event, Stage.GENERATION)
+def _rework(state: LiveState, event: LedgerEvent) -> None:
+    _moved(state, event, Stage.GENERATION)
 
 
-def _adapter_call(state: LiveState, event: LedgerEvent) -> LiveState:
+def _adapter_call(state: LiveState, event: LedgerEvent) -> None:
     lane = event.lane.value if event.lane is not None else ""
     decision = event.data.get("decision")
     if lane == "locksmith":
         granted = event.data.get("action") == "acquire" and decision == "grant"
-        return _moved(state, event, Stage.APPLY if granted else None)
-    stage = Stage.PROOF if lane == "applier" and decision == "applied" else _STAGE_OF_LANE.get(lane)
-    return _moved(state, event, stage)
+        stage = Stage.APPLY if granted else None
+    elif lane == "applier" and decision == "applied":
+        stage = Stage.PROOF
+    else:
+        stage = _STAGE_OF_LANE.get(lane)
+    _moved(state, event, stage)
 
 
-def _call_started(state: LiveState, event: LedgerEvent) -> LiveState:
-    return _moved(state, event, _STAGE_OF_LANE.get(event.lane.value if event.lane else ""))
+def _call_started(state: LiveState, event: LedgerEvent) -> None:
+    _moved(state, event, _STAGE_OF_LANE.get(event.lane.value if event.lane else ""))
 
 
-def _lease_denied(state: LiveState, event: LedgerEvent) -> LiveState:
-    return _moved(state, event, Stage.LEASE)
+def _lease_denied(state: LiveState, event: LedgerEvent) -> None:
+    _moved(state, event, Stage.LEASE)
 
 
-def _delivery_started(state: LiveState, event: LedgerEvent) -> LiveState:
-    return _moved(state, event, Stage.DELIVERY)
+def _delivery_started(state: LiveState, event: LedgerEvent) -> None:
+    _moved(state, event, Stage.DELIVERY)
 
 
-def _unit_finished(state: LiveState, event: LedgerEvent) -> LiveState:
-    outcome = event.data.get("state")
-    if outcome == "completed":
-        return _ended(state, event, None)
+def _unit_finished(state: LiveState, event: LedgerEvent) -> None:
+    if event.data.get("state") == "completed":
+        _ended(state, event, None)
+        return
     failure = Failure(
         label=_text(event.unit_id, _ID_CHARS),
         state="failed",
         code=_text(event.data.get("failure_code"), _ID_CHARS) or "unknown",
         evidence=_text(event.data.get("evidence")),
     )
-    return _ended(state, event, failure)
+    _ended(state, event, failure)
 
 
-def _unit_blocked(state: LiveState, event: LedgerEvent) -> LiveState:
+def _unit_blocked(state: LiveState, event: LedgerEvent) -> None:
     blocked_by = _text(event.data.get("blocked_by"), _ID_CHARS) or "?"
     failure = Failure(
         label=_text(event.unit_id, _ID_CHARS),
@@ -316,33 +324,33 @@ def _unit_blocked(state: LiveState, event: LedgerEvent) -> LiveState:
         code="requires_clarification",
         evidence=f"dependency {blocked_by} did not complete",
     )
-    return _ended(state, event, failure)
+    _ended(state, event, failure)
 
 
-def _run_finished(state: LiveState, event: LedgerEvent) -> LiveState:
+def _run_finished(state: LiveState, event: LedgerEvent) -> None:
     # The run's own counts include the units that ended before a resume.
     completed, failed, blocked = (
         _count(event.data.get(name)) for name in ("completed", "failed", "blocked")
     )
-    finished = attrs.evolve(state, phase=RunPhase.FINISHED, in_flight={})
-    if completed is None or failed is None or blocked is None:
-        return finished
-    return attrs.evolve(finished, completed=completed, failed=failed, blocked=blocked, earlier=0)
+    state.phase = RunPhase.FINISHED
+    state.in_flight.clear()
+    if completed is not None and failed is not None and blocked is not None:
+        state.completed, state.failed, state.blocked, state.earlier = completed, failed, blocked, 0
 
 
-def _run_cancelled(state: LiveState, event: LedgerEvent) -> LiveState:
-    return attrs.evolve(
-        state, phase=RunPhase.CANCELLED, reason=_text(event.data.get("reason")) or "cancelled"
-    )
+def _run_cancelled(state: LiveState, event: LedgerEvent) -> None:
+    state.phase = RunPhase.CANCELLED
+    state.reason = _text(event.data.get("reason")) or "cancelled"
 
 
-def _run_failed(state: LiveState, event: LedgerEvent) -> LiveState:
+def _run_failed(state: LiveState, event: LedgerEvent) -> None:
     code = _text(event.data.get("failure_code"), _ID_CHARS) or "unknown"
     error = _text(event.data.get("error"))
-    return attrs.evolve(state, phase=RunPhase.FAILED, reason=f"{code}: {error}" if error else code)
+    state.phase = RunPhase.FAILED
+    state.reason = f"{code}: {error}" if error else code
 
 
-_FOLDS: Final[Mapping[str, Callable[[LiveState, LedgerEvent], LiveState]]] = MappingProxyType(
+_FOLDS: Final[Mapping[str, Callable[[LiveState, LedgerEvent], None]]] = MappingProxyType(
     {
         "run_started": _run_started,
         "run_resumed": _run_started,

@@ -3,13 +3,17 @@ How ``mesh run`` and ``mesh resume`` show a run as it goes: a live view, lines, 
 
 Each view follows the ledger through ``on_event``, which only folds the event
 into a `LiveState` (and, for lines, prints one): the engine's task never
-waits for a terminal. The live view is drawn by rich's own refresh thread, at
-most `REFRESHES_PER_SECOND` times a second, from whichever state is current.
+waits for a terminal, and an event costs the same however many units are in
+flight. The live view is drawn by rich's own refresh thread, at most
+`REFRESHES_PER_SECOND` times a second, from a snapshot of the current state.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
+import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import IO, Final, Protocol
@@ -51,6 +55,9 @@ class RunView(Protocol):
 
     def shown(self) -> contextlib.AbstractContextManager[object]:
         """Show the run for the length of a ``with`` block."""
+
+    def abandon(self) -> None:
+        """The process ends at once (a second SIGTERM): leave the terminal usable."""
 
 
 def _header(state: LiveState, now: float) -> Text:
@@ -102,8 +109,7 @@ def _in_flight(state: LiveState, now: float) -> RenderableType:
     table.add_column("stage", no_wrap=True, style="cyan", min_width=len("adjudication"))
     table.add_column("attempt", no_wrap=True, justify="right", min_width=len("attempt"))
     table.add_column("elapsed", no_wrap=True, justify="right", min_width=len("elapsed"))
-    units = list(state.in_flight.items())
-    for unit_id, unit in units[:_ROWS_SHOWN]:
+    for unit_id, unit in itertools.islice(state.in_flight.items(), _ROWS_SHOWN):
         table.add_row(
             Text(unit.label),
             Text(state.objective(unit_id)),
@@ -111,8 +117,8 @@ def _in_flight(state: LiveState, now: float) -> RenderableType:
             Text(str(unit.attempt)),
             Text(clock_text(now - unit.started_at)),
         )
-    if len(units) > _ROWS_SHOWN:
-        table.add_row(Text(f"… and {len(units) - _ROWS_SHOWN} more"), "", "", "", "")
+    if len(state.in_flight) > _ROWS_SHOWN:
+        table.add_row(Text(f"… and {len(state.in_flight) - _ROWS_SHOWN} more"), "", "", "", "")
     return table
 
 
@@ -160,6 +166,8 @@ class LiveView:
     ) -> None:
         self.console = console
         self.state = LiveState.of_plan(objectives)
+        # Events are folded in the engine's thread, the picture drawn in rich's: one at a time.
+        self._lock = threading.Lock()
         self._monotonic = monotonic
         # The run's clock is not this process's: "now" is the latest event's time
         # moved on by how long ago, on this process's clock, it came.
@@ -167,12 +175,14 @@ class LiveView:
 
     def on_event(self, event: LedgerEvent) -> None:
         """Fold the event in; the refresh thread draws it."""
-        self.state = self.state.apply(event)
-        self._clock = (event.at, self._monotonic())
+        with self._lock:
+            self.state.apply(event)
+            self._clock = (event.at, self._monotonic())
 
     def renderable(self) -> Group:
-        """The current state at the run clock's time now."""
-        state, (at, seen) = self.state, self._clock
+        """The current state at the run clock's time now (drawn from a copy of it)."""
+        with self._lock:
+            state, (at, seen) = self.state.snapshot(), self._clock
         return render(state, at + self._monotonic() - seen)
 
     @contextlib.contextmanager
@@ -189,12 +199,22 @@ class LiveView:
             refresh_per_second=REFRESHES_PER_SECOND,
             redirect_stdout=False,
         )
-        with live:
-            try:
-                yield self
-            finally:
-                # A run refused before its first event leaves no empty picture above the error.
-                live.transient = self.state.phase is RunPhase.STARTING
+        live.start()
+        try:
+            yield self
+        finally:
+            # A run refused before its first event leaves no empty picture above the error.
+            live.transient = self.state.phase is RunPhase.STARTING
+            # A terminal closed under the run (SIGHUP) takes no last picture: what stopped
+            # the run is the error to tell, not that the picture could not be drawn.
+            with contextlib.suppress(OSError):
+                live.stop()
+
+    def abandon(self) -> None:
+        """Give the cursor back, on a line of its own, straight to the terminal (no lock)."""
+        if self.console.is_terminal:
+            with contextlib.suppress(OSError, ValueError):  # no file descriptor, or a closed one
+                os.write(self.console.file.fileno(), b"\x1b[?25h\n")
 
 
 def _write(stream: IO[str], line: str) -> None:
@@ -217,7 +237,7 @@ class LineView:
 
     def on_event(self, event: LedgerEvent) -> None:
         """Fold the event in, and print its line if it has one."""
-        self.state = self.state.apply(event)
+        self.state.apply(event)
         line = event_line(self.state, event)
         if line is None or self.stream is None:
             return
@@ -231,6 +251,9 @@ class LineView:
         """Lines need no setting up."""
         return contextlib.nullcontext(self)
 
+    def abandon(self) -> None:
+        """Each line is already written whole: nothing to leave."""
+
 
 class QuietView:
     """Shows nothing."""
@@ -241,6 +264,9 @@ class QuietView:
     def shown(self) -> contextlib.AbstractContextManager[object]:
         """Nothing to set up."""
         return contextlib.nullcontext(self)
+
+    def abandon(self) -> None:
+        """Nothing shown, nothing to leave."""
 
 
 def open_view(view: str, console: Console | None, objectives: Mapping[str, str]) -> RunView:

@@ -21,7 +21,13 @@ from ..agents._cli import AgentCoder, AgentFixer
 from ..agents._registry import agent_budget, agent_cli
 from ..contracts._convert import loads_json
 from ..contracts._enums import DeliveryMode
-from ..contracts._errors import InputError, MeshError, OptionError, PathCollisionError
+from ..contracts._errors import (
+    InputError,
+    MeshError,
+    OptionError,
+    PathCollisionError,
+    RunCancelled,
+)
 from ..contracts._events import LedgerEvent
 from ..contracts._files import StrPath, atomic_write_text, ensure_distinct, read_text
 from ..contracts._records import BudgetDecision
@@ -44,6 +50,7 @@ from ..store._repo_run import RepositoryRun, stored_plan
 from ..store._store import STORE_FILE, RunStore, StoreError
 from ._demo import create_demo_repository, demo_coder_command
 from ._live_view import open_view
+from ._stopping import SignalStop
 
 __all__ = ["RunReport", "demo", "report", "resume", "run", "status", "stored_ledger"]
 
@@ -497,21 +504,26 @@ def _watched(
     """
     Run ``main`` shown by ``view``, with a record of refused candidates, then report.
 
-    Ctrl-C stops the run; the interrupt carries the command that continues it
-    (``resume_command``), which the command line prints once the view is gone.
+    Ctrl-C stops the run, and so do SIGTERM and SIGHUP (see `SignalStop`); the
+    interrupt carries the command that continues it (``resume_command``), which
+    the command line prints once the view is gone.
     """
     shown = open_view(view, console, objectives or {})
     refusals = _Refusals()
+    signals = SignalStop(shown.abandon)
 
     def follow(event: LedgerEvent) -> None:
         shown.on_event(event)
         refusals.on_event(event)
 
     try:
-        with shown.shown():
-            finished = run_to_result(main, follow)
+        # The signals are caught while the view opens and closes too (see `SignalStop`).
+        with signals.handled(), shown.shown():
+            finished = run_to_result(signals.run, lambda: main(follow))
     except BaseException as stopped:
-        interrupt = ctrl_c(stopped)
+        # A signal cancels a running engine with a reason naming it: RunCancelled comes out.
+        by_signal = signals.stopped if isinstance(stopped, RunCancelled) else None
+        interrupt = by_signal or ctrl_c(stopped)
         if interrupt is None:
             raise
         if (folder / STORE_FILE).is_file():
