@@ -682,11 +682,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A run keeps its state: say how to continue it.
         if command := getattr(interrupt, "resume_command", None):
             err += f"hint: continue the run with: {_one_line(command)}\n"
+    return _shown(code, out, err)
+
+
+def _shown(code: int, out: str, err: str) -> int:
+    """Print a command's output and errors: its exit status, or an error's when stdout fails."""
     try:
         if out:
             _write(sys.stdout, out)
-        if err:
-            _write(sys.stderr, err)
     except BrokenPipeError:
         # The reader went away (`mesh ... | head`); nothing left to tell it.
         _drop_stdout()
@@ -698,6 +701,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(OSError):
             _write(sys.stderr, f"error: OutputError: cannot write to stdout: {exc.strerror}\n")
         return EXIT_ERROR
+    try:
+        if err:
+            _write(sys.stderr, err)
     except OSError:
         # The terminal went away (closed: SIGHUP); the exit status still says what happened.
         devnull = os.open(os.devnull, os.O_WRONLY)
