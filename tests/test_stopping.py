@@ -14,7 +14,8 @@ import pytest
 
 import mesh
 from mesh.cli._stopping import SignalStop, Stopped
-from mesh.engine._scheduler import ON_ORCHESTRATOR, Orchestrator
+from mesh.engine import _scheduler
+from mesh.engine._scheduler import Orchestrator
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="POSIX signals")
 
@@ -97,15 +98,21 @@ def test_another_thread_leaves_the_signals_alone() -> None:
     assert seen == [signal.getsignal(signal.SIGTERM)]
 
 
+def tell(engine: object) -> None:
+    """What entering an orchestrator does: everyone listening in this context is told."""
+    told = _scheduler._ON_ORCHESTRATOR.get()
+    assert told
+    for listener in told:
+        listener(cast("Orchestrator", engine))
+
+
 def test_a_running_engine_is_cancelled_naming_the_signal() -> None:
     """In the event loop, the run's engine (the first one entered) is cancelled with why."""
     engine, inner = Engine(), Engine()
 
     async def main() -> str:
-        told = ON_ORCHESTRATOR.get()
-        assert told is not None
-        told(cast("Orchestrator", engine))
-        told(cast("Orchestrator", inner))  # one an adapter starts inside the run
+        tell(engine)
+        tell(inner)  # one an adapter starts inside the run
         with anyio.CancelScope() as engine.scope:
             signal.raise_signal(signal.SIGHUP)
             await anyio.sleep_forever()
@@ -126,9 +133,7 @@ def test_before_the_engine_runs_the_whole_run_is_cancelled() -> None:
     engine.executing = False
 
     async def main() -> None:
-        told = ON_ORCHESTRATOR.get()
-        assert told is not None
-        told(cast("Orchestrator", engine))
+        tell(engine)
         signal.raise_signal(signal.SIGTERM)
         await anyio.sleep_forever()
 
@@ -163,9 +168,7 @@ def test_the_command_line_says_how_to_continue(tmp_path: Path) -> None:
 
     async def main(follow: Callable[[mesh.LedgerEvent], None]) -> mesh.RepositoryRun:
         del follow
-        told = ON_ORCHESTRATOR.get()
-        assert told is not None
-        told(cast("Orchestrator", engine))
+        tell(engine)
         with anyio.CancelScope() as engine.scope:
             signal.raise_signal(signal.SIGTERM)
             await anyio.sleep_forever()

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import anyio
 import pytest
+from test_live_view import WAITING_CODER, step, write_plan
 
 import mesh
 from mesh.cli._watch_plan import watching_plan
@@ -96,3 +99,72 @@ async def test_a_file_that_is_gone_for_a_while_is_looked_at_again(tmp_path: Path
         )
     assert said == ["plan changed: added unit-002"]
     assert len(result.outcomes) == 2
+
+
+def test_mesh_run_watch_plan_on_a_repository(repo: Path, tmp_path: Path) -> None:
+    """The command line: a step saved into the plan file while the run works is run too."""
+    (tmp_path / "coder.py").write_text(WAITING_CODER)
+    marker = tmp_path / "go"
+    first = [step(1, "Write one", id="one")]
+    plan = write_plan(tmp_path, *first)
+    coder = f"{sys.executable} {tmp_path / 'coder.py'} {marker}"
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "mesh", "run", str(plan), "--repo", str(repo),
+            "--coder-command", coder, "--out", str(tmp_path / "out"),
+            "--watch-plan", "--view", "lines",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    assert process.stderr is not None
+    lines: list[str] = []
+
+    def until(text: str) -> None:
+        while not any(text in line for line in lines):
+            line = process.stderr.readline()  # type: ignore[union-attr]
+            assert line, lines
+            lines.append(line)
+
+    until("unit-001 (Write one) started")
+    write_plan(tmp_path, *first, step(2, "Write two", id="two", deps=["one"]))
+    until("plan changed: added unit-002")
+    plan.write_text("[")
+    until("plan change refused: ")
+    marker.touch()
+    out, rest = process.communicate(timeout=120)
+    lines += rest.splitlines()
+    assert process.returncode == 0, "".join(lines)
+    assert any("unit-002 (Write two) completed" in line for line in lines), "".join(lines)
+    assert out.startswith("Orchestration Ledger")
+
+
+def test_the_views_learn_the_changed_plan() -> None:
+    """New units' objectives and the new total; a cancelled unit leaves the units in flight."""
+    from mesh.cli._live_state import LiveState, event_line  # noqa: PLC0415 - the view's own
+
+    state = LiveState.of_plan({"unit-001": "Write one"})
+
+    def event(name: str, unit_id: str | None = None, **data: object) -> mesh.LedgerEvent:
+        return mesh.LedgerEvent(event=name, run_id="r", seq=1, at=0.0, unit_id=unit_id, data=data)
+
+    state.apply(event("run_started", units=1))
+    state.apply(event("unit_started", "unit-001"))
+    changed = {
+        "units": [
+            {"id": "unit-001", "objective": "Write one"},
+            {"id": "unit-002", "objective": "Write \x1b[31mtwo"},
+        ]
+    }
+    state.apply(event("plan_changed", units=changed))
+    assert state.total == 2
+    assert state.objective("unit-002") == "Write \\x1b[31mtwo"
+    cancelled = event("unit_cancelled", "unit-001", reason="left out of the plan")
+    state.apply(cancelled)
+    assert not state.in_flight
+    assert event_line(state, cancelled) == (
+        "[0:00] unit-001 (Write one) cancelled: left out of the plan"
+    )
+    state.apply(event("plan_changed", units="damaged"))
+    assert state.total == 2

@@ -447,6 +447,12 @@ _RUN_COMMANDS: Final = (
                 "text, order which ready units start first",
             ),
             _VIEW,
+            Flag(
+                name="--watch-plan",
+                is_switch=True,
+                help="read PLAN again whenever it is saved: steps added, edited before they "
+                "start, or left out (cancelled) change the run",
+            ),
         ),
         run=_lazy("run"),
         example="mesh run plan.json --repo . --agent codex",

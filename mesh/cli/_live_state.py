@@ -315,6 +315,24 @@ def _unit_finished(state: LiveState, event: LedgerEvent) -> None:
     _ended(state, event, failure)
 
 
+def _plan_changed(state: LiveState, event: LedgerEvent) -> None:
+    """A plan change during the run: its units (and their objectives) from now on."""
+    document = event.data.get("units")
+    units = document.get("units") if isinstance(document, Mapping) else None
+    if not isinstance(units, list):
+        return  # a record this view cannot read: it keeps what it knew
+    objectives = dict(state.objectives)
+    for unit in units:
+        if isinstance(unit, Mapping) and isinstance(unit_id := unit.get("id"), str):
+            objectives[unit_id] = one_line(str(unit.get("objective", "")), _TEXT_CHARS)
+    state.objectives = MappingProxyType(objectives)
+    state.total = len(units)
+
+
+def _unit_cancelled(state: LiveState, event: LedgerEvent) -> None:
+    state.in_flight.pop(_key(event), None)
+
+
 def _unit_blocked(state: LiveState, event: LedgerEvent) -> None:
     blocked_by = _text(event.data.get("blocked_by"), _ID_CHARS) or "?"
     failure = Failure(
@@ -365,6 +383,8 @@ _FOLDS: Final[Mapping[str, Callable[[LiveState, LedgerEvent], None]]] = MappingP
         "delivery_started": _delivery_started,
         "unit_finished": _unit_finished,
         "unit_blocked": _unit_blocked,
+        "plan_changed": _plan_changed,
+        "unit_cancelled": _unit_cancelled,
         "run_finished": _run_finished,
         "run_cancelled": _run_cancelled,
         "run_failed": _run_failed,
@@ -389,6 +409,12 @@ def shown(state: LiveState, unit_id: str | None) -> str:
 
 def _counts(state: LiveState) -> str:
     return f"{state.completed} completed, {state.failed} failed, {state.blocked} blocked"
+
+
+_WITH_A_REASON: Final = MappingProxyType(
+    {"lease_lost": "lost its lease", "unit_cancelled": "cancelled"}
+)
+"""Events said as what happened to a unit, and why."""
 
 
 def event_line(state: LiveState, event: LedgerEvent) -> str | None:  # noqa: PLR0911 - one line per kind
@@ -419,8 +445,8 @@ def event_line(state: LiveState, event: LedgerEvent) -> str | None:  # noqa: PLR
             return f"{stamp} {what} completed" + (f" ({delivery})" if delivery else "")
         failure = state.failures[-1]
         return f"{stamp} {what} {failure.state}: {failure.code}: {failure.evidence}"
-    if name == "lease_lost":
-        return f"{stamp} {what} lost its lease: {_text(data.get('reason'))}"
+    if (happened := _WITH_A_REASON.get(name)) is not None:
+        return f"{stamp} {what} {happened}: {_text(data.get('reason'))}"
     if name == "run_finished":
         return f"{stamp} run finished: {_counts(state)}"
     if name in {"run_cancelled", "run_failed"}:

@@ -59,6 +59,9 @@ class RunView(Protocol):
     def abandon(self) -> None:
         """The process ends at once (a second SIGTERM): leave the terminal usable."""
 
+    def say(self, line: str) -> None:
+        """Tell one line that is no ledger event (what became of a saved plan change)."""
+
 
 def _header(state: LiveState, now: float) -> Text:
     elapsed = clock_text(now - state.started_at) if state.started_at is not None else "0:00"
@@ -210,6 +213,11 @@ class LiveView:
             with contextlib.suppress(OSError):
                 live.stop()
 
+    def say(self, line: str) -> None:
+        """Print the line above the picture (as plain text: never markup)."""
+        with contextlib.suppress(OSError):
+            self.console.print(Text(line))
+
     def abandon(self) -> None:
         """Give the cursor back, on a line of its own, straight to the terminal (no lock)."""
         if self.console.is_terminal:
@@ -238,8 +246,12 @@ class LineView:
     def on_event(self, event: LedgerEvent) -> None:
         """Fold the event in, and print its line if it has one."""
         self.state.apply(event)
-        line = event_line(self.state, event)
-        if line is None or self.stream is None:
+        if (line := event_line(self.state, event)) is not None:
+            self.say(line)
+
+    def say(self, line: str) -> None:
+        """Print one line, flushed."""
+        if self.stream is None:
             return
         try:
             _write(self.stream, line + "\n")
@@ -267,6 +279,9 @@ class QuietView:
 
     def abandon(self) -> None:
         """Nothing shown, nothing to leave."""
+
+    def say(self, line: str) -> None:
+        """Say nothing."""
 
 
 def open_view(view: str, console: Console | None, objectives: Mapping[str, str]) -> RunView:

@@ -51,6 +51,7 @@ from ..store._store import STORE_FILE, RunStore, StoreError
 from ._demo import create_demo_repository, demo_coder_command
 from ._live_view import open_view
 from ._stopping import SignalStop
+from ._watch_plan import watching_plan
 
 __all__ = ["RunReport", "demo", "report", "resume", "run", "status", "stored_ledger"]
 
@@ -158,6 +159,7 @@ def run(
     runs: StrPath = "mesh-runs",
     console: Console | None = None,
     view: str = "auto",
+    watch_plan: bool = False,
 ) -> RunReport:
     """
     ``mesh run``: run a plan on a repository with real worktrees, proofs and delivery.
@@ -185,6 +187,11 @@ def run(
     failures; ``lines`` prints one line per unit started or ended, concurrency
     change and end of the run; ``quiet`` shows nothing; ``auto`` is live on a
     terminal and lines elsewhere.
+
+    With ``watch_plan``, the plan file is read again whenever it is saved, and
+    each change goes to the run (`Orchestrator.update_plan`: steps added, edited
+    before they start, or cancelled); the view tells what each change did, or
+    why it was refused.
 
     .. versionadded:: 0.1.0
     """
@@ -224,7 +231,14 @@ def run(
         ray=ray,
         estimates=_past_estimates(estimates_from, runs, document),
     )
-    return _watched(console, setup.start, folder, view=view, objectives=_objectives(document))
+    return _watched(
+        console,
+        setup.start,
+        folder,
+        view=view,
+        objectives=_objectives(document),
+        watch_plan=plan if watch_plan else None,
+    )
 
 
 # The share of the call timeout an agent gets before it stops itself.
@@ -500,9 +514,12 @@ def _watched(
     *,
     view: str = "auto",
     objectives: Mapping[str, str] | None = None,
+    watch_plan: StrPath | None = None,
 ) -> RunReport:
     """
     Run ``main`` shown by ``view``, with a record of refused candidates, then report.
+
+    With ``watch_plan``, each saved change of that plan file goes to the run.
 
     Ctrl-C stops the run, and so do SIGTERM and SIGHUP (see `SignalStop`); the
     interrupt carries the command that continues it (``resume_command``), which
@@ -516,10 +533,15 @@ def _watched(
         shown.on_event(event)
         refusals.on_event(event)
 
+    def started() -> Awaitable[RepositoryRun]:
+        if watch_plan is None:
+            return main(follow)
+        return watching_plan(lambda: main(follow), watch_plan, shown.say)
+
     try:
         # The signals are caught while the view opens and closes too (see `SignalStop`).
         with signals.handled(), shown.shown():
-            finished = run_to_result(signals.run, lambda: main(follow))
+            finished = run_to_result(signals.run, started)
     except BaseException as stopped:
         # A signal cancels a running engine with a reason naming it: RunCancelled comes out.
         by_signal = signals.stopped if isinstance(stopped, RunCancelled) else None

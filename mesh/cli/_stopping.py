@@ -28,7 +28,7 @@ from typing import Final, TypeVar
 import anyio
 import anyio.abc
 
-from ..engine._scheduler import ON_ORCHESTRATOR, Orchestrator
+from ..engine._scheduler import Orchestrator, told_of_orchestrators
 
 __all__ = ["SIGNALS", "SignalStop", "Stopped", "end_process"]
 
@@ -116,25 +116,26 @@ class SignalStop:
 
     async def run(self, main: Callable[[], Awaitable[T]]) -> T:
         """``main()``, cancelled by the first signal: `Stopped` is raised once it has stopped."""
-        token = ON_ORCHESTRATOR.set(self._attach)
         try:
-            async with anyio.create_task_group() as group:
-                scope = anyio.CancelScope()
-                if self._signals:
-                    await group.start(self._watch, scope)
-                try:
-                    with scope:
-                        return await main()
-                finally:
-                    group.cancel_scope.cancel()
-                # Only a signal cancels the scope: the run stopped before or after its engine ran.
-                raise self.stopped or Stopped(signal.SIGTERM)
+            with told_of_orchestrators(self._attach):
+                return await self._run(main)
         except BaseExceptionGroup as wrapped:
             # The watcher raises nothing: the task group wrapped what was raised, as it was.
             error = wrapped.exceptions[0]
             raise error from error.__cause__
-        finally:
-            ON_ORCHESTRATOR.reset(token)
+
+    async def _run(self, main: Callable[[], Awaitable[T]]) -> T:
+        async with anyio.create_task_group() as group:
+            scope = anyio.CancelScope()
+            if self._signals:
+                await group.start(self._watch, scope)
+            try:
+                with scope:
+                    return await main()
+            finally:
+                group.cancel_scope.cancel()
+            # Only a signal cancels the scope: the run stopped before or after its engine ran.
+            raise self.stopped or Stopped(signal.SIGTERM)
         raise AssertionError("unreachable: the task group returns or raises")  # pragma: no cover
 
     def _attach(self, orchestrator: Orchestrator) -> None:

@@ -14,7 +14,7 @@ from ..contracts._errors import MeshError
 from ..contracts._files import read_text
 from ..contracts._text import one_line
 from ..engine._plan_change import describe
-from ..engine._scheduler import ON_ORCHESTRATOR, Orchestrator
+from ..engine._scheduler import Orchestrator, told_of_orchestrators
 
 __all__ = ["POLL_SECONDS", "watching_plan"]
 
@@ -56,14 +56,11 @@ async def watching_plan(
             seen = now
             say(_applied(engines[0], path))
 
-    token = ON_ORCHESTRATOR.set(engines.append)
-    try:
+    with told_of_orchestrators(engines.append):
         async with anyio.create_task_group() as group:
             group.start_soon(watch)
             result = await start()
             group.cancel_scope.cancel()
-    finally:
-        ON_ORCHESTRATOR.reset(token)
     return result
 
 

@@ -19,7 +19,7 @@ import heapq
 import math
 import os
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, Final, final
 
 import anyio
@@ -63,7 +63,7 @@ from ._stream import DEFAULT_BUFFER, EventStream, StreamHub
 from ._summary import MetricsCollector, OutcomeState, UnitOutcome
 from ._tracing import TracerProviderLike, tracing_for
 
-__all__ = ["ON_ORCHESTRATOR", "Orchestrator", "checked_estimates"]
+__all__ = ["Orchestrator", "checked_estimates", "told_of_orchestrators"]
 
 # The roles a run cannot do without (the reducer is optional; a LeaseTable is the default
 # locksmith).
@@ -72,11 +72,24 @@ _REQUIRED_ROLES: Final = (Lane.CODER, Lane.APPLIER, Lane.PROVER, Lane.FIXER, Lan
 BudgetProvider = Callable[[], BudgetDecision | Awaitable[BudgetDecision]]
 """Returns the current budget decision; called again during the run."""
 
-ON_ORCHESTRATOR: Final[contextvars.ContextVar[Callable[[Orchestrator], None] | None]] = (
-    contextvars.ContextVar("mesh_on_orchestrator", default=None)
+_ON_ORCHESTRATOR: Final[contextvars.ContextVar[tuple[Callable[[Orchestrator], None], ...]]] = (
+    contextvars.ContextVar("mesh_on_orchestrator", default=())
 )
-"""Told of each orchestrator entered in this context: how a run handle reaches the engine
-that `mesh.run` builds inside it."""
+
+
+@contextlib.contextmanager
+def told_of_orchestrators(told: Callable[[Orchestrator], None]) -> Iterator[None]:
+    """
+    Tell ``told`` of each orchestrator entered in this context (and the tasks it starts).
+
+    How a run handle, the command line's signal handling or its plan watcher reach
+    the engine that `mesh.run` builds inside them; several may listen at once.
+    """
+    token = _ON_ORCHESTRATOR.set((*_ON_ORCHESTRATOR.get(), told))
+    try:
+        yield
+    finally:
+        _ON_ORCHESTRATOR.reset(token)
 
 
 @final
@@ -243,7 +256,7 @@ class Orchestrator:
 
     async def __aenter__(self) -> Orchestrator:
         self._entered = True
-        if (told := ON_ORCHESTRATOR.get()) is not None:
+        for told in _ON_ORCHESTRATOR.get():
             told(self)
         self._file_sink = JsonLinesSink(self._ledger_path) if self._ledger_path else None
         return self

@@ -26,7 +26,7 @@ from ..contracts._errors import InputError, MeshError, RunCancelled
 from ..engine._plan_change import PlanChange
 from ..engine._results import RunResult, RunStatistics
 from ..engine._roles import Roles
-from ..engine._scheduler import ON_ORCHESTRATOR, Orchestrator
+from ..engine._scheduler import Orchestrator, told_of_orchestrators
 from ..engine._stream import DEFAULT_BUFFER, EventStream
 from ._front import Backend, _check_backend, _run_anywhere
 from ._repo_run import RepositoryRun
@@ -84,11 +84,8 @@ class _Control(Generic[T]):
         return self.orchestrator.update_plan(plan)
 
     async def run(self) -> T:
-        token = ON_ORCHESTRATOR.set(self._attach)
-        try:
+        with told_of_orchestrators(self._attach):
             return await self._run()
-        finally:
-            ON_ORCHESTRATOR.reset(token)
 
     async def _run(self) -> T:
         try:
