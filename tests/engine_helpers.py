@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import mesh
+from mesh.testing import answer
 
 
 def unit(unit_id: str, *deps: str, scope: str | None = None, risk: str = "med") -> mesh.Unit:
@@ -43,3 +44,19 @@ def lease_request(holder: str, scope: str, *, ttl_ms: int = 60_000) -> mesh.Leas
         write_scope=(scope,),
         ttl_ms=ttl_ms,
     )
+
+
+def new_file_answer(
+    request: mesh.AuthorRequest, name: str | None = None, text: str | None = None
+) -> dict[str, object]:
+    """
+    A coder's answer adding one file (what an LLM coder returns: a patch, no worktree).
+
+    Default: the unit's first scope root, holding the unit's id.
+    """
+    name = name or request.unit.write_scope[0]
+    patch = (
+        f"diff --git a/{name} b/{name}\nnew file mode 100644\n--- /dev/null\n"
+        f"+++ b/{name}\n@@ -0,0 +1 @@\n+{text or request.unit.id}\n"
+    )
+    return answer(request, patch=patch)

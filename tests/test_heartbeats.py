@@ -14,7 +14,7 @@ from mesh.engine._call_facts import CALL_BEAT, CallBeat
 from mesh.host._process import run_command
 from mesh.testing import FakeAdapter, ManualClock, answer, capture_ledger, fake_roles
 
-from engine_helpers import execute, unit
+from engine_helpers import execute, new_file_answer, unit
 
 pytestmark = pytest.mark.anyio
 ONE_CALL = mesh.RetryPolicy(calls=1)
@@ -243,22 +243,13 @@ class TestCommands:
         self, repo: Path, tmp_path: Path
     ) -> None:
         """The built-in prover's process beats for it: a 1 s proof outlives a 0.3 s timeout."""
-
-        def coder(request: mesh.AuthorRequest) -> dict[str, object]:
-            name = request.unit.write_scope[0]
-            patch = (
-                f"diff --git a/{name} b/{name}\nnew file mode 100644\n--- /dev/null\n"
-                f"+++ b/{name}\n@@ -0,0 +1 @@\n+{request.unit.id}\n"
-            )
-            return answer(request, patch=patch)
-
         plan = {
             "plan": [{"id": "a", "step": "a", "write_scope": ["a.txt"], "proof_command": "sleep 1"}]
         }
         events: list[mesh.LedgerEvent] = []
         run = await mesh.run_async(
             plan,
-            roles=mesh.Roles(coder=coder),
+            roles=mesh.Roles(coder=new_file_answer),
             repo=repo,
             out=tmp_path / "out",
             heartbeat_timeout=0.3,

@@ -15,7 +15,7 @@ import mesh
 import mesh.typing
 from mesh.testing import FakeAdapter, answer, capture_ledger, fake_roles
 
-from engine_helpers import unit
+from engine_helpers import new_file_answer, unit
 
 pytestmark = pytest.mark.anyio
 EXAMPLE_PLAN = json.loads((Path(__file__).parents[1] / "examples" / "plan.json").read_text())
@@ -47,14 +47,8 @@ TWO_STEPS = {
 
 
 async def file_coder(request: mesh.AuthorRequest) -> dict[str, object]:
-    """Writes a new file in the unit's scope (as text: an LLM coder's patch)."""
     await anyio.lowlevel.checkpoint()
-    name = request.unit.write_scope[0]
-    patch = (
-        f"diff --git a/{name} b/{name}\nnew file mode 100644\n--- /dev/null\n"
-        f"+++ b/{name}\n@@ -0,0 +1 @@\n+{request.unit.id}\n"
-    )
-    return answer(request, patch=patch)
+    return new_file_answer(request)
 
 
 class TestEventStream:

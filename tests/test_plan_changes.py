@@ -13,7 +13,7 @@ import pytest
 import mesh
 from mesh.testing import FakeAdapter, answer, capture_ledger, fake_roles
 
-from engine_helpers import unit
+from engine_helpers import new_file_answer, unit
 
 pytestmark = pytest.mark.anyio
 
@@ -254,12 +254,9 @@ class Killed(BaseException):
 
 
 def file_coder(request: mesh.AuthorRequest) -> dict[str, object]:
-    name = request.unit.write_scope[0] + "/file.txt"
-    patch = (
-        f"diff --git a/{name} b/{name}\nnew file mode 100644\n--- /dev/null\n"
-        f"+++ b/{name}\n@@ -0,0 +1 @@\n+{request.unit.objective}\n"
+    return new_file_answer(
+        request, request.unit.write_scope[0] + "/file.txt", request.unit.objective
     )
-    return answer(request, patch=patch)
 
 
 class FileCoder:

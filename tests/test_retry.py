@@ -13,7 +13,7 @@ import mesh
 from mesh.engine._retry import checked_retry
 from mesh.testing import FakeAdapter, Hang, Raise, answer, capture_ledger, fake_roles
 
-from engine_helpers import execute, unit
+from engine_helpers import execute, new_file_answer, unit
 
 pytestmark = pytest.mark.anyio
 
@@ -210,12 +210,7 @@ class TestEngine:
 
 
 def _coder(request: mesh.AuthorRequest) -> dict[str, object]:
-    name = request.unit.write_scope[0]
-    patch = (
-        f"diff --git a/{name} b/{name}\nnew file mode 100644\n--- /dev/null\n"
-        f"+++ b/{name}\n@@ -0,0 +1 @@\n+{request.unit.id}\n"
-    )
-    return answer(request, patch=patch)
+    return new_file_answer(request)
 
 
 PLAN = {"plan": [{"id": "a", "step": "a", "write_scope": ["a.txt"], "proof_command": "true"}]}

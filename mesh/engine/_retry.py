@@ -49,14 +49,19 @@ def _codes(value: object) -> frozenset[FailureCode]:
     return frozenset(codes)
 
 
+def _within(value: object, least: float, most: float) -> bool:
+    """Whether ``value`` is a real number (not a bool) from ``least`` to ``most``."""
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, int | float)
+        and math.isfinite(value)
+        and least <= value <= most
+    )
+
+
 def _seconds(name: str) -> Callable[[object, object, object], None]:
     def check(_: object, __: object, value: object) -> None:
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not math.isfinite(value)
-            or not 0 <= value <= _DAY
-        ):
+        if not _within(value, 0, _DAY):
             raise InputError(f"{name} must be seconds between 0 and 86400, got {value!r}")
 
     return check
@@ -113,17 +118,12 @@ class RetryPolicy:
 
     @multiplier.validator
     def _check_multiplier(self, _: object, value: object) -> None:
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not math.isfinite(value)
-            or not 1 <= value <= _MOST
-        ):
+        if not _within(value, 1, _MOST):
             raise InputError(f"multiplier must be a number from 1 to 100, got {value!r}")
 
     @jitter.validator
     def _check_jitter(self, _: object, value: object) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        if not _within(value, 0, 1):
             raise InputError(f"jitter must be a fraction from 0 to 1, got {value!r}")
 
     @replacement.validator
