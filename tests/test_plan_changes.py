@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +12,7 @@ import anyio
 import pytest
 
 import mesh
+import mesh.engine._scheduler
 from mesh.testing import FakeAdapter, answer, capture_ledger, fake_roles
 
 from engine_helpers import new_file_answer, unit
@@ -379,3 +381,108 @@ def check_invariants(
     # Leases all went back.
     actions = [e.data.get("action") for e in ledger if e.lane is mesh.Lane.LOCKSMITH]
     assert actions.count("acquire") == actions.count("release")
+
+
+class TestWhatTheAttackFound:
+    async def test_a_resumed_run_never_gives_a_cancelled_units_id_again(
+        self, repo: Path, tmp_path: Path
+    ) -> None:
+        """unit-003 was added, then cancelled, then the run died: a new step is not unit-003."""
+        out = tmp_path / "out"
+        steps = [
+            {**step("a"), "proof_command": "true"},
+            {**step("b", "a"), "proof_command": "true"},
+        ]
+        added = [*steps, {**step("c", "a"), "proof_command": "true"}]
+        with pytest.raises(BaseExceptionGroup):  # noqa: PT012 - the run is watched as it goes
+            async with mesh.start_async(
+                plan(*steps), roles=mesh.Roles(coder=FileCoder(kill="unit-002")), repo=repo, out=out
+            ) as run:
+                async for event in run.events():
+                    if event.event == "unit_started" and event.unit_id == "unit-001":
+                        run.update_plan(plan(*added))
+                        run.update_plan(plan(*steps))  # unit-003 cancelled at once
+        changes: list[mesh.PlanChange] = []
+
+        def change(orchestrator: mesh.Orchestrator) -> None:
+            async def later() -> None:
+                while not orchestrator.plan_changeable:  # noqa: ASYNC110 - no event says so
+                    await anyio.sleep(0.01)
+                changes.append(
+                    orchestrator.update_plan(plan(*steps, {**step("d"), "proof_command": "true"}))
+                )
+
+            group.start_soon(later)
+
+        async with anyio.create_task_group() as group:
+            with mesh.engine._scheduler.told_of_orchestrators(change):
+                resumed = await mesh.resume_async(out, roles=mesh.Roles(coder=FileCoder()))
+        assert changes[0].added == ("unit-004",)
+        assert {o.unit_id for o in resumed.result.outcomes} == {"unit-001", "unit-002", "unit-004"}
+
+    async def test_a_unit_given_again_while_it_stops_is_refused(self) -> None:
+        refused: list[str] = []
+
+        def change(run: mesh.Orchestrator, event: mesh.LedgerEvent) -> None:
+            if event.lane is mesh.Lane.APPLIER and event.unit_id == "y" and not refused:
+                run.update_plan([unit("x")])
+                with pytest.raises(mesh.PlanError, match="y is still stopping") as caught:
+                    run.update_plan([unit("x"), unit("y")])
+                refused.append(str(caught.value))
+
+        roles = fake_roles(prover=FakeAdapter(lambda r: hang(r) if r.unit.id == "y" else answer(r)))
+        result, _ = await run_changing([unit("x"), unit("y")], change, roles)
+        assert refused
+        assert [o.unit_id for o in result.outcomes] == ["x"]
+
+    @pytest.mark.parametrize(
+        ("new", "says"),
+        [
+            ({"plan": [step("a"), "b: do b"]}, "entry 1 is not an object"),
+            ({"plan": [step("a"), {**step("b", "a"), "status": "Pending"}]}, "unknown status"),
+            ([1, 2], "entry 0 is not an object"),
+            ({"units": [{"objective": "no id"}]}, "entry 0 has no id"),
+        ],
+    )
+    async def test_what_a_lenient_reading_would_skip_is_refused(
+        self, new: object, says: str
+    ) -> None:
+        """Skipped, an entry would cancel its unit: a change refuses it instead."""
+
+        def change(run: mesh.Orchestrator, event: mesh.LedgerEvent) -> None:
+            if event.event == "unit_started" and event.unit_id == "unit-001":
+                with pytest.raises(mesh.PlanError, match=says):
+                    run.update_plan(new)
+
+        result, _ = await run_changing(plan(step("a"), step("b", "a")), change)
+        assert len(result.outcomes) == 2
+
+    async def test_a_change_made_from_a_sink_keeps_every_sink_in_order(
+        self, tmp_path: Path
+    ) -> None:
+        ledger_file = tmp_path / "ledger.jsonl"
+        changed: list[int] = []
+
+        def on_event(event: mesh.LedgerEvent) -> None:
+            if event.event == "unit_started" and not changed:
+                changed.append(event.seq)
+                orchestrator.update_plan(plan(step("a"), step("b")))
+
+        async with mesh.Orchestrator(
+            roles=fake_roles(), sinks=[mesh.CallbackSink(on_event)], ledger_path=ledger_file
+        ) as orchestrator:
+            await orchestrator.execute(plan(step("a")))
+        seqs = [json.loads(line)["seq"] for line in ledger_file.read_text().splitlines()]
+        assert seqs == sorted(seqs)
+        assert changed
+
+    def test_a_tampered_change_record_is_said(self) -> None:
+        from mesh.engine._scheduler import _changed_plan  # noqa: PLC0415 - the reader itself
+
+        units = {"units": [{"id": "a", "objective": "a"}]}
+        with pytest.raises(mesh.InputError, match="its steps do not match"):
+            _changed_plan({"units": units, "step_of": {"a": 5}, "unit_ids": {}})
+        with pytest.raises(mesh.InputError, match="its steps do not match"):
+            _changed_plan({"units": units, "step_of": {"zz": 0}, "unit_ids": {}})
+        with pytest.raises(mesh.InputError, match="unreadable"):
+            _changed_plan({"units": units, "step_of": [], "unit_ids": {}})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -168,3 +169,20 @@ def test_the_views_learn_the_changed_plan() -> None:
     )
     state.apply(event("plan_changed", units="damaged"))
     assert state.total == 2
+
+
+def test_a_save_with_the_old_time_and_size_is_still_seen(tmp_path: Path) -> None:
+    """`cp -p`, or a prepared file renamed over the plan: same size and time, another file."""
+    from mesh.cli._watch_plan import _signature  # noqa: PLC0415 - what the watcher compares
+
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps(steps("a", "b")))
+    before = _signature(plan)
+    prepared = tmp_path / "prepared.json"
+    prepared.write_text(json.dumps(steps("a", "c")))
+    stat = plan.stat()
+    os.utime(prepared, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    prepared.replace(plan)
+    assert plan.stat().st_size == stat.st_size
+    assert _signature(plan) != before
+    assert _signature(tmp_path / "gone.json") is None

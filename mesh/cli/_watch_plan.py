@@ -24,12 +24,14 @@ POLL_SECONDS: Final = 0.5
 T = TypeVar("T")
 
 
-def _signature(path: Path) -> tuple[int, int] | None:
+def _signature(path: Path) -> tuple[int, ...] | None:
     try:
         found = path.stat()
     except OSError:
         return None  # being replaced, or gone for now: looked at again next time
-    return (found.st_mtime_ns, found.st_size)
+    # The inode and change time too: a file copied in with its old time and size (`cp -p`,
+    # a rename over it, a symlink switched) is still a save.
+    return (found.st_ino, found.st_dev, found.st_ctime_ns, found.st_mtime_ns, found.st_size)
 
 
 async def watching_plan(

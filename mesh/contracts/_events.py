@@ -10,6 +10,7 @@ configuration when wanted.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import contextvars
 import json
@@ -285,8 +286,11 @@ class Ledger:
             wrapper_class=_LedgerLogger,
             context_class=dict,
         ).bind()
-        self.emit_fields: Callable[[str, dict[str, Any]], None] = self._log.record
-        """`emit` with the fields already in a dict of their own (the dict is consumed)."""
+        self._record = self._log.record
+        # Events a sink emits while an event is being handed out (a callback that changes
+        # the plan): they wait their turn, so every sink sees the events in their order.
+        self._emitting = False
+        self._waiting: collections.deque[tuple[str, dict[str, Any]]] = collections.deque()
 
     def _to_event(
         self, _: object, __: str, fields: MutableMapping[str, Any]
@@ -306,6 +310,24 @@ class Ledger:
             data=fields,
         )
         return (event,), _NO_KEYWORDS
+
+    def emit_fields(self, event: str, fields: dict[str, Any]) -> None:
+        """`emit` with the fields already in a dict of their own (the dict is consumed)."""
+        self._waiting.append((event, fields))
+        if self._emitting:
+            return
+        self._emitting = True
+        failed: Exception | None = None
+        try:
+            while self._waiting:
+                try:
+                    self._record(*self._waiting.popleft())
+                except Exception as exc:  # noqa: BLE001 - raised once the waiting ones are out
+                    failed = failed or exc
+        finally:
+            self._emitting = False
+        if failed is not None:
+            raise failed
 
     def emit(self, event: str, **fields: object) -> None:
         """Record one event (``unit_id``, ``lane``... as keywords; the rest is data)."""

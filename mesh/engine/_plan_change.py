@@ -15,6 +15,7 @@ from typing import Final
 
 import attrs
 
+from ..contracts._enums import StepStatus
 from ..contracts._errors import PlanError
 from ..contracts._records import Plan, Unit
 from ..contracts._text import one_line
@@ -23,6 +24,7 @@ from ._plan_state import plan_units
 __all__ = ["PlanChange", "UnitIds", "planned_change", "unit_ids_of"]
 
 _SLICED: Final = frozenset({"pending", "in_progress"})
+_STATUSES: Final = frozenset(status.value for status in StepStatus)
 _NUMBERED: Final = re.compile(r"unit-(\d+)")
 
 UnitIds = Mapping[str, str]
@@ -79,6 +81,7 @@ def planned_change(
     delivering: Collection[str] = (),
     prepared: Callable[[Unit], Unit] = lambda unit: unit,
     used: Collection[str] = (),
+    stopping: Collection[str] = (),
 ) -> PlanChange:
     """
     What ``new`` (a whole plan, in any form `Orchestrator.execute` takes) changes.
@@ -98,12 +101,15 @@ def planned_change(
             again unchanged compares equal.
         used: Every unit id the run ever had: a new unit never takes one (a
             cancelled unit's events keep its id).
+        stopping: Units cancelled by an earlier change whose calls are still
+            stopping: given again, they are refused until they have.
 
     Raises:
         ValidationError, PlanError: The new plan is malformed, has a cycle, is
             of another kind than the run's, edits a unit that started, or
             cancels one whose delivery is under way.
     """
+    _check_entries(new)
     sliced, new_plan = plan_units(new)
     if (plan is None) != (new_plan is None):
         raise PlanError(
@@ -117,6 +123,8 @@ def planned_change(
     edited: list[str] = []
     kept: list[Unit] = []
     for unit in map(prepared, renamed):
+        if unit.id in stopping:
+            problems.append(f"unit {unit.id} is still stopping: give it again once it has")
         before = current.get(unit.id)
         if before is None:
             added.append(unit.id)
@@ -144,6 +152,34 @@ def planned_change(
         edited=tuple(edited),
         removed=tuple(removed),
     )
+
+
+def _check_entries(new: object) -> None:
+    """
+    Refuse what reading a plan leniently would skip: in a change, a skipped entry is a cancel.
+
+    The helper commands skip entries that are not objects (and units without an id) and
+    slice only known statuses; a change must not cancel a running unit for a typo.
+    """
+    entries: object = new
+    if isinstance(new, Mapping):
+        entries = next((new[key] for key in ("plan", "steps", "units") if key in new), None)
+    if not isinstance(entries, list | tuple):
+        return  # no list of entries: the plan's own checks say what is wrong
+    problems = []
+    for index, entry in enumerate(entries):
+        if isinstance(entry, Unit):
+            continue
+        if not isinstance(entry, Mapping):
+            problems.append(f"entry {index} is not an object")
+        elif "status" in entry and entry["status"] not in _STATUSES:
+            problems.append(
+                f"entry {index} has an unknown status {one_line(str(entry['status']))!r}"
+            )
+        elif isinstance(new, Mapping) and "units" in new and not isinstance(entry.get("id"), str):
+            problems.append(f"entry {index} has no id")
+    if problems:
+        raise PlanError("the plan change was refused: " + "; ".join(problems))
 
 
 def _pending(unit: Unit, completed: Collection[str]) -> Unit:

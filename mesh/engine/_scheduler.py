@@ -34,7 +34,7 @@ from ..contracts._errors import (
     RunCancelled,
     ValidationError,
 )
-from ..contracts._events import JsonLinesSink, Ledger, LedgerSink
+from ..contracts._events import JsonLinesSink, Ledger, LedgerEvent, LedgerSink
 from ..contracts._records import BudgetDecision, Plan, Unit, estimate_problem
 from ..contracts._scopes import scopes_overlap
 from ..contracts._text import one_line
@@ -368,6 +368,9 @@ class Orchestrator:
         self._prepared = prepared
         self._plan_record = plan_record
         self._unit_ids = unit_ids
+        self._step_of = step_of
+        # A resumed run's new units never take an id its events already name.
+        self._used_ids.update(_named_units((resume or ResumePoint()).history))
         self._set_units(units)
         metrics = MetricsCollector()
         for event in (resume or ResumePoint()).history:
@@ -662,6 +665,7 @@ class Orchestrator:
             },
             prepared=self._prepared,
             used=self._used_ids,
+            stopping={unit_id for unit_id, holder in self._holders.items() if holder.removed},
         )
         if change.changed:
             self._apply(change)
@@ -691,16 +695,7 @@ class Orchestrator:
             change.step_of,
             completed=[change.step_of[unit_id] for unit_id in done if unit_id in change.step_of],
         )
-        self._ledger.emit(
-            "plan_changed",
-            added=list(change.added),
-            edited=list(change.edited),
-            removed=list(change.removed),
-            units={"units": [unit.to_document() for unit in self._units]},
-            **({"plan": plan_document(change.plan)} if change.plan is not None else {}),
-            step_of=dict(change.step_of),
-            unit_ids=dict(change.unit_ids),
-        )
+        self._record_plan(change.added, change.edited, change.removed, change.step_of)
         self._ready = []
         for unit in self._units:
             unit_id = unit.id
@@ -717,6 +712,27 @@ class Orchestrator:
             elif not self._waiting[unit_id]:
                 self._make_ready(unit_id)
         self._notify()
+
+    def _record_plan(
+        self,
+        added: Sequence[str],
+        edited: Sequence[str],
+        removed: Sequence[str],
+        step_of: Mapping[str, int],
+    ) -> None:
+        """One ``plan_changed`` event: what changed, and the whole plan a resume runs."""
+        plan = self._plan_record
+        self._step_of = dict(step_of)
+        self._ledger.emit(
+            "plan_changed",
+            added=list(added),
+            edited=list(edited),
+            removed=list(removed),
+            units={"units": [unit.to_document() for unit in self._units]},
+            **({"plan": plan_document(plan)} if plan is not None else {}),
+            step_of=self._step_of,
+            unit_ids=dict(self._unit_ids),
+        )
 
     def _start(self, units: Sequence[Unit]) -> None:
         """Dependencies, restored outcomes (when resuming) and the first ready units."""
@@ -883,8 +899,10 @@ class Orchestrator:
                 )
                 self._notify()
                 return
-            # It finished before its cancellation could land: it stays, with its outcome.
+            # It finished before its cancellation could land: it stays, with its outcome,
+            # in the plan a resume runs too.
             self._set_units((*self._units, unit))
+            self._record_plan((unit.id,), (), (), self._step_of)
         self._finish(progress)
 
     def _current_width(self) -> int:
@@ -953,6 +971,15 @@ class Orchestrator:
 _FINAL: Final = frozenset({UnitState.COMPLETED, UnitState.FAILED})
 
 
+def _named_units(history: Sequence[LedgerEvent]) -> set[str]:
+    """Every unit id a run's events name: of the events, and of the units its changes added."""
+    named = {event.unit_id for event in history if event.unit_id}
+    for event in history:
+        if event.event == "plan_changed" and isinstance(added := event.data.get("added"), list):
+            named.update(unit_id for unit_id in added if isinstance(unit_id, str))
+    return named
+
+
 def _plan_of(
     plan: object, resume: ResumePoint | None
 ) -> tuple[tuple[Unit, ...], Plan | None, dict[str, int], dict[str, str]]:
@@ -988,6 +1015,10 @@ def _changed_plan(
         unit_ids = {str(step): str(unit_id) for step, unit_id in change["unit_ids"].items()}
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise InputError(f"the run's last plan change is unreadable: {exc!r}") from None
+    steps = len(plan.steps) if plan is not None else len(units)
+    known = {unit.id for unit in units}
+    if any(not 0 <= index < steps or unit_id not in known for unit_id, index in step_of.items()):
+        raise InputError("the run's last plan change is unreadable: its steps do not match")
     return units, plan, step_of, unit_ids
 
 
