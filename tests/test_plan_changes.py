@@ -486,3 +486,26 @@ class TestWhatTheAttackFound:
             _changed_plan({"units": units, "step_of": {"zz": 0}, "unit_ids": {}})
         with pytest.raises(mesh.InputError, match="unreadable"):
             _changed_plan({"units": units, "step_of": [], "unit_ids": {}})
+
+
+async def test_a_unit_cancelled_as_it_finishes_keeps_its_outcome() -> None:
+    """Left out while it releases its lease (its work done): it stays, in the recorded plan too."""
+    changed: list[mesh.PlanChange] = []
+
+    async def locksmith(request: mesh.LeaseRequest) -> object:
+        # In the engine's loop (an async adapter): where a plan can change.
+        if request.action == "release" and request.unit.id == "y" and not changed:
+            changed.append(orchestrator.update_plan([unit("x")]))
+        return await table(request)
+
+    table = mesh.LeaseTable()
+
+    with capture_ledger() as ledger:
+        async with mesh.Orchestrator(roles=fake_roles(locksmith=locksmith)) as orchestrator:
+            result = await orchestrator.execute([unit("x"), unit("y")])
+    assert changed[0].removed == ("y",)
+    assert {o.unit_id: o.state for o in result.outcomes} == {"x": "completed", "y": "completed"}
+    recorded = named(ledger, "plan_changed")
+    assert [e.data["removed"] for e in recorded] == [["y"], []]
+    assert recorded[-1].data["added"] == ["y"]
+    assert not named(ledger, "unit_cancelled")
