@@ -451,3 +451,13 @@ class TestWhatTheAttackFound:
             first = run.events(buffer=50_000)
             assert next(iter(first)).event == "run_started"
             run.result()
+
+
+def test_a_stream_made_smaller_drops_its_oldest() -> None:
+    stream = mesh.EventStream(buffer=5)
+    for seq in range(1, 5):
+        stream.push(mesh.LedgerEvent(event="x", run_id="r", seq=seq, at=0.0))
+    stream.resize(2)
+    stream.close()
+    assert [event.seq for event in stream] == [3, 4]
+    assert stream.missed == 2

@@ -509,3 +509,14 @@ async def test_a_unit_cancelled_as_it_finishes_keeps_its_outcome() -> None:
     assert [e.data["removed"] for e in recorded] == [["y"], []]
     assert recorded[-1].data["added"] == ["y"]
     assert not named(ledger, "unit_cancelled")
+
+
+async def test_a_plan_record_is_a_change_too() -> None:
+    def change(run: mesh.Orchestrator, event: mesh.LedgerEvent) -> None:
+        if event.event == "unit_started" and event.unit_id == "unit-001":
+            assert run.update_plan(mesh.parse_plan(plan(step("a"), step("b")))).added == (
+                "unit-002",
+            )
+
+    result, _ = await run_changing(plan(step("a")), change)
+    assert len(result.outcomes) == 2

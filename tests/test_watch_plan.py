@@ -186,3 +186,13 @@ def test_a_save_with_the_old_time_and_size_is_still_seen(tmp_path: Path) -> None
     assert plan.stat().st_size == stat.st_size
     assert _signature(plan) != before
     assert _signature(tmp_path / "gone.json") is None
+
+
+def test_the_live_view_says_a_line_above_its_picture() -> None:
+    from rich.console import Console  # noqa: PLC0415 - the view's own library
+
+    from mesh.cli._live_view import LiveView  # noqa: PLC0415 - the view itself
+
+    console = Console(record=True, width=80, force_terminal=False)
+    LiveView(console, {}).say("plan changed: [bold]added[/bold] unit-002")
+    assert console.export_text() == "plan changed: [bold]added[/bold] unit-002\n"

@@ -227,9 +227,6 @@ class _Fanout:
 
     def __init__(self, sinks: Sequence[LedgerSink]) -> None:
         self.sinks = tuple(sinks)
-        if len(self.sinks) == 1:
-            # The commonest case (the run's metrics alone): no loop per event.
-            self.info = self.sinks[0].emit  # type: ignore[method-assign]
 
     def info(self, event: LedgerEvent) -> None:
         failed: Exception | None = None
