@@ -155,11 +155,13 @@ def test_the_views_learn_the_changed_plan() -> None:
     changed = {
         "units": [
             {"id": "unit-001", "objective": "Write one"},
+            "not a unit",
+            {"id": 3},
             {"id": "unit-002", "objective": "Write \x1b[31mtwo"},
         ]
     }
     state.apply(event("plan_changed", units=changed))
-    assert state.total == 2
+    assert state.total == 4
     assert state.objective("unit-002") == "Write \\x1b[31mtwo"
     cancelled = event("unit_cancelled", "unit-001", reason="left out of the plan")
     state.apply(cancelled)
@@ -168,7 +170,7 @@ def test_the_views_learn_the_changed_plan() -> None:
         "[0:00] unit-001 (Write one) cancelled: left out of the plan"
     )
     state.apply(event("plan_changed", units="damaged"))
-    assert state.total == 2
+    assert state.total == 4
 
 
 def test_a_save_with_the_old_time_and_size_is_still_seen(tmp_path: Path) -> None:

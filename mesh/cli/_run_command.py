@@ -541,7 +541,7 @@ def _watched(
     try:
         # The signals are caught while the view opens and closes too (see `SignalStop`).
         with signals.handled(), shown.shown():
-            finished = run_to_result(signals.run, started)
+            return _report(run_to_result(signals.run, started), refusals)
     except BaseException as stopped:
         # A signal cancels a running engine with a reason naming it: RunCancelled comes out.
         by_signal = signals.stopped if isinstance(stopped, RunCancelled) else None
@@ -553,7 +553,6 @@ def _watched(
         if interrupt is stopped:
             raise
         raise interrupt from None
-    return _report(finished, refusals)
 
 
 def _store_path(run: StrPath, runs: StrPath) -> Path:
