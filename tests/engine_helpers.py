@@ -60,3 +60,19 @@ def new_file_answer(
         f"+++ b/{name}\n@@ -0,0 +1 @@\n+{text or request.unit.id}\n"
     )
     return answer(request, patch=patch)
+
+
+def two_steps() -> dict[str, object]:
+    """A plan of two steps, b after a, each writing its own file and proved by `true`."""
+    return {
+        "plan": [
+            {"id": "a", "step": "write a", "write_scope": ["src/a.txt"], "proof_command": "true"},
+            {
+                "id": "b",
+                "step": "write b",
+                "deps": ["a"],
+                "write_scope": ["src/b.txt"],
+                "proof_command": "true",
+            },
+        ]
+    }

@@ -21,6 +21,7 @@ import mesh
 from mesh.store._front import ctrl_c
 from mesh.testing import FakeAdapter, answer, fake_roles
 
+from engine_helpers import two_steps
 from repo_helpers import git, make_repo
 
 pytestmark = pytest.mark.anyio
@@ -30,21 +31,6 @@ SHA = re.compile(r"[0-9a-f]{40}")
 
 class Killed(BaseException):
     """Not an Exception: nothing in mesh catches it, as nothing outlives a kill -9."""
-
-
-def two_steps() -> dict[str, object]:
-    return {
-        "plan": [
-            {"id": "a", "step": "write a", "write_scope": ["src/a.txt"], "proof_command": "true"},
-            {
-                "id": "b",
-                "step": "write b",
-                "deps": ["a"],
-                "write_scope": ["src/b.txt"],
-                "proof_command": "true",
-            },
-        ]
-    }
 
 
 def new_file(name: str, text: str) -> str:

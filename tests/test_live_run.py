@@ -15,7 +15,7 @@ import mesh
 import mesh.typing
 from mesh.testing import FakeAdapter, answer, capture_ledger, fake_roles
 
-from engine_helpers import new_file_answer, unit
+from engine_helpers import new_file_answer, two_steps, unit
 
 pytestmark = pytest.mark.anyio
 EXAMPLE_PLAN = json.loads((Path(__file__).parents[1] / "examples" / "plan.json").read_text())
@@ -30,20 +30,6 @@ async def hang(request: object) -> object:
 def hanging_roles() -> mesh.Roles:
     """Roles whose coders never answer: a run that goes on until it is cancelled."""
     return fake_roles(coder=FakeAdapter(hang))
-
-
-TWO_STEPS = {
-    "plan": [
-        {"id": "a", "step": "write a", "write_scope": ["src/a.txt"], "proof_command": "true"},
-        {
-            "id": "b",
-            "step": "write b",
-            "deps": ["a"],
-            "write_scope": ["src/b.txt"],
-            "proof_command": "true",
-        },
-    ]
-}
 
 
 async def file_coder(request: mesh.AuthorRequest) -> dict[str, object]:
@@ -191,7 +177,7 @@ class TestCancel:
         """The store keeps the cancel; a resume finishes the run, nothing done twice."""
         out = tmp_path / "out"
         roles = mesh.Roles(coder=file_coder)
-        async with mesh.start_async(TWO_STEPS, roles=roles, repo=repo, out=out) as run:
+        async with mesh.start_async(two_steps(), roles=roles, repo=repo, out=out) as run:
             async for event in run.events():
                 if event.event == "unit_finished":
                     run.cancel("stop after one unit")
@@ -271,7 +257,7 @@ class TestStartAsync:
                 return await file_coder(request)  # pragma: no cover - never called
 
         async with mesh.start_async(
-            TWO_STEPS, roles=mesh.Roles(coder=SlowToCheck()), repo=repo, out=tmp_path / "out"
+            two_steps(), roles=mesh.Roles(coder=SlowToCheck()), repo=repo, out=tmp_path / "out"
         ) as run:
             await asked.wait()
             run.cancel("not now")
